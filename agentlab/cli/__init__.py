@@ -1,0 +1,62 @@
+"""The ``agentlab`` command line (typer + rich).
+
+Each command group lives in its own module and is registered here. User mistakes end with one
+line on stderr and a non-zero exit code; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+import agentlab  # noqa: F401  (offline environment defaults)
+from agentlab.cli import chat_cmd, config_cmd, models_cmd, usage_cmd
+from agentlab.cli.common import err_console, state
+from agentlab.errors import AgentlabError
+
+app = typer.Typer(
+    name="agentlab",
+    help="Autonomous research labs of LLM agents: run experiments, write verified reports, publish them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _global(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config file (default: ./agentlab.toml, ~/.config/agentlab/agentlab.toml)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Benchmark data folder (config: data_dir)."),
+    workspace: Optional[Path] = typer.Option(None, "--workspace", help="Workspace for labs, jobs and ledgers (config: workspace)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Agents' litellm model string (config: agents.model)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    state.config_file = config
+    state.debug = debug
+    state.overrides = {k: v for k, v in {
+        "data_dir": str(data_dir) if data_dir else None,
+        "workspace": str(workspace) if workspace else None,
+        "agents.model": model,
+    }.items() if v is not None}
+
+
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(models_cmd.app, name="models")
+app.command("chat")(chat_cmd.chat)
+app.command("usage")(usage_cmd.usage)
+
+
+def main() -> None:
+    try:
+        app()
+    except AgentlabError as exc:
+        if state.debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)

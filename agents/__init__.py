@@ -1,0 +1,1 @@
+"""Agent roles of a lab (professor, postdoc, PhD student, engineers, reviewers)."""

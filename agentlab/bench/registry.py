@@ -1,0 +1,317 @@
+"""Benchmark registry and loaders: MATH-500, GSM8K, AIME 2024, AMC 2023 from JSONL files (or the
+Hugging Face Hub when the file is absent and ``datasets`` is installed), and procedural tasks from
+``reasoning-gym``, generated offline and deterministically from a seed.
+
+Subsets are deterministic: by level or subject, a dev/report split (a stable hash of the problem id,
+so a lab can tune on ``dev`` and report on ``report`` without the two ever overlapping), a seeded
+sample, and the first n.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from agentlab.errors import AgentlabError
+
+Grader = Literal["math", "gsm8k", "reasoning_gym"]
+
+
+class BenchmarkError(AgentlabError):
+    """Unknown benchmark, missing data file, bad subset: the message names the fix."""
+
+
+class Problem(BaseModel):
+    """One benchmark item. ``answer`` is the gold answer as text; ``metadata`` holds level, subject
+    and, for reasoning-gym tasks, what its scorer needs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    question: str
+    answer: str
+    benchmark: str
+    grader: Grader
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def level(self) -> str | None:
+        v = self.metadata.get("level")
+        return None if v is None else str(v)
+
+    @property
+    def subject(self) -> str | None:
+        return self.metadata.get("subject")
+
+
+class Subset(BaseModel):
+    """A deterministic selection of a benchmark's problems (applied in this order: filters, split,
+    sample, limit)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    levels: list[str] | None = Field(None, description="keep these levels (MATH: 1-5)")
+    subjects: list[str] | None = Field(None, description="keep these subjects (MATH: Algebra, ...)")
+    split: Literal["all", "dev", "report"] = Field("all", description="dev/report split by a stable id hash")
+    dev_fraction: float = Field(0.3, gt=0, lt=1, description="share of problems in the dev split")
+    sample: int | None = Field(None, ge=1, description="a seeded random sample of this many problems")
+    seed: int = Field(0, description="seed for the sample (and for procedural generation)")
+    limit: int | None = Field(None, ge=1, description="the first n problems")
+
+    @field_validator("levels", mode="before")
+    @classmethod
+    def _levels_as_str(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if isinstance(v, (str, int)):
+            v = [v]
+        return [str(x).removeprefix("Level ").strip() for x in v]
+
+    def describe(self) -> str:
+        """A short, stable description such as ``split=report(0.3) levels=4,5 first=100``."""
+        parts = []
+        if self.levels:
+            parts.append("levels=" + ",".join(self.levels))
+        if self.subjects:
+            parts.append("subjects=" + ",".join(self.subjects))
+        if self.split != "all":
+            parts.append(f"split={self.split}({self.dev_fraction:g})")
+        if self.sample:
+            parts.append(f"sample={self.sample}(seed={self.seed})")
+        if self.limit:
+            parts.append(f"first={self.limit}")
+        return " ".join(parts) or "all"
+
+
+def in_dev_split(problem_id: str, dev_fraction: float, salt: str = "agentlab-split-v1") -> bool:
+    h = hashlib.sha256(f"{salt}:{problem_id}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64 < dev_fraction
+
+
+def apply_subset(problems: list[Problem], subset: Subset | None) -> list[Problem]:
+    if subset is None:
+        return list(problems)
+    out = problems
+    if subset.levels:
+        want = set(subset.levels)
+        out = [p for p in out if p.level in want]
+    if subset.subjects:
+        want_s = {s.lower() for s in subset.subjects}
+        out = [p for p in out if (p.subject or "").lower() in want_s]
+    if subset.split != "all":
+        dev = subset.split == "dev"
+        out = [p for p in out if in_dev_split(p.id, subset.dev_fraction) == dev]
+    if subset.sample and subset.sample < len(out):
+        idx = sorted(random.Random(subset.seed).sample(range(len(out)), subset.sample))
+        out = [out[i] for i in idx]
+    if subset.limit:
+        out = out[: subset.limit]
+    return list(out)
+
+
+# -- file-backed benchmarks -------------------------------------------------------------------
+
+def _fmt_number(x: Any) -> str:
+    if isinstance(x, float) and x.is_integer():
+        return str(int(x))
+    return str(x)
+
+
+def _gsm8k_gold(solution: str) -> str:
+    return solution.rsplit("####", 1)[-1].strip().replace(",", "")
+
+
+def _row_math500(i: int, r: dict) -> Problem:
+    return Problem(id=r.get("unique_id") or f"math500-{i}", question=r["problem"], answer=str(r["answer"]),
+                   benchmark="math500", grader="math",
+                   metadata={"level": str(r.get("level")), "subject": r.get("subject")})
+
+
+def _row_gsm8k(i: int, r: dict) -> Problem:
+    return Problem(id=f"gsm8k-{r.get('idx', i)}", question=r["question"], answer=_gsm8k_gold(r["answer"]),
+                   benchmark="gsm8k", grader="gsm8k", metadata={})
+
+
+def _row_aime24(i: int, r: dict) -> Problem:
+    return Problem(id=f"aime24-{r.get('id', i)}", question=r["problem"], answer=_fmt_number(r["answer"]),
+                   benchmark="aime24", grader="math", metadata={"url": r.get("url")})
+
+
+def _row_amc23(i: int, r: dict) -> Problem:
+    return Problem(id=f"amc23-{r.get('id', i)}", question=r.get("problem") or r["question"],
+                   answer=_fmt_number(r["answer"]), benchmark="amc23", grader="math",
+                   metadata={"url": r.get("url")})
+
+
+@dataclass(frozen=True)
+class FileBenchmark:
+    name: str
+    description: str
+    folder: str
+    hub_id: str
+    hub_config: str | None
+    hub_split: str
+    row: Callable[[int, dict], Problem]
+    kind: str = "file"
+
+    def path(self, data_dir: Path) -> Path:
+        return Path(data_dir).expanduser() / self.folder / "test.jsonl"
+
+    def load(self, data_dir: Path, seed: int = 0) -> list[Problem]:
+        path = self.path(data_dir)
+        if path.is_file():
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        else:
+            rows = self._from_hub(path)
+        return [self.row(i, r) for i, r in enumerate(rows)]
+
+    def _from_hub(self, path: Path) -> list[dict]:
+        try:
+            import datasets  # optional: the `hub` extra
+        except ImportError:
+            raise BenchmarkError(
+                f"{self.name}: data file not found at {path}; put the JSONL file there (set data_dir or "
+                f"AGENTLAB_DATA_DIR to the folder that holds {self.folder}/test.jsonl) or install the hub "
+                f"extra (pip install 'agentlab[hub]') to load {self.hub_id} from the Hugging Face Hub"
+            ) from None
+        try:
+            ds = datasets.load_dataset(self.hub_id, self.hub_config, split=self.hub_split)
+        except Exception as exc:
+            raise BenchmarkError(
+                f"{self.name}: data file not found at {path} and loading {self.hub_id} from the Hugging Face "
+                f"Hub failed ({type(exc).__name__}: {str(exc)[:200]}); put {self.folder}/test.jsonl under data_dir"
+            ) from None
+        return [dict(r) for r in ds]
+
+
+@dataclass(frozen=True)
+class GymBenchmark:
+    """A reasoning-gym task: ``size`` problems generated offline from ``seed``."""
+
+    name: str
+    task: str
+    description: str
+    size: int = 200
+    config: tuple[tuple[str, Any], ...] = ()  # task options, e.g. (("max_terms", 3),)
+    kind: str = "reasoning_gym"
+
+    def load(self, data_dir: Path | None = None, seed: int = 0) -> list[Problem]:
+        import reasoning_gym
+
+        try:
+            ds = reasoning_gym.create_dataset(self.task, size=self.size, seed=seed, **dict(self.config))
+        except Exception as exc:
+            raise BenchmarkError(f"reasoning-gym task {self.task!r}: {exc}") from None
+        out = []
+        for i, entry in enumerate(ds):
+            meta = _jsonable(entry.get("metadata", {}))
+            out.append(Problem(
+                id=f"{self.name}-s{seed}-{i}", question=entry["question"], answer=str(entry["answer"]),
+                benchmark=self.name, grader="reasoning_gym",
+                metadata={"level": _gym_level(meta), "subject": self.task, "gym_task": self.task,
+                          "gym_entry": {"question": entry["question"], "answer": entry["answer"],
+                                        "metadata": meta}},
+            ))
+        return out
+
+
+def _gym_level(meta: dict) -> str | None:
+    """A per-item difficulty for the breakdown (e.g. the number of terms), when the task has one."""
+    for key in ("num_terms", "difficulty", "num_digits"):
+        if isinstance(meta.get(key), (int, str)):
+            return str(meta[key])
+    return None
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+BENCHMARKS: dict[str, FileBenchmark | GymBenchmark] = {
+    "math500": FileBenchmark("math500", "MATH-500 (competition math, levels 1-5, 7 subjects)", "math500",
+                             "HuggingFaceH4/MATH-500", None, "test", _row_math500),
+    "gsm8k": FileBenchmark("gsm8k", "GSM8K test split (grade-school word problems)", "gsm8k",
+                           "openai/gsm8k", "main", "test", _row_gsm8k),
+    "aime24": FileBenchmark("aime24", "AIME 2024 I and II (30 problems, integer answers)", "aime24",
+                            "HuggingFaceH4/aime_2024", None, "train", _row_aime24),
+    "amc23": FileBenchmark("amc23", "AMC 2023 (40 problems)", "amc23", "math-ai/amc23", None, "test", _row_amc23),
+    "basic_arithmetic": GymBenchmark(
+        "basic_arithmetic", "basic_arithmetic",
+        "reasoning-gym arithmetic, 2-4 terms of 1-2 digits (offline, seeded; the embedded default)",
+        config=(("min_terms", 2), ("max_terms", 4), ("min_digits", 1), ("max_digits", 2))),
+    "gsm_symbolic": GymBenchmark("gsm_symbolic", "gsm_symbolic", "reasoning-gym GSM-symbolic word problems"),
+    "simple_equations": GymBenchmark("simple_equations", "simple_equations",
+                                     "reasoning-gym linear equations in one variable"),
+    "chain_sum": GymBenchmark("chain_sum", "chain_sum", "reasoning-gym chains of additions/subtractions"),
+}
+DEFAULT_BENCHMARK = "basic_arithmetic"
+_GYM_PREFIX = "rg:"
+
+
+def list_benchmarks() -> list[dict[str, str]]:
+    """Name, kind and description of every registered benchmark (plus the ``rg:TASK`` form)."""
+    out = [{"name": b.name, "kind": b.kind, "description": b.description} for b in BENCHMARKS.values()]
+    out.append({"name": "rg:TASK", "kind": "reasoning_gym",
+                "description": "any reasoning-gym task by name, e.g. rg:gcd, rg:fraction_simplification"})
+    return out
+
+
+def get_benchmark(name: str) -> FileBenchmark | GymBenchmark:
+    if name in BENCHMARKS:
+        return BENCHMARKS[name]
+    if name.startswith(_GYM_PREFIX):
+        import reasoning_gym
+
+        task = name[len(_GYM_PREFIX):]
+        if task not in reasoning_gym.factory.DATASETS:
+            raise BenchmarkError(f"unknown reasoning-gym task {task!r}; e.g. " + ", ".join(
+                sorted(reasoning_gym.factory.DATASETS)[:12]) + ", ...")
+        return GymBenchmark(name, task, f"reasoning-gym {task}")
+    valid = ", ".join([*BENCHMARKS, "rg:TASK"])
+    raise BenchmarkError(f"unknown benchmark {name!r}; valid: {valid}")
+
+
+def load_benchmark(name: str, settings_or_data_dir: Any = None, subset: Subset | dict | None = None,
+                   **subset_kwargs: Any) -> list[Problem]:
+    """Load a benchmark's problems, then apply a deterministic subset.
+
+    ``settings_or_data_dir``: a ``Settings`` (its ``data_dir`` is used), a path, or None (load settings).
+    Subset options may be given as a ``Subset``, a dict, or keyword arguments (``limit=50, split="dev"``).
+    """
+    bench = get_benchmark(name)
+    if settings_or_data_dir is None:
+        from agentlab.config import load_settings
+
+        data_dir = load_settings().data_dir
+    elif isinstance(settings_or_data_dir, (str, Path)):
+        data_dir = Path(settings_or_data_dir)
+    else:
+        data_dir = settings_or_data_dir.data_dir
+    sub = _as_subset(subset, subset_kwargs)
+    problems = bench.load(data_dir, seed=sub.seed if sub else 0)
+    return apply_subset(problems, sub)
+
+
+def _as_subset(subset: Subset | dict | None, kwargs: dict) -> Subset | None:
+    if subset is None and not kwargs:
+        return None
+    if isinstance(subset, Subset):
+        return subset.model_copy(update=kwargs) if kwargs else subset
+    try:
+        return Subset.model_validate({**(subset or {}), **kwargs})
+    except Exception as exc:
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValidationError):
+            msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise BenchmarkError(f"invalid subset: {msgs}") from None
+        raise
+
+

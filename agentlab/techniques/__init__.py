@@ -1,0 +1,18 @@
+"""Reasoning techniques: validated specs the harness executes, and the built-in library."""
+
+from agentlab.techniques.builtin import apply_overrides, builtin_techniques, get_technique
+from agentlab.techniques.spec import (
+    Chains,
+    FewShotExample,
+    Refine,
+    Sampling,
+    Step,
+    TechniqueError,
+    TechniqueSpec,
+    format_validation_error,
+)
+
+__all__ = [
+    "Chains", "FewShotExample", "Refine", "Sampling", "Step", "TechniqueError", "TechniqueSpec",
+    "apply_overrides", "builtin_techniques", "format_validation_error", "get_technique",
+]

@@ -415,11 +415,17 @@ def _explain(exc: BaseException, req: dict, attempts: int) -> str:
         return f"{model}{where}: model not found; check the model name"
     if isinstance(exc, litellm.ContextWindowExceededError):
         return f"{model}: the prompt is longer than the model's context window"
-    if isinstance(exc, litellm.APIConnectionError) or isinstance(exc, litellm.Timeout):
+    if isinstance(exc, (litellm.APIConnectionError, litellm.Timeout)) or _is_connection_failure(exc):
         return f"{model}{where}: endpoint unreachable or timing out after {attempts} attempt(s); is the server running?"
     if is_retryable(exc):
         return f"{model}{where}: still failing after {attempts} attempt(s): {type(exc).__name__}: {_short(exc)}"
     return f"{model}{where}: {type(exc).__name__}: {_short(exc)}"
+
+
+def _is_connection_failure(exc: BaseException) -> bool:
+    # litellm reports a refused connection to an OpenAI-compatible server as InternalServerError
+    text = str(exc)
+    return "Connection error" in text or "Connection refused" in text
 
 
 def _short(exc: BaseException, n: int = 300) -> str:

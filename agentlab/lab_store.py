@@ -1,0 +1,141 @@
+"""Lab-side records of runs and of the experiment jobs each run ran (SQLite, beside the ledger).
+
+``lab_runs``: one row per run (goal, phase, status, paper) for ``agentlab lab list/status``.
+``lab_experiments``: one row per experiment key of a run (``dev-2-0``, ``report-best``, ...) with its
+job id, status and normalized record. A resumed run looks a key up before running it, so a job that
+finished before a crash is never run again, even if the crash came before the checkpoint was written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from agentlab.sqlite_util import connect
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS lab_runs (
+    run_id TEXT PRIMARY KEY,
+    goal TEXT NOT NULL,
+    goal_id TEXT,
+    lab TEXT,
+    status TEXT NOT NULL,
+    phase TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    pid INTEGER,
+    best_accuracy REAL,
+    best_technique TEXT,
+    paper_id TEXT,
+    paper_url TEXT,
+    out_dir TEXT,
+    note TEXT
+);
+CREATE TABLE IF NOT EXISTS lab_experiments (
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    split TEXT NOT NULL,
+    job_id TEXT,
+    status TEXT NOT NULL,
+    spec_hash TEXT,
+    record TEXT,
+    error TEXT,
+    executions INTEGER NOT NULL DEFAULT 0,
+    started REAL,
+    finished REAL,
+    PRIMARY KEY (run_id, key)
+);
+"""
+
+RUN_FIELDS = ("goal_id", "lab", "status", "phase", "pid", "best_accuracy", "best_technique", "paper_id",
+              "paper_url", "out_dir", "note")
+
+
+class LabStore:
+    def __init__(self, path: Path | str):
+        self.conn = connect(path)
+        self.conn.executescript(_SCHEMA)
+
+    # -- runs -------------------------------------------------------------------------------
+    def create_run(self, run_id: str, goal: str, **fields: Any) -> None:
+        now = time.time()
+        self.conn.execute("INSERT OR IGNORE INTO lab_runs (run_id, goal, status, created, updated) VALUES (?,?,?,?,?)",
+                          (run_id, goal, "running", now, now))
+        self.update_run(run_id, **fields)
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        fields = {k: v for k, v in fields.items() if k in RUN_FIELDS}
+        if not fields:
+            return
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self.conn.execute(f"UPDATE lab_runs SET {sets}, updated = ? WHERE run_id = ?",
+                          (*fields.values(), time.time(), run_id))
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM lab_runs WHERE run_id = ?", (run_id,)).fetchone()
+        return dict(row) if row else None
+
+    def list_runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT * FROM lab_runs ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def latest_run(self) -> dict[str, Any] | None:
+        runs = self.list_runs(1)
+        return runs[0] if runs else None
+
+    # -- experiments ------------------------------------------------------------------------
+    def experiment(self, run_id: str, key: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM lab_experiments WHERE run_id = ? AND key = ?", (run_id, key)).fetchone()
+        if not row:
+            return None
+        out = dict(row)
+        out["record"] = json.loads(out["record"]) if out["record"] else None
+        return out
+
+    def start_experiment(self, run_id: str, key: str, split: str, spec_hash: str | None) -> None:
+        self.conn.execute(
+            "INSERT INTO lab_experiments (run_id, key, split, status, spec_hash, executions, started)"
+            " VALUES (?,?,?,?,?,1,?) ON CONFLICT(run_id, key) DO UPDATE SET status = 'running',"
+            " executions = executions + 1, started = excluded.started, spec_hash = excluded.spec_hash",
+            (run_id, key, split, "running", spec_hash, time.time()))
+
+    def finish_experiment(self, run_id: str, key: str, status: str, job_id: str | None,
+                          record: dict[str, Any] | None, error: str | None) -> None:
+        self.conn.execute(
+            "UPDATE lab_experiments SET status = ?, job_id = ?, record = ?, error = ?, finished = ?"
+            " WHERE run_id = ? AND key = ?",
+            (status, job_id, json.dumps(record) if record else None, error, time.time(), run_id, key))
+
+    def experiments(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT * FROM lab_experiments WHERE run_id = ? ORDER BY started",
+                                 (run_id,)).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["record"] = json.loads(d["record"]) if d["record"] else None
+            out.append(d)
+        return out
+
+    def jobs_used(self, run_id: str) -> int:
+        """Job executions counted against budgets.max_jobs (a resumed run keeps counting)."""
+        row = self.conn.execute("SELECT COALESCE(SUM(executions), 0) FROM lab_experiments WHERE run_id = ?",
+                                (run_id,)).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

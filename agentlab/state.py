@@ -1,0 +1,70 @@
+"""Typed state of one lab run (a LangGraph thread).
+
+Everything in the state is plain JSON (dicts, lists, strings, numbers), so the SQLite checkpointer
+can store it and ``agentlab lab status`` can show it without importing anything heavy. The
+structures the agents produce are pydantic models in ``agents/``; the state keeps their dumps.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, TypedDict
+
+from pydantic import BaseModel, Field
+
+PHASES = (
+    "literature_review",
+    "plan",
+    "experiments",
+    "final_evaluation",
+    "interpretation",
+    "report",
+    "review",
+    "publish",
+    "done",
+)
+
+
+class LabConfig(BaseModel):
+    """Per-run knobs (sizes and bounds); stored in the state so a resumed run uses the same ones."""
+
+    benchmark: str = Field("math500", description="benchmark name in the harness registry")
+    subset: dict[str, Any] = Field(default_factory=dict, description="subset selector passed to the loader")
+    dev_n: int = Field(20, ge=1, description="problems in the dev split (tuning)")
+    report_n: int = Field(20, ge=1, description="problems in the held-out report split")
+    seed: int = 0
+    baseline: str = Field("zero_shot_cot", description="baseline technique name")
+    max_iterations: int = Field(3, ge=1, description="experiment loop iterations (dev split)")
+    max_fix_attempts: int = Field(1, ge=0, description="fixes of a failed job per iteration")
+    literature_top_n: int = Field(5, ge=0)
+    plan_turns: int = Field(2, ge=1, description="postdoc/PhD dialogue turns")
+    review_threshold: float = Field(5.0, description="mean reviewer score below which one revision round runs")
+    max_tokens_per_answer: int = Field(512, ge=16, description="default max tokens of the model under study")
+    concurrency: int = Field(4, ge=1)
+    copilot: bool = False
+    lab_name: str = "agentlab"
+    server_url: str | None = None
+
+
+class LabState(TypedDict, total=False):
+    run_id: str
+    goal: str
+    goal_id: int | None
+    config: dict[str, Any]  # LabConfig dump
+    phase: str
+    started_at: float
+    literature: list[dict[str, Any]]  # {id, title, summary, results: [...]} per paper read
+    plan: dict[str, Any]  # agents.postdoc.ResearchPlan dump (+ "source": llm|fallback|human)
+    dialogue: list[dict[str, str]]  # plan dialogue turns {role, text}
+    experiments: list[dict[str, Any]]  # one per dev iteration: proposal, spec, record or error
+    iteration: int
+    best: dict[str, Any] | None  # the best dev experiment
+    final: dict[str, Any]  # {"technique": record, "baseline": record, "comparison": {...}}
+    interpretation: dict[str, Any]
+    report: dict[str, Any]  # {"draft": ReportDraft, "markdown", "latex", "claims": [...], ...}
+    reviews: list[dict[str, Any]]
+    revised: bool
+    publication: dict[str, Any]  # {"paper_id", "url"} or {"outbox": path}
+    notes: Annotated[list[str], operator.add]  # fallbacks, fixes, budget stops: shown in the report
+    stop_reason: str | None  # a budget or limit that made the lab wrap up early
+    human_feedback: Annotated[list[str], operator.add]

@@ -1,0 +1,156 @@
+"""Gateway logic against a scripted OpenAI-compatible server on loopback (a test double for the LLM)."""
+
+import asyncio
+
+import pytest
+from pydantic import BaseModel
+
+from agentlab.config import load_settings
+from agentlab.llm import BudgetExceeded, Gateway, GatewayError, StructuredOutputError, extract_json
+from tests.fakes import ScriptedLLMServer
+
+
+class Verdict(BaseModel):
+    label: str
+    score: int
+
+
+@pytest.fixture
+def server():
+    with ScriptedLLMServer(model="gpt-4o-mini") as srv:
+        yield srv
+
+
+def make_gateway(server, monkeypatch, run_id="run-1", **env):
+    monkeypatch.setenv("AGENTLAB_AGENTS__MODEL", "openai/gpt-4o-mini")
+    monkeypatch.setenv("AGENTLAB_AGENTS__API_BASE", server.url)
+    monkeypatch.setenv("AGENTLAB_AGENTS__API_KEY", "sk-test")
+    monkeypatch.setenv("AGENTLAB_LLM__BACKOFF_BASE_S", "0.01")
+    monkeypatch.setenv("AGENTLAB_LLM__TIMEOUT_S", "1")
+    for k, v in env.items():
+        monkeypatch.setenv(f"AGENTLAB_{k}", str(v))
+    return Gateway(load_settings(), lab="lab-a", run_id=run_id)
+
+
+def test_retries_429_500_timeout_and_invalid_json_then_succeeds(workspace, server, monkeypatch):
+    gw = make_gateway(server, monkeypatch)
+    server.push(("status", 429), ("status", 500), ("sleep", 2.5), ("invalid_json",), ("text", "fine"))
+    resp = gw.complete("hello", role="postdoc")
+    assert resp.text == "fine"
+    assert len(server.requests) == 5
+    rows = gw.ledger.summary(group_by="role")
+    assert rows[0]["key"] == "postdoc" and rows[0]["calls"] == 1 and rows[0]["tokens_in"] == 10
+
+
+def test_retries_are_bounded(workspace, server, monkeypatch):
+    gw = make_gateway(server, monkeypatch, LLM__MAX_RETRIES=2)
+    server.push(*[("status", 503)] * 5)
+    with pytest.raises(GatewayError, match="after 3 attempt"):
+        gw.complete("hello")
+    assert len(server.requests) == 3
+    assert gw.ledger.summary()[0]["errors"] == 1
+
+
+def test_client_errors_are_not_retried(workspace, server, monkeypatch):
+    gw = make_gateway(server, monkeypatch)
+    server.push(("status", 401))
+    with pytest.raises(GatewayError, match="API key was rejected"):
+        gw.complete("hello")
+    assert len(server.requests) == 1
+
+
+def test_async_calls_retry_too(workspace, server, monkeypatch):
+    gw = make_gateway(server, monkeypatch)
+    server.push(("status", 429), ("text", "async ok"))
+
+    async def go():
+        return await asyncio.gather(gw.acomplete("a"), gw.acomplete("b"))
+
+    results = asyncio.run(go())
+    assert sorted(r.text for r in results) == ["async ok", "ok"]
+    assert len(server.requests) == 3
+
+
+def test_structured_output_reasks_with_the_validation_error(workspace, server, monkeypatch):
+    gw = make_gateway(server, monkeypatch)
+    server.push(("text", '{"label": "good"}'), ("text", 'Sure! ```json\n{"label": "good", "score": 7}\n```'))
+    verdict = gw.structured("judge this", Verdict, role="reviewer")
+    assert verdict == Verdict(label="good", score=7)
+    reask = server.requests[1]["messages"][-1]["content"]
+    assert "score" in reask and "Field required" in reask
+    # the schema reaches the provider as a JSON-schema response format
+    assert server.requests[0]["response_format"]["type"] == "json_schema"
+
+
+def test_structured_output_gives_up_after_the_bound(workspace, server, monkeypatch):
+    gw = make_gateway(server, monkeypatch, LLM__STRUCTURED_RETRIES=1)
+    server.push(("text", "no json here"), ("text", '{"label": 3}'))
+    with pytest.raises(StructuredOutputError) as exc:
+        gw.structured("judge this", Verdict)
+    assert len(server.requests) == 2 and "Verdict" in str(exc.value)
+
+
+def test_async_structured(workspace, server, monkeypatch):
+    gw = make_gateway(server, monkeypatch)
+    server.push(("text", '{"label": "x", "score": 1}'))
+    assert asyncio.run(gw.astructured("q", Verdict)) == Verdict(label="x", score=1)
+
+
+def test_token_budget_stops_the_run(workspace, server, monkeypatch):
+    gw = make_gateway(server, monkeypatch, BUDGETS__MAX_TOKENS=30)
+    gw.complete("one")
+    gw.complete("two")  # 30 tokens spent now
+    with pytest.raises(BudgetExceeded, match="token budget exhausted: used 30 of 30"):
+        gw.complete("three")
+    assert len(server.requests) == 2
+    # a new gateway on the same run (a resumed lab) keeps counting
+    again = Gateway(gw.settings, run_id="run-1")
+    with pytest.raises(BudgetExceeded):
+        again.complete("four")
+    # another run has its own budget
+    Gateway(gw.settings, run_id="run-2").complete("five")
+
+
+def test_usd_budget_uses_the_offline_cost_map(workspace, server, monkeypatch):
+    gw = make_gateway(server, monkeypatch, BUDGETS__MAX_USD="0.000001")
+    first = gw.complete("one")
+    assert first.cost_usd > 0  # gpt-4o-mini is priced in litellm's local cost map
+    with pytest.raises(BudgetExceeded, match="USD budget exhausted"):
+        gw.complete("two")
+
+
+def test_response_cache_makes_reruns_free(workspace, server, monkeypatch):
+    gw = make_gateway(server, monkeypatch, LLM__CACHE="true")
+    a = gw.complete("same prompt", temperature=0)
+    b = gw.complete("same prompt", temperature=0)
+    c = gw.complete("other prompt", temperature=0)
+    assert a.text == b.text and b.cached and not a.cached and not c.cached
+    assert len(server.requests) == 2
+    totals = gw.ledger.totals("run-1")
+    assert totals.calls == 2  # cached answers are recorded but not billed
+
+
+def test_unknown_model_and_missing_key_are_explained(workspace, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    gw = Gateway(load_settings())
+    with pytest.raises(GatewayError, match="unknown model 'gpt-nonsense-xyz'"):
+        gw.complete("hi", model="gpt-nonsense-xyz")
+    with pytest.raises(GatewayError, match="OPENAI_API_KEY"):
+        gw.complete("hi", model="openai/gpt-4o-mini")
+
+
+def test_unreachable_endpoint_is_explained(workspace, monkeypatch):
+    from agentlab.serving import free_port
+
+    monkeypatch.setenv("AGENTLAB_LLM__MAX_RETRIES", "1")
+    monkeypatch.setenv("AGENTLAB_LLM__BACKOFF_BASE_S", "0.01")
+    monkeypatch.setenv("AGENTLAB_AGENTS__API_BASE", f"http://127.0.0.1:{free_port()}/v1")
+    monkeypatch.setenv("AGENTLAB_AGENTS__API_KEY", "x")
+    gw = Gateway(load_settings())
+    with pytest.raises(GatewayError, match="unreachable"):
+        gw.complete("hi", model="openai/whatever")
+
+
+def test_extract_json():
+    assert extract_json('noise {"a": {"b": 1}} tail') == '{"a": {"b": 1}}'
+    assert extract_json('```json\n{"a": 1}\n```') == '{"a": 1}'

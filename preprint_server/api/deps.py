@@ -1,0 +1,56 @@
+"""Request dependencies: the service bundle and the two auth levels (write; read when private)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from preprint_server import crud
+from preprint_server.core.config import ServerSettings
+from preprint_server.db import Database
+from preprint_server.index import SearchIndex
+from preprint_server.models import Lab
+from preprint_server.storage import BlobStore
+
+
+@dataclass
+class Services:
+    settings: ServerSettings
+    db: Database
+    index: SearchIndex
+    store: BlobStore
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+bearer = HTTPBearer(auto_error=False, description="a lab key from `agentlab server keys create LAB`")
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def _lab(svc: Services, creds: HTTPAuthorizationCredentials | None) -> Lab:
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
+        raise HTTPException(401, "missing API key: send 'Authorization: Bearer <lab key>'", headers=challenge)
+    check = crud.lab_for_key(svc.db, creds.credentials)
+    if not check.known:
+        raise HTTPException(403, "invalid API key")
+    if check.lab is None:
+        raise HTTPException(403, "API key revoked")
+    return check.lab
+
+
+def require_lab(svc: ServicesDep, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Lab:
+    return _lab(svc, creds)
+
+
+def read_access(svc: ServicesDep, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    if svc.settings.private:
+        _lab(svc, creds)
+
+
+LabDep = Annotated[Lab, Depends(require_lab)]

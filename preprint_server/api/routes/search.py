@@ -1,0 +1,40 @@
+"""Semantic + keyword search and the leaderboard."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from preprint_server import crud, schemas
+from preprint_server.api.deps import ServicesDep, read_access
+
+router = APIRouter(prefix="/api", tags=["search"], dependencies=[Depends(read_access)])
+
+
+def run_search(svc, q: str, k: int, goal: str | None) -> list[schemas.SearchHit]:
+    with svc.db.read() as s:
+        hits = svc.index.search(s, q, k, goal)
+        return [
+            schemas.SearchHit(id=p.id, title=p.title, abstract=p.abstract, lab=p.lab.name, goal=p.goal_id,
+                              score=round(score, 6), semantic=None if sim is None else round(sim, 4),
+                              snippet=snippet)
+            for p, score, sim, snippet in hits
+        ]
+
+
+@router.get("/search", response_model=list[schemas.SearchHit])
+def search(
+    svc: ServicesDep,
+    q: Annotated[str, Query(min_length=1, max_length=1000, description="what to look for")],
+    k: Annotated[int, Query(ge=1, le=100)] = 5,
+    goal: str | None = None,
+) -> list[schemas.SearchHit]:
+    """Papers ranked by meaning (whole-paper chunk embeddings) fused with keyword matches (FTS5)."""
+    return run_search(svc, q, k, goal)
+
+
+@router.get("/leaderboard", response_model=list[schemas.LeaderboardEntry])
+def leaderboard(svc: ServicesDep, benchmark: str | None = None, goal: str | None = None) -> list[schemas.LeaderboardEntry]:
+    """Best verified result (a harness job and record id) per benchmark and technique."""
+    return [schemas.LeaderboardEntry(**e) for e in crud.leaderboard(svc.db, benchmark, goal)]

@@ -1,0 +1,150 @@
+"""The FastAPI application: `create_app(settings)` wires SQLite, the blob store and the index."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from preprint_server import __version__, crud, schemas
+from preprint_server.api.deps import Services
+from preprint_server.api.routes import goals, pages, papers, search
+from preprint_server.core.config import ServerSettings
+from preprint_server.db import Database
+from preprint_server.errors import ServiceError
+from preprint_server.index import Embedder, SearchIndex
+from preprint_server.storage import BlobStore
+
+log = logging.getLogger("preprint_server")
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """413 for request bodies over the limit, by Content-Length or while streaming, before any
+    handler buffers them."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await self._reject(send)
+        seen, started = 0, False
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        await JSONResponse({"detail": f"request body larger than {self.limit} bytes"}, 413)(
+            {"type": "http"}, None, send)
+
+
+def _wants_html(request: Request) -> bool:
+    return not request.url.path.startswith(("/api", "/health", "/docs", "/openapi"))
+
+
+def _error(request: Request, status: int, message: str, headers=None, extra=None):
+    if _wants_html(request):
+        return pages.TEMPLATES.TemplateResponse(
+            request, "error.html", {"status": status, "message": message}, status_code=status, headers=headers)
+    return JSONResponse({"detail": message, **(extra or {})}, status_code=status, headers=headers)
+
+
+def create_app(settings: ServerSettings | None = None, embedder: Embedder | None = None) -> FastAPI:
+    settings = settings or ServerSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        svc: Services = app.state.services
+        if settings.reconcile_on_startup:
+            added, removed = crud.reconcile_index(svc.db, svc.index)
+            if added or removed:
+                log.info("index reconciled: %d papers added, %d orphans removed", added, removed)
+        yield
+        svc.db.close()
+
+    app = FastAPI(
+        title="agentlab preprint server", version=__version__, lifespan=lifespan,
+        description="Labs publish reports with verified results; other labs search and build on them.",
+    )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app.state.services = Services(
+        settings=settings, db=Database(settings.db_path), index=SearchIndex(settings, embedder),
+        store=BlobStore(settings.blob_dir),
+    )
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    for r in (papers.router, papers.public, search.router, goals.router, pages.router):
+        app.include_router(r)
+
+    @app.get("/health", response_model=schemas.Health, tags=["health"])
+    def health() -> schemas.Health:
+        svc: Services = app.state.services
+        return schemas.Health(papers=crud.count_papers(svc.db), indexed_papers=len(svc.index.indexed_paper_ids()),
+                              version=__version__)
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError):
+        extra = {"fields": [exc.field]} if hasattr(exc, "field") else None
+        return _error(request, exc.status, exc.message, extra=extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"] if p not in ("body", "query", "path")) or "body",
+             "loc": list(e["loc"]), "msg": e["msg"], "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        fields = list(dict.fromkeys(e["field"] for e in errors))
+        return _error(request, 422, f"invalid fields: {', '.join(fields)}", extra={"fields": fields, "errors": errors})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        return _error(request, exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    def openapi():
+        # POST /api/papers reads its body itself (JSON or multipart); publish its schema here.
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            comps = schema.setdefault("components", {}).setdefault("schemas", {})
+            paper = schemas.PaperCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+            comps.update(paper.pop("$defs", {}))
+            comps["PaperCreate"] = paper
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)  # before any form parser buffers
+    return app
+
+

@@ -1,0 +1,42 @@
+"""ORM rows -> wire schemas."""
+
+from __future__ import annotations
+
+from preprint_server import crud, schemas
+from preprint_server.db import Database
+from preprint_server.models import Paper, Review
+
+
+def summary(p: Paper) -> schemas.PaperSummary:
+    return schemas.PaperSummary(
+        id=p.id, title=p.title, abstract=p.abstract, lab=p.lab.name, goal=p.goal_id,
+        status=p.status, tags=list(p.tags or []), created=p.created,
+    )
+
+
+def review_out(r: Review) -> schemas.ReviewOut:
+    return schemas.ReviewOut(
+        id=r.id, paper_id=r.paper_id, lab=r.lab.name, scores=r.scores, text=r.text, created=r.created
+    )
+
+
+def paper_out(db: Database, p: Paper) -> schemas.PaperOut:
+    cites, cited_by = crud.citation_ids(db, p.id)
+    results = [
+        schemas.ResultOut(
+            benchmark=r.benchmark, subset=r.subset, model=r.model, technique=r.technique,
+            spec_hash=r.spec_hash, n=r.n, correct=r.correct, accuracy=r.accuracy, ci_low=r.ci_low,
+            ci_high=r.ci_high, job_id=r.job_id, record_id=r.record_id, verified=r.verified,
+        )
+        for r in p.results
+    ]
+    files = [
+        schemas.FileOut(kind=f.kind, name=f.name, sha256=f.sha256, size=f.size, content_type=f.content_type)
+        for f in p.files
+    ]
+    return schemas.PaperOut(
+        **summary(p).model_dump(), body=p.body, results=results, citations=cites, cited_by=cited_by,
+        reviews=[review_out(r) for r in p.reviews], files=files,
+        has_pdf=any(f.kind == "pdf" for f in p.files), has_source=any(f.kind == "source" for f in p.files),
+        idempotency_key=p.idempotency_key,
+    )

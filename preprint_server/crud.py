@@ -1,0 +1,334 @@
+"""Reading and writing the tables. Write paths keep a paper all-or-nothing: files are stored
+first (content-addressed, harmless if orphaned), embeddings computed outside the lock, then the
+rows, FTS entry and Chroma entries are written inside one SQLite transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from preprint_server import schemas
+from preprint_server.db import Database
+from preprint_server.errors import Invalid, NotFound
+from preprint_server.index import SearchIndex
+from preprint_server.models import ApiKey, Citation, Goal, Lab, Paper, PaperFile, Result, Review
+from preprint_server.storage import BlobStore
+
+KEY_PREFIX = "alk_"
+
+
+# -- labs and keys -------------------------------------------------------------------------
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(db: Database, lab_name: str) -> str:
+    """Create the lab if needed and a new key for it; the key itself is returned once, never stored."""
+    if not schemas.is_valid_id(lab_name):
+        raise Invalid("lab", "use letters, digits, '-' and '_' (at most 64)")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    with db.write() as s:
+        lab = s.scalar(select(Lab).where(Lab.name == lab_name))
+        if lab is None:
+            lab = Lab(name=lab_name)
+            s.add(lab)
+            s.flush()
+        s.add(ApiKey(lab_id=lab.id, key_hash=hash_key(key), prefix=key[:10]))
+    return key
+
+
+def list_keys(db: Database) -> list[ApiKey]:
+    with db.read() as s:
+        return list(s.scalars(select(ApiKey).options(selectinload(ApiKey.lab)).order_by(ApiKey.id)))
+
+
+def revoke_keys(db: Database, lab_or_prefix: str) -> int:
+    """Revoke every key of a lab, or the one key starting with the given prefix."""
+    with db.write() as s:
+        keys = list(s.scalars(
+            select(ApiKey).join(Lab).where(or_(Lab.name == lab_or_prefix, ApiKey.prefix == lab_or_prefix[:10]))
+            .where(ApiKey.revoked.is_(False))
+        ))
+        if lab_or_prefix.startswith(KEY_PREFIX):
+            keys = [k for k in keys if lab_or_prefix.startswith(k.prefix)]
+        for k in keys:
+            k.revoked = True
+        return len(keys)
+
+
+@dataclass
+class KeyCheck:
+    lab: Lab | None
+    known: bool  # False: no such key; True with lab None: revoked
+
+
+def lab_for_key(db: Database, key: str) -> KeyCheck:
+    with db.read() as s:
+        row = s.scalar(select(ApiKey).options(selectinload(ApiKey.lab)).where(ApiKey.key_hash == hash_key(key)))
+        if row is None:
+            return KeyCheck(None, False)
+        return KeyCheck(None if row.revoked else row.lab, True)
+
+
+# -- goals ---------------------------------------------------------------------------------
+def create_goal(db: Database, data: schemas.GoalCreate, created_by: str) -> Goal:
+    with db.write() as s:
+        goal = Goal(id="g" + secrets.token_hex(4), created_by=created_by, **data.model_dump())
+        s.add(goal)
+    return goal
+
+
+def list_goals(db: Database, status: str | None = None) -> list[Goal]:
+    with db.read() as s:
+        q = select(Goal).order_by(Goal.created.desc(), Goal.id)
+        if status:
+            q = q.where(Goal.status == status)
+        return list(s.scalars(q))
+
+
+def get_goal(db: Database, goal_id: str) -> Goal:
+    with db.read() as s:
+        goal = s.get(Goal, goal_id) if schemas.is_valid_id(goal_id) else None
+        if goal is None:
+            raise NotFound(f"no goal {goal_id!r}")
+        return goal
+
+
+# -- papers --------------------------------------------------------------------------------
+@dataclass
+class Upload:
+    kind: str  # pdf | source | artifact
+    name: str
+    content_type: str
+    data: bytes
+
+
+def _paper_query():
+    return select(Paper).options(
+        selectinload(Paper.lab), selectinload(Paper.results), selectinload(Paper.files),
+        selectinload(Paper.reviews).selectinload(Review.lab),
+    )
+
+
+def _existing(s: Session, lab: Lab, key: str | None) -> Paper | None:
+    if not key:
+        return None
+    return s.scalar(_paper_query().where(Paper.lab_id == lab.id, Paper.idempotency_key == key))
+
+
+def _check_refs(s: Session, data: schemas.PaperCreate) -> None:
+    if data.goal and s.get(Goal, data.goal) is None:
+        raise Invalid("goal", f"unknown goal {data.goal!r}")
+    if data.citations:
+        found = set(s.scalars(select(Paper.id).where(Paper.id.in_(data.citations))))
+        missing = [c for c in data.citations if c not in found]
+        if missing:
+            raise Invalid("citations", f"unknown paper ids: {', '.join(missing[:5])}")
+
+
+def create_paper(
+    db: Database, index: SearchIndex, store: BlobStore, lab: Lab,
+    data: schemas.PaperCreate, uploads: list[Upload] = (),
+) -> tuple[Paper, bool]:
+    """Store a paper; returns (paper, created). An idempotency key seen before returns the first paper."""
+    with db.read() as s:
+        if (old := _existing(s, lab, data.idempotency_key)) is not None:
+            return old, False
+        _check_refs(s, data)
+    uploads = list(uploads)
+    if data.latex_source is not None:
+        uploads.append(Upload("source", "source.tex", "text/x-tex; charset=utf-8", data.latex_source.encode()))
+    stored = [(u, store.put(u.data)) for u in uploads]
+    paper_id = secrets.token_hex(6)
+    prepared = index.prepare(paper_id, data.title, data.abstract, data.body, data.goal)
+
+    indexed = False
+    try:
+        with db.write() as s:
+            # re-check under the write lock: a concurrent request may have won the race
+            if (old := _existing(s, lab, data.idempotency_key)) is not None:
+                return old, False
+            _check_refs(s, data)
+            paper = Paper(
+                id=paper_id, title=data.title, abstract=data.abstract, body=data.body, lab_id=lab.id,
+                goal_id=data.goal, status=data.status, tags=data.tags, idempotency_key=data.idempotency_key,
+            )
+            s.add(paper)
+            s.flush()
+            paper.results = [Result(**r.model_dump()) for r in data.results]
+            paper.files = [
+                PaperFile(kind=u.kind, name=u.name, sha256=sha, size=len(u.data), content_type=u.content_type)
+                for u, sha in stored
+            ]
+            s.add_all(Citation(citing_id=paper_id, cited_id=c) for c in data.citations)
+            s.flush()
+            SearchIndex.fts_add(s, paper)
+            index.add([prepared])  # last step before commit: a failure above leaves no vectors
+            indexed = True
+    except BaseException:
+        if indexed:  # the commit itself failed: take the vectors back out
+            index.delete([paper_id])
+        raise
+    return get_paper(db, paper_id), True
+
+
+def get_paper(db: Database, paper_id: str) -> Paper:
+    with db.read() as s:
+        paper = s.scalar(_paper_query().where(Paper.id == paper_id)) if schemas.is_valid_id(paper_id) else None
+        if paper is None:
+            raise NotFound(f"no paper {paper_id!r}")
+        return paper
+
+
+def citations(db: Database, paper_id: str, cited_by: bool = False) -> list[Paper]:
+    get_paper(db, paper_id)
+    with db.read() as s:
+        if cited_by:
+            q = select(Paper).join(Citation, Citation.citing_id == Paper.id).where(Citation.cited_id == paper_id)
+        else:
+            q = select(Paper).join(Citation, Citation.cited_id == Paper.id).where(Citation.citing_id == paper_id)
+        return list(s.scalars(q.options(selectinload(Paper.lab)).order_by(Paper.created)))
+
+
+def citation_ids(db: Database, paper_id: str) -> tuple[list[str], list[str]]:
+    with db.read() as s:
+        cites = list(s.scalars(select(Citation.cited_id).where(Citation.citing_id == paper_id)))
+        cited_by = list(s.scalars(select(Citation.citing_id).where(Citation.cited_id == paper_id)))
+    return cites, cited_by
+
+
+SORTS = {
+    "created": Paper.created.asc(), "-created": Paper.created.desc(),
+    "title": Paper.title.asc(), "-title": Paper.title.desc(),
+}
+
+
+def list_papers(
+    db: Database, *, goal: str | None = None, lab: str | None = None, benchmark: str | None = None,
+    status: str | None = None, sort: str = "-created", limit: int = 20, offset: int = 0,
+) -> tuple[list[Paper], int]:
+    q = select(Paper)
+    if goal:
+        q = q.where(Paper.goal_id == goal)
+    if lab:
+        q = q.join(Lab, Lab.id == Paper.lab_id).where(Lab.name == lab)
+    if benchmark:
+        q = q.where(Paper.id.in_(select(Result.paper_id).where(Result.benchmark == benchmark)))
+    if status:
+        q = q.where(Paper.status == status)
+    with db.read() as s:
+        total = s.scalar(select(func.count()).select_from(q.subquery()))
+        rows = s.scalars(
+            q.options(selectinload(Paper.lab)).order_by(SORTS[sort], Paper.id).limit(limit).offset(offset)
+        )
+        return list(rows), total
+
+
+def add_review(db: Database, paper_id: str, lab: Lab, data: schemas.ReviewCreate) -> Review:
+    get_paper(db, paper_id)
+    with db.write() as s:
+        review = Review(paper_id=paper_id, lab_id=lab.id, scores=data.scores, text=data.text)
+        s.add(review)
+        s.flush()
+        review.lab = s.get(Lab, lab.id)
+    return review
+
+
+def leaderboard(db: Database, benchmark: str | None = None, goal: str | None = None) -> list[dict]:
+    """Best verified result per (benchmark, technique) among papers that are not retracted."""
+    q = (
+        select(Result, Paper, Lab).join(Paper, Paper.id == Result.paper_id).join(Lab, Lab.id == Paper.lab_id)
+        .where(Paper.status != "retracted", Result.job_id != "", Result.record_id != "")
+    )
+    if benchmark:
+        q = q.where(Result.benchmark == benchmark)
+    if goal:
+        q = q.where(Paper.goal_id == goal)
+    best: dict[tuple[str, str], dict] = {}
+    with db.read() as s:
+        for r, p, lab in s.execute(q.order_by(Paper.created)):
+            key = (r.benchmark, r.technique)
+            if key not in best or r.accuracy > best[key]["accuracy"]:
+                best[key] = dict(
+                    benchmark=r.benchmark, subset=r.subset, technique=r.technique, spec_hash=r.spec_hash,
+                    model=r.model, accuracy=r.accuracy, ci_low=r.ci_low, ci_high=r.ci_high, n=r.n,
+                    paper_id=p.id, paper_title=p.title, lab=lab.name, created=p.created,
+                )
+    return sorted(best.values(), key=lambda e: (e["benchmark"], -e["accuracy"], e["technique"]))
+
+
+def progress(db: Database, benchmark: str) -> list[tuple[int, float]]:
+    """(papers published so far, best verified accuracy so far) after each paper with a new best."""
+    with db.read() as s:
+        papers = list(s.execute(select(Paper.id, Paper.created).where(Paper.status != "retracted").order_by(Paper.created)))
+        acc: dict[str, float] = {}
+        for pid, a in s.execute(
+            select(Result.paper_id, func.max(Result.accuracy)).where(
+                Result.benchmark == benchmark, Result.job_id != "", Result.record_id != ""
+            ).group_by(Result.paper_id)
+        ):
+            acc[pid] = a
+    points, best = [], None
+    for i, (pid, _) in enumerate(papers, start=1):
+        if pid in acc and (best is None or acc[pid] > best):
+            best = acc[pid]
+            points.append((i, best))
+    if points and points[-1][0] != len(papers):
+        points.append((len(papers), best))
+    return points
+
+
+def benchmarks(db: Database) -> list[str]:
+    with db.read() as s:
+        return list(s.scalars(select(Result.benchmark).distinct().order_by(Result.benchmark)))
+
+
+def count_papers(db: Database) -> int:
+    with db.read() as s:
+        return s.scalar(select(func.count(Paper.id)))
+
+
+def all_papers(db: Database) -> list[Paper]:
+    with db.read() as s:
+        return list(s.scalars(select(Paper).order_by(Paper.created)))
+
+
+def get_lab(db: Database, name: str) -> Lab:
+    with db.read() as s:
+        lab = s.scalar(select(Lab).where(Lab.name == name)) if schemas.is_valid_id(name) else None
+        if lab is None:
+            raise NotFound(f"no lab {name!r}")
+        return lab
+
+
+# -- index maintenance (the index is derived from these tables) ----------------------------
+def reconcile_index(db: Database, index: SearchIndex, batch: int = 16) -> tuple[int, int]:
+    """Index papers missing from Chroma and drop entries of papers that do not exist.
+    Returns (added, removed). FTS rows are written with the paper, in the same transaction."""
+    papers = all_papers(db)
+    known = {p.id for p in papers}
+    indexed = index.indexed_paper_ids()
+    orphans = sorted(indexed - known)
+    index.delete(orphans)
+    missing = [p for p in papers if p.id not in indexed]
+    for i in range(0, len(missing), batch):
+        index.add(index.prepare_many(missing[i : i + batch]))
+    return len(missing), len(orphans)
+
+
+def rebuild_index(db: Database, index: SearchIndex, batch: int = 16, progress=None) -> int:
+    """Drop and rebuild the whole index (Chroma and FTS5) from the papers table."""
+    index.reset()
+    with db.write() as s:
+        SearchIndex.fts_rebuild(s)
+    papers = all_papers(db)
+    for i in range(0, len(papers), batch):
+        index.add(index.prepare_many(papers[i : i + batch]))
+        if progress:
+            progress(min(i + batch, len(papers)), len(papers))
+    return len(papers)

@@ -1,0 +1,70 @@
+"""Engine and sessions: SQLite in WAL mode with a busy timeout; writes take the lock up front
+(BEGIN IMMEDIATE) so concurrent writers queue instead of failing on a lock upgrade."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from preprint_server.models import Base
+
+FTS_DDL = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS paper_fts USING fts5("
+    "paper_id UNINDEXED, title, abstract, body, tokenize='porter unicode61')"
+)
+
+
+def make_engine(db_path: Path, timeout_s: float = 30.0) -> Engine:
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        f"sqlite:///{db_path}", connect_args={"timeout": timeout_s, "check_same_thread": False}
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("immediate") else "BEGIN")
+
+    return engine
+
+
+def init_db(engine: Engine) -> None:
+    Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text(FTS_DDL))
+
+
+class Database:
+    """Owns the engine; `read()` and `write()` give sessions that commit or roll back as a unit."""
+
+    def __init__(self, db_path: Path):
+        self.engine = make_engine(db_path)
+        init_db(self.engine)
+        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        self._write = sessionmaker(self.engine.execution_options(immediate=True), expire_on_commit=False)
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._read() as s:
+            yield s
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        with self._write() as s, s.begin():
+            yield s
+
+    def close(self) -> None:
+        self.engine.dispose()

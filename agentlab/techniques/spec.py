@@ -143,7 +143,8 @@ class TechniqueSpec(_Model):
         return self.model_dump_json(indent=indent, exclude_none=True)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True)
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True,
+                              width=10_000)
 
     @classmethod
     def parse(cls, data: dict[str, Any] | str) -> "TechniqueSpec":

@@ -1,0 +1,220 @@
+"""`agentlab eval`: run an evaluation, compare two runs, list runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.table import Table
+
+from agentlab.bench import DEFAULT_BENCHMARK, Subset, load_benchmark
+from agentlab.cli.common import console, get_settings
+from agentlab.evaluate import (
+    Endpoint,
+    EvalError,
+    ResultStore,
+    compare as compare_runs,
+    default_db_path,
+    evaluate,
+    load_summary,
+    write_chart,
+)
+from agentlab.techniques import get_technique
+
+app = typer.Typer(help="Evaluate reasoning techniques on benchmarks against a model under study.",
+                  no_args_is_help=True)
+
+
+def _csv(value: Optional[str]) -> Optional[list[str]]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@app.command("run")
+def run(
+    benchmark: str = typer.Option(DEFAULT_BENCHMARK, "--benchmark", "-b", help="math500, gsm8k, aime24, amc23, basic_arithmetic, ... or rg:TASK."),
+    technique: str = typer.Option("zero_shot_cot", "--technique", "-t", help="Built-in technique name (see `agentlab techniques list`) or a .yaml/.json spec."),
+    k: Optional[int] = typer.Option(None, "--k", help="Number of chains (self-consistency@k)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Override the sampling temperature."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Override max tokens per completion."),
+    model_url: Optional[str] = typer.Option(None, "--model-url", help="OpenAI-compatible base URL of the model under study, e.g. http://127.0.0.1:8000/v1."),
+    model_name: Optional[str] = typer.Option(None, "--model-name", help="Served model name at --model-url (default: the first one it lists)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="AGENTLAB_EVAL_API_KEY", help="API key for --model-url."),
+    litellm_model: Optional[str] = typer.Option(None, "--litellm", help="A litellm model string instead of a URL, e.g. openai/gpt-4o-mini."),
+    serve: Optional[str] = typer.Option(None, "--serve", help="Start a server for the run: llama.cpp (default model: the embedded one)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model for --serve: a GGUF path for llama.cpp."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="First n problems (after other filters)."),
+    levels: Optional[str] = typer.Option(None, "--levels", help="Comma-separated levels, e.g. 4,5."),
+    subjects: Optional[str] = typer.Option(None, "--subjects", help="Comma-separated subjects, e.g. Algebra,Geometry."),
+    split: str = typer.Option("all", "--split", help="all, dev or report (stable hash split)."),
+    sample: Optional[int] = typer.Option(None, "--sample", help="A seeded random sample of this many problems."),
+    seed: int = typer.Option(0, "--seed", help="Seed for --sample and procedural benchmarks."),
+    concurrency: int = typer.Option(8, "--concurrency", "-j", help="Requests in flight."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Per-request timeout in seconds (config: llm.timeout_s)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the completion cache."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="A run id/record id to compare with (chart + McNemar)."),
+    job_id: Optional[str] = typer.Option(None, "--job-id", help="Job id to store in the record."),
+) -> None:
+    """Run a technique on a benchmark; prints the summary record and writes a chart beside the results."""
+    settings = get_settings()
+    if split not in {"all", "dev", "report"}:
+        raise typer.BadParameter("use all, dev or report", param_hint="--split")
+    subset = Subset(levels=_csv(levels), subjects=_csv(subjects), split=split, sample=sample, seed=seed, limit=limit)
+    problems = load_benchmark(benchmark, settings, subset=subset)
+    if not problems:
+        raise EvalError(f"the subset {subset.describe()!r} of {benchmark} is empty")
+    spec = get_technique(technique, k=k, temperature=temperature, max_tokens=max_tokens)
+    sources = sum(x is not None for x in (model_url, litellm_model, serve))
+    if sources > 1:
+        raise typer.BadParameter("give one of --model-url, --litellm or --serve")
+    managed = None
+    if litellm_model:
+        endpoint = Endpoint.from_litellm(litellm_model, api_key=api_key)
+    elif model_url:
+        endpoint = _url_endpoint(model_url, model_name, api_key)
+    else:
+        engine = serve or "llama.cpp"
+        if engine != "llama.cpp":
+            raise typer.BadParameter("only llama.cpp can be started here; run vLLM with `agentlab models serve` and use --model-url", param_hint="--serve")
+        from agentlab.serving import ServerSpec, ServingManager, managed_server
+
+        managed = managed_server(ServingManager(settings.workspace),
+                                 ServerSpec(engine="llama.cpp", model=model, n_ctx=settings.model_under_study.n_ctx),
+                                 reuse=True, timeout_s=600)
+        with console.status("starting llama.cpp..."):
+            server = managed.__enter__()
+        endpoint = Endpoint.from_server(server)
+    try:
+        summary = _run_with_progress(spec, problems, endpoint, benchmark, subset.describe(), settings, concurrency,
+                                     timeout, not no_cache, job_id)
+    finally:
+        if managed is not None:
+            managed.__exit__(None, None, None)
+    base = load_summary(baseline, settings=settings) if baseline else None
+    _print_summary(summary)
+    if base is not None:
+        _print_comparison(compare_runs(summary, base, settings=settings))
+    if summary.run_dir:
+        chart = write_chart(summary, Path(summary.run_dir) / "accuracy.png", baseline=base)
+        console.print(f"results: {summary.run_dir} (summary.json, results.jsonl, {chart.name})")
+
+
+def _url_endpoint(url: str, name: Optional[str], api_key: Optional[str]) -> Endpoint:
+    ep = Endpoint.openai(url, name or "default", api_key)
+    if name:
+        return ep
+    import httpx
+
+    try:
+        r = httpx.get(f"{ep.base_url}/models", timeout=5.0,
+                      headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
+        models = [m.get("id") for m in r.json().get("data", [])] if r.status_code == 200 else []
+    except (httpx.HTTPError, ValueError):
+        raise EvalError(f"endpoint {ep.base_url} is not reachable: start the server or fix --model-url") from None
+    if not models:
+        raise EvalError(f"{ep.base_url}/models lists no model: pass --model-name")
+    return ep.model_copy(update={"model": models[0]})
+
+
+def _run_with_progress(spec, problems, endpoint, benchmark, subset, settings, concurrency, timeout, cache, job_id):
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("acc {task.fields[acc]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=console, transient=False) as progress:
+        task = progress.add_task(f"{spec.name} on {benchmark}", total=len(problems), acc="-")
+
+        def on_result(res, done, correct, total):
+            progress.update(task, completed=done, acc=f"{correct}/{done} = {correct / done:.1%}")
+
+        return asyncio.run(evaluate(spec, problems, endpoint, benchmark=benchmark, subset=subset, settings=settings,
+                                    concurrency=concurrency, timeout_s=timeout, cache=cache, job_id=job_id,
+                                    on_result=on_result))
+
+
+def _print_summary(s) -> None:
+    table = Table(title=f"record {s.record_id}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    rows = [
+        ("run", s.run_id), ("benchmark", escape(f"{s.benchmark} [{s.subset}]")), ("model", s.model),
+        ("technique", f"{s.technique} (spec {s.spec_hash})"),
+        ("accuracy", f"{s.correct}/{s.n} = {s.accuracy:.1%}  95% CI [{s.ci_low:.1%}, {s.ci_high:.1%}]"),
+        ("tokens", f"{s.tokens_per_problem:.0f}/problem, "
+                   + (f"{s.tokens_per_correct:.0f}/correct" if s.tokens_per_correct else "- /correct")),
+        ("latency", f"p50 {_fmt_s(s.latency_p50_s)}, p95 {_fmt_s(s.latency_p95_s)}"),
+    ]
+    if s.errors:
+        rows.append(("errors", str(s.errors)))
+    for dim, groups in s.breakdown.items():
+        rows.append((dim, ", ".join(f"{k}: {g.correct}/{g.n}" for k, g in groups.items())))
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)
+
+
+def _fmt_s(v) -> str:
+    return "-" if v is None else f"{v:.2f}s"
+
+
+def _print_comparison(c) -> None:
+    console.print(f"paired on {c.n_paired} problems: A {c.accuracy_a:.1%} vs B {c.accuracy_b:.1%} "
+                  f"(delta {c.delta:+.1%}); A-only correct {c.wins}, B-only correct {c.losses}; "
+                  f"exact McNemar p = {c.p_value:.4g}")
+
+
+@app.command("compare")
+def compare(
+    run_a: str = typer.Argument(..., help="Run id or record id (or a unique prefix) of A."),
+    run_b: str = typer.Argument(..., help="Run id or record id (or a unique prefix) of B (the baseline)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+    chart: Optional[Path] = typer.Option(None, "--chart", help="Also write a PNG chart of A vs B here."),
+) -> None:
+    """Paired comparison of two runs on their shared problems (wins, losses, exact McNemar p)."""
+    settings = get_settings()
+    c = compare_runs(run_a, run_b, settings=settings)
+    if as_json:
+        console.print_json(c.model_dump_json())
+    else:
+        a, b = load_summary(c.run_a, settings=settings), load_summary(c.run_b, settings=settings)
+        console.print(escape(f"A = {a.technique} ({c.record_a}), B = {b.technique} ({c.record_b}), {a.benchmark} [{a.subset}]"))
+        _print_comparison(c)
+    if chart:
+        write_chart(load_summary(c.run_a, settings=settings), chart, baseline=load_summary(c.run_b, settings=settings))
+        console.print(f"chart: {chart}")
+
+
+@app.command("list")
+def list_runs() -> None:
+    """List evaluation runs in this workspace."""
+    settings = get_settings()
+    db = default_db_path(settings)
+    if not db.exists():
+        console.print("no evaluation runs yet")
+        return
+    store = ResultStore(db)
+    try:
+        rows = store.list_runs()
+        table = Table()
+        for col in ("run", "record", "benchmark", "subset", "model", "technique", "n", "accuracy", "status"):
+            table.add_column(col, no_wrap=col in {"run", "record"})
+        for r in rows:
+            s = store.summary(r["run_id"])
+            table.add_row(r["run_id"], s.record_id if s.n else "-", r["benchmark"], r["subset"], r["model"],
+                          r["technique"], f"{s.n}/{s.n_planned}", f"{s.accuracy:.1%}" if s.n else "-", r["status"])
+    finally:
+        store.close()
+    console.print(table) if rows else console.print("no evaluation runs yet")
+
+
+@app.command("show")
+def show(ref: str = typer.Argument(..., help="Run id or record id (or a unique prefix)."),
+         as_json: bool = typer.Option(False, "--json", help="Print the record as JSON.")) -> None:
+    """Show one run's summary record."""
+    s = load_summary(ref, settings=get_settings())
+    if as_json:
+        console.print_json(s.model_dump_json())
+    else:
+        _print_summary(s)

@@ -15,6 +15,7 @@ import typer
 import agentlab  # noqa: F401  (offline environment defaults)
 from agentlab.cli import chat_cmd, config_cmd, models_cmd, usage_cmd
 from agentlab.cli import eval_cmd, techniques_cmd  # evaluation (issue 4)
+from agentlab.cli import goals_cmd, papers_cmd, server_cmd  # preprint server (issue 3)
 from agentlab.cli.common import err_console, state
 from agentlab.errors import AgentlabError
 
@@ -48,6 +49,9 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(techniques_cmd.app, name="techniques")
+app.add_typer(server_cmd.app, name="server")
+app.add_typer(papers_cmd.app, name="papers")
+app.add_typer(goals_cmd.app, name="goals")
 app.command("chat")(chat_cmd.chat)
 app.command("usage")(usage_cmd.usage)
 

@@ -1,0 +1,256 @@
+"""HTTP client for the preprint server (sync and async, httpx). Used by labs and the CLI.
+
+Connection failures are retried with backoff; every failure surfaces as a `PreprintError`
+(an `AgentlabError`) with a one-line message, e.g. "preprint server at http://... is unreachable".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, TypeAdapter
+
+from agentlab.errors import AgentlabError
+from preprint_server.schemas import (
+    GoalCreate, GoalOut, Health, LeaderboardEntry, PaperCreate, PaperOut, PaperPage, ReviewCreate, ReviewOut,
+    SearchHit,
+)
+
+T = TypeVar("T")
+
+
+class PreprintError(AgentlabError):
+    """A request to the preprint server failed."""
+
+    def __init__(self, message: str, status: int | None = None, fields: list[str] | None = None):
+        super().__init__(message)
+        self.status, self.fields = status, fields or []
+
+
+class ServerUnreachable(PreprintError):
+    pass
+
+
+class AuthError(PreprintError):
+    pass
+
+
+class NotFoundError(PreprintError):
+    pass
+
+
+class ValidationFailed(PreprintError):
+    pass
+
+
+class TooLargeError(PreprintError):
+    pass
+
+
+_BY_STATUS = {401: AuthError, 403: AuthError, 404: NotFoundError, 413: TooLargeError, 422: ValidationFailed}
+_RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)
+
+
+def _error_from(resp: httpx.Response, base_url: str) -> PreprintError:
+    try:
+        data = resp.json()
+        detail, fields = data.get("detail", resp.text), data.get("fields")
+    except (ValueError, AttributeError):
+        detail, fields = resp.text[:200], None
+    if not isinstance(detail, str):
+        detail = json.dumps(detail)[:300]
+    cls = _BY_STATUS.get(resp.status_code, PreprintError)
+    hint = " (set server.api_key or AGENTLAB_SERVER__API_KEY)" if cls is AuthError else ""
+    return cls(f"preprint server {base_url}: {resp.status_code} {detail}{hint}", resp.status_code, fields)
+
+
+def _parse(tp: Any, resp: httpx.Response) -> Any:
+    return TypeAdapter(tp).validate_python(resp.json())
+
+
+def _paper_request(paper: PaperCreate | dict, pdf: Path | bytes | None, source: Path | bytes | None,
+                   artifacts: list[Path] | None) -> dict:
+    paper = paper if isinstance(paper, PaperCreate) else PaperCreate.model_validate(paper)
+    if pdf is None and source is None and not artifacts:
+        return {"json": paper.model_dump(mode="json")}
+    read = lambda v: v.read_bytes() if isinstance(v, Path) else v  # noqa: E731
+    files: list[tuple[str, tuple[str, bytes, str]]] = []
+    if pdf is not None:
+        files.append(("pdf", (getattr(pdf, "name", "paper.pdf"), read(pdf), "application/pdf")))
+    if source is not None:
+        files.append(("source", (getattr(source, "name", "source.tex"), read(source), "text/x-tex")))
+    for a in artifacts or []:
+        files.append(("artifacts", (a.name, a.read_bytes(), "application/octet-stream")))
+    return {"data": {"metadata": paper.model_dump_json()}, "files": files}
+
+
+class _Base:
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0,
+                 retries: int = 3, backoff_s: float = 0.5):
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.retries, self.backoff_s = retries, backoff_s
+        self._kw = dict(
+            base_url=self.base_url, timeout=timeout,
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+        )
+
+    def _unreachable(self, exc: Exception) -> ServerUnreachable:
+        return ServerUnreachable(
+            f"preprint server at {self.base_url} is unreachable ({type(exc).__name__}); "
+            "start one with `agentlab server start` or set server.url"
+        )
+
+    def _check(self, resp: httpx.Response) -> httpx.Response:
+        if resp.status_code >= 400:
+            raise _error_from(resp, self.base_url)
+        return resp
+
+    @staticmethod
+    def _params(**kw) -> dict:
+        return {k: v for k, v in kw.items() if v is not None}
+
+
+class PreprintClient(_Base):
+    """Synchronous client. `with PreprintClient(url, key) as c: c.publish(paper)`."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0, **kw):
+        super().__init__(base_url, api_key, timeout, **kw)
+        self._http = httpx.Client(**self._kw)
+
+    def __enter__(self) -> "PreprintClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kw) -> httpx.Response:
+        for attempt in range(self.retries + 1):
+            try:
+                return self._check(self._http.request(method, path, **kw))
+            except _RETRYABLE as exc:
+                if attempt == self.retries:
+                    raise self._unreachable(exc) from None
+                time.sleep(self.backoff_s * 2**attempt)
+            except httpx.TimeoutException as exc:
+                raise PreprintError(f"preprint server {self.base_url}: timed out ({type(exc).__name__})") from None
+        raise AssertionError("unreachable")
+
+    def health(self) -> Health:
+        return _parse(Health, self._request("GET", "/health"))
+
+    def publish(self, paper: PaperCreate | dict, pdf: Path | bytes | None = None,
+                source: Path | bytes | None = None, artifacts: list[Path] | None = None) -> PaperOut:
+        """Publish; with `paper.idempotency_key` set, a repeat returns the first paper."""
+        return _parse(PaperOut, self._request("POST", "/api/papers", **_paper_request(paper, pdf, source, artifacts)))
+
+    def get_paper(self, paper_id: str) -> PaperOut:
+        return _parse(PaperOut, self._request("GET", f"/api/papers/{_seg(paper_id)}"))
+
+    def list_papers(self, goal: str | None = None, lab: str | None = None, benchmark: str | None = None,
+                    status: str | None = None, sort: str = "-created", limit: int = 20, offset: int = 0) -> PaperPage:
+        params = self._params(goal=goal, lab=lab, benchmark=benchmark, status=status, sort=sort, limit=limit, offset=offset)
+        return _parse(PaperPage, self._request("GET", "/api/papers", params=params))
+
+    def search(self, q: str, k: int = 5, goal: str | None = None) -> list[SearchHit]:
+        return _parse(list[SearchHit], self._request("GET", "/api/search", params=self._params(q=q, k=k, goal=goal)))
+
+    def leaderboard(self, benchmark: str | None = None, goal: str | None = None) -> list[LeaderboardEntry]:
+        params = self._params(benchmark=benchmark, goal=goal)
+        return _parse(list[LeaderboardEntry], self._request("GET", "/api/leaderboard", params=params))
+
+    def citations(self, paper_id: str, cited_by: bool = False) -> list:
+        from preprint_server.schemas import PaperSummary
+        path = f"/api/papers/{_seg(paper_id)}/{'cited-by' if cited_by else 'citations'}"
+        return _parse(list[PaperSummary], self._request("GET", path))
+
+    def add_goal(self, text: str, benchmark: str | None = None, baseline: float | None = None) -> GoalOut:
+        body = GoalCreate(text=text, benchmark=benchmark, baseline=baseline).model_dump(mode="json")
+        return _parse(GoalOut, self._request("POST", "/api/goals", json=body))
+
+    def list_goals(self, status: str | None = None) -> list[GoalOut]:
+        return _parse(list[GoalOut], self._request("GET", "/api/goals", params=self._params(status=status)))
+
+    def add_review(self, paper_id: str, text: str, scores: dict[str, float] | None = None) -> ReviewOut:
+        body = ReviewCreate(text=text, scores=scores or {}).model_dump(mode="json")
+        return _parse(ReviewOut, self._request("POST", f"/api/papers/{_seg(paper_id)}/reviews", json=body))
+
+
+class AsyncPreprintClient(_Base):
+    """Asynchronous twin of `PreprintClient` (same methods, awaitable)."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0, **kw):
+        super().__init__(base_url, api_key, timeout, **kw)
+        self._http = httpx.AsyncClient(**self._kw)
+
+    async def __aenter__(self) -> "AsyncPreprintClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kw) -> httpx.Response:
+        for attempt in range(self.retries + 1):
+            try:
+                return self._check(await self._http.request(method, path, **kw))
+            except _RETRYABLE as exc:
+                if attempt == self.retries:
+                    raise self._unreachable(exc) from None
+                await asyncio.sleep(self.backoff_s * 2**attempt)
+            except httpx.TimeoutException as exc:
+                raise PreprintError(f"preprint server {self.base_url}: timed out ({type(exc).__name__})") from None
+        raise AssertionError("unreachable")
+
+    async def health(self) -> Health:
+        return _parse(Health, await self._request("GET", "/health"))
+
+    async def publish(self, paper: PaperCreate | dict, pdf: Path | bytes | None = None,
+                      source: Path | bytes | None = None, artifacts: list[Path] | None = None) -> PaperOut:
+        req = _paper_request(paper, pdf, source, artifacts)
+        return _parse(PaperOut, await self._request("POST", "/api/papers", **req))
+
+    async def get_paper(self, paper_id: str) -> PaperOut:
+        return _parse(PaperOut, await self._request("GET", f"/api/papers/{_seg(paper_id)}"))
+
+    async def list_papers(self, goal: str | None = None, lab: str | None = None, benchmark: str | None = None,
+                          status: str | None = None, sort: str = "-created", limit: int = 20,
+                          offset: int = 0) -> PaperPage:
+        params = self._params(goal=goal, lab=lab, benchmark=benchmark, status=status, sort=sort, limit=limit, offset=offset)
+        return _parse(PaperPage, await self._request("GET", "/api/papers", params=params))
+
+    async def search(self, q: str, k: int = 5, goal: str | None = None) -> list[SearchHit]:
+        params = self._params(q=q, k=k, goal=goal)
+        return _parse(list[SearchHit], await self._request("GET", "/api/search", params=params))
+
+    async def leaderboard(self, benchmark: str | None = None, goal: str | None = None) -> list[LeaderboardEntry]:
+        params = self._params(benchmark=benchmark, goal=goal)
+        return _parse(list[LeaderboardEntry], await self._request("GET", "/api/leaderboard", params=params))
+
+    async def add_goal(self, text: str, benchmark: str | None = None, baseline: float | None = None) -> GoalOut:
+        body = GoalCreate(text=text, benchmark=benchmark, baseline=baseline).model_dump(mode="json")
+        return _parse(GoalOut, await self._request("POST", "/api/goals", json=body))
+
+    async def list_goals(self, status: str | None = None) -> list[GoalOut]:
+        return _parse(list[GoalOut], await self._request("GET", "/api/goals", params=self._params(status=status)))
+
+    async def add_review(self, paper_id: str, text: str, scores: dict[str, float] | None = None) -> ReviewOut:
+        body = ReviewCreate(text=text, scores=scores or {}).model_dump(mode="json")
+        return _parse(ReviewOut, await self._request("POST", f"/api/papers/{_seg(paper_id)}/reviews", json=body))
+
+
+def _seg(value: str) -> str:
+    """One URL path segment: an id with '/' or '..' cannot address another route."""
+    from urllib.parse import quote
+
+    return quote(value, safe="")

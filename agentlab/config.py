@@ -79,6 +79,39 @@ class LLMConfig(_Section):
     cache: bool = Field(False, description="cache responses in SQLite for reproducible reruns")
 
 
+class SandboxConfig(_Section):
+    """Isolation of agent-written code (package ``sandbox``)."""
+
+    backend: Literal["bubblewrap", "process"] = Field(
+        "bubblewrap", description="bubblewrap (isolated) or process (rlimits only, isolates nothing)"
+    )
+    bwrap_path: str | None = Field(None, description="bwrap executable; empty = found on PATH")
+    uid: int = Field(65534, ge=1, description="unprivileged uid sandboxed code runs as when agentlab runs as root")
+    gid: int = Field(65534, ge=1)
+    drop_privileges: bool = Field(True, description="as root: run sandboxed code as uid/gid, not root")
+    use_cgroups: bool = Field(True, description="per-run memory/pids cgroups where writable (else rlimits)")
+    env_passthrough: list[str] = Field(
+        default_factory=lambda: ["LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM"],
+        description="host environment variables copied into the sandbox (names that look like secrets never are)",
+    )
+    timeout_s: float = Field(600.0, gt=0, description="default wall-clock limit per run")
+    memory_mb: int = Field(2048, ge=16, description="default memory limit per run")
+    disk_mb: int = Field(2048, ge=1, description="default workdir size limit per run")
+    max_procs: int = Field(256, ge=4, description="default process limit per run")
+
+
+class JobsConfig(_Section):
+    """Job queue and GPU scheduler (package ``agentlab.jobs``)."""
+
+    backend: Literal["local", "ray"] = Field("local", description="local scheduler or a Ray cluster")
+    gpus: list[int] | None = Field(
+        None, description="GPU ids to schedule on; empty = detected with nvidia-smi; [] = none"
+    )
+    max_concurrent: int = Field(2, ge=1, description="jobs running at once (local scheduler)")
+    cpus: float | None = Field(None, gt=0, description="CPU cores to schedule on; empty = all cores")
+    ray_address: str | None = Field(None, description="Ray cluster address; empty = a local Ray instance")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
 
@@ -94,6 +127,8 @@ class Settings(BaseSettings):
     workspace: Path = Field(Path(".agentlab"), description="labs, jobs, ledgers, logs")
     budgets: BudgetConfig = Field(default_factory=BudgetConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    jobs: JobsConfig = Field(default_factory=JobsConfig)
 
     def model_for_role(self, role: str | None) -> str | None:
         """The agents' model for a role: its override, else the default (None = embedded)."""

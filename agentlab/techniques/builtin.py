@@ -89,7 +89,7 @@ def builtin_techniques() -> dict[str, TechniqueSpec]:
     return {k: v.model_copy(deep=True) for k, v in _BUILTINS.items()}
 
 
-def get_technique(name: str, **overrides: Any) -> TechniqueSpec:
+def get_technique(name: str, /, **overrides: Any) -> TechniqueSpec:
     """A built-in technique by name (or a path to a JSON/YAML spec), with overrides:
     ``k`` (chains; mixed temperatures are re-spread over the new k), ``temperature``, ``top_p``,
     ``max_tokens``, ``seed``, ``rounds`` (refine), ``aggregation``, ``name``."""

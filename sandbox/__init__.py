@@ -12,6 +12,14 @@ from sandbox.executor import SandboxOptions, list_artifacts, read_workdir_file, 
 from sandbox.types import BubblewrapMissing, Limits, ProxyConfig, ProxyUsage, Result, SandboxError
 
 __all__ = [
-    "run", "Limits", "Result", "ProxyConfig", "ProxyUsage", "SandboxOptions", "SandboxError",
-    "BubblewrapMissing", "list_artifacts", "read_workdir_file",
+    "BubblewrapMissing",
+    "Limits",
+    "ProxyConfig",
+    "ProxyUsage",
+    "Result",
+    "SandboxError",
+    "SandboxOptions",
+    "list_artifacts",
+    "read_workdir_file",
+    "run",
 ]

@@ -54,7 +54,7 @@ class RunCgroup:
 
     # --- creation -------------------------------------------------------------------------
     @classmethod
-    def create(cls, name: str, memory_bytes: int, pids_max: int) -> "RunCgroup | None":
+    def create(cls, name: str, memory_bytes: int, pids_max: int) -> RunCgroup | None:
         cg = cls(name, memory_bytes, pids_max)
         if (ROOT / "cgroup.controllers").exists():
             return cg if cg._create_v2() else None

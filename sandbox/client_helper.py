@@ -16,7 +16,7 @@ import json
 import os
 import socket
 
-__all__ = ["chat", "complete", "request", "ProxyError", "BudgetExhausted"]
+__all__ = ["BudgetExhausted", "ProxyError", "chat", "complete", "request"]
 
 
 class ProxyError(RuntimeError):

@@ -24,9 +24,10 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from sandbox.backends.bubblewrap import JOB_DIR, LIB_DIR, SOCKET_PATH, BubblewrapBackend
 from sandbox.backends.process import ProcessBackend
@@ -42,7 +43,7 @@ CODE_FILE = "_main.py"
 RESULT_FILE = "result.json"
 
 # names of variables that must never be handed to untrusted code
-SECRET_NAME = re.compile(r"(API_?KEY|SECRET|PASSW|TOKEN(?!S)|CREDENTIAL|PRIVATE_?KEY|AUTH|COOKIE|SESSION)", re.I)
+SECRET_NAME = re.compile(r"(API_?KEY|SECRET|PASSW|TOKEN(?!S)|CREDENTIAL|PRIVATE_?KEY|AUTH|COOKIE|SESSION)", re.IGNORECASE)
 DEFAULT_PASSTHROUGH = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM")
 
 
@@ -59,7 +60,7 @@ class SandboxOptions:
     use_cgroups: bool = True
 
     @classmethod
-    def from_settings(cls) -> "SandboxOptions":
+    def from_settings(cls) -> SandboxOptions:
         try:
             from agentlab.config import load_settings
 
@@ -151,7 +152,7 @@ def _disk_usage(root: Path, cap: int) -> int:
                         st = e.stat(follow_symlinks=False)
                     except OSError:
                         continue
-                    total += max(st.st_blocks * 512, 0)
+                    total += max(st.st_blocks * 512, st.st_size if stat.S_ISREG(st.st_mode) else 0)
                     if stat.S_ISDIR(st.st_mode):
                         stack.append(e.path)
                     if total > cap:
@@ -521,9 +522,7 @@ def run(
             killed_by = "cpu"
         elif sig == signal.SIGXFSZ or (exit_code != 0 and _hit_file_limit(workdir, fsize, limits.disk_mb)):
             killed_by = "disk"
-        elif oom:
-            killed_by = "memory"
-        elif cg is None and exit_code != 0 and ("MemoryError" in stderr_tail or sig == signal.SIGKILL):
+        elif oom or cg is None and exit_code != 0 and ("MemoryError" in stderr_tail or sig == signal.SIGKILL):
             killed_by = "memory"
     messages = {
         "wall_timeout": f"wall-clock timeout {limits.timeout_s:g} s",

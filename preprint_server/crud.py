@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, literal_column, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from preprint_server import schemas
@@ -197,8 +197,9 @@ def citations(db: Database, paper_id: str, cited_by: bool = False) -> list[Paper
 
 def citation_ids(db: Database, paper_id: str) -> tuple[list[str], list[str]]:
     with db.read() as s:
-        cites = list(s.scalars(select(Citation.cited_id).where(Citation.citing_id == paper_id)))
-        cited_by = list(s.scalars(select(Citation.citing_id).where(Citation.cited_id == paper_id)))
+        in_order = literal_column("citations.rowid")  # the order the author listed them
+        cites = list(s.scalars(select(Citation.cited_id).where(Citation.citing_id == paper_id).order_by(in_order)))
+        cited_by = list(s.scalars(select(Citation.citing_id).where(Citation.cited_id == paper_id).order_by(in_order)))
     return cites, cited_by
 
 

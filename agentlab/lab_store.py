@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS lab_runs (
     paper_id TEXT,
     paper_url TEXT,
     out_dir TEXT,
+    config TEXT,
     note TEXT
 );
 CREATE TABLE IF NOT EXISTS lab_experiments (
@@ -41,6 +42,7 @@ CREATE TABLE IF NOT EXISTS lab_experiments (
     job_id TEXT,
     status TEXT NOT NULL,
     spec_hash TEXT,
+    spec TEXT,
     record TEXT,
     error TEXT,
     executions INTEGER NOT NULL DEFAULT 0,
@@ -51,7 +53,7 @@ CREATE TABLE IF NOT EXISTS lab_experiments (
 """
 
 RUN_FIELDS = ("goal_id", "lab", "status", "phase", "pid", "best_accuracy", "best_technique", "paper_id",
-              "paper_url", "out_dir", "note")
+              "paper_url", "out_dir", "config", "note")
 
 
 class LabStore:
@@ -91,16 +93,16 @@ class LabStore:
         row = self.conn.execute("SELECT * FROM lab_experiments WHERE run_id = ? AND key = ?", (run_id, key)).fetchone()
         if not row:
             return None
-        out = dict(row)
-        out["record"] = json.loads(out["record"]) if out["record"] else None
-        return out
+        return _decode(dict(row))
 
-    def start_experiment(self, run_id: str, key: str, split: str, spec_hash: str | None) -> None:
+    def start_experiment(self, run_id: str, key: str, split: str, spec_hash: str | None,
+                         spec: dict[str, Any] | None = None, meta: dict[str, Any] | None = None) -> None:
         self.conn.execute(
-            "INSERT INTO lab_experiments (run_id, key, split, status, spec_hash, executions, started)"
-            " VALUES (?,?,?,?,?,1,?) ON CONFLICT(run_id, key) DO UPDATE SET status = 'running',"
-            " executions = executions + 1, started = excluded.started, spec_hash = excluded.spec_hash",
-            (run_id, key, split, "running", spec_hash, time.time()))
+            "INSERT INTO lab_experiments (run_id, key, split, status, spec_hash, spec, executions, started)"
+            " VALUES (?,?,?,?,?,?,1,?) ON CONFLICT(run_id, key) DO UPDATE SET status = 'running',"
+            " executions = executions + 1, started = excluded.started, spec_hash = excluded.spec_hash,"
+            " spec = excluded.spec",
+            (run_id, key, split, "running", spec_hash, json.dumps({"spec": spec, "meta": meta or {}}), time.time()))
 
     def finish_experiment(self, run_id: str, key: str, status: str, job_id: str | None,
                           record: dict[str, Any] | None, error: str | None) -> None:
@@ -112,12 +114,7 @@ class LabStore:
     def experiments(self, run_id: str) -> list[dict[str, Any]]:
         rows = self.conn.execute("SELECT * FROM lab_experiments WHERE run_id = ? ORDER BY started",
                                  (run_id,)).fetchall()
-        out = []
-        for r in rows:
-            d = dict(r)
-            d["record"] = json.loads(d["record"]) if d["record"] else None
-            out.append(d)
-        return out
+        return [_decode(dict(r)) for r in rows]
 
     def jobs_used(self, run_id: str) -> int:
         """Job executions counted against budgets.max_jobs (a resumed run keeps counting)."""
@@ -127,6 +124,13 @@ class LabStore:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _decode(d: dict[str, Any]) -> dict[str, Any]:
+    d["record"] = json.loads(d["record"]) if d.get("record") else None
+    blob = json.loads(d["spec"]) if d.get("spec") else {}
+    d["spec"], d["meta"] = blob.get("spec"), blob.get("meta") or {}
+    return d
 
 
 def pid_alive(pid: int | None) -> bool:

@@ -40,6 +40,7 @@ class LabConfig(BaseModel):
     plan_turns: int = Field(2, ge=1, description="postdoc/PhD dialogue turns")
     review_threshold: float = Field(5.0, description="mean reviewer score below which one revision round runs")
     max_tokens_per_answer: int = Field(512, ge=16, description="default max tokens of the model under study")
+    max_chains: int = Field(5, ge=1, le=16, description="cap on sampled chains per problem")
     concurrency: int = Field(4, ge=1)
     copilot: bool = False
     lab_name: str = "agentlab"

@@ -16,6 +16,7 @@ import agentlab  # noqa: F401  (offline environment defaults)
 from agentlab.cli import chat_cmd, config_cmd, models_cmd, usage_cmd
 from agentlab.cli import eval_cmd, techniques_cmd  # evaluation (issue 4)
 from agentlab.cli import goals_cmd, papers_cmd, server_cmd  # preprint server (issue 3)
+from agentlab.cli import lab_cmd  # research lab (issue 6)
 from agentlab.cli.common import err_console, state
 from agentlab.errors import AgentlabError
 
@@ -54,6 +55,7 @@ app.add_typer(papers_cmd.app, name="papers")
 app.add_typer(goals_cmd.app, name="goals")
 app.command("chat")(chat_cmd.chat)
 app.command("usage")(usage_cmd.usage)
+lab_cmd.register(app)  # lab start|resume|status|list, demo (issue 6)
 
 
 def main() -> None:

@@ -1,0 +1,173 @@
+"""Start, resume and inspect lab runs: builds the runtime context, runs the graph, reports events.
+
+``start_lab`` and ``resume_lab`` return a ``LabOutcome``: ``done`` (published or queued in the outbox),
+``wrapped_up`` (a budget stopped it early; the report says so), or ``paused`` (copilot: the
+``interrupt`` payload is in ``outcome.interrupt``; call ``resume_lab(..., resume=decision)``).
+A run killed at any point continues with ``resume_lab(settings, run_id)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from langgraph.types import Command
+
+from agentlab.config import Settings
+from agentlab.errors import AgentlabError
+from agentlab.experiments import ExperimentRunner
+from agentlab.graph import Event, LabContext, build_graph, checkpointer_for, new_run_id
+from agentlab.lab_store import LabStore, pid_alive
+from agentlab.llm import Gateway
+from agentlab.outbox import Outbox
+from agentlab.publishing import Publisher
+from agentlab.state import LabConfig
+from agentlab.usage import UsageLedger
+
+
+class LabRunError(AgentlabError):
+    pass
+
+
+@dataclass
+class LabOutcome:
+    run_id: str
+    status: str  # done | wrapped_up | paused | failed
+    state: dict[str, Any] = field(default_factory=dict)
+    interrupt: dict[str, Any] | None = None
+    wall_s: float = 0.0
+
+    @property
+    def publication(self) -> dict[str, Any]:
+        return self.state.get("publication") or {}
+
+
+def start_lab(settings: Settings, goal: str, config: LabConfig, *, goal_id: str | None = None,
+              run_id: str | None = None, on_event: Event | None = None, gateway: Any = None,
+              endpoint: Any = None, server_key: str | None = None) -> LabOutcome:
+    run_id = run_id or new_run_id()
+    store = LabStore(settings.db_path)
+    try:
+        store.create_run(run_id, goal, goal_id=goal_id, lab=config.lab_name,
+                         config=json.dumps({"lab": config.model_dump(), "goal_id": goal_id}), pid=os.getpid())
+    finally:
+        store.close()
+    initial = {"run_id": run_id, "goal": goal, "goal_id": goal_id, "config": config.model_dump(),
+               "phase": "literature_review", "started_at": time.time(), "experiments": [], "notes": [],
+               "human_feedback": [], "stop_reason": None, "revised": False}
+    return _execute(settings, run_id, config, initial, goal_id, on_event, gateway, endpoint, server_key)
+
+
+def resume_lab(settings: Settings, run_id: str, *, resume: Any = None, on_event: Event | None = None,
+               gateway: Any = None, endpoint: Any = None, server_key: str | None = None,
+               server_url: str | None = None) -> LabOutcome:
+    store = LabStore(settings.db_path)
+    try:
+        row = store.get_run(run_id)
+    finally:
+        store.close()
+    if row is None:
+        raise LabRunError(f"no lab run {run_id!r} in {settings.db_path}: see `agentlab lab list`")
+    if row["status"] == "running" and row.get("pid") not in (None, os.getpid()) and pid_alive(row["pid"]):
+        raise LabRunError(f"lab run {run_id} is still running (pid {row['pid']}); stop it before resuming")
+    saved = json.loads(row.get("config") or "{}")
+    config = LabConfig.model_validate(saved.get("lab") or {})
+    if server_url:
+        config.server_url = server_url
+    inp = Command(resume=resume) if resume is not None else None
+    return _execute(settings, run_id, config, inp, saved.get("goal_id"), on_event, gateway, endpoint, server_key)
+
+
+def _execute(settings: Settings, run_id: str, config: LabConfig, inp: Any, goal_id: str | None,
+             on_event: Event | None, gateway: Any, endpoint: Any, server_key: str | None) -> LabOutcome:
+    started = time.perf_counter()
+    store = LabStore(settings.db_path)
+    own_gateway = gateway is None
+    gw = gateway or Gateway(settings, lab=config.lab_name, run_id=run_id)
+    runner = ExperimentRunner(settings, config, run_id, config.lab_name, endpoint)
+    key = server_key or (settings.server.api_key.get_secret_value() if settings.server.api_key else None)
+    publisher = Publisher(config.server_url, key, Outbox(settings.workspace), config.lab_name, goal_id)
+    out_dir = settings.workspace / "labs" / run_id
+    ctx = LabContext(settings=settings, run_id=run_id, config=config, gateway=gw, store=store, runner=runner,
+                     publisher=publisher, out_dir=out_dir, on_event=on_event)
+    saver = checkpointer_for(settings)
+    graph = build_graph(ctx, saver)
+    cfg = {"configurable": {"thread_id": run_id}, "recursion_limit": 200}
+    store.update_run(run_id, pid=os.getpid(), status="running")
+    ctx.emit("run", run_id=run_id, out_dir=str(out_dir))
+    try:
+        try:
+            flushed = publisher.flush()  # reports an earlier run could not deliver
+            for rid, res in flushed.items():
+                if isinstance(res, dict):
+                    ctx.emit("outbox_published", run_id=rid, **res)
+        except Exception:
+            pass
+        for chunk in graph.stream(inp, cfg, stream_mode="updates"):
+            for node, update in chunk.items():
+                if node == "__interrupt__":
+                    continue
+                usd, tokens = _spent(gw, settings, run_id)
+                ctx.emit("node_done", node=node, usd=usd, tokens=tokens,
+                         update=update if isinstance(update, dict) else {})
+        snap = graph.get_state(cfg)
+        values = dict(snap.values)
+        if snap.interrupts:
+            store.update_run(run_id, status="paused")
+            return LabOutcome(run_id, "paused", values, snap.interrupts[0].value, time.perf_counter() - started)
+        status = "wrapped_up" if values.get("stop_reason") else "done"
+        store.update_run(run_id, status=status, phase="done")
+        return LabOutcome(run_id, status, values, None, time.perf_counter() - started)
+    except BaseException as exc:
+        store.update_run(run_id, status="failed", note=f"{type(exc).__name__}: {exc}"[:500])
+        raise
+    finally:
+        runner.close()
+        if own_gateway:
+            gw.close()
+        publisher.close()
+        saver.conn.close()
+        store.close()
+
+
+def _spent(gw: Any, settings: Settings, run_id: str) -> tuple[float, int]:
+    try:
+        return gw.spent()
+    except Exception:
+        t = UsageLedger(settings.db_path).totals(run_id)
+        return t.cost_usd, t.tokens
+
+
+def run_status(settings: Settings, run_id: str | None = None) -> dict[str, Any]:
+    """Phase, cost, jobs and best result of a run (the latest when ``run_id`` is None)."""
+    store = LabStore(settings.db_path)
+    try:
+        row = store.get_run(run_id) if run_id else store.latest_run()
+        if row is None:
+            raise LabRunError(f"no lab run {run_id!r}" if run_id else "no lab runs yet: start one with `agentlab lab start`")
+        if row["status"] == "running" and not pid_alive(row.get("pid")):
+            row["status"] = "interrupted (resume it)"
+        ledger = UsageLedger(settings.db_path)
+        totals = ledger.totals(row["run_id"])
+        ledger.close()
+        jobs = store.experiments(row["run_id"])
+    finally:
+        store.close()
+    row.pop("config", None)
+    return {**row, "usd": totals.cost_usd, "tokens": totals.tokens, "llm_calls": totals.calls, "jobs": jobs}
+
+
+def list_runs(settings: Settings, limit: int = 50) -> list[dict[str, Any]]:
+    store = LabStore(settings.db_path)
+    try:
+        rows = store.list_runs(limit)
+    finally:
+        store.close()
+    for r in rows:
+        r.pop("config", None)
+        if r["status"] == "running" and not pid_alive(r.get("pid")):
+            r["status"] = "interrupted"
+    return rows

@@ -1,0 +1,133 @@
+"""Publishing and literature search through the preprint server's client, with the local outbox.
+
+Agents never import the server: the workflow hands them this publisher. Every report is written to
+the outbox first; the server is asked to publish it with ``idempotency_key = run_id``, so a retry
+(after a crash, or from the outbox later) never creates a second paper.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from agentlab.outbox import Outbox
+
+
+class Publisher:
+    def __init__(self, url: str | None, api_key: str | None, outbox: Outbox, lab: str = "agentlab",
+                 goal_id: str | None = None):
+        self.url, self.api_key, self.outbox, self.lab, self.goal_id = url, api_key, outbox, lab, goal_id
+        self._client = None
+
+    # -- client -----------------------------------------------------------------------------
+    def client(self):
+        if self._client is None:
+            if not self.url:
+                raise ConnectionError("no preprint server configured")
+            from preprint_server.client import PreprintClient
+
+            self._client = PreprintClient(self.url, api_key=self.api_key)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None and hasattr(self._client, "close"):
+            try:
+                self._client.close()
+            except Exception:
+                pass
+        self._client = None
+
+    # -- literature -------------------------------------------------------------------------
+    def search(self, query: str, k: int, goal: str | None = None) -> list[dict[str, Any]]:
+        """Top-k papers for ``query``: id, title, abstract and their verified results."""
+        if not self.url:
+            return []
+        client = self.client()
+        hits = client.search(query[:1000], k=k, goal=goal)
+        out = []
+        for hit in hits[:k]:
+            hid = _get(hit, "id")
+            paper = None
+            try:
+                paper = client.get_paper(hid)
+            except Exception:
+                pass
+            results = [_dump(r) for r in (_get(paper, "results") or [])] if paper is not None else []
+            out.append({"id": hid, "title": _get(hit, "title"), "abstract": _get(hit, "abstract") or "",
+                        "lab": _get(hit, "lab"), "results": [r for r in results if r.get("verified", True)]})
+        return out
+
+    # -- publishing -------------------------------------------------------------------------
+    def payload(self, state: dict[str, Any], rep: dict[str, Any]) -> dict[str, Any]:
+        keep = ("benchmark", "subset", "model", "technique", "spec_hash", "n", "correct", "accuracy",
+                "ci_low", "ci_high", "job_id", "record_id")
+        results = [{k: r.get(k) for k in keep if r.get(k) is not None} for r in rep.get("records") or []]
+        tags = ["agentlab", state["config"]["benchmark"]]
+        if state.get("stop_reason"):
+            tags.append("incomplete")
+        return {
+            "title": rep["title"][:500] or "Untitled report", "abstract": rep.get("abstract", ""),
+            "body": rep["markdown"], "goal": str(state["goal_id"]) if state.get("goal_id") is not None else None,
+            "tags": tags, "results": results, "citations": [str(c) for c in rep.get("citations") or []],
+            "latex_source": rep.get("latex"), "idempotency_key": state["run_id"],
+        }
+
+    def publish_run(self, state: dict[str, Any], rep: dict[str, Any]) -> dict[str, Any]:
+        run_id = state["run_id"]
+        files = {k: v for k, v in (rep.get("files") or {}).items() if k in ("figure", "pdf")}
+        self.outbox.put(run_id, self.payload(state, rep), files)
+        try:
+            result = self._publish_entry(self.outbox.get(run_id))
+        except Exception as exc:
+            return {"status": "queued", "outbox": str(self.outbox.dir / f"{run_id}.json"),
+                    "error": f"{type(exc).__name__}: {exc}"[:300]}
+        self.outbox.done(run_id, result)
+        return {"status": "published", **result}
+
+    def _publish_entry(self, entry: dict[str, Any]) -> dict[str, Any]:
+        from preprint_server.schemas import PaperCreate
+
+        client = self.client()
+        paper = PaperCreate.model_validate(entry["payload"])
+        files = {k: Path(v) for k, v in (entry.get("files") or {}).items() if Path(v).is_file()}
+        artifacts = [files["figure"]] if "figure" in files else None
+        out = client.publish(paper, pdf=files.get("pdf"), artifacts=artifacts)
+        pid = _get(out, "id")
+        base = self.url.rstrip("/") if self.url else ""
+        return {"paper_id": pid, "url": f"{base}/papers/{pid}"}
+
+    def flush(self) -> dict[str, Any]:
+        """Publish what earlier runs left in the outbox (server was down)."""
+        if not self.url:
+            return {}
+        return self.outbox.flush(self._publish_entry)
+
+    def post_reviews(self, paper_id: str, reviews: list[dict[str, Any]]) -> None:
+        try:
+            client = self.client()
+            for r in reviews:
+                if r.get("fallback"):
+                    continue
+                text = (f"[{r['persona']}] {r['summary']}\n\nStrength: {r['strength']}\n\n"
+                        f"Weakness: {r['weakness']}")
+                scores = {k: float(r[k]) for k in ("soundness", "presentation", "contribution", "overall",
+                                                    "confidence")}
+                client.add_review(paper_id, text, {k: min(10.0, v) for k, v in scores.items()})
+        except Exception:  # reviews are a courtesy copy: the paper is already published
+            pass
+
+
+def _get(obj: Any, key: str) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def _dump(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return obj
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    return dict(vars(obj))

@@ -1,0 +1,97 @@
+"""What every role shares: prompt files, the structured call with a safe fallback, short context."""
+
+from __future__ import annotations
+
+import string
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Protocol, TypeVar
+
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, Field
+
+from agentlab.llm import BudgetExceeded, GatewayError
+
+PROMPTS_DIR = Path(__file__).parent / "prompts"
+T = TypeVar("T", bound=BaseModel)
+
+
+class AgentContext(Protocol):
+    """What a role needs from the workflow (see ``agentlab.graph.LabContext``)."""
+
+    gateway: Any
+
+    def note(self, text: str) -> None: ...
+
+
+def Text(n: int, description: str | None = None) -> Any:
+    """A string of at most ``n`` characters: ``maxLength`` in the JSON schema (llama.cpp's grammar then
+    bounds the output) and longer answers from other models are cut instead of re-asked."""
+
+    def cut(v: Any) -> Any:
+        return v[:n] if isinstance(v, str) else v
+
+    return Annotated[str, BeforeValidator(cut), Field(max_length=n, description=description)]
+
+
+@lru_cache(maxsize=None)
+def _prompt_file(name: str) -> tuple[str, str]:
+    """(system, user template) from ``prompts/<name>.md``; sections split by a line ``---``."""
+    text = (PROMPTS_DIR / f"{name}.md").read_text()
+    if "\n---\n" in text:
+        system, user = text.split("\n---\n", 1)
+    else:
+        system, user = "", text
+    return system.strip(), user.strip()
+
+
+def render(name: str, **values: Any) -> tuple[str, str]:
+    """The prompt ``name`` with ``$placeholders`` filled (missing ones stay as they are)."""
+    system, user = _prompt_file(name)
+    return (string.Template(system).safe_substitute(values), string.Template(user).safe_substitute(values))
+
+
+def clip(text: Any, n: int = 600) -> str:
+    """Short context for small models (n_ctx 4096): collapse whitespace, cut at ``n`` characters."""
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def ask(ctx: AgentContext, role: str, prompt: str, schema: type[T], fallback: Callable[[], T],
+        what: str, **values: Any) -> tuple[T, bool]:
+    """A validated ``schema`` from the role's model, else ``fallback()`` (noted). Returns (obj, fell_back).
+
+    Budget exhaustion is not a content problem: it propagates so the workflow can wrap up.
+    """
+    system, user = render(prompt, **values)
+    try:
+        obj = ctx.gateway.structured(user, schema, role=role, system=system or None,
+                                     max_tokens=values.get("max_tokens", 400))
+        return obj, False
+    except BudgetExceeded:
+        raise
+    except GatewayError as exc:
+        ctx.note(f"{role}: no usable {what} from the model ({_first_line(exc)}); used a safe default")
+        return fallback(), True
+
+
+def _first_line(exc: BaseException, n: int = 160) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def restrict_choices(schema: type[T], field: str, choices: list[str]) -> type[T]:
+    """A subclass of ``schema`` whose ``field`` must be one of ``choices`` (an enum in the JSON schema,
+    so llama.cpp's grammar can only produce a valid name)."""
+    from typing import Literal
+
+    from pydantic import create_model
+
+    if not choices:
+        return schema
+    info = schema.model_fields[field]
+    lit = Literal[tuple(choices)]  # type: ignore[valid-type]
+    annotation = list[lit] if getattr(info.annotation, "__origin__", None) is list else lit
+    return create_model(schema.__name__, __base__=schema,
+                        **{field: (annotation, info)})  # type: ignore[call-overload]

@@ -1,0 +1,98 @@
+"""ML engineer: proposes technique specs, runs them on the dev split as jobs, refines them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agents import sw_engineer
+from agents.base import Text, ask, clip, restrict_choices
+
+ROLE = "ml_engineer"
+
+
+class TechniqueProposal(BaseModel):
+    technique: str = Field(description="a technique name from the list")
+    num_chains: int = Field(1, ge=1, le=8, description="sampled chains (1 = a single answer)")
+    temperature: float = Field(0.0, ge=0.0, le=1.5)
+    max_tokens: int = Field(512, ge=32, le=2048)
+    instruction: Text(160, "one extra instruction line for the prompt, or empty") = ""
+    rationale: Text(200, "one sentence") = ""
+
+
+def _history(experiments: list[dict[str, Any]]) -> str:
+    if not experiments:
+        return "none yet"
+    parts = []
+    for e in experiments[-4:]:
+        p = e.get("proposal", {})
+        rec = e.get("record")
+        res = f"accuracy {rec['accuracy']:.3f} (n={rec['n']})" if rec else f"failed: {clip(e.get('error'), 80)}"
+        parts.append(f"#{e['iteration']} {p.get('technique')} chains={p.get('num_chains')} "
+                     f"T={p.get('temperature')}: {res}")
+    return "; ".join(parts)
+
+
+def propose(state: dict, ctx: Any) -> tuple[TechniqueProposal, bool]:
+    cfg = state["config"]
+    techniques = ctx.technique_names()
+    plan = state.get("plan") or {}
+    planned = [t for t in plan.get("techniques", []) if t in techniques]
+    i = len(state.get("experiments") or [])
+    default_name = planned[i % len(planned)] if planned else cfg["baseline"]
+
+    def fallback() -> TechniqueProposal:
+        return TechniqueProposal(technique=default_name, max_tokens=cfg["max_tokens_per_answer"],
+                                 rationale="the plan's technique (fallback)")
+
+    schema = restrict_choices(TechniqueProposal, "technique", techniques)
+    plan_text = f"{plan.get('hypothesis', '')} Techniques: {', '.join(planned) or cfg['baseline']}"
+    return ask(ctx, ROLE, "ml_engineer_propose", schema, fallback, "technique proposal",
+               goal=clip(state["goal"], 300), plan=clip(plan_text, 400),
+               history=clip(_history(state.get("experiments") or []), 700), techniques=", ".join(techniques))
+
+
+def run_iteration(state: dict, ctx: Any) -> dict:
+    """One experiment: propose, run on the dev split (a job), let the SW engineer fix a failure."""
+    cfg = state["config"]
+    iteration = len(state.get("experiments") or []) + 1
+    earlier = ctx.earlier_experiment(f"dev-{iteration}-0")  # resumed after a crash: same proposal
+    if earlier and earlier.get("meta", {}).get("proposal"):
+        proposal = TechniqueProposal.model_validate(earlier["meta"]["proposal"])
+        fell_back = earlier["meta"].get("fell_back", False)
+        spec = earlier["spec"]
+    else:
+        proposal, fell_back = propose(state, ctx)
+        # keep the model under study's answers within the configured size on tiny runs
+        proposal.max_tokens = min(proposal.max_tokens, max(cfg["max_tokens_per_answer"], 32))
+        spec = ctx.build_spec(proposal.model_dump(), iteration)
+    entry: dict[str, Any] = {"iteration": iteration, "proposal": proposal.model_dump(),
+                             "proposal_source": "fallback" if fell_back else "llm", "attempts": []}
+    for attempt in range(cfg.get("max_fix_attempts", 1) + 1):
+        key = f"dev-{iteration}-{attempt}"
+        result = ctx.run_job(key, spec, "dev", meta={"proposal": proposal.model_dump(), "fell_back": fell_back})
+        entry["attempts"].append({"key": key, "job_id": result.get("job_id"), "status": result["status"],
+                                  "error": clip(result.get("error"), 300) or None})
+        if result["status"] == "succeeded":
+            entry.update(spec=spec, record=result["record"], job_id=result.get("job_id"), error=None)
+            break
+        entry.update(spec=spec, record=None, job_id=result.get("job_id"), error=result.get("error"))
+        if attempt == cfg.get("max_fix_attempts", 1):
+            break
+        fixed = sw_engineer.fix(ctx, spec, result.get("error") or "")
+        if fixed is None:
+            ctx.note(f"experiment {iteration}: job failed and the software engineer gave up")
+            break
+        spec = fixed
+        ctx.note(f"experiment {iteration}: job failed; the software engineer changed the spec and reran it")
+    return entry
+
+
+def best_of(experiments: list[dict[str, Any]]) -> dict[str, Any] | None:
+    ok = [e for e in experiments if e.get("record")]
+    if not ok:
+        return None
+    # highest accuracy; ties go to the cheaper (fewer tokens) and then the earlier experiment
+    return max(ok, key=lambda e: (e["record"]["accuracy"], -(e["record"].get("tokens_per_problem") or 0),
+                                  -e["iteration"]))

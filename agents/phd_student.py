@@ -1,0 +1,72 @@
+"""PhD student: reads the literature and proposes the experiment in the plan dialogue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agents.base import AgentContext, Text, ask, clip, restrict_choices
+
+ROLE = "phd_student"
+
+
+class PaperNote(BaseModel):
+    summary: Text(300, "one or two sentences")
+    useful_idea: Text(200, "one idea from the paper useful for the goal")
+
+
+class PlanProposal(BaseModel):
+    hypothesis: Text(200, "one testable sentence")
+    technique: str = Field(description="the technique to try first")
+
+
+def format_results(results: list[dict[str, Any]]) -> str:
+    if not results:
+        return "none"
+    parts = []
+    for r in results[:4]:
+        acc = r.get("accuracy")
+        acc_s = f"{acc:.3f}" if isinstance(acc, (int, float)) else "?"
+        parts.append(f"{r.get('technique') or r.get('technique_name') or '?'} on {r.get('benchmark', '?')}: {acc_s}"
+                     f" (n={r.get('n', '?')})")
+    return "; ".join(parts)
+
+
+def literature_review(state: dict, ctx: Any) -> dict:
+    """Search the preprint server, summarize what comes back, keep the verified results."""
+    cfg = state["config"]
+    top_n = cfg.get("literature_top_n", 5)
+    papers = ctx.search_literature(state["goal"], top_n) if top_n else []
+    notes: list[dict[str, Any]] = []
+    for paper in papers:
+        results = paper.get("results") or []
+
+        def fallback(p=paper) -> PaperNote:
+            return PaperNote(summary=clip(p.get("abstract") or p.get("title"), 300), useful_idea="")
+
+        note, _ = ask(ctx, ROLE, "phd_paper_note", PaperNote, fallback, "paper summary",
+                      goal=clip(state["goal"], 300), title=clip(paper.get("title"), 200),
+                      abstract=clip(paper.get("abstract"), 700), results=format_results(results))
+        notes.append({
+            "id": paper.get("id"), "title": paper.get("title", ""), "summary": clip(note.summary, 400),
+            "useful_idea": clip(note.useful_idea, 200), "results": results,
+        })
+    return {"literature": notes}
+
+
+def propose(state: dict, ctx: Any, techniques: list[str], feedback: str) -> PlanProposal:
+    cfg = state["config"]
+    schema = restrict_choices(PlanProposal, "technique", techniques)
+    lit = "; ".join(f"{p['title']}: {p['summary']}" for p in state.get("literature", [])[:3]) or "nothing yet"
+    default = next((t for t in techniques if t != cfg["baseline"]), cfg["baseline"])
+
+    def fallback() -> PlanProposal:
+        return PlanProposal(hypothesis=f"{default} is more accurate than {cfg['baseline']} on {cfg['benchmark']}",
+                            technique=default)
+
+    obj, _ = ask(ctx, ROLE, "phd_plan_proposal", schema, fallback, "plan proposal",
+                 goal=clip(state["goal"], 300), benchmark=cfg["benchmark"], baseline=cfg["baseline"],
+                 literature=clip(lit, 700), feedback=clip(feedback or "none", 300),
+                 techniques=", ".join(techniques))
+    return obj

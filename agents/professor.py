@@ -1,0 +1,50 @@
+"""Professor: writes the report from the verified records and revises it after review."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agents.base import Text, ask, clip
+
+ROLE = "professor"
+
+
+class ReportDraft(BaseModel):
+    title: Text(120, "at most 15 words")
+    abstract: Text(700)
+    introduction: Text(600)
+    method: Text(600)
+    discussion: Text(600)
+    conclusion: Text(400)
+
+
+def fallback_draft(state: dict, results_text: str) -> ReportDraft:
+    """A plain report written from the records alone, used when the model gives nothing usable."""
+    plan = state.get("plan") or {}
+    cfg = state["config"]
+    best = (state.get("final") or {}).get("technique_name") or "the best technique"
+    return ReportDraft(
+        title=f"{best} versus {cfg['baseline']} on {cfg['benchmark']}",
+        abstract=f"We study the goal: {clip(state['goal'], 200)} We compare {best} with the baseline "
+                 f"{cfg['baseline']} on a held-out split; the results table gives the verified accuracies.",
+        introduction=clip(state["goal"], 400),
+        method=f"Hypothesis: {clip(plan.get('hypothesis'), 300)} The technique was tuned on a dev split and "
+               "evaluated once on a separate report split.",
+        discussion=clip((state.get("interpretation") or {}).get("summary")
+                        or "See the results table.", 500),
+        conclusion="The measured results are reported in the table; conclusions are limited by the subset size.",
+    )
+
+
+def write_report(state: dict, ctx: Any, results_text: str, method_text: str, feedback: str = "") -> tuple[ReportDraft, bool]:
+    plan = state.get("plan") or {}
+    lit = "; ".join(f"[{p['id']}] {p['title']}" for p in state.get("literature", [])[:5]) or "none"
+    return ask(ctx, ROLE, "professor_report", ReportDraft, lambda: fallback_draft(state, results_text),
+               "report draft", goal=clip(state["goal"], 300), hypothesis=clip(plan.get("hypothesis"), 300),
+               method=clip(method_text, 400), results=clip(results_text, 700),
+               interpretation=clip((state.get("interpretation") or {}).get("summary"), 400),
+               literature=clip(lit, 400),
+               feedback=("Reviewer feedback to address: " + clip(feedback, 600)) if feedback else "",
+               max_tokens=900)

@@ -1,0 +1,48 @@
+"""Reviewers: three NeurIPS-style personas score the report."""
+
+from __future__ import annotations
+
+from statistics import mean
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agents.base import Text, ask, clip
+
+ROLE = "reviewer"
+
+PERSONAS = {
+    "methodologist": "You care most about experimental rigor: baselines, held-out evaluation, sample sizes.",
+    "skeptic": "You check that every claim is supported by the reported results and nothing is overstated.",
+    "clarity": "You care most about clear writing and whether a reader could reproduce the work.",
+}
+
+
+class Review(BaseModel):
+    summary: Text(300)
+    strength: Text(200)
+    weakness: Text(200)
+    soundness: int = Field(ge=1, le=4)
+    presentation: int = Field(ge=1, le=4)
+    contribution: int = Field(ge=1, le=4)
+    overall: int = Field(ge=1, le=10)
+    confidence: int = Field(ge=1, le=5)
+
+
+def review(state: dict, ctx: Any, draft: dict[str, Any], table: str) -> list[dict[str, Any]]:
+    out = []
+    for name, persona in PERSONAS.items():
+        obj, fell_back = ask(
+            ctx, ROLE, "reviewer", Review,
+            lambda: Review(summary="no usable review", strength="", weakness="", soundness=2, presentation=2,
+                           contribution=2, overall=5, confidence=1),
+            f"review ({name})", persona=persona, title=clip(draft.get("title"), 200),
+            abstract=clip(draft.get("abstract"), 600), table=clip(table, 600),
+            discussion=clip(draft.get("discussion"), 500))
+        out.append({"persona": name, **obj.model_dump(), "fallback": fell_back})
+    return out
+
+
+def mean_score(reviews: list[dict[str, Any]]) -> float | None:
+    scores = [r["overall"] for r in reviews if not r.get("fallback")]
+    return mean(scores) if scores else None

@@ -1,0 +1,154 @@
+"""The research lab end to end with a scripted LLM test double and a real preprint server."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentlab.lab import list_runs, resume_lab, run_status, start_lab
+from agentlab.lab_store import LabStore
+from preprint_server.client import PreprintClient
+from tests.lab.conftest import tiny_config
+from tests.lab.doubles import PLANTED_WRONG
+
+
+def _papers(url):
+    with PreprintClient(url) as c:
+        return c.list_papers(limit=100)
+
+
+def test_full_lab_run_publishes_a_verified_paper(lab_settings, llm, preprint):
+    events = []
+    cfg = tiny_config(server_url=preprint["url"])
+    out = start_lab(lab_settings, "Improve arithmetic accuracy of a small model", cfg,
+                    on_event=lambda k, d: events.append(k), server_key=preprint["key"])
+    assert out.status == "done", out.state.get("stop_reason")
+    st = out.state
+    # every phase ran
+    assert st["plan"]["techniques"] and st["plan"]["source"] == "llm"
+    assert len(st["experiments"]) == 2 and all(e["record"] for e in st["experiments"])
+    assert st["final"]["baseline"] and st["final"]["technique"]
+    assert "comparison" in st["final"]
+    assert len(st["reviews"]) == 3
+    assert {"PaperNote", "ResearchPlan", "TechniqueProposal", "Interpretation", "ReportDraft", "Review"} <= \
+        set(llm.agent_calls) - {"PaperNote"} | {"PaperNote"}
+    # the planted wrong number was caught and removed
+    rep = st["report"]
+    assert "97.5%" not in rep["markdown"] and PLANTED_WRONG not in rep["markdown"]
+    assert any(c["text"].startswith("97.5") and c["status"] == "removed" for c in rep["claims"])
+    # published once, with its records, on the real server
+    pub = st["publication"]
+    assert pub["status"] == "published"
+    with PreprintClient(preprint["url"]) as c:
+        paper = c.get_paper(pub["paper_id"])
+    assert paper.title == rep["title"]
+    recs = {r.record_id for r in paper.results}
+    assert st["final"]["technique"]["record_id"] in recs and st["final"]["baseline"]["record_id"] in recs
+    assert all(r.verified for r in paper.results)
+    acc = st["final"]["baseline"]["accuracy"]
+    assert f"{100 * acc:.1f}%" in paper.body  # the generated table carries the harness's number
+    assert len(paper.reviews) == 3
+    # files
+    files = rep["files"]
+    for k in ("markdown", "latex", "records", "figure"):
+        assert k in files
+    # status and list
+    s = run_status(lab_settings, out.run_id)
+    assert s["paper_id"] == pub["paper_id"] and s["status"] == "done" and s["tokens"] > 0
+    assert list_runs(lab_settings)[0]["run_id"] == out.run_id
+    assert "phase" in events and "job_finished" in events
+
+    # a second lab on the same goal reads the first paper and cites it
+    out2 = start_lab(lab_settings, "Improve arithmetic accuracy of a small model", cfg, server_key=preprint["key"])
+    assert out2.status == "done"
+    assert [p["id"] for p in out2.state["literature"]] == [pub["paper_id"]]
+    with PreprintClient(preprint["url"]) as c:
+        second = c.get_paper(out2.state["publication"]["paper_id"])
+    assert pub["paper_id"] in second.citations
+    assert _papers(preprint["url"]).total == 2
+
+
+def test_resume_after_publish_does_not_publish_twice(lab_settings, preprint):
+    cfg = tiny_config(server_url=preprint["url"], max_iterations=1)
+    out = start_lab(lab_settings, "goal", cfg, server_key=preprint["key"])
+    assert out.state["publication"]["status"] == "published"
+    again = resume_lab(lab_settings, out.run_id, server_key=preprint["key"])
+    assert again.status == "done"
+    assert _papers(preprint["url"]).total == 1
+
+
+def test_server_unreachable_keeps_report_in_outbox_then_publishes(lab_settings, preprint, tmp_path):
+    cfg = tiny_config(server_url="http://127.0.0.1:9", max_iterations=1, literature_top_n=0)
+    out = start_lab(lab_settings, "goal", cfg, server_key=preprint["key"])
+    pub = out.state["publication"]
+    assert pub["status"] == "queued"
+    from pathlib import Path
+
+    assert Path(pub["outbox"]).is_file()
+    # the next run (with the server up) flushes the outbox first; the report appears exactly once
+    cfg2 = tiny_config(server_url=preprint["url"], max_iterations=1, literature_top_n=0)
+    start_lab(lab_settings, "goal 2", cfg2, server_key=preprint["key"])
+    assert _papers(preprint["url"]).total == 2
+    assert not Path(pub["outbox"]).exists()
+
+
+def test_copilot_interrupts_and_resumes(lab_settings, preprint):
+    cfg = tiny_config(server_url=preprint["url"], max_iterations=1, copilot=True)
+    out = start_lab(lab_settings, "goal", cfg, server_key=preprint["key"])
+    assert out.status == "paused" and out.interrupt["kind"] == "plan"
+    out = resume_lab(lab_settings, out.run_id, server_key=preprint["key"],
+                     resume={"action": "edit", "plan": {"hypothesis": "human hypothesis", "techniques": ["few_shot_cot"]}})
+    assert out.status == "paused" and out.interrupt["kind"] == "publish"
+    assert out.state["plan"]["hypothesis"] == "human hypothesis" and out.state["plan"]["source"] == "human"
+    assert _papers(preprint["url"]).total == 0  # nothing published before approval
+    out = resume_lab(lab_settings, out.run_id, server_key=preprint["key"], resume={"action": "approve"})
+    assert out.status == "done" and out.state["publication"]["status"] == "published"
+    assert _papers(preprint["url"]).total == 1
+
+
+def test_budget_stop_wraps_up_and_marks_report(lab_settings, preprint, monkeypatch):
+    monkeypatch.setenv("AGENTLAB_BUDGETS__MAX_JOBS", "2")
+    from agentlab.config import load_settings
+
+    settings = load_settings()
+    cfg = tiny_config(server_url=preprint["url"], max_iterations=3)
+    out = start_lab(settings, "goal", cfg, server_key=preprint["key"])
+    assert out.status == "wrapped_up"
+    assert "job budget" in out.state["stop_reason"]
+    assert "Incomplete run" in out.state["report"]["markdown"]
+    assert out.state["publication"]["status"] == "published"
+    store = LabStore(settings.db_path)
+    assert store.jobs_used(out.run_id) == 2
+    store.close()
+
+
+def test_unusable_llm_output_falls_back_and_is_noted(lab_settings, llm, preprint):
+    llm.script["TechniqueProposal"] = {"technique": "zero_shot_cot", "num_chains": 99}  # invalid: le=8
+    cfg = tiny_config(server_url=preprint["url"], max_iterations=1, literature_top_n=0)
+    out = start_lab(lab_settings, "goal", cfg, server_key=preprint["key"])
+    assert out.status == "done"
+    assert out.state["experiments"][0]["proposal_source"] == "fallback"
+    assert any("ml_engineer: no usable technique proposal" in n for n in out.state["notes"])
+    assert "ml_engineer: no usable technique proposal" in out.state["report"]["markdown"]
+
+
+@pytest.mark.parametrize("bad", ["zero"])
+def test_failed_job_is_fixed_by_sw_engineer(lab_settings, llm, preprint, bad, monkeypatch):
+    # the first dev job fails (the harness raises); the software engineer simplifies the spec and it reruns
+    from agentlab import experiments
+
+    real = experiments.ExperimentRunner.run
+    calls = {"n": 0}
+
+    def flaky(self, key, spec, split, on_progress=None):
+        calls["n"] += 1
+        if key == "dev-1-0":
+            return {"status": "failed", "record": None, "job_id": "x", "error": "CUDA out of memory (simulated)"}
+        return real(self, key, spec, split, on_progress)
+
+    monkeypatch.setattr(experiments.ExperimentRunner, "run", flaky)
+    cfg = tiny_config(server_url=preprint["url"], max_iterations=1, literature_top_n=0)
+    out = start_lab(lab_settings, "goal", cfg, server_key=preprint["key"])
+    e = out.state["experiments"][0]
+    assert [a["status"] for a in e["attempts"]] == ["failed", "succeeded"]
+    assert e["spec"]["name"].endswith("_simple")
+    assert "JobFix" in llm.agent_calls

@@ -1,0 +1,91 @@
+"""Run one job in the sandbox and turn the sandbox Result into the job's outcome (shared by all backends)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import sandbox
+from agentlab.jobs.runner import CALL_FILE
+from agentlab.jobs.spec import JobSpec
+from sandbox import Limits, SandboxOptions
+
+PY_DIR = "/opt/agentlab/py"
+CODE_PACKAGES = ("agentlab", "sandbox")
+
+
+def _package_dir(top: str) -> Path:
+    spec = importlib.util.find_spec(top)
+    if spec is None:
+        raise sandbox.SandboxError(f"job target package {top!r} is not importable on this host")
+    if spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(spec.origin)  # type: ignore[arg-type]
+
+
+def _entry(spec: JobSpec, backend: str) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """run() keyword arguments for the entry, extra ro binds and env."""
+    if spec.command:
+        return {"command": spec.command}, {}, {}
+    if spec.code is not None:
+        return {"code": spec.code}, {}, {}
+    top = spec.target.split(":")[0].split(".")[0]  # type: ignore[union-attr]
+    binds: dict[str, str] = {}
+    host_dirs: list[str] = []
+    for pkg in dict.fromkeys((*CODE_PACKAGES, top)):
+        d = _package_dir(pkg)
+        binds[str(d)] = f"{PY_DIR}/{d.name}"
+        host_dirs.append(str(d.parent))
+    pythonpath = PY_DIR if backend == "bubblewrap" else ":".join(dict.fromkeys(host_dirs))
+    return {"command": ["python", "-m", "agentlab.jobs.runner"]}, binds, {"PYTHONPATH": pythonpath}
+
+
+def limits_for(spec: JobSpec) -> Limits:
+    r = spec.resources
+    return Limits(timeout_s=r.timeout_s, cpu_s=r.cpu_s or r.timeout_s * max(r.cpus, 1) * 4,
+                  memory_mb=r.memory_mb, disk_mb=r.disk_mb, max_procs=r.max_procs)
+
+
+def execute_job(spec: JobSpec, job_id: str, workdir: Path, log_dir: Path, gpus: list[int],
+                options: SandboxOptions, gpu_uuids: dict[int, str] | None = None,
+                cancel_event: threading.Event | None = None, api_key: str | None = None) -> dict[str, Any]:
+    """Run the job; return the fields the store records (state, exit_code, killed_by, error, result, ...)."""
+    backend = options.backend
+    try:
+        kw, binds, env = _entry(spec, backend)
+        files = dict(spec.files)
+        if spec.target:
+            files[CALL_FILE] = json.dumps({"target": spec.target, "args": spec.args})
+        proxy = spec.proxy
+        if proxy is not None:
+            proxy = proxy.model_copy(update={"job_id": job_id, "api_key": proxy.api_key or api_key})
+        env = {**spec.env, **env, "AGENTLAB_JOB_ID": job_id}
+        res = sandbox.run(**kw, files=files, limits=limits_for(spec), network=spec.network, env=env, gpus=gpus,
+                          gpu_uuids=gpu_uuids, workdir=workdir, log_dir=log_dir, proxy=proxy,
+                          ro_binds={**spec.ro_binds, **binds}, options=options, cancel_event=cancel_event)
+    except sandbox.SandboxError as exc:
+        return {"state": "failed", "error": str(exc)}
+    result, note = None, None
+    raw = sandbox.read_workdir_file(res.workdir, "result.json")
+    if raw is not None:
+        try:
+            result = json.loads(raw)
+        except ValueError:
+            note = "result.json is not valid JSON (ignored)"
+    out: dict[str, Any] = {"exit_code": res.exit_code, "killed_by": res.killed_by, "result": result,
+                           "wall_s": res.wall_s, "cpu_s": res.cpu_s, "peak_rss_mb": res.peak_rss_mb}
+    if res.killed_by == "cancelled":
+        out.update(state="cancelled", error="cancelled while running")
+    elif res.killed_by in ("wall_timeout", "cpu"):
+        out.update(state="timed_out", error=f"exceeded the {res.limit_message}; partial logs kept")
+    elif res.killed_by is not None:
+        out.update(state="failed", error=f"exceeded the {res.limit_message}; partial logs kept")
+    elif res.exit_code != 0:
+        last = next((ln for ln in reversed(res.stderr_tail.splitlines()) if ln.strip()), "")
+        out.update(state="failed", error=f"exit code {res.exit_code}" + (f": {last[:300]}" if last else ""))
+    else:
+        out.update(state="succeeded", error=note)
+    return out

@@ -1,0 +1,245 @@
+"""The local scheduler: a queue in SQLite, disjoint GPU sets, FIFO with fairness between labs.
+
+Policy. Within a lab, jobs start in submission order (a lab's next job waits until it fits).
+Between labs, the lab with the fewest running jobs goes first, then the lab this scheduler has
+started the fewest jobs for (round robin), then the older head job; so one lab's burst cannot
+starve the others; a job that does not fit yet does not block other labs.
+A job starts when a concurrency slot, its CPU share and enough free GPUs are available; free GPUs
+are the inventory minus the GPUs of every running job in the store (so two schedulers sharing a
+workspace never hand out the same GPU).
+
+Recovery. Each scheduler registers itself and heartbeats. On start, running jobs whose scheduler is
+gone (process dead or heartbeat stale) are marked failed with a message naming the cause; ``retry``
+queues them again. Their sandboxes died with the old scheduler (die-with-parent).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from agentlab.errors import AgentlabError
+from agentlab.jobs.execute import execute_job
+from agentlab.jobs.gpus import GpuInfo, inventory
+from agentlab.jobs.spec import Job, JobSpec
+from agentlab.jobs.store import JobStore
+from sandbox import SandboxOptions
+
+log = logging.getLogger("agentlab.jobs")
+
+
+class JobError(AgentlabError):
+    """A job request that cannot be accepted (unknown id, more GPUs than exist, ...)."""
+
+
+class LocalScheduler:
+    def __init__(self, store: JobStore, workspace: Path | str, *, gpus: list[int] | list[GpuInfo] | None = None,
+                 max_concurrent: int = 2, cpus: float | None = None, sandbox_options: SandboxOptions | None = None,
+                 heartbeat_s: float = 2.0, proxy_api_key: str | None = None, start: bool = True) -> None:
+        self.store = store
+        self.jobs_dir = Path(workspace) / "jobs"
+        if gpus is None or (gpus and isinstance(gpus[0], int)):
+            self.gpus = inventory(gpus)  # type: ignore[arg-type]
+        else:
+            self.gpus = list(gpus)  # type: ignore[arg-type]
+        self.max_concurrent = max_concurrent
+        self.cpus = cpus or float(os.cpu_count() or 1)
+        self.options = sandbox_options or SandboxOptions.from_settings()
+        self.heartbeat_s = heartbeat_s
+        self.proxy_api_key = proxy_api_key
+        self._secrets: dict[str, str] = {}
+        self._started: Counter[str] = Counter()
+        self._running: dict[str, tuple[threading.Thread, threading.Event]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.id = store.register_scheduler([g.index for g in self.gpus])
+        self.recovered = store.recover_orphans(stale_after_s=heartbeat_s * 5, exclude=self.id)
+        if start:
+            self.start()
+
+    @classmethod
+    def from_settings(cls, settings: Any, **kw: Any) -> "LocalScheduler":
+        s = settings
+        store = JobStore(s.workspace / "jobs.db")
+        opts = SandboxOptions(backend=s.sandbox.backend, bwrap_path=s.sandbox.bwrap_path, uid=s.sandbox.uid,
+                              gid=s.sandbox.gid, drop_privileges=s.sandbox.drop_privileges,
+                              env_passthrough=tuple(s.sandbox.env_passthrough), use_cgroups=s.sandbox.use_cgroups)
+        kw.setdefault("gpus", s.jobs.gpus)
+        kw.setdefault("max_concurrent", s.jobs.max_concurrent)
+        kw.setdefault("cpus", s.jobs.cpus)
+        key = s.model_under_study.api_key
+        kw.setdefault("proxy_api_key", key.get_secret_value() if key else None)
+        return cls(store, s.workspace, sandbox_options=opts, **kw)
+
+    # --- public API ---------------------------------------------------------------------------------
+    def submit(self, spec: JobSpec) -> str:
+        self._check_fits(spec)
+        job_id = self.store.add(spec)
+        if spec.proxy is not None and spec.proxy.api_key:
+            self._secrets[job_id] = spec.proxy.api_key
+        self._wake.set()
+        return job_id
+
+    def get(self, job_id: str) -> Job:
+        job = self.store.get(job_id)
+        if job is None:
+            raise JobError(f"no job {job_id!r} (see `agentlab jobs list`)")
+        return job
+
+    def wait(self, job_id: str, timeout: float | None = None, poll_s: float = 0.05) -> Job:
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if job.done:
+                return job
+            if end is not None and time.monotonic() > end:
+                raise TimeoutError(f"job {job_id} still {job.state} after {timeout} s")
+            time.sleep(poll_s)
+
+    def cancel(self, job_id: str) -> str:
+        state = self.store.request_cancel(self.get(job_id).id)
+        with self._lock:
+            entry = self._running.get(job_id)
+        if entry is not None:
+            entry[1].set()
+        self._wake.set()
+        return state or "unknown"
+
+    def retry(self, job_id: str) -> str:
+        old = self.get(job_id)
+        if not old.done:
+            raise JobError(f"job {job_id} is {old.state}; only finished jobs can be retried")
+        spec = old.spec
+        if old.id in self._secrets and spec.proxy is not None:
+            spec = spec.model_copy(update={"proxy": spec.proxy.model_copy(update={"api_key": self._secrets[old.id]})})
+        self._check_fits(spec)
+        new_id = self.store.add(spec, retry_of=old.id, attempt=old.attempt + 1)
+        if old.id in self._secrets:
+            self._secrets[new_id] = self._secrets[old.id]
+        self._wake.set()
+        return new_id
+
+    def assignments(self) -> dict[int, str | None]:
+        """GPU index -> id of the running job holding it (None = free)."""
+        held = {g: j.id for j in self.store.list(state="running") for g in j.gpus}
+        return {g.index: held.get(g.index) for g in self.gpus}
+
+    # --- lifecycle --------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name=f"scheduler-{self.id}", daemon=True)
+            self._thread.start()
+
+    def shutdown(self, wait: bool = True, cancel_running: bool = False) -> None:
+        if cancel_running:
+            with self._lock:
+                for _, ev in self._running.values():
+                    ev.set()
+        if wait:
+            while True:
+                with self._lock:
+                    threads = [t for t, _ in self._running.values()]
+                if not threads:
+                    break
+                for t in threads:
+                    t.join()
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.store.unregister_scheduler(self.id)
+
+    def __enter__(self) -> "LocalScheduler":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown(wait=True, cancel_running=exc[0] is not None)
+
+    # --- internals -----------------------------------------------------------------------------------------
+    def _check_fits(self, spec: JobSpec) -> None:
+        need = spec.resources.gpus
+        if need > len(self.gpus):
+            have = ", ".join(str(g.index) for g in self.gpus) or "none"
+            raise JobError(f"job needs {need} GPU(s) but this scheduler has {len(self.gpus)} (GPUs: {have}); "
+                           "set jobs.gpus in the config or request fewer")
+        if spec.resources.cpus > self.cpus:
+            raise JobError(f"job needs {spec.resources.cpus:g} CPUs but this scheduler has {self.cpus:g}")
+
+    def _loop(self) -> None:
+        last_beat = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now - last_beat >= self.heartbeat_s:
+                self.store.heartbeat(self.id)
+                last_beat = now
+            try:
+                for jid in self.store.cancel_requested(self.id):
+                    with self._lock:
+                        entry = self._running.get(jid)
+                    if entry is not None:
+                        entry[1].set()
+                self._dispatch()
+            except Exception:  # keep the scheduler alive; the error is logged
+                log.exception("scheduler loop error")
+            self._wake.wait(0.2)
+            self._wake.clear()
+
+    def _dispatch(self) -> None:
+        with self._lock:
+            mine = len(self._running)
+        if mine >= self.max_concurrent:
+            return
+        queued = self.store.list(state="queued")
+        if not queued:
+            return
+        running = self.store.list(state="running")
+        used = {g for j in running for g in j.gpus}
+        free = [g.index for g in self.gpus if g.index not in used]
+        cpu_used = sum(j.spec.resources.cpus for j in running if j.scheduler_id == self.id)
+        per_lab = Counter(j.lab for j in running)
+        heads: dict[str, Job] = {}
+        for j in queued:
+            heads.setdefault(j.lab, j)
+        for job in sorted(heads.values(), key=lambda j: (per_lab[j.lab], self._started[j.lab], j.seq)):
+            if mine >= self.max_concurrent:
+                break
+            r = job.spec.resources
+            if r.gpus > len(free) or cpu_used + r.cpus > self.cpus + 1e-9:
+                continue
+            take, free = free[: r.gpus], free[r.gpus:]
+            workdir = self.jobs_dir / job.id / "work"
+            log_dir = self.jobs_dir / job.id
+            if not self.store.claim(job.id, self.id, take, str(workdir), str(log_dir)):
+                free = take + free
+                continue
+            mine += 1
+            cpu_used += r.cpus
+            per_lab[job.lab] += 1
+            self._started[job.lab] += 1
+            ev = threading.Event()
+            t = threading.Thread(target=self._work, args=(job, take, workdir, log_dir, ev),
+                                 name=f"job-{job.id}", daemon=True)
+            with self._lock:
+                self._running[job.id] = (t, ev)
+            t.start()
+
+    def _work(self, job: Job, gpus: list[int], workdir: Path, log_dir: Path, ev: threading.Event) -> None:
+        try:
+            uuids = {g.index: g.uuid for g in self.gpus if g.uuid and g.index in gpus}
+            out = execute_job(job.spec, job.id, workdir, log_dir, gpus, self.options, gpu_uuids=uuids,
+                              cancel_event=ev, api_key=self._secrets.get(job.id) or self.proxy_api_key)
+        except Exception as exc:  # never leave a job 'running' because of a bug
+            log.exception("job %s crashed the worker", job.id)
+            out = {"state": "failed", "error": f"internal error: {exc!r}"}
+        state = out.pop("state")
+        self.store.finish(job.id, state, **out)
+        with self._lock:
+            self._running.pop(job.id, None)
+        self._wake.set()

@@ -139,8 +139,9 @@ class ChatClient:
         params: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
         if seed is not None:
             params["seed"] = seed
-        if logprobs:
+        if logprobs:  # llama.cpp only returns logprobs when top_logprobs is set too
             params["logprobs"] = True
+            params["top_logprobs"] = 1
         key = None
         if self.cache is not None:
             key = request_key({"model": self.endpoint.model, "messages": messages, **params})

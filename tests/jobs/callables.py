@@ -1,0 +1,9 @@
+"""Callables used as job targets in tests (imported inside the sandbox by agentlab.jobs.runner)."""
+
+
+def add(a, b):
+    return {"sum": a + b}
+
+
+def boom():
+    raise ValueError("harness exploded")

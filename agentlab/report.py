@@ -115,7 +115,7 @@ _SPLIT = re.compile(r"((?<=[.!?])[ \t]+|\n)")
 @dataclass
 class Claim:
     text: str
-    kind: str  # percent | decimal | ratio
+    kind: str  # percent | points | decimal | ratio
     value: float
     sentence: str
     status: str = "ok"  # ok | fixed | removed
@@ -139,6 +139,7 @@ def supported_values(records: Iterable[dict[str, Any]], comparison: dict[str, An
                      extra: Iterable[float] = ()) -> dict[str, set[float]]:
     """Values a claim may state, as proportions (``share``), counts (``count``) and other numbers."""
     share: set[float] = set()
+    delta: set[float] = set()
     count: set[float] = set()
     ratios: set[tuple[float, float]] = set()
     recs = list(records)
@@ -152,18 +153,19 @@ def supported_values(records: Iterable[dict[str, Any]], comparison: dict[str, An
     for a in recs:  # differences between any two records, in either direction
         for b in recs:
             if a is not b and a.get("accuracy") is not None and b.get("accuracy") is not None:
-                share.add(abs(float(a["accuracy"]) - float(b["accuracy"])))
+                delta.add(abs(float(a["accuracy"]) - float(b["accuracy"])))
                 if b["accuracy"]:
-                    share.add(abs(float(a["accuracy"]) / float(b["accuracy"]) - 1))  # relative change
+                    delta.add(abs(float(a["accuracy"]) / float(b["accuracy"]) - 1))  # relative change
+    other = {float(x) for x in extra}
     if comparison:
-        for k in ("delta", "p_value"):
-            if comparison.get(k) is not None:
-                share.add(abs(float(comparison[k])))
+        if comparison.get("delta") is not None:
+            delta.add(abs(float(comparison["delta"])))
+        if comparison.get("p_value") is not None:
+            other.add(float(comparison["p_value"]))
         for k in ("wins", "losses", "n"):
             if comparison.get(k) is not None:
                 count.add(float(comparison[k]))
-    other = {float(x) for x in extra}
-    return {"share": share, "count": count, "other": other, "ratios": ratios}  # type: ignore[dict-item]
+    return {"share": share, "delta": delta, "count": count, "other": other, "ratios": ratios}  # type: ignore[dict-item]
 
 
 def _tol(text: str) -> float:
@@ -175,11 +177,13 @@ def _matches(c: Claim, raw: str, allowed: dict[str, Any]) -> bool:
     if c.kind == "ratio":
         a, b = c.value
         return (a, b) in allowed["ratios"] or (b == 100 and any(abs(100 * s - a) <= 0.5 for s in allowed["share"]))
+    tol = _tol(raw)
+    if c.kind == "points":  # percentage points: a difference between two records
+        return any(abs(100 * s - c.value) <= tol for s in allowed["delta"])
     if c.kind == "percent":
-        tol = _tol(raw)
-        return any(abs(100 * s - c.value) <= tol for s in allowed["share"])
-    tol = _tol(raw)  # decimal: a proportion (0.45) or a spec setting (temperature 0.7)
-    return any(abs(s - c.value) <= tol for s in allowed["share"] | allowed["other"])
+        return any(abs(100 * s - c.value) <= tol for s in allowed["share"] | allowed["delta"])
+    # decimal: a proportion (0.45), a difference, a p-value or a spec setting (temperature 0.7)
+    return any(abs(s - c.value) <= tol for s in allowed["share"] | allowed["delta"] | allowed["other"])
 
 
 def _format_like(c: Claim, raw: str, value: float) -> str:
@@ -215,7 +219,8 @@ def check_claims(text: str, records: list[dict[str, Any]], comparison: dict[str,
                 claim, raw = Claim(cm.group(0), "ratio", (a, b), sentence.strip()), cm.group("a")  # type: ignore[arg-type]
             elif cm.group("pct"):
                 raw = cm.group("p").replace(",", "")
-                claim = Claim(cm.group(0), "percent", float(raw), sentence.strip())
+                kind = "points" if re.search(r"point|pp\b", cm.group(0)) else "percent"
+                claim = Claim(cm.group(0), kind, float(raw), sentence.strip())
             else:
                 raw = cm.group("d")
                 claim = Claim(cm.group(0), "decimal", float(raw), sentence.strip())
@@ -226,7 +231,7 @@ def check_claims(text: str, records: list[dict[str, Any]], comparison: dict[str,
                 claim.status = "unmatched"
                 continue
             named = [n for n in by_name if n and n in sentence]
-            if claim.kind in ("percent", "decimal") and len(named) == 1 and "point" not in claim.text:
+            if claim.kind in ("percent", "decimal") and len(named) == 1:
                 value = by_name[named[0]]["accuracy"]
                 claim.status, claim.replacement = "fixed", _format_like(claim, raw, value)
                 new_sentence = new_sentence[: cm.start()] + claim.replacement + new_sentence[cm.end():]

@@ -68,6 +68,14 @@ def runtime_paths() -> list[str]:
         out.append(p)
         if rp != p:
             out.append(rp)
+    try:
+        import site
+
+        user_site = site.getusersitepackages()
+        if user_site and os.path.isdir(user_site) and site.ENABLE_USER_SITE:
+            out.append(user_site)  # packages installed with pip --user (read-only inside)
+    except (AttributeError, ImportError):
+        pass
     return sorted(set(out))
 
 

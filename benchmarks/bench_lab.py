@@ -1,0 +1,130 @@
+"""Lab benchmark: orchestration overhead and the cost of one paper.
+
+1. A full lab run (every phase, a real preprint server on loopback) with an instant scripted test-double
+   LLM and tiny evaluations: the share of the run's wall time spent outside LLM calls and jobs
+   (target: at most 5%), with a breakdown.
+2. Tokens and wall time per paper with the embedded SmolLM2-135M as agents and model under study
+   (llama.cpp; skipped with --skip-embedded).
+
+    .venv/bin/python benchmarks/bench_lab.py [--skip-embedded] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("AGENTLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
+
+
+def _times(settings, run_id):
+    from agentlab.lab_store import LabStore
+    from agentlab.sqlite_util import connect
+
+    conn = connect(settings.db_path)
+    llm_s, calls, tokens = conn.execute(
+        "SELECT COALESCE(SUM(latency_s),0), COUNT(*), COALESCE(SUM(tokens_in+tokens_out),0) FROM llm_calls"
+        " WHERE run_id = ?", (run_id,)).fetchone()
+    conn.close()
+    store = LabStore(settings.db_path)
+    jobs = store.experiments(run_id)
+    store.close()
+    job_s = sum((j["finished"] or 0) - (j["started"] or 0) for j in jobs if j["finished"])
+    return float(llm_s), int(calls), int(tokens), float(job_s), len(jobs)
+
+
+def overhead(runs: int) -> None:
+    from agentlab.config import load_settings
+    from agentlab.lab import start_lab
+    from agentlab.lab_server import lab_key
+    from agentlab.state import LabConfig
+    from preprint_server.runner import start_local_server
+    from tests.lab.doubles import ScriptedLabLLM, answers_for, lab_env
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-lab-"))
+    os.environ["AGENTLAB_WORKSPACE"] = str(tmp / "ws")
+    data = tmp / "preprint"
+    data.mkdir()
+    key = lab_key(data, "bench-lab")
+    url, stop = start_local_server(data)
+    answers = answers_for("basic_arithmetic", os.environ["AGENTLAB_DATA_DIR"])
+    rows = []
+    with ScriptedLabLLM(answers) as llm:
+        os.environ.update(lab_env(llm.url))
+        settings = load_settings()
+        cfg = LabConfig(benchmark="basic_arithmetic", dev_n=10, report_n=10, max_iterations=3, concurrency=4,
+                        literature_top_n=2, lab_name="bench-lab", max_tokens_per_answer=64, max_chains=2,
+                        server_url=url)
+        for i in range(runs + 1):  # the first run warms imports (matplotlib, litellm, embedder)
+            events: list[tuple[float, str, dict]] = []
+            t0 = time.perf_counter()
+            out = start_lab(settings, "Improve arithmetic accuracy", cfg, server_key=key,
+                            on_event=lambda k, d: events.append((time.perf_counter(), k, d)))
+            wall = time.perf_counter() - t0
+            llm_s, calls, tokens, job_s, njobs = _times(settings, out.run_id)
+            # publish time (HTTP + server-side indexing) from the phase events
+            pub_t = next((t for t, k, d in events if k == "phase" and d.get("node") == "publish"), None)
+            pub_s = (t0 + wall - pub_t) if pub_t else 0.0
+            if i > 0:
+                rows.append((wall, llm_s, job_s, pub_s, calls, njobs, out.status))
+    stop()
+    print("== orchestration overhead (instant test-double LLM, tiny evaluations, real local server)")
+    print(f"{'run':>3} {'wall s':>7} {'llm s':>7} {'jobs s':>7} {'publish s':>9} {'other s':>8} {'other %':>8}"
+          f" {'other-publish %':>15} calls jobs")
+    for i, (wall, llm_s, job_s, pub_s, calls, njobs, status) in enumerate(rows, 1):
+        other = wall - llm_s - job_s
+        print(f"{i:>3} {wall:7.2f} {llm_s:7.2f} {job_s:7.2f} {pub_s:9.2f} {other:8.2f} {100 * other / wall:7.1f}%"
+              f" {100 * (other - pub_s) / wall:14.1f}% {calls:>5} {njobs:>4}  {status}")
+    w = sum(r[0] for r in rows)
+    o = sum(r[0] - r[1] - r[2] for r in rows)
+    p = sum(r[3] for r in rows)
+    print(f"mean: outside LLM calls and jobs {100 * o / w:.1f}% of wall time "
+          f"({100 * (o - p) / w:.1f}% excluding publishing to the server); target <= 5%")
+
+
+def embedded() -> None:
+    from agentlab.config import load_settings
+    from agentlab.lab import start_lab
+    from agentlab.lab_server import lab_key
+    from agentlab.state import LabConfig
+    from preprint_server.runner import start_local_server
+
+    for k in [k for k in os.environ if k.startswith("AGENTLAB_") and k not in ("AGENTLAB_DATA_DIR",)]:
+        del os.environ[k]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-lab-emb-"))
+    os.environ["AGENTLAB_WORKSPACE"] = str(tmp / "ws")
+    data = tmp / "preprint"
+    data.mkdir()
+    key = lab_key(data, "demo-lab")
+    url, stop = start_local_server(data)
+    settings = load_settings()
+    cfg = LabConfig(benchmark="basic_arithmetic", dev_n=4, report_n=6, max_iterations=2, max_tokens_per_answer=96,
+                    concurrency=1, max_chains=2, literature_top_n=2, plan_turns=1, lab_name="demo-lab",
+                    server_url=url)
+    t0 = time.perf_counter()
+    out = start_lab(settings, "Find a prompting technique that improves accuracy on basic arithmetic.", cfg,
+                    server_key=key)
+    wall = time.perf_counter() - t0
+    stop()
+    llm_s, calls, tokens, job_s, njobs = _times(settings, out.run_id)
+    print("== embedded SmolLM2-135M (agents and model under study, llama.cpp, "
+          f"{os.cpu_count()} cores; demo sizes: dev 4, report 6, 2 iterations)")
+    print(f"status {out.status}, paper {out.publication.get('paper_id')}: wall {wall:.0f} s per paper, "
+          f"agents' tokens {tokens:,} in {calls} calls ({llm_s:.0f} s), {njobs} jobs ({job_s:.0f} s), "
+          f"fallbacks noted: {sum('safe default' in n for n in out.state.get('notes') or [])}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--skip-embedded", action="store_true")
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    overhead(args.runs)
+    if not args.skip_embedded:
+        embedded()

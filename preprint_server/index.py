@@ -25,6 +25,11 @@ MODEL_NAME = "all-MiniLM-L6-v2"
 COLLECTION = "papers"
 RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al.)
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
+# Words too common to rank by; leaving them out keeps FTS5 posting lists short.
+_STOP = frozenset(
+    "a an and are as at be by can do does for from has have how in is it its of on or our that the their "
+    "this to was we were what when which who why will with".split()
+)
 
 
 class Embedder:
@@ -103,7 +108,7 @@ class SemanticHit:
 
 def fts_query(q: str) -> str | None:
     """User text -> a safe FTS5 query: every word quoted (no FTS syntax), any word may match."""
-    words = _WORD_RE.findall(q.lower())[:32]
+    words = [w for w in dict.fromkeys(_WORD_RE.findall(q.lower())) if w not in _STOP][:32]
     return " OR ".join(f'"{w}"' for w in words) if words else None
 
 

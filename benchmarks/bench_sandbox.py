@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agentlab.jobs import JobSpec, JobStore, LocalScheduler  # noqa: E402
-from sandbox import Limits, SandboxOptions, run  # noqa: E402
+from agentlab.jobs import JobSpec, JobStore, LocalScheduler
+from sandbox import Limits, SandboxOptions, run
 
 
 def main() -> None:

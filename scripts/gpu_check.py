@@ -67,7 +67,7 @@ def main() -> int:
     except ImportError:
         reexec_with_venv("pydantic is not installed for this python")
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError:
         reexec_with_venv("torch is not installed for this python (the job runs the same interpreter)")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -33,9 +32,9 @@ def _ts(t: float | None) -> str:
 
 @app.command("list")
 def list_jobs(
-    state: Optional[str] = typer.Option(None, "--state", help="queued, running, succeeded, failed, cancelled, timed_out"),
-    lab: Optional[str] = typer.Option(None, "--lab", help="Only this lab."),
-    run_id: Optional[str] = typer.Option(None, "--run", help="Only this lab run."),
+    state: str | None = typer.Option(None, "--state", help="queued, running, succeeded, failed, cancelled, timed_out"),
+    lab: str | None = typer.Option(None, "--lab", help="Only this lab."),
+    run_id: str | None = typer.Option(None, "--run", help="Only this lab run."),
     limit: int = typer.Option(50, "--limit", "-n", help="Newest N jobs."),
 ) -> None:
     """List jobs, newest first."""

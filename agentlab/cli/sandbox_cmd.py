@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import List, Optional
 
 import typer
 
@@ -23,12 +22,12 @@ def _mb(text: str) -> int:
 
 @app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run_cmd(
-    command: List[str] = typer.Argument(..., help="The command, after `--`: agentlab sandbox run -- python x.py"),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="Wall-clock seconds (config sandbox.timeout_s)."),
-    memory: Optional[str] = typer.Option(None, "--memory", help="Memory limit, e.g. 512M or 2G (config sandbox.memory_mb)."),
+    command: list[str] = typer.Argument(..., help="The command, after `--`: agentlab sandbox run -- python x.py"),
+    timeout: float | None = typer.Option(None, "--timeout", help="Wall-clock seconds (config sandbox.timeout_s)."),
+    memory: str | None = typer.Option(None, "--memory", help="Memory limit, e.g. 512M or 2G (config sandbox.memory_mb)."),
     network: str = typer.Option("none", "--network", help="none, or proxy (the metered proxy to the model under study)."),
-    workdir: Optional[str] = typer.Option(None, "--workdir", help="Host folder to use as the workdir (default: a new temp folder)."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="bubblewrap or process (config sandbox.backend)."),
+    workdir: str | None = typer.Option(None, "--workdir", help="Host folder to use as the workdir (default: a new temp folder)."),
+    backend: str | None = typer.Option(None, "--backend", help="bubblewrap or process (config sandbox.backend)."),
     show: bool = typer.Option(False, "--report", help="Print limits hit, times and paths on stderr afterwards."),
 ) -> None:
     """Run COMMAND in the sandbox, print its output and exit with its exit code."""

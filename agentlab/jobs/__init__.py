@@ -11,5 +11,15 @@ from agentlab.jobs.scheduler import JobError, LocalScheduler
 from agentlab.jobs.spec import TERMINAL, Job, JobSpec, Resources
 from agentlab.jobs.store import JobStore
 
-__all__ = ["JobSpec", "Resources", "Job", "JobStore", "LocalScheduler", "JobError", "GpuInfo", "detect_gpus",
-           "inventory", "TERMINAL"]
+__all__ = [
+           "TERMINAL",
+           "GpuInfo",
+           "Job",
+           "JobError",
+           "JobSpec",
+           "JobStore",
+           "LocalScheduler",
+           "Resources",
+           "detect_gpus",
+           "inventory",
+]

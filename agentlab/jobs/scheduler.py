@@ -65,7 +65,7 @@ class LocalScheduler:
             self.start()
 
     @classmethod
-    def from_settings(cls, settings: Any, **kw: Any) -> "LocalScheduler":
+    def from_settings(cls, settings: Any, **kw: Any) -> LocalScheduler:
         s = settings
         store = JobStore(s.workspace / "jobs.db")
         opts = SandboxOptions(backend=s.sandbox.backend, bwrap_path=s.sandbox.bwrap_path, uid=s.sandbox.uid,
@@ -156,10 +156,10 @@ class LocalScheduler:
             self._thread.join()
         self.store.unregister_scheduler(self.id)
 
-    def __enter__(self) -> "LocalScheduler":
+    def __enter__(self) -> LocalScheduler:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.shutdown(wait=True, cancel_running=exc[0] is not None)
 
     # --- internals -----------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ class JobSpec(BaseModel):
     resources: Resources = Field(default_factory=Resources)
 
     @model_validator(mode="after")
-    def _one_entry(self) -> "JobSpec":
+    def _one_entry(self) -> JobSpec:
         given = [n for n in ("command", "code", "target") if getattr(self, n)]
         if len(given) != 1:
             raise ValueError("a job needs exactly one of command, code or target")

@@ -7,8 +7,9 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from agentlab.jobs.spec import TERMINAL, Job, JobSpec
 from agentlab.sqlite_util import connect

@@ -31,15 +31,15 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
+import httpx
+import numpy as np
 
-from preprint_server import crud  # noqa: E402
-from preprint_server.core.config import ServerSettings  # noqa: E402
-from preprint_server.db import Database  # noqa: E402
-from preprint_server.index import Prepared, SearchIndex, default_embedder  # noqa: E402
-from preprint_server.models import Lab, Paper  # noqa: E402
-from preprint_server.runner import free_port  # noqa: E402
+from preprint_server import crud
+from preprint_server.core.config import ServerSettings
+from preprint_server.db import Database
+from preprint_server.index import Prepared, SearchIndex, default_embedder
+from preprint_server.models import Lab, Paper
+from preprint_server.runner import free_port
 
 TOPICS = {
     "voting": "majority vote self consistency sampled chains answers aggregation ballots",
@@ -63,8 +63,7 @@ TOPICS = {
     "ensembles": "ensemble mixture of models routing experts combination",
     "data": "synthetic data generation augmentation filtering deduplication quality",
 }
-COMMON = ("the we a of and to in that model results show our method on with for is this by as are "
-          "experiments table figure baseline improves approach problem when than each").split()
+COMMON = ["the", "we", "a", "of", "and", "to", "in", "that", "model", "results", "show", "our", "method", "on", "with", "for", "is", "this", "by", "as", "are", "experiments", "table", "figure", "baseline", "improves", "approach", "problem", "when", "than", "each"]
 
 
 def make_paper(i: int, rng: random.Random, words: int = 3000) -> tuple[str, str, str, str]:

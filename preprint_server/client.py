@@ -13,11 +13,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, TypeAdapter
+from pydantic import TypeAdapter
 
 from agentlab.errors import AgentlabError
 from preprint_server.schemas import (
-    GoalCreate, GoalOut, Health, LeaderboardEntry, PaperCreate, PaperOut, PaperPage, ReviewCreate, ReviewOut,
+    GoalCreate,
+    GoalOut,
+    Health,
+    LeaderboardEntry,
+    PaperCreate,
+    PaperOut,
+    PaperPage,
+    ReviewCreate,
+    ReviewOut,
     SearchHit,
 )
 
@@ -78,7 +86,7 @@ def _paper_request(paper: PaperCreate | dict, pdf: Path | bytes | None, source: 
     paper = paper if isinstance(paper, PaperCreate) else PaperCreate.model_validate(paper)
     if pdf is None and source is None and not artifacts:
         return {"json": paper.model_dump(mode="json")}
-    read = lambda v: v.read_bytes() if isinstance(v, Path) else v  # noqa: E731
+    read = lambda v: v.read_bytes() if isinstance(v, Path) else v
     files: list[tuple[str, tuple[str, bytes, str]]] = []
     if pdf is not None:
         files.append(("pdf", (getattr(pdf, "name", "paper.pdf"), read(pdf), "application/pdf")))
@@ -123,7 +131,7 @@ class PreprintClient(_Base):
         super().__init__(base_url, api_key, timeout, **kw)
         self._http = httpx.Client(**self._kw)
 
-    def __enter__(self) -> "PreprintClient":
+    def __enter__(self) -> PreprintClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -191,7 +199,7 @@ class AsyncPreprintClient(_Base):
         super().__init__(base_url, api_key, timeout, **kw)
         self._http = httpx.AsyncClient(**self._kw)
 
-    async def __aenter__(self) -> "AsyncPreprintClient":
+    async def __aenter__(self) -> AsyncPreprintClient:
         return self
 
     async def __aexit__(self, *exc) -> None:

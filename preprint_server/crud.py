@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import func, literal_column, or_, select
 from sqlalchemy.orm import Session, selectinload

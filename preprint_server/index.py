@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterable, Sequence
 from urllib.parse import urlparse
 
 from sqlalchemy import select, text
@@ -27,8 +27,7 @@ RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al.)
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
 # Words too common to rank by; leaving them out keeps FTS5 posting lists short.
 _STOP = frozenset(
-    "a an and are as at be by can do does for from has have how in is it its of on or our that the their "
-    "this to was we were what when which who why will with".split()
+    ["a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "has", "have", "how", "in", "is", "it", "its", "of", "on", "or", "our", "that", "the", "their", "this", "to", "was", "we", "were", "what", "when", "which", "who", "why", "will", "with"]
 )
 
 

@@ -3,7 +3,7 @@ Alembic migrations can be added later; `db.init_db` creates what is missing."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -11,7 +11,7 @@ from sqlalchemy.types import TypeDecorator
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator):
@@ -21,10 +21,10 @@ class UTCDateTime(TypeDecorator):
     cache_ok = True
 
     def process_bind_param(self, value, dialect):
-        return value.astimezone(timezone.utc).replace(tzinfo=None) if value is not None else None
+        return value.astimezone(UTC).replace(tzinfo=None) if value is not None else None
 
     def process_result_value(self, value, dialect):
-        return value.replace(tzinfo=timezone.utc) if value is not None else None
+        return value.replace(tzinfo=UTC) if value is not None else None
 
 
 class Base(DeclarativeBase):
@@ -77,9 +77,9 @@ class Paper(Base):
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
     lab: Mapped[Lab] = relationship()
-    results: Mapped[list["Result"]] = relationship(cascade="all, delete-orphan", order_by="Result.id")
-    files: Mapped[list["PaperFile"]] = relationship(cascade="all, delete-orphan", order_by="PaperFile.id")
-    reviews: Mapped[list["Review"]] = relationship(cascade="all, delete-orphan", order_by="Review.id")
+    results: Mapped[list[Result]] = relationship(cascade="all, delete-orphan", order_by="Result.id")
+    files: Mapped[list[PaperFile]] = relationship(cascade="all, delete-orphan", order_by="PaperFile.id")
+    reviews: Mapped[list[Review]] = relationship(cascade="all, delete-orphan", order_by="Review.id")
 
 
 class Result(Base):

@@ -4,11 +4,10 @@ Math ($...$, $$...$$) is kept as TeX in <span class="math"> for readable monospa
 
 from __future__ import annotations
 
+import nh3
 from markdown_it import MarkdownIt
 from mdit_py_plugins.dollarmath import dollarmath_plugin
 from mdit_py_plugins.footnote import footnote_plugin
-
-import nh3
 
 _md = (
     MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})

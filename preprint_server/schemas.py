@@ -45,7 +45,7 @@ class ResultRecord(_Model):
     record_id: str = Field("", max_length=200, description="the harness's stable summary id")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ResultRecord":
+    def _consistent(self) -> ResultRecord:
         # A record whose numbers contradict each other was not produced by the harness.
         if self.correct > self.n:
             raise ValueError("correct must not exceed n")

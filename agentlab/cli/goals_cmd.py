@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.table import Table
 
@@ -15,8 +13,8 @@ app = typer.Typer(help="Research goals labs work on (stored on the preprint serv
 
 @app.command("add")
 def add(text: str = typer.Argument(..., help="The goal, e.g. \"improve accuracy on MATH-500\"."),
-        benchmark: Optional[str] = typer.Option(None, "--benchmark", help="e.g. math500"),
-        baseline: Optional[float] = typer.Option(None, "--baseline", min=0.0, max=1.0, help="Accuracy to beat, e.g. 0.702.")) -> None:
+        benchmark: str | None = typer.Option(None, "--benchmark", help="e.g. math500"),
+        baseline: float | None = typer.Option(None, "--baseline", min=0.0, max=1.0, help="Accuracy to beat, e.g. 0.702.")) -> None:
     """Add a goal (needs server.api_key)."""
     with server_client() as c:
         g = c.add_goal(text, benchmark=benchmark, baseline=baseline)
@@ -24,7 +22,7 @@ def add(text: str = typer.Argument(..., help="The goal, e.g. \"improve accuracy 
 
 
 @app.command("list")
-def list_(status: Optional[str] = typer.Option(None, "--status", help="open or closed.")) -> None:
+def list_(status: str | None = typer.Option(None, "--status", help="open or closed.")) -> None:
     """Goals, newest first."""
     with server_client() as c:
         goals = c.list_goals(status=status)

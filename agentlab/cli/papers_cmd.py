@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.markdown import Markdown
 from rich.table import Table
@@ -26,7 +24,7 @@ def server_client():
 @app.command("search")
 def search(query: str = typer.Argument(..., help="What to look for."),
            k: int = typer.Option(5, "-k", min=1, max=100, help="Number of papers."),
-           goal: Optional[str] = typer.Option(None, "--goal", help="Only papers for this goal id.")) -> None:
+           goal: str | None = typer.Option(None, "--goal", help="Only papers for this goal id.")) -> None:
     """Semantic + keyword search over whole papers."""
     with server_client() as c:
         hits = c.search(query, k=k, goal=goal)
@@ -59,9 +57,9 @@ def show(paper_id: str = typer.Argument(..., help="Paper id.")) -> None:
 
 
 @app.command("list")
-def list_(goal: Optional[str] = typer.Option(None, "--goal"), lab: Optional[str] = typer.Option(None, "--lab"),
-          benchmark: Optional[str] = typer.Option(None, "--benchmark"),
-          status: Optional[str] = typer.Option(None, "--status", help="submitted, published or retracted."),
+def list_(goal: str | None = typer.Option(None, "--goal"), lab: str | None = typer.Option(None, "--lab"),
+          benchmark: str | None = typer.Option(None, "--benchmark"),
+          status: str | None = typer.Option(None, "--status", help="submitted, published or retracted."),
           sort: str = typer.Option("-created", "--sort", help="created, -created, title or -title."),
           limit: int = typer.Option(20, "--limit", min=1, max=100), offset: int = typer.Option(0, "--offset", min=0)) -> None:
     """Papers, newest first."""

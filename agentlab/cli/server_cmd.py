@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -19,11 +18,11 @@ app.add_typer(keys_app, name="keys")
 DATA_DIR_HELP = "Server data folder: SQLite, files, Chroma index [env AGENTLAB_SERVER_DATA_DIR; default <workspace>/server]."
 
 
-def _data_dir(value: Optional[Path]) -> Path:
+def _data_dir(value: Path | None) -> Path:
     return (value or get_settings().workspace / "server").expanduser()
 
 
-def _db(data_dir: Optional[Path]):
+def _db(data_dir: Path | None):
     from preprint_server.core.config import ServerSettings
     from preprint_server.db import Database
 
@@ -41,8 +40,8 @@ ChromaOpt = typer.Option(None, "--chroma-url", help="Use a standalone Chroma ser
 def start(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 for all)."),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
-    data_dir: Optional[Path] = DataDirOpt,
-    chroma_url: Optional[str] = ChromaOpt,
+    data_dir: Path | None = DataDirOpt,
+    chroma_url: str | None = ChromaOpt,
     private: bool = typer.Option(False, "--private", help="Reads need a lab key too."),
     max_upload_mb: float = typer.Option(50, "--max-upload-mb", min=0.001, help="Largest request body."),
 ) -> None:
@@ -65,7 +64,7 @@ def start(
 
 
 @app.command("reindex")
-def reindex(data_dir: Optional[Path] = DataDirOpt, chroma_url: Optional[str] = ChromaOpt) -> None:
+def reindex(data_dir: Path | None = DataDirOpt, chroma_url: str | None = ChromaOpt) -> None:
     """Rebuild the search index (Chroma + FTS5) from the papers in SQLite.
 
     With the on-disk index, stop the server first (Chroma files serve one process); a running
@@ -88,7 +87,7 @@ def reindex(data_dir: Optional[Path] = DataDirOpt, chroma_url: Optional[str] = C
 
 @keys_app.command("create")
 def keys_create(lab: str = typer.Argument(..., help="Lab name (letters, digits, - and _)."),
-                data_dir: Optional[Path] = DataDirOpt) -> None:
+                data_dir: Path | None = DataDirOpt) -> None:
     """Create a key for LAB (and the lab if new). The key is printed once; only its hash is stored."""
     from preprint_server import crud
     from preprint_server.core.config import ServerSettings
@@ -105,7 +104,7 @@ def keys_create(lab: str = typer.Argument(..., help="Lab name (letters, digits, 
 
 
 @keys_app.command("list")
-def keys_list(data_dir: Optional[Path] = DataDirOpt) -> None:
+def keys_list(data_dir: Path | None = DataDirOpt) -> None:
     """Labs and their keys (prefixes only)."""
     from preprint_server import crud
 
@@ -117,7 +116,7 @@ def keys_list(data_dir: Optional[Path] = DataDirOpt) -> None:
 
 @keys_app.command("revoke")
 def keys_revoke(lab_or_key: str = typer.Argument(..., help="A lab name (all its keys) or a key / key prefix."),
-                data_dir: Optional[Path] = DataDirOpt) -> None:
+                data_dir: Path | None = DataDirOpt) -> None:
     """Revoke keys; requests with them get 403 at once."""
     from preprint_server import crud
 

@@ -10,9 +10,16 @@ import pytest
 from typer.testing import CliRunner
 
 from preprint_server import crud
-from preprint_server.client import AsyncPreprintClient, AuthError, NotFoundError, PreprintClient, ServerUnreachable, ValidationFailed
-from preprint_server.db import Database
+from preprint_server.client import (
+    AsyncPreprintClient,
+    AuthError,
+    NotFoundError,
+    PreprintClient,
+    ServerUnreachable,
+    ValidationFailed,
+)
 from preprint_server.core.config import ServerSettings
+from preprint_server.db import Database
 from preprint_server.runner import free_port, local_server
 from preprint_server.schemas import PaperCreate, ResultRecord
 from tests.server.conftest import PAPERS, RESULT

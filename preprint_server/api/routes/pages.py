@@ -27,8 +27,8 @@ def progress_chart(points: list[tuple[int, float]], w: int = 360, h: int = 160, 
     xmax = max(points[-1][0], 1)
     lo, hi = min(a for _, a in points), max(a for _, a in points)
     lo, hi = max(0.0, lo - 0.05), min(1.0, hi + 0.05)
-    sx = lambda x: pad + (w - 2 * pad) * x / xmax  # noqa: E731
-    sy = lambda a: h - pad - (h - 2 * pad) * (a - lo) / ((hi - lo) or 1)  # noqa: E731
+    sx = lambda x: pad + (w - 2 * pad) * x / xmax
+    sy = lambda a: h - pad - (h - 2 * pad) * (a - lo) / ((hi - lo) or 1)
     path, prev = [], None
     for x, a in points:
         if prev is not None:

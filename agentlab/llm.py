@@ -312,7 +312,7 @@ class Gateway:
         json_schema = schema.model_json_schema()
         if target.local_llamacpp:
             # llama-cpp-python turns a JSON schema into a GBNF grammar: output is always parseable
-            return {"response_format": {"type": "json_object", "schema": json_schema}}
+            return {"response_format": {"type": "json_object", "schema": grammar_schema(json_schema)}}
         try:
             if litellm.supports_response_schema(model=target.model):
                 return {"response_format": {"type": "json_schema", "json_schema": {
@@ -364,6 +364,36 @@ class Gateway:
         raise StructuredOutputError(
             f"{target.model} gave no valid {schema.__name__} after "
             f"{self.settings.llm.structured_retries + 1} tries: {error}", last)
+
+
+# "[.]", not "\\.": llama-cpp-python emits an escape its own grammar parser rejects (and the server dies)
+_UNIT_INTERVAL_PATTERN = r"^(0([.][0-9]{1,4})?|1([.]0{1,4})?)$"
+
+
+def grammar_schema(schema: Any) -> Any:
+    """Rewrite numeric bounds that llama.cpp's schema-to-grammar converter ignores into forms it enforces.
+
+    Its converter drops minimum/maximum, so a small model happily writes ``"confidence": 7``.
+    Integers with a small closed range become an ``enum``; numbers bounded to [0, 1] become a
+    string with a decimal pattern (pydantic's lax mode reads ``"0.75"`` as a float).
+    """
+    if isinstance(schema, list):
+        return [grammar_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: grammar_schema(v) for k, v in schema.items()}
+    lo = out.get("minimum", out.get("exclusiveMinimum"))
+    hi = out.get("maximum", out.get("exclusiveMaximum"))
+    if out.get("type") == "integer" and lo is not None and hi is not None:
+        lo_i = int(lo) + (1 if "exclusiveMinimum" in out else 0)
+        hi_i = int(hi) - (1 if "exclusiveMaximum" in out else 0)
+        if 0 <= hi_i - lo_i <= 100:
+            return {k: v for k, v in out.items() if k not in {"type", "minimum", "maximum", "exclusiveMinimum",
+                                                             "exclusiveMaximum"}} | {"enum": list(range(lo_i, hi_i + 1))}
+    if out.get("type") == "number" and lo == 0 and hi == 1 and "minimum" in out and "maximum" in out:
+        return {k: v for k, v in out.items() if k not in {"type", "minimum", "maximum"}} | {
+            "type": "string", "pattern": _UNIT_INTERVAL_PATTERN}
+    return out
 
 
 def _validate(text: str, schema: type[T]) -> tuple[T | None, str]:

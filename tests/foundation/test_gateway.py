@@ -154,3 +154,22 @@ def test_unreachable_endpoint_is_explained(workspace, monkeypatch):
 def test_extract_json():
     assert extract_json('noise {"a": {"b": 1}} tail') == '{"a": {"b": 1}}'
     assert extract_json('```json\n{"a": 1}\n```') == '{"a": 1}'
+
+
+def test_grammar_schema_turns_bounds_into_enforceable_forms():
+    from pydantic import Field
+
+    from agentlab.llm import grammar_schema
+
+    class Review(BaseModel):
+        score: int = Field(ge=1, le=10)
+        confidence: float = Field(ge=0, le=1)
+        tokens: int = Field(ge=0)  # open range: left alone
+        note: str
+
+    s = grammar_schema(Review.model_json_schema())["properties"]
+    assert s["score"]["enum"] == list(range(1, 11)) and "minimum" not in s["score"]
+    assert s["confidence"]["type"] == "string" and "pattern" in s["confidence"]
+    assert s["tokens"] == {"minimum": 0, "title": "Tokens", "type": "integer"}
+    # what the grammar lets through still validates as the original model
+    assert Review.model_validate_json('{"score": 10, "confidence": "0.25", "tokens": 3, "note": ""}').confidence == 0.25

@@ -7,7 +7,7 @@ import sys
 
 import litellm
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from agentlab.config import load_settings
 from agentlab.llm import Gateway
@@ -19,6 +19,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 class Arithmetic(BaseModel):
     reasoning: str
     answer: int
+
+
+class Review(BaseModel):
+    summary: str
+    score: int = Field(ge=1, le=10)
+    confidence: float = Field(ge=0, le=1)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +66,8 @@ def test_embedded_default_gateway_starts_and_stops_its_server(workspace):
     with Gateway(settings) as gw:
         obj = gw.structured("What is 2+3?", Arithmetic, max_tokens=96, temperature=0)
         assert isinstance(obj, Arithmetic)
+        review = gw.structured("Review this paper: 'CoT helps small models'.", Review, max_tokens=128)
+        assert 1 <= review.score <= 10 and 0 <= review.confidence <= 1
         pid = gw._embedded.server.pid
         assert _alive(pid)
     assert not _alive(pid)

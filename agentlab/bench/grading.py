@@ -19,8 +19,6 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any
 
-from math_verify import parse, verify
-
 from agentlab.bench.registry import Problem
 
 MATH_TIMEOUT_S = 5
@@ -42,11 +40,15 @@ def _timeout() -> int | None:
 def _parse_gold(gold: str) -> list:
     gold = gold.strip()
     text = gold if gold.startswith("$") and gold.endswith("$") and len(gold) > 1 else f"${gold}$"
+    from math_verify import parse  # lazy: sympy costs ~0.6 s at import, the CLI should start fast
+
     parsed = parse(text, parsing_timeout=_timeout())
     return parsed or parse(gold, parsing_timeout=_timeout())
 
 
 def _parse_pred(text: str) -> list:
+    from math_verify import parse
+
     return parse(text, parsing_timeout=_timeout())
 
 
@@ -54,6 +56,8 @@ def _math_equal(gold_parsed: list, pred_parsed: list) -> bool:
     if not gold_parsed or not pred_parsed:
         return False
     try:
+        from math_verify import verify
+
         return bool(verify(gold_parsed, pred_parsed, timeout_seconds=_timeout()))
     except Exception:
         return False

@@ -7,7 +7,6 @@ from typing import Optional
 import typer
 
 from agentlab.cli.common import console, err_console, get_settings
-from agentlab.llm import Gateway
 
 
 def chat(
@@ -19,6 +18,8 @@ def chat(
     temperature: float = typer.Option(0.0, "--temperature", "-t"),
 ) -> None:
     """Send one prompt to the agents' model (offline embedded model when none is configured)."""
+    from agentlab.llm import Gateway  # lazy: litellm takes seconds to import
+
     settings = get_settings()
     with Gateway(settings) as gw:
         if not (model or settings.model_for_role(role)):

@@ -72,8 +72,8 @@ class ServerSpec:
     tensor_parallel_size: int = 1
     n_ctx: int = 4096
     n_threads: int | None = None
-    n_parallel: int = 1  # concurrent sequences (llama.cpp server slots are fixed at 1 per process)
     extra_args: list[str] = field(default_factory=list)
+    detach: bool = False  # outlive this process (`models serve --detach`); else stopped when it dies
 
 
 @dataclass
@@ -133,6 +133,8 @@ class ServingManager:
             )
         port = spec.port or free_port(spec.host)
         model, served, cmd, env = self._command(spec, port)
+        if not spec.detach:
+            cmd = [sys.executable, "-m", "agentlab._watchdog", str(os.getpid()), "--", *cmd]
         name = name or f"{spec.engine.replace('.', '')}-{port}"
         log_path = self.dir / f"{name}.log"
         log = open(log_path, "ab")

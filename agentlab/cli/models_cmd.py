@@ -41,7 +41,8 @@ def serve(
     settings = get_settings()
     mgr = ServingManager(settings.workspace)
     spec = ServerSpec(engine=engine, model=model, port=port, host=host, gpus=_gpus(gpus),
-                      tensor_parallel_size=tp, url=url, n_ctx=settings.model_under_study.n_ctx)
+                      tensor_parallel_size=tp, url=url, n_ctx=settings.model_under_study.n_ctx,
+                      detach=detach)
     with console.status(f"starting {engine}..."):
         server = mgr.start(spec)
     console.print(f"[green]ready[/] {server.name}: {server.url} (model {server.served_model!r};"

@@ -127,3 +127,28 @@ def test_cli_errors_are_one_line_without_traceback(workspace):
     assert "unknown model" in proc.stderr and "Traceback" not in proc.stderr
     proc = _cli("models", "serve", "--model", "/nonexistent/model.gguf", "--detach")
     assert proc.returncode == 1 and "not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_server_does_not_outlive_its_owner_killed_with_sigkill(tmp_path):
+    import json
+    import signal
+    import time
+
+    owner = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from agentlab.serving import ServerSpec, ServingManager\n"
+        f"s = ServingManager({str(tmp_path)!r}).start(ServerSpec(engine='llama.cpp'))\n"
+        "print(s.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )], stdout=subprocess.PIPE, text=True)
+    pid = int(owner.stdout.readline())
+    assert _alive(pid)
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
+    deadline = time.monotonic() + 30
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(pid)
+    record = next(tmp_path.glob("servers/*.json"))
+    assert not _alive(json.loads(record.read_text())["pid"])
+    assert ServingManager(tmp_path).list() == []  # the dead record is dropped

@@ -153,9 +153,10 @@ def test_recovery_after_scheduler_dies(tmp_path):
         from sandbox import SandboxOptions
         s = LocalScheduler(JobStore({str(tmp_path / 'jobs.db')!r}), {str(tmp_path)!r}, gpus=[0, 1],
                            sandbox_options=SandboxOptions(backend='bubblewrap'), heartbeat_s=0.2)
-        jid = s.submit(JobSpec(command=['sleep', '300', {token!r}], resources={{'gpus': 1}}))
-        while s.get(jid).state != 'running':
+        jid = s.submit(JobSpec(command=['sh', '-c', 'sleep 300', {token!r}], resources={{'gpus': 1}}))
+        while s.get(jid).state == 'queued':
             time.sleep(0.05)
+        assert s.get(jid).state == 'running', s.get(jid)
         print(jid, flush=True)
         time.sleep(300)
         """)

@@ -58,6 +58,7 @@ class Endpoint(BaseModel):
     base_url: str | None = None
     api_key: str | None = None
     litellm: bool = False
+    uds: str | None = None  # reach base_url over this unix socket (the sandbox's metered model proxy)
 
     @classmethod
     def openai(cls, base_url: str, model: str, api_key: str | None = None) -> "Endpoint":
@@ -113,8 +114,9 @@ class ChatClient:
                 raise EvalError("an OpenAI-compatible endpoint needs a base URL (e.g. http://127.0.0.1:8080/v1)")
             headers = {"Authorization": f"Bearer {endpoint.api_key or 'sk-none'}"}
             limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
+            transport = httpx.AsyncHTTPTransport(uds=endpoint.uds, limits=limits) if endpoint.uds else None
             self._http = httpx.AsyncClient(base_url=endpoint.base_url, headers=headers, limits=limits,
-                                           timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)))
+                                           transport=transport, trust_env=not endpoint.uds, timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)))
         self.requests = 0
         self.cache_hits = 0
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,6 +36,7 @@ class ExperimentRunner:
         self.settings, self.config, self.run_id, self.lab = settings, config, run_id, lab
         self._endpoint = endpoint  # an agentlab.evaluate.Endpoint, or None = from settings
         self._served = None  # managed_server the lab started for the model under study
+        self._sched = None  # agentlab.jobs.LocalScheduler, started on the first job
         self._problems: dict[str, list] = {}
         self.eval_db = Path(settings.workspace) / "eval" / "eval.db"
 
@@ -147,37 +147,125 @@ class ExperimentRunner:
         return self._endpoint
 
     def close(self) -> None:
+        if self._sched is not None:
+            self._sched.shutdown(wait=False, cancel_running=True)
+            self._sched = None
         if self._served is not None:
             self._served.__exit__(None, None, None)
             self._served = None
 
     # -- jobs -----------------------------------------------------------------------------------
+    def scheduler(self):
+        if self._sched is None:
+            from agentlab.jobs import LocalScheduler
+
+            self._sched = LocalScheduler.from_settings(self.settings)
+        return self._sched
+
+    def _proxy(self, endpoint: Any, max_requests: int | None, max_tokens: int | None):
+        from sandbox import ProxyConfig
+
+        return ProxyConfig(upstream=endpoint.base_url, api_key=endpoint.api_key, max_requests=max_requests,
+                           max_tokens=max_tokens, allowed_models=[endpoint.model], default_model=endpoint.model,
+                           timeout_s=self.settings.llm.timeout_s + 30)
+
+    def _job_spec(self, key: str, spec: dict[str, Any], split: str, seed_dir: str | None):
+        from agentlab.jobs import JobSpec, Resources
+
+        ep = self.endpoint()
+        if ep.litellm or not ep.base_url:
+            from agentlab.evaluate import EvalError
+
+            raise EvalError("evaluation jobs need an OpenAI-compatible model URL (model_under_study.url); "
+                            f"got the litellm model {ep.model!r}")
+        llm = self.settings.llm
+        args = {"spec": spec, "problems": [p.model_dump(mode="json") for p in self.problems(split)],
+                "model": ep.model, "benchmark": self.config.benchmark, "subset": self.subset_label(split),
+                "concurrency": self.config.concurrency, "timeout_s": llm.timeout_s, "max_retries": llm.max_retries}
+        binds = {}
+        if seed_dir:
+            from agentlab.eval_job import SEED_DIR
+
+            binds[seed_dir] = SEED_DIR
+            args["seed_db"] = SEED_DIR
+        return JobSpec(kind="eval", name=f"{self.run_id}:{key}", lab=self.lab, run_id=self.run_id,
+                       target="agentlab.eval_job:run_eval", args=args, network="proxy",
+                       proxy=self._proxy(ep, None, None), ro_binds=binds,
+                       resources=Resources(cpus=1.0, memory_mb=self.config.job_memory_mb,
+                                           timeout_s=self.config.job_timeout_s))
+
+    def recover(self, job_id: str | None, spec: dict[str, Any], split: str) -> tuple[dict[str, Any] | None, str | None]:
+        """An earlier attempt of a key: (its result if the job finished, else None; a workdir to seed from)."""
+        if not job_id:
+            return None, None
+        job = self.scheduler().store.get(job_id)
+        if job is None:
+            return None, None
+        if job.state == "succeeded" and isinstance(job.result, dict) and "summary" in job.result:
+            return self._finish(job, spec, split, 0.0), None
+        work = Path(job.workdir) if job.workdir else None
+        return None, (str(work) if work is not None and (work / "eval.db").is_file() else None)
+
     def run(self, key: str, spec: dict[str, Any], split: str,
-            on_progress: Callable[..., None] | None = None) -> dict[str, Any]:
-        """Evaluate ``spec`` on ``split``; {"status", "record", "job_id", "error"} (errors are data)."""
-        from agentlab.evaluate import run_evaluation
-
-        job_id = f"{self.run_id}:{key}"
+            on_progress: Callable[..., None] | None = None, on_submit: Callable[[str], None] | None = None,
+            seed_dir: str | None = None) -> dict[str, Any]:
+        """Evaluate ``spec`` on ``split`` as a scheduler job; {"status", "record", "job_id", "error"} (errors are data)."""
         started = time.perf_counter()
+        parsed = self._parse(spec)
+        if parsed.kind == "code":
+            return self._run_code(key, spec, split, on_progress, on_submit, started)
+        sched = self.scheduler()
+        job_id = sched.submit(self._job_spec(key, spec, split, seed_dir))
+        if on_submit is not None:
+            on_submit(job_id)
+        job = self._wait(job_id, on_progress)
+        return self._finish(job, spec, split, time.perf_counter() - started)
 
-        def progress(res: Any, done: int, correct: int, total: int) -> None:
-            if on_progress is not None:
-                on_progress(done=done, correct=correct, total=total)
+    def _wait(self, job_id: str, on_progress: Callable[..., None] | None):
+        """Wait for a job, passing the harness's progress lines (stdout) to ``on_progress``."""
+        sched, pos, buf = self.scheduler(), 0, b""
+        while True:
+            job = sched.get(job_id)
+            if on_progress is not None and job.log_dir:
+                try:
+                    with open(Path(job.log_dir) / "stdout.log", "rb") as fh:
+                        fh.seek(pos)
+                        chunk = fh.read()
+                    pos += len(chunk)
+                    buf += chunk
+                    *lines, buf = buf.split(b"\n")
+                    for ln in lines:
+                        parts = ln.decode("utf-8", "replace").split()
+                        if len(parts) == 4 and parts[0] == "progress":
+                            on_progress(done=int(parts[1]), correct=int(parts[2]), total=int(parts[3]))
+                except (OSError, ValueError):
+                    pass
+            if job.done:
+                return job
+            time.sleep(0.05)
 
-        try:
-            parsed = self._parse(spec)
-            summary = run_evaluation(
-                parsed, self.problems(split), self.endpoint(), benchmark=self.config.benchmark,
-                subset=self.subset_label(split), settings=self.settings, db_path=self.eval_db,
-                concurrency=self.config.concurrency, job_id=job_id, on_result=progress)
-        except Exception as exc:
-            return {"status": "failed", "record": None, "job_id": job_id, "wall_s": time.perf_counter() - started,
-                    "error": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=3))[-2000:]}
-        record = normalize_record(summary, split)
+    def _finish(self, job: Any, spec: dict[str, Any], split: str, wall_s: float) -> dict[str, Any]:
+        from agentlab.eval_job import ingest, stderr_tail
+
+        if job.state != "succeeded" or not isinstance(job.result, dict) or "summary" not in job.result:
+            tail = stderr_tail(job)
+            err = f"job {job.id} {job.state}: {job.error or 'no result'}" + (f"\n--- stderr (tail) ---\n{tail}" if tail else "")
+            return {"status": "failed", "record": None, "job_id": job.id, "wall_s": wall_s, "error": err[-2000:]}
+        ids = [p.id for p in self.problems(split)]
+        summary = ingest(self.eval_db, job.result, spec, ids)
+        summary.job_id = job.id
+        return self._outcome(summary, split, job.id, wall_s)
+
+    def _outcome(self, summary: Any, split: str, job_id: str, wall_s: float) -> dict[str, Any]:
         if summary.errors and summary.errors >= summary.n:
-            return {"status": "failed", "record": None, "job_id": job_id,
+            return {"status": "failed", "record": None, "job_id": job_id, "wall_s": wall_s,
                     "error": f"every request failed ({summary.errors} of {summary.n} problems had errors)"}
-        return {"status": "succeeded", "record": record, "job_id": job_id, "wall_s": time.perf_counter() - started}
+        return {"status": "succeeded", "record": normalize_record(summary, split), "job_id": job_id,
+                "wall_s": wall_s}
+
+    def _run_code(self, key: str, spec: dict[str, Any], split: str, on_progress: Callable[..., None] | None,
+                  on_submit: Callable[[str], None] | None, started: float) -> dict[str, Any]:
+        raise NotImplementedError
 
     def compare(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         from agentlab.evaluate import compare

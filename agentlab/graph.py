@@ -107,11 +107,25 @@ class LabContext:
         if done and done["status"] == "succeeded":
             self.emit("job_reused", key=key, job_id=done["job_id"], accuracy=done["record"]["accuracy"])
             return {"status": "succeeded", "record": done["record"], "job_id": done["job_id"], "reused": True}
+        seed = None
+        if done and done.get("job_id"):  # killed while its job ran: a finished job is reused, never rerun
+            try:
+                recovered, seed = self.runner.recover(done["job_id"], spec, split)
+            except Exception:
+                recovered = None
+            if recovered is not None and recovered["status"] == "succeeded":
+                self.store.finish_experiment(self.run_id, key, "succeeded", recovered["job_id"],
+                                             recovered["record"], None)
+                self.emit("job_reused", key=key, job_id=recovered["job_id"],
+                          accuracy=recovered["record"]["accuracy"])
+                return {**recovered, "reused": True}
         self.check_limits(need_job=True)
         self.store.start_experiment(self.run_id, key, split, self.runner.spec_hash(spec), spec, meta)
         self.emit("job_started", key=key, split=split, technique=spec.get("name"))
         try:
-            result = self.runner.run(key, spec, split, on_progress=lambda **d: self.emit("job_progress", key=key, **d))
+            result = self.runner.run(key, spec, split, on_progress=lambda **d: self.emit("job_progress", key=key, **d),
+                                     on_submit=lambda jid: self.store.set_experiment_job(self.run_id, key, jid),
+                                     seed_dir=seed)
         except BudgetExceeded:
             raise
         except Exception as exc:  # a harness/infrastructure failure: the agents see the log

@@ -104,6 +104,10 @@ class LabStore:
             " spec = excluded.spec",
             (run_id, key, split, "running", spec_hash, json.dumps({"spec": spec, "meta": meta or {}}), time.time()))
 
+    def set_experiment_job(self, run_id: str, key: str, job_id: str) -> None:
+        """The scheduler's job id of a key's current attempt (recorded at submit, before it runs)."""
+        self.conn.execute("UPDATE lab_experiments SET job_id = ? WHERE run_id = ? AND key = ?", (job_id, run_id, key))
+
     def finish_experiment(self, run_id: str, key: str, status: str, job_id: str | None,
                           record: dict[str, Any] | None, error: str | None) -> None:
         self.conn.execute(

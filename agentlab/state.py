@@ -42,6 +42,13 @@ class LabConfig(BaseModel):
     max_tokens_per_answer: int = Field(512, ge=16, description="default max tokens of the model under study")
     max_chains: int = Field(5, ge=1, le=16, description="cap on sampled chains per problem")
     concurrency: int = Field(4, ge=1)
+    job_timeout_s: float = Field(3600.0, gt=0, description="wall-clock limit of one evaluation job")
+    job_memory_mb: int = Field(4096, ge=256, description="memory limit of one evaluation job (sandbox)")
+    allow_code_techniques: bool = Field(
+        False, description="let the ML engineer write a `code` technique (solve(problem, client)) that runs in "
+                           "the sandbox; off for small agent models such as the embedded 135M one")
+    code_max_requests: int = Field(400, ge=1, description="model requests one code-technique job may make (proxy)")
+    code_max_tokens: int = Field(400_000, ge=1, description="model tokens one code-technique job may use (proxy)")
     copilot: bool = False
     lab_name: str = "agentlab"
     server_url: str | None = None

@@ -47,6 +47,15 @@ def test_full_lab_run_publishes_a_verified_paper(lab_settings, llm, preprint):
     acc = st["final"]["baseline"]["accuracy"]
     assert f"{100 * acc:.1f}%" in paper.body  # the generated table carries the harness's number
     assert len(paper.reviews) == 3
+    # every evaluation ran as a scheduler job (kind eval, in the sandbox behind the metered proxy)
+    from agentlab.jobs import JobStore
+
+    jobs = JobStore(lab_settings.workspace / "jobs.db")
+    for r in paper.results:
+        job = jobs.get(r.job_id)
+        assert job is not None and job.spec.kind == "eval" and job.state == "succeeded"
+        assert job.spec.network == "proxy" and job.result["summary"]["job_id"] == job.id
+    jobs.close()
     # files
     files = rep["files"]
     for k in ("markdown", "latex", "records", "figure"):
@@ -139,11 +148,11 @@ def test_failed_job_is_fixed_by_sw_engineer(lab_settings, llm, preprint, bad, mo
     real = experiments.ExperimentRunner.run
     calls = {"n": 0}
 
-    def flaky(self, key, spec, split, on_progress=None):
+    def flaky(self, key, spec, split, on_progress=None, **kw):
         calls["n"] += 1
         if key == "dev-1-0":
             return {"status": "failed", "record": None, "job_id": "x", "error": "CUDA out of memory (simulated)"}
-        return real(self, key, spec, split, on_progress)
+        return real(self, key, spec, split, on_progress, **kw)
 
     monkeypatch.setattr(experiments.ExperimentRunner, "run", flaky)
     cfg = tiny_config(server_url=preprint["url"], max_iterations=1, literature_top_n=0)

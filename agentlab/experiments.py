@@ -265,7 +265,61 @@ class ExperimentRunner:
 
     def _run_code(self, key: str, spec: dict[str, Any], split: str, on_progress: Callable[..., None] | None,
                   on_submit: Callable[[str], None] | None, started: float) -> dict[str, Any]:
-        raise NotImplementedError
+        """A ``code`` technique: the harness runs here (trusted: it grades, never sees agent code), and
+        ``solve()`` runs for every problem in one sandboxed job behind the metered proxy, with this lab's
+        per-job request/token budget (``code_max_requests``, ``code_max_tokens``)."""
+        from agentlab.code_runner import SandboxCodeRunner
+        from agentlab.evaluate import ResultStore, evaluate
+        from agentlab.jobs import Resources
+
+        ep, cfg = self.endpoint(), self.config
+        problems = self.problems(split)
+        runner = SandboxCodeRunner(
+            self.scheduler(), problems, self._proxy(ep, cfg.code_max_requests, cfg.code_max_tokens), lab=self.lab,
+            run_id=self.run_id, name=f"{self.run_id}:{key}", on_submit=on_submit,
+            resources=Resources(cpus=1.0, memory_mb=min(cfg.job_memory_mb, 2048), timeout_s=cfg.job_timeout_s))
+
+        def progress(res: Any, done: int, correct: int, total: int) -> None:
+            if on_progress is not None:
+                on_progress(done=done, correct=correct, total=total)
+
+        try:
+            summary = run_sync(evaluate(
+                self._parse(spec), problems, ep, benchmark=self.config.benchmark, subset=self.subset_label(split),
+                settings=self.settings, db_path=self.eval_db, concurrency=self.config.concurrency,
+                sandbox_runner=runner, on_result=progress))
+        except Exception as exc:
+            return {"status": "failed", "record": None, "job_id": runner.job_id,
+                    "wall_s": time.perf_counter() - started, "error": f"{type(exc).__name__}: {exc}"[-2000:]}
+        if runner.job_id:  # the scheduler's id of the job that ran solve()
+            summary.job_id = runner.job_id
+            store = ResultStore(self.eval_db)
+            try:
+                store.conn.execute("UPDATE eval_runs SET job_id = ? WHERE run_id = ?", (runner.job_id, summary.run_id))
+                store.set_status(summary.run_id, "complete", summary)
+            finally:
+                store.close()
+        out = self._outcome(summary, split, summary.job_id or "", time.perf_counter() - started)
+        if out["status"] == "failed":
+            errs = [r.error for r in self._results(summary.run_id) if r.error]
+            out["error"] += ("; first error: " + errs[0][-800:]) if errs else ""
+        return out
+
+    def _results(self, eval_run_id: str) -> list:
+        from agentlab.evaluate import ResultStore
+
+        store = ResultStore(self.eval_db)
+        try:
+            return store.results(eval_run_id)
+        finally:
+            store.close()
+
+    # -- code techniques --------------------------------------------------------------------------
+    def code_spec(self, code: str, iteration: int, rationale: str = "") -> dict[str, Any]:
+        """A validated ``code`` technique spec (raises ValueError with a one-line reason)."""
+        data = {"name": f"code_e{iteration}", "kind": "code", "code": code,
+                "description": ("Custom solve() written by the lab's ML engineer. " + rationale)[:300]}
+        return self._parse(data).model_dump(mode="json")
 
     def compare(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         from agentlab.evaluate import compare

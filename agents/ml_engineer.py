@@ -21,6 +21,14 @@ class TechniqueProposal(BaseModel):
     rationale: Text(200, "one sentence") = ""
 
 
+CUSTOM_CODE = "custom_code"  # the proposal's technique name for "write a code technique"
+
+
+class CodeTechnique(BaseModel):
+    code: Text(3000, "Python source defining solve(problem, client)")
+    rationale: Text(200, "one sentence") = ""
+
+
 def _history(experiments: list[dict[str, Any]]) -> str:
     if not experiments:
         return "none yet"
@@ -46,6 +54,8 @@ def propose(state: dict, ctx: Any) -> tuple[TechniqueProposal, bool]:
         return TechniqueProposal(technique=default_name, max_tokens=cfg["max_tokens_per_answer"],
                                  rationale="the plan's technique (fallback)")
 
+    if cfg.get("allow_code_techniques"):
+        techniques = [*techniques, CUSTOM_CODE]
     schema = restrict_choices(TechniqueProposal, "technique", techniques)
     plan_text = f"{plan.get('hypothesis', '')} Techniques: {', '.join(planned) or cfg['baseline']}"
     return ask(ctx, ROLE, "ml_engineer_propose", schema, fallback, "technique proposal",
@@ -66,7 +76,15 @@ def run_iteration(state: dict, ctx: Any) -> dict:
         proposal, fell_back = propose(state, ctx)
         # keep the model under study's answers within the configured size on tiny runs
         proposal.max_tokens = min(proposal.max_tokens, max(cfg["max_tokens_per_answer"], 32))
-        spec = ctx.build_spec(proposal.model_dump(), iteration)
+        spec = None
+        if proposal.technique == CUSTOM_CODE:
+            spec = write_code(state, ctx, iteration)
+            if spec is None:  # no usable code: the plan's technique instead
+                plan = [t for t in (state.get("plan") or {}).get("techniques", []) if t in ctx.technique_names()]
+                proposal.technique = plan[0] if plan else cfg["baseline"]
+                fell_back = True
+        if spec is None:
+            spec = ctx.build_spec(proposal.model_dump(), iteration)
     entry: dict[str, Any] = {"iteration": iteration, "proposal": proposal.model_dump(),
                              "proposal_source": "fallback" if fell_back else "llm", "attempts": []}
     for attempt in range(cfg.get("max_fix_attempts", 1) + 1):
@@ -87,6 +105,28 @@ def run_iteration(state: dict, ctx: Any) -> dict:
         spec = fixed
         ctx.note(f"experiment {iteration}: job failed; the software engineer changed the spec and reran it")
     return entry
+
+
+def write_code(state: dict, ctx: Any, iteration: int) -> dict[str, Any] | None:
+    """A validated ``code`` technique spec from the model, or None (noted) when it gives no usable code."""
+    from agentlab.techniques import TechniqueError
+
+    plan, err = state.get("plan") or {}, ""
+    for attempt in range(2):  # one bounded re-ask with the validation error
+        obj, fell_back = ask(ctx, ROLE, "ml_engineer_code", CodeTechnique, lambda: CodeTechnique(code=""),
+                             "code technique", goal=clip(state["goal"], 300),
+                             plan=clip(plan.get("hypothesis", ""), 300) + (f" (previous code was rejected: {err})"
+                                                                          if attempt else ""),
+                             history=clip(_history(state.get("experiments") or []), 600), max_calls=4,
+                             max_tokens=1200)
+        if fell_back or not obj.code.strip():
+            break
+        try:
+            return ctx.runner.code_spec(obj.code, iteration, obj.rationale)
+        except TechniqueError as exc:
+            err = clip(str(exc), 160)
+    ctx.note(f"ml_engineer: no usable code technique in experiment {iteration}; used the plan's technique")
+    return None
 
 
 def best_of(experiments: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -244,6 +244,8 @@ def start(
     max_answer_tokens: int = typer.Option(512, "--max-answer-tokens", help="Max tokens per answer of the model under study."),
     concurrency: int = typer.Option(4, "--concurrency", help="Requests in flight to the model under study."),
     lab_name: str = typer.Option("agentlab", "--lab-name", help="This lab's name on the server."),
+    allow_code: bool = typer.Option(False, "--allow-code", help="Let the ML engineer write code techniques "
+                                    "(solve(problem, client), run in the sandbox); for capable agent models."),
     max_usd: Optional[float] = typer.Option(None, "--max-usd", help="Agents' LLM budget in USD (budgets.max_usd)."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Agents' LLM token budget (budgets.max_tokens)."),
     max_jobs: Optional[int] = typer.Option(None, "--max-jobs", help="Maximum jobs (budgets.max_jobs)."),
@@ -254,7 +256,7 @@ def start(
     """Start a lab run. It is checkpointed: `agentlab lab resume RUN_ID` continues it after a crash."""
     config = LabConfig(benchmark=benchmark, baseline=baseline, dev_n=dev_n, report_n=report_n,
                        max_iterations=iterations, max_tokens_per_answer=max_answer_tokens,
-                       concurrency=concurrency, lab_name=lab_name)
+                       concurrency=concurrency, lab_name=lab_name, allow_code_techniques=allow_code)
     run_lab_command(goal, goal_id, copilot, server, config,
                     _budget_overrides(max_usd, max_tokens, max_jobs, max_wall_minutes), quiet, run_id)
 

@@ -62,6 +62,7 @@ class LabContext:
     out_dir: Path
     on_event: Event | None = None
     session_start: float = field(default_factory=time.monotonic)
+    wall_before: float = 0.0  # wall seconds earlier sessions of this run used (lab_runs.wall_s)
     _notes: list[str] = field(default_factory=list)
 
     # -- notes and events ---------------------------------------------------------------------
@@ -81,9 +82,16 @@ class LabContext:
                 pass
 
     # -- budgets ------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        """Wall seconds this run has used, over every session (a resumed run keeps its clock)."""
+        return self.wall_before + time.monotonic() - self.session_start
+
+    def save_elapsed(self) -> None:
+        self.store.update_run(self.run_id, wall_s=self.elapsed())
+
     def check_limits(self, need_job: bool = False) -> None:
         b = self.settings.budgets
-        if b.max_wall_minutes is not None and time.monotonic() - self.session_start > 60 * b.max_wall_minutes:
+        if b.max_wall_minutes is not None and self.elapsed() > 60 * b.max_wall_minutes:
             raise LimitReached(f"wall-time budget of {b.max_wall_minutes:g} min reached")
         if need_job and self.store.jobs_used(self.run_id) >= b.max_jobs:
             raise LimitReached(f"job budget of {b.max_jobs} jobs reached")
@@ -133,6 +141,7 @@ class LabContext:
                       "error": "".join(traceback.format_exception_only(type(exc), exc)).strip()}
         self.store.finish_experiment(self.run_id, key, result["status"], result.get("job_id"),
                                      result.get("record"), result.get("error"))
+        self.save_elapsed()
         rec = result.get("record") or {}
         self.emit("job_finished", key=key, status=result["status"], accuracy=rec.get("accuracy"),
                   job_id=result.get("job_id"), error=result.get("error"))
@@ -340,6 +349,8 @@ def _wrap(name: str, fn: Callable[[dict], Any], ctx: LabContext) -> Callable[[di
             ctx.note(f"stopped early in {phase}: {reason}")
             ctx.emit("stopped", reason=reason)
             return {"phase": phase, "stop_reason": reason, "notes": ctx.drain_notes()}
+        finally:
+            ctx.save_elapsed()
         notes = ctx.drain_notes()
         if isinstance(out, Command):
             upd = dict(out.update or {})

@@ -91,8 +91,10 @@ def _execute(settings: Settings, run_id: str, config: LabConfig, inp: Any, goal_
     key = server_key or (settings.server.api_key.get_secret_value() if settings.server.api_key else None)
     publisher = Publisher(config.server_url, key, Outbox(settings.workspace), config.lab_name, goal_id)
     out_dir = settings.workspace / "labs" / run_id
+    row = store.get_run(run_id) or {}
     ctx = LabContext(settings=settings, run_id=run_id, config=config, gateway=gw, store=store, runner=runner,
-                     publisher=publisher, out_dir=out_dir, on_event=on_event)
+                     publisher=publisher, out_dir=out_dir, on_event=on_event,
+                     wall_before=float(row.get("wall_s") or 0.0))
     saver = checkpointer_for(settings)
     graph = build_graph(ctx, saver)
     cfg = {"configurable": {"thread_id": run_id}, "recursion_limit": 200}
@@ -125,6 +127,7 @@ def _execute(settings: Settings, run_id: str, config: LabConfig, inp: Any, goal_
         store.update_run(run_id, status="failed", note=f"{type(exc).__name__}: {exc}"[:500])
         raise
     finally:
+        ctx.save_elapsed()
         runner.close()
         if own_gateway:
             gw.close()

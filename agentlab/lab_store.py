@@ -1,6 +1,6 @@
 """Lab-side records of runs and of the experiment jobs each run ran (SQLite, beside the ledger).
 
-``lab_runs``: one row per run (goal, phase, status, paper) for ``agentlab lab list/status``.
+``lab_runs``: one row per run (goal, phase, status, paper, wall time used so far across sessions) for ``agentlab lab list/status``.
 ``lab_experiments``: one row per experiment key of a run (``dev-2-0``, ``report-best``, ...) with its
 job id, status and normalized record. A resumed run looks a key up before running it, so a job that
 finished before a crash is never run again, even if the crash came before the checkpoint was written.
@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS lab_runs (
     paper_url TEXT,
     out_dir TEXT,
     config TEXT,
-    note TEXT
+    note TEXT,
+    wall_s REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS lab_experiments (
     run_id TEXT NOT NULL,
@@ -53,13 +54,16 @@ CREATE TABLE IF NOT EXISTS lab_experiments (
 """
 
 RUN_FIELDS = ("goal_id", "lab", "status", "phase", "pid", "best_accuracy", "best_technique", "paper_id",
-              "paper_url", "out_dir", "config", "note")
+              "paper_url", "out_dir", "config", "note", "wall_s")
 
 
 class LabStore:
     def __init__(self, path: Path | str):
         self.conn = connect(path)
         self.conn.executescript(_SCHEMA)
+        cols = {r[1] for r in self.conn.execute("PRAGMA table_info(lab_runs)")}
+        if "wall_s" not in cols:  # a store from before wall time was persisted
+            self.conn.execute("ALTER TABLE lab_runs ADD COLUMN wall_s REAL NOT NULL DEFAULT 0")
 
     # -- runs -------------------------------------------------------------------------------
     def create_run(self, run_id: str, goal: str, **fields: Any) -> None:

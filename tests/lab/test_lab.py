@@ -161,3 +161,25 @@ def test_failed_job_is_fixed_by_sw_engineer(lab_settings, llm, preprint, bad, mo
     assert [a["status"] for a in e["attempts"]] == ["failed", "succeeded"]
     assert e["spec"]["name"].endswith("_simple")
     assert "JobFix" in llm.agent_calls
+
+
+def test_wall_time_budget_counts_earlier_sessions(lab_settings, preprint, monkeypatch):
+    # a paused run that already used 59 of its 60 wall-clock minutes does not restart its clock on resume
+    monkeypatch.setenv("AGENTLAB_BUDGETS__MAX_WALL_MINUTES", "60")
+    from agentlab.config import load_settings
+
+    settings = load_settings()
+    cfg = tiny_config(server_url=preprint["url"], max_iterations=2, copilot=True, literature_top_n=0)
+    out = start_lab(settings, "goal", cfg, server_key=preprint["key"])
+    assert out.status == "paused"
+    store = LabStore(settings.db_path)
+    first = store.get_run(out.run_id)["wall_s"]
+    assert 0 < first < 60 * 60
+    store.update_run(out.run_id, wall_s=61 * 60)  # as if the first session had run for 61 minutes
+    store.close()
+    out = resume_lab(settings, out.run_id, server_key=preprint["key"], resume={"action": "approve"})
+    assert out.status == "wrapped_up" and "wall-time budget of 60 min" in out.state["stop_reason"]
+    assert not out.state.get("experiments")
+    store = LabStore(settings.db_path)
+    assert store.get_run(out.run_id)["wall_s"] > 61 * 60
+    store.close()

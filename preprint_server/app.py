@@ -91,6 +91,8 @@ def create_app(settings: ServerSettings | None = None, embedder: Embedder | None
             added, removed = crud.reconcile_index(svc.db, svc.index)
             if added or removed:
                 log.info("index reconciled: %d papers added, %d orphans removed", added, removed)
+        with svc.db.read() as s:  # the first search must not pay for loading the model and index
+            svc.index.warm(s)
         yield
         svc.db.close()
 

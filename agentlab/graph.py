@@ -305,8 +305,6 @@ def make_nodes(ctx: LabContext) -> dict[str, Callable[[dict], dict]]:
         rep = state["report"]
         pub = ctx.publisher.publish_run(state, rep)
         ctx.store.update_run(ctx.run_id, paper_id=pub.get("paper_id"), paper_url=pub.get("url"))
-        if pub.get("paper_id"):
-            ctx.publisher.post_reviews(pub["paper_id"], state.get("reviews") or [])
         return {"publication": pub}
 
     return {

@@ -70,6 +70,7 @@ class Publisher:
             "body": rep["markdown"], "goal": str(state["goal_id"]) if state.get("goal_id") is not None else None,
             "tags": tags, "results": results, "citations": [str(c) for c in rep.get("citations") or []],
             "latex_source": rep.get("latex"), "idempotency_key": state["run_id"],
+            "reviews": review_payloads(state.get("reviews") or []),  # stored with the paper: one round trip
         }
 
     def publish_run(self, state: dict[str, Any], rep: dict[str, Any]) -> dict[str, Any]:
@@ -102,19 +103,19 @@ class Publisher:
             return {}
         return self.outbox.flush(self._publish_entry)
 
-    def post_reviews(self, paper_id: str, reviews: list[dict[str, Any]]) -> None:
-        try:
-            client = self.client()
-            for r in reviews:
-                if r.get("fallback"):
-                    continue
-                text = (f"[{r['persona']}] {r['summary']}\n\nStrength: {r['strength']}\n\n"
-                        f"Weakness: {r['weakness']}")
-                scores = {k: float(r[k]) for k in ("soundness", "presentation", "contribution", "overall",
-                                                    "confidence")}
-                client.add_review(paper_id, text, {k: min(10.0, v) for k, v in scores.items()})
-        except Exception:  # reviews are a courtesy copy: the paper is already published
-            pass
+
+
+def review_payloads(reviews: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The reviewers' reviews as the server's ReviewCreate (fallback reviews are not published)."""
+    out = []
+    for r in reviews:
+        if r.get("fallback"):
+            continue
+        text = f"[{r['persona']}] {r['summary']}\n\nStrength: {r['strength']}\n\nWeakness: {r['weakness']}"
+        scores = {k: min(10.0, max(0.0, float(r[k]))) for k in ("soundness", "presentation", "contribution",
+                                                                 "overall", "confidence")}
+        out.append({"text": text, "scores": scores})
+    return out
 
 
 def _get(obj: Any, key: str) -> Any:

@@ -71,6 +71,18 @@ def accuracy_figure(records: list[dict[str, Any]], dev_records: list[dict[str, A
     """PNG: accuracy with 95% CI per technique on the report split, and accuracy per dev iteration."""
     if not records and not dev_records:
         return None
+    import hashlib
+
+    key = hashlib.sha256(json.dumps([records, dev_records], sort_keys=True, default=str).encode()).hexdigest()
+    stamp = path.with_suffix(".sha256")
+    if path.is_file() and stamp.is_file() and stamp.read_text() == key:
+        return path  # same records as the last render (a revision round): reuse the figure
+    path = _render_accuracy_figure(records, dev_records, path)
+    stamp.write_text(key)
+    return path
+
+
+def _render_accuracy_figure(records: list[dict[str, Any]], dev_records: list[dict[str, Any]], path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")

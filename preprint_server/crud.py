@@ -165,6 +165,7 @@ def create_paper(
                 for u, sha in stored
             ]
             s.add_all(Citation(citing_id=paper_id, cited_id=c) for c in data.citations)
+            s.add_all(Review(paper_id=paper_id, lab_id=lab.id, scores=r.scores, text=r.text) for r in data.reviews)
             s.flush()
             SearchIndex.fts_add(s, paper)
             index.add([prepared])  # last step before commit: a failure above leaves no vectors

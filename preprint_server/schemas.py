@@ -75,6 +75,9 @@ class PaperCreate(_Model):
     idempotency_key: str | None = Field(
         None, max_length=200, description="publishing twice with the same key returns the first paper"
     )
+    reviews: list[ReviewCreate] = Field(
+        default_factory=list, max_length=20, description="reviews by the publishing lab, stored with the paper"
+    )
 
     @field_validator("title")
     @classmethod
@@ -122,6 +125,9 @@ class ReviewCreate(_Model):
             if not (0 <= s <= 10) or not k or len(k) > 50:
                 raise ValueError(f"score {k!r} must be named (1-50 chars) and within 0..10")
         return v
+
+
+PaperCreate.model_rebuild()
 
 
 class ReviewOut(ReviewCreate):

@@ -39,6 +39,26 @@ def _times(settings, run_id):
     return float(llm_s), int(calls), int(tokens), float(job_s), len(jobs)
 
 
+def _job_overhead(settings, run_id):
+    """Per evaluation job: lab-side wall time minus the harness's own time inside the job (sandbox start,
+    imports, proxy, scheduler polling, ingesting the results)."""
+    from agentlab.jobs import JobStore
+    from agentlab.lab_store import LabStore
+
+    store = LabStore(settings.db_path)
+    exps = [e for e in store.experiments(run_id) if e["finished"] and e["job_id"]]
+    store.close()
+    jobs = JobStore(settings.workspace / "jobs.db")
+    out = []
+    for e in exps:
+        job = jobs.get(e["job_id"])
+        summ = (job.result or {}).get("summary") if job and isinstance(job.result, dict) else None
+        if summ and summ.get("finished"):
+            out.append((e["finished"] - e["started"]) - (summ["finished"] - summ["created"]))
+    jobs.close()
+    return out
+
+
 def overhead(runs: int) -> None:
     from agentlab.config import load_settings
     from agentlab.lab import start_lab
@@ -54,7 +74,7 @@ def overhead(runs: int) -> None:
     key = lab_key(data, "bench-lab")
     url, stop = start_local_server(data)
     answers = answers_for("basic_arithmetic", os.environ["AGENTLAB_DATA_DIR"])
-    rows = []
+    rows, overheads = [], []
     with ScriptedLabLLM(answers) as llm:
         os.environ.update(lab_env(llm.url))
         settings = load_settings()
@@ -73,6 +93,7 @@ def overhead(runs: int) -> None:
             pub_s = (t0 + wall - pub_t) if pub_t else 0.0
             if i > 0:
                 rows.append((wall, llm_s, job_s, pub_s, calls, njobs, out.status))
+                overheads += _job_overhead(settings, out.run_id)
     stop()
     print("== orchestration overhead (instant test-double LLM, tiny evaluations, real local server)")
     print(f"{'run':>3} {'wall s':>7} {'llm s':>7} {'jobs s':>7} {'publish s':>9} {'other s':>8} {'other %':>8}"
@@ -86,6 +107,13 @@ def overhead(runs: int) -> None:
     p = sum(r[3] for r in rows)
     print(f"mean: outside LLM calls and jobs {100 * o / w:.1f}% of wall time "
           f"({100 * (o - p) / w:.1f}% excluding publishing to the server); target <= 5%")
+    j = sum(r[2] for r in rows)
+    print(f"breakdown: llm {100 * sum(r[1] for r in rows) / w:.1f}%, jobs {100 * j / w:.1f}%, "
+          f"publish {100 * p / w:.1f}%, rest {100 * (o - p) / w:.1f}%")
+    if overheads:
+        overheads.sort()
+        print(f"evaluation job overhead (sandbox + job + proxy + ingest, per evaluation): "
+              f"median {overheads[len(overheads) // 2]:.2f} s, max {overheads[-1]:.2f} s over {len(overheads)} jobs")
 
 
 def embedded() -> None:
@@ -104,9 +132,9 @@ def embedded() -> None:
     key = lab_key(data, "demo-lab")
     url, stop = start_local_server(data)
     settings = load_settings()
-    cfg = LabConfig(benchmark="basic_arithmetic", dev_n=4, report_n=6, max_iterations=2, max_tokens_per_answer=96,
-                    concurrency=1, max_chains=2, literature_top_n=2, plan_turns=1, lab_name="demo-lab",
-                    server_url=url)
+    from agentlab.cli.lab_cmd import demo_config
+
+    cfg = demo_config(server_url=url)
     t0 = time.perf_counter()
     out = start_lab(settings, "Find a prompting technique that improves accuracy on basic arithmetic.", cfg,
                     server_key=key)
@@ -114,7 +142,8 @@ def embedded() -> None:
     stop()
     llm_s, calls, tokens, job_s, njobs = _times(settings, out.run_id)
     print("== embedded SmolLM2-135M (agents and model under study, llama.cpp, "
-          f"{os.cpu_count()} cores; demo sizes: dev 4, report 6, 2 iterations)")
+          f"{os.cpu_count()} cores; demo sizes: dev {cfg.dev_n}, report {cfg.report_n}, "
+          f"{cfg.max_iterations} iterations)")
     print(f"status {out.status}, paper {out.publication.get('paper_id')}: wall {wall:.0f} s per paper, "
           f"agents' tokens {tokens:,} in {calls} calls ({llm_s:.0f} s), {njobs} jobs ({job_s:.0f} s), "
           f"fallbacks noted: {sum('safe default' in n for n in out.state.get('notes') or [])}")

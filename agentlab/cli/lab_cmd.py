@@ -186,8 +186,11 @@ def _print_outcome(outcome, data_dir=None) -> None:
     elif pub.get("status") == "queued":
         console.print(f"  [yellow]server unreachable[/]: kept in the outbox {pub.get('outbox')} "
                       "(published by `agentlab lab publish-pending` or the next run)")
-    if data_dir:
-        console.print(f"  browse the papers: agentlab server start --data-dir {data_dir}")
+    if data_dir:  # the run's local server stops with the command: how to read the paper afterwards
+        pid = pub.get("paper_id")
+        console.print(f"  read it: agentlab server start --data-dir {data_dir} --port 8000, then open "
+                      + (f"http://127.0.0.1:8000/papers/{pid}" if pid else "http://127.0.0.1:8000/")
+                      + (f"  (or: AGENTLAB_SERVER__URL=http://127.0.0.1:8000 agentlab papers show {pid})" if pid else ""))
 
 
 def run_lab_command(goal: Optional[str], goal_id: Optional[str], copilot: bool, server_url: Optional[str],

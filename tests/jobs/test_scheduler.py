@@ -165,9 +165,14 @@ def test_recovery_after_scheduler_dies(tmp_path):
     assert jid.startswith("job-")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    time.sleep(0.3)
-    leftovers = [p for p in psutil.process_iter(["cmdline"]) if token in " ".join(p.info["cmdline"] or [])]
-    assert not leftovers, "the dead scheduler's sandbox must die with it"
+    def leftovers():
+        return [p for p in psutil.process_iter(["cmdline"]) if token in " ".join(p.info["cmdline"] or [])]
+
+    # die-with-parent is asynchronous: wait for the event (bounded), not for a fixed time
+    deadline = time.monotonic() + 30
+    while leftovers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not leftovers(), "the dead scheduler's sandbox must die with it"
     with sched(tmp_path, gpus=[0, 1], heartbeat_s=0.2) as s:
         assert jid in s.recovered
         old = s.get(jid)

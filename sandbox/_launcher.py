@@ -15,7 +15,9 @@ import sys
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     argv = sys.argv[3:]
-    parent = os.getppid()
+    # the host's pid as the host saw it: if the host died before this line ran, getppid() would
+    # already be init's and the check below would pass, leaving an orphan sandbox
+    parent = cfg.get("parent_pid") or os.getppid()
     for procs in cfg.get("cgroup_procs", []):
         with open(procs, "w") as fh:
             fh.write(str(os.getpid()))

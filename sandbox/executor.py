@@ -412,7 +412,9 @@ def run(
     if cg is not None:
         isolation.append(f"cgroup-v{cg.version}:" + ",".join(cg.features))
     isolation.append("rlimits:" + ",".join(n[7:].lower() for n, _, _ in rl))
-    launch_cfg = {"cgroup_procs": cg.procs_files if cg else [], "rlimits": rl, "new_session": True,
+    # parent_pid: the launcher cannot trust its own first getppid(): the host may already be dead
+    launch_cfg = {"parent_pid": os.getpid(), "cgroup_procs": cg.procs_files if cg else [], "rlimits": rl,
+                  "new_session": True,
                   "drop_to": list(prepared.drop_to) if prepared.drop_to else None}
 
     out = _Stream(log_dir / "stdout.log", int(limits.max_log_mb * 1024 * 1024), limits.tail_chars)

@@ -8,6 +8,7 @@ chunk hits are aggregated per paper and fused with FTS5 (reciprocal rank fusion)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -267,14 +268,13 @@ class SearchIndex:
     # -- searching -----------------------------------------------------------------------
     def semantic(self, q: str, limit: int, goal: str | None) -> list[SemanticHit]:
         """Best chunk per paper, papers ordered by that chunk's cosine similarity."""
-        total = self.collection.count()
-        if total == 0:
-            return []
-        # Distances only: chunk ids ("<paper>:<n>") name the paper, and fetching metadata or
-        # documents for hundreds of chunks costs more than the vector search itself.
+        # n_results may exceed the collection's size (Chroma returns what there is), so no
+        # count() call, which costs as much as the search. Distances only: chunk ids
+        # ("<paper>:<n>") name the paper, and fetching metadata or documents for hundreds of
+        # chunks costs more than the vector search itself.
         res = self.collection.query(
             query_embeddings=[self.embedder.embed_query(q)],
-            n_results=min(total, max(50, limit * 8)),
+            n_results=max(50, limit * 8),
             where={"goal": goal} if goal else None,
             include=["distances"],
         )
@@ -343,10 +343,8 @@ def _forget_stale_chroma(path) -> None:
         system = SharedSystemClient._identifier_to_system.pop(ident, None)
         SharedSystemClient._identifier_to_refcount.pop(ident, None)
         if system is not None:
-            try:
+            with contextlib.suppress(Exception):  # its files are gone already
                 system.stop()
-            except Exception:  # noqa: BLE001 - its files are gone already
-                pass
 
 
 def _trim(s: str, n: int = 300) -> str:

@@ -25,8 +25,8 @@ from preprint_server.models import Paper
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 COLLECTION = "papers"
-RRF_K = 60
-FTS_RANK = "bm25(0.0, 10.0, 4.0, 1.0)"  # paper_id, title, abstract, body weights  # reciprocal-rank-fusion constant (Cormack et al.)
+RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al.)
+FTS_RANK = "bm25(0.0, 10.0, 4.0, 1.0)"  # FTS5 rank function: weights of paper_id, title, abstract, body
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
 # Words too common to rank by; leaving them out keeps FTS5 posting lists short.
 _STOP = frozenset(

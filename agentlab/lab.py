@@ -20,9 +20,10 @@ from agentlab.config import Settings
 from agentlab.errors import AgentlabError
 from agentlab.experiments import ExperimentRunner
 from agentlab.graph import Event, LabContext, build_graph, checkpointer_for, new_run_id
-from agentlab.lab_store import LabStore, pid_alive
+from agentlab.lab_store import LabStore
 from agentlab.llm import Gateway
 from agentlab.outbox import Outbox
+from agentlab.procs import pid_alive
 from agentlab.publishing import Publisher
 from agentlab.state import LabConfig
 from agentlab.usage import UsageLedger

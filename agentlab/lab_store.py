@@ -9,7 +9,6 @@ finished before a crash is never run again, even if the crash came before the ch
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -139,15 +138,3 @@ def _decode(d: dict[str, Any]) -> dict[str, Any]:
     blob = json.loads(d["spec"]) if d.get("spec") else {}
     d["spec"], d["meta"] = blob.get("spec"), blob.get("meta") or {}
     return d
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -22,6 +22,7 @@ from typing import Literal
 import httpx
 
 from agentlab.errors import AgentlabError
+from agentlab.procs import pid_alive
 
 Engine = Literal["llama.cpp", "vllm", "external"]
 EMBEDDED_MODEL_NAME = "smollm2-135m-instruct"
@@ -111,7 +112,7 @@ class ServingManager:
             except (ValueError, TypeError):
                 path.unlink(missing_ok=True)
                 continue
-            if server.pid is not None and not _alive(server.pid):
+            if server.pid is not None and not pid_alive(server.pid):
                 path.unlink(missing_ok=True)
                 continue
             out.append(server)
@@ -160,15 +161,15 @@ class ServingManager:
         return server
 
     def stop(self, server: RunningServer, grace_s: float = 10.0) -> None:
-        if server.pid is not None and _alive(server.pid):
+        if server.pid is not None and pid_alive(server.pid):
             try:
                 os.killpg(server.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
             deadline = time.monotonic() + grace_s
-            while time.monotonic() < deadline and _alive(server.pid):
+            while time.monotonic() < deadline and pid_alive(server.pid):
                 time.sleep(0.05)
-            if _alive(server.pid):
+            if pid_alive(server.pid):
                 try:
                     os.killpg(server.pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -265,20 +266,6 @@ def _models(url: str, api_key: str | None = None) -> list[str] | None:
 
 def _ready(url: str) -> bool:
     return _models(url) is not None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours is not alive
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def _reap(pid: int) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.jobs.spec import TERMINAL, Job, JobSpec
+from agentlab.procs import pid_alive
 from agentlab.sqlite_util import connect
 
 SCHEMA = """
@@ -160,7 +161,7 @@ class JobStore:
     def live_schedulers(self, stale_after_s: float) -> set[str]:
         now, host, alive = time.time(), socket.gethostname(), set()
         for r in self.db.execute("SELECT * FROM schedulers").fetchall():
-            if r["host"] == host and not _pid_alive(r["pid"]):
+            if r["host"] == host and not pid_alive(r["pid"]):
                 continue
             if now - (r["heartbeat_at"] or 0) > stale_after_s:
                 continue
@@ -186,15 +187,3 @@ class JobStore:
             if r["id"] not in alive:
                 self.db.execute("DELETE FROM schedulers WHERE id=?", (r["id"],))
         return failed
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

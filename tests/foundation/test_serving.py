@@ -11,7 +11,8 @@ from pydantic import BaseModel, Field
 
 from agentlab.config import load_settings
 from agentlab.llm import Gateway
-from agentlab.serving import ServerSpec, ServingError, ServingManager, _alive, embedded_model_path
+from agentlab.procs import pid_alive
+from agentlab.serving import ServerSpec, ServingError, ServingManager, embedded_model_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -69,8 +70,8 @@ def test_embedded_default_gateway_starts_and_stops_its_server(workspace):
         review = gw.structured("Review this paper: 'CoT helps small models'.", Review, max_tokens=128)
         assert 1 <= review.score <= 10 and 0 <= review.confidence <= 1
         pid = gw._embedded.server.pid
-        assert _alive(pid)
-    assert not _alive(pid)
+        assert pid_alive(pid)
+    assert not pid_alive(pid)
     assert ServingManager(settings.workspace).list() == []
 
 
@@ -142,13 +143,13 @@ def test_a_server_does_not_outlive_its_owner_killed_with_sigkill(tmp_path):
         "time.sleep(600)\n"
     )], stdout=subprocess.PIPE, text=True)
     pid = int(owner.stdout.readline())
-    assert _alive(pid)
+    assert pid_alive(pid)
     owner.send_signal(signal.SIGKILL)
     owner.wait()
     deadline = time.monotonic() + 30
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _alive(pid)
+    assert not pid_alive(pid)
     record = next(tmp_path.glob("servers/*.json"))
-    assert not _alive(json.loads(record.read_text())["pid"])
+    assert not pid_alive(json.loads(record.read_text())["pid"])
     assert ServingManager(tmp_path).list() == []  # the dead record is dropped

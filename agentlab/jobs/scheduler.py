@@ -226,9 +226,9 @@ class LocalScheduler:
             ev = threading.Event()
             t = threading.Thread(target=self._work, args=(job, take, workdir, log_dir, ev),
                                  name=f"job-{job.id}", daemon=True)
-            with self._lock:
+            with self._lock:  # started under the lock: shutdown() may join any thread it sees here
                 self._running[job.id] = (t, ev)
-            t.start()
+                t.start()
 
     def _work(self, job: Job, gpus: list[int], workdir: Path, log_dir: Path, ev: threading.Event) -> None:
         try:

@@ -16,10 +16,12 @@ from typing import Any, Callable
 
 
 class ScriptedLLMServer:
-    def __init__(self, default: str | Callable[[dict], str] = "ok", model: str = "scripted-test-double"):
-        self.script: deque = deque()
+    def __init__(self, default: str | Callable[[dict], str] = "ok", model: str = "scripted-test-double",
+                 usage: Callable[[dict, str], tuple[int, int]] | None = None):
+        self.steps: deque = deque()
         self.default = default
         self.model = model
+        self.usage = usage or (lambda body, text: (10, 5))  # (prompt, completion) tokens per answer
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -39,13 +41,13 @@ class ScriptedLLMServer:
         self._httpd.server_close()
 
     def push(self, *steps: tuple) -> None:
-        self.script.extend(steps)
+        self.steps.extend(steps)
 
     def _next(self, body: dict) -> tuple:
         with self._lock:
             self.requests.append(body)
-            if self.script:
-                return self.script.popleft()
+            if self.steps:
+                return self.steps.popleft()
         text = self.default(body) if callable(self.default) else self.default
         return ("text", text)
 
@@ -79,24 +81,25 @@ class ScriptedLLMServer:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 step = outer._next(body)
                 kind = step[0]
+                model = body.get("model") or outer.model
                 if kind == "status":
                     self._send(step[1], json.dumps({"error": {"message": f"scripted {step[1]}", "type": "x"}}).encode())
                 elif kind == "sleep":
                     time.sleep(step[1])
-                    self._send(200, _completion(outer.model, "late"))
+                    self._send(200, _completion(model, "late", outer.usage(body, "late")))
                 elif kind == "invalid_json":
                     self._send(200, b'{"id": "x", "choices": [ this is not json')
                 elif kind == "text":
-                    self._send(200, _completion(outer.model, step[1]))
+                    self._send(200, _completion(model, step[1], outer.usage(body, step[1])))
                 else:
                     raise ValueError(f"unknown scripted step {step!r}")
 
         return Handler
 
 
-def _completion(model: str, text: str) -> bytes:
+def _completion(model: str, text: str, usage: tuple[int, int]) -> bytes:
     return json.dumps({
         "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)},
     }).encode()

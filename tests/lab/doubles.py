@@ -16,8 +16,9 @@ import json
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.fakes import ScriptedLLMServer
 
 SCHEMA_MARK = "Answer with a single JSON object that matches this JSON schema"
 
@@ -45,30 +46,23 @@ DEFAULT_SCRIPT: dict[str, Any] = {
 }
 
 
-class ScriptedLabLLM:
+class ScriptedLabLLM(ScriptedLLMServer):
     def __init__(self, answers: dict[str, str] | None = None, script: dict[str, Any] | None = None,
                  mus_delay_s: float = 0.0, agent_delay_s: float = 0.0):
+        super().__init__(default=self.reply, usage=_word_counts)
         self.answers = dict(answers or {})
         self.script = {**DEFAULT_SCRIPT, **(script or {})}
         self.mus_delay_s, self.agent_delay_s = mus_delay_s, agent_delay_s
         self.agent_calls: list[str] = []
         self.mus_calls = 0
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> "ScriptedLabLLM":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+    def reply(self, body: dict) -> str:
+        """The agents' part when the gateway's schema instruction is there, else the model under study."""
+        is_agent = any(SCHEMA_MARK in str(m.get("content", "")) for m in body.get("messages", [])
+                       if m.get("role") == "system")
+        time.sleep(self.agent_delay_s if is_agent else self.mus_delay_s)
+        return self.agent_reply(body) if is_agent else self.mus_reply(body)
 
     # -- answers ------------------------------------------------------------------------------------
     def agent_reply(self, body: dict) -> str:
@@ -99,55 +93,9 @@ class ScriptedLabLLM:
         h = int(hashlib.sha256((text + str(body.get("temperature"))).encode()).hexdigest()[:8], 16) % 100
         return f"Let me compute. The answer is \\boxed{{{gold if h < share else gold + '1'}}}"
 
-    def _handler(self):
-        outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _send(self, code: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                try:
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def do_GET(self):
-                if self.path.rstrip("/").endswith("/models"):
-                    self._send(200, {"object": "list", "data": [{"id": "scripted-test-double", "object": "model"}]})
-                else:
-                    self._send(404, {"error": "not found"})
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-                is_agent = any(SCHEMA_MARK in str(m.get("content", "")) for m in body.get("messages", [])
-                               if m.get("role") == "system")
-                if is_agent:
-                    if outer.agent_delay_s:
-                        time.sleep(outer.agent_delay_s)
-                    text = outer.agent_reply(body)
-                else:
-                    if outer.mus_delay_s:
-                        time.sleep(outer.mus_delay_s)
-                    text = outer.mus_reply(body)
-                n_in = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
-                n_out = len(text.split())
-                self._send(200, {
-                    "id": "chatcmpl-double", "object": "chat.completion", "created": int(time.time()),
-                    "model": body.get("model", "scripted-test-double"),
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": text}}],
-                    "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out},
-                })
-
-        return Handler
+def _word_counts(body: dict, text: str) -> tuple[int, int]:
+    return sum(len(str(m.get("content", "")).split()) for m in body.get("messages", [])), len(text.split())
 
 
 def answers_for(benchmark: str, data_dir: Any, n: int = 60) -> dict[str, str]:

@@ -143,10 +143,43 @@ class SemanticHit:
     chunk: str  # the best chunk's id in Chroma
 
 
-def fts_query(q: str) -> str | None:
-    """User text -> a safe FTS5 query: every word quoted (no FTS syntax), any word may match."""
-    words = [w for w in dict.fromkeys(_WORD_RE.findall(q.lower())) if w not in _STOP][:32]
+def query_terms(q: str) -> list[str]:
+    """The words of a query that FTS5 ranks by: lowercased, distinct, no stop words, at most 32."""
+    return [w for w in dict.fromkeys(_WORD_RE.findall(q.lower())) if w not in _STOP][:32]
+
+
+def fts_query(q: str | Sequence[str]) -> str | None:
+    """User text (or its terms) -> a safe FTS5 query: every word quoted (no FTS syntax), any word may match."""
+    words = query_terms(q) if isinstance(q, str) else list(q)
     return " OR ".join(f'"{w}"' for w in words) if words else None
+
+
+def keyword_snippet(body: str, terms: Sequence[str], words: int = 24) -> str:
+    """About `words` words of `body` around the densest cluster of query terms ("" if none occurs).
+
+    Made in Python from the text already loaded: FTS5's snippet() re-runs the MATCH and
+    re-tokenizes the whole document, once per hit."""
+    if not terms:
+        return ""
+    rx = re.compile(r"\b(?:" + "|".join(map(re.escape, terms)) + r")\b", re.IGNORECASE)
+    hits = [(m.start(), m.group().lower()) for m in rx.finditer(body)]
+    if not hits:
+        return ""
+    span = words * 5  # characters a window of `words` words covers, roughly
+    best, best_n, j = 0, 0, 0
+    for i, (pos, _) in enumerate(hits):  # the window starting at each hit: most distinct terms wins, first on ties
+        j = max(j, i)
+        while j + 1 < len(hits) and hits[j + 1][0] < pos + span:
+            j += 1
+        n = len({t for _, t in hits[i : j + 1]})
+        if n > best_n:
+            best, best_n = pos, n
+            if n == len(terms):
+                break
+    start = body.rfind(" ", 0, max(0, best - 20)) + 1  # a few words of context before the first hit
+    picked = body[start:].split(None, words)
+    out = " ".join(picked[:words])
+    return ("… " if start > 0 else "") + out + (" …" if len(picked) > words else "")
 
 
 class SearchIndex:
@@ -242,7 +275,7 @@ class SearchIndex:
 
         Ids only: `ORDER BY rank LIMIT n` lets FTS5 rank inside the virtual table, and snippets
         (costly: they re-read each document) are made later, for the hits actually returned."""
-        query = fts_query(q)
+        query = fts_query(SearchIndex.ranked_terms(session, query_terms(q)))
         if not query:
             return []
         if goal:
@@ -261,9 +294,21 @@ class SearchIndex:
         return [(r[0], r[1]) for r in rows if r[0] not in retracted][:limit]
 
     @staticmethod
-    def fts_snippet(session: Session, q: str, rowid: int) -> str:
-        sql = "SELECT snippet(paper_fts, 3, '', '', ' … ', 24) FROM paper_fts WHERE paper_fts MATCH :q AND rowid = :r"
-        return session.execute(text(sql), {"q": fts_query(q), "r": rowid}).scalar() or ""
+    def ranked_terms(session: Session, terms: Sequence[str]) -> list[str]:
+        """The terms worth ranking by: those in fewer than half of the papers.
+
+        bm25's IDF is <= 0 from half on (FTS5 then uses 1e-6), so such a term adds nothing to any
+        score, yet scoring it reads its whole, longest posting list (a word in every paper costs
+        more than the rest of the query). Counting a term's documents is cheap (rowids only)."""
+        if not terms:
+            return []
+        cols = ", ".join(f"(SELECT count(*) FROM paper_fts WHERE paper_fts MATCH :t{i})" for i in range(len(terms)))
+        row = session.execute(
+            text(f"SELECT (SELECT count(*) FROM papers), {cols}"),
+            {f"t{i}": f'"{t}"' for i, t in enumerate(terms)},
+        ).one()
+        n, dfs = row[0], row[1:]
+        return [t for t, df in zip(terms, dfs) if 0 < df and 2 * df < n]
 
     # -- searching -----------------------------------------------------------------------
     def semantic(self, q: str, limit: int, goal: str | None) -> list[SemanticHit]:
@@ -320,8 +365,8 @@ class SearchIndex:
         }
         top = [pid for pid in ranked if pid in papers][:k]
         sem_by_id = {h.paper_id: h for h in sem}
-        kw_by_id = dict(kw)
-        snippets = {pid: self.fts_snippet(session, q, kw_by_id[pid]) for pid in top if pid in kw_by_id}
+        terms, kw_ids = query_terms(q), {pid for pid, _ in kw}
+        snippets = {pid: keyword_snippet(papers[pid].body, terms) for pid in top if pid in kw_ids}
         chunks = self.chunk_texts([sem_by_id[pid].chunk for pid in top if not snippets.get(pid) and pid in sem_by_id])
         out = []
         for pid in top:

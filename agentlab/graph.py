@@ -261,7 +261,7 @@ def make_nodes(ctx: LabContext) -> dict[str, Callable[[dict], dict]]:
 
     def review(state: dict) -> dict:
         rep = state["report"]
-        table = rpt.results_table(rep.get("records", [])[:2]) if rep.get("records") else "no results"
+        table = rpt.results_table(rep.get("records", [])[:2], ids=False) if rep.get("records") else "no results"
         reviews = reviewer.review(state, ctx, rep["draft"], table)
         return {"reviews": reviews}
 

@@ -321,11 +321,17 @@ class Gateway:
             pass
         return {"response_format": {"type": "json_object"}} if _supports_json_mode(target.model) else {}
 
-    def _structured_messages(self, messages: Messages, schema: type[BaseModel]) -> Messages:
-        instruction = (
-            "Answer with a single JSON object that matches this JSON schema, and nothing else:\n"
-            + json.dumps(schema.model_json_schema())
-        )
+    def _structured_messages(self, messages: Messages, schema: type[BaseModel], target: Target | None = None
+                             ) -> Messages:
+        if target is not None and target.local_llamacpp:
+            # the grammar already enforces the schema: one line naming the fields costs far fewer prompt
+            # tokens (prompt processing dominates a small CPU model's time) than the schema's JSON
+            instruction = compact_instruction(schema)
+        else:
+            instruction = (
+                "Answer with a single JSON object that matches this JSON schema, and nothing else:\n"
+                + json.dumps(schema.model_json_schema())
+            )
         if messages and messages[0].get("role") == "system":
             return [{"role": "system", "content": messages[0]["content"] + "\n\n" + instruction}, *messages[1:]]
         return [{"role": "system", "content": instruction}, *messages]
@@ -334,7 +340,7 @@ class Gateway:
                    system: str | None = None, model: str | None = None, **params: Any) -> T:
         """A validated ``schema`` instance; re-asks with the validation error, bounded."""
         target = self.target(role, model)
-        messages = self._structured_messages(_as_messages(prompt, system), schema)
+        messages = self._structured_messages(_as_messages(prompt, system), schema, target)
         params = {**self._structured_params(target, schema), **params}
         last = ""
         for _ in range(self.settings.llm.structured_retries + 1):
@@ -351,7 +357,7 @@ class Gateway:
     async def astructured(self, prompt: str | Messages, schema: type[T], *, role: str | None = None,
                           system: str | None = None, model: str | None = None, **params: Any) -> T:
         target = await asyncio.to_thread(self.target, role, model)
-        messages = self._structured_messages(_as_messages(prompt, system), schema)
+        messages = self._structured_messages(_as_messages(prompt, system), schema, target)
         params = {**self._structured_params(target, schema), **params}
         last = ""
         for _ in range(self.settings.llm.structured_retries + 1):
@@ -364,6 +370,14 @@ class Gateway:
         raise StructuredOutputError(
             f"{target.model} gave no valid {schema.__name__} after "
             f"{self.settings.llm.structured_retries + 1} tries: {error}", last)
+
+
+def compact_instruction(schema: type[BaseModel]) -> str:
+    """One line naming the fields (with their descriptions), for grammar-constrained decoding."""
+    fields = []
+    for name, info in schema.model_fields.items():
+        fields.append(f"{name} ({info.description})" if info.description else name)
+    return "Answer with one JSON object with the fields: " + ", ".join(fields) + "."
 
 
 # "[.]", not "\\.": llama-cpp-python emits an escape its own grammar parser rejects (and the server dies)

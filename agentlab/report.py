@@ -28,17 +28,20 @@ def pct(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{100 * x:.{digits}f}%"
 
 
-def results_table(records: list[dict[str, Any]]) -> str:
-    """Markdown table of records (one row per record), generated, never written by an agent."""
-    head = "| Technique | Split | n | Correct | Accuracy | 95% CI | Tokens/problem | Record | Job |\n" \
-           "|---|---|---:|---:|---:|---|---:|---|---|\n"
+def results_table(records: list[dict[str, Any]], ids: bool = True) -> str:
+    """Markdown table of records (one row per record), generated, never written by an agent.
+
+    ``ids=False`` leaves out the record and job ids (hex strings: many prompt tokens, nothing a reviewer
+    needs), for prompts."""
+    head = "| Technique | Split | n | Correct | Accuracy | 95% CI | Tokens/problem |" + \
+           (" Record | Job |" if ids else "") + "\n|---|---|---:|---:|---:|---|---:|" + ("---|---|" if ids else "") + "\n"
     rows = []
     for r in records:
         ci = f"[{pct(r.get('ci_low'))}, {pct(r.get('ci_high'))}]" if r.get("ci_low") is not None else "-"
         tpp = r.get("tokens_per_problem")
         rows.append(f"| {r.get('technique', '?')} | {r.get('split', '?')} | {r.get('n', '?')} | {r.get('correct', '?')}"
-                    f" | {pct(r.get('accuracy'))} | {ci} | {'-' if tpp is None else f'{tpp:.0f}'}"
-                    f" | `{r.get('record_id', '-')}` | `{r.get('job_id', '-')}` |")
+                    f" | {pct(r.get('accuracy'))} | {ci} | {'-' if tpp is None else f'{tpp:.0f}'} |"
+                    + (f" `{r.get('record_id', '-')}` | `{r.get('job_id', '-')}` |" if ids else ""))
     return head + "\n".join(rows) + "\n"
 
 

@@ -39,6 +39,9 @@ class LabConfig(BaseModel):
     literature_top_n: int = Field(5, ge=0)
     plan_turns: int = Field(2, ge=1, description="postdoc/PhD dialogue turns")
     review_threshold: float = Field(5.0, description="mean reviewer score below which one revision round runs")
+    context_scale: float = Field(1.0, gt=0, le=1, description="fraction of the default context lengths (summaries, "
+                                 "tables, drafts) sent to the agents; the demo sends less, since prompt processing "
+                                 "dominates a small model's time on CPU")
     max_tokens_per_answer: int = Field(512, ge=16, description="default max tokens of the model under study")
     max_chains: int = Field(5, ge=1, le=16, description="cap on sampled chains per problem")
     concurrency: int = Field(4, ge=1)

@@ -58,6 +58,12 @@ def clip(text: Any, n: int = 600) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
+def cclip(state: dict, text: Any, n: int = 600) -> str:
+    """``clip`` to ``n`` characters scaled by the run's ``context_scale`` (shorter prompts for the demo)."""
+    scale = float((state.get("config") or {}).get("context_scale", 1.0))
+    return clip(text, n if scale >= 1 else max(40, int(n * scale)))
+
+
 def ask(ctx: AgentContext, role: str, prompt: str, schema: type[T], fallback: Callable[[], T],
         what: str, **values: Any) -> tuple[T, bool]:
     """A validated ``schema`` from the role's model, else ``fallback()`` (noted). Returns (obj, fell_back).

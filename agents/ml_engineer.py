@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agents import sw_engineer
-from agents.base import Text, ask, clip, restrict_choices
+from agents.base import Text, ask, cclip, clip, restrict_choices
 
 ROLE = "ml_engineer"
 
@@ -59,8 +59,8 @@ def propose(state: dict, ctx: Any) -> tuple[TechniqueProposal, bool]:
     schema = restrict_choices(TechniqueProposal, "technique", techniques)
     plan_text = f"{plan.get('hypothesis', '')} Techniques: {', '.join(planned) or cfg['baseline']}"
     return ask(ctx, ROLE, "ml_engineer_propose", schema, fallback, "technique proposal",
-               goal=clip(state["goal"], 300), plan=clip(plan_text, 400),
-               history=clip(_history(state.get("experiments") or []), 700), techniques=", ".join(techniques))
+               goal=clip(state["goal"], 300), plan=cclip(state, plan_text, 400),
+               history=cclip(state, _history(state.get("experiments") or []), 700), techniques=", ".join(techniques))
 
 
 def run_iteration(state: dict, ctx: Any) -> dict:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agents.base import AgentContext, Text, ask, clip, restrict_choices
+from agents.base import AgentContext, Text, ask, cclip, clip, restrict_choices
 
 ROLE = "phd_student"
 
@@ -47,7 +47,7 @@ def literature_review(state: dict, ctx: Any) -> dict:
 
         note, _ = ask(ctx, ROLE, "phd_paper_note", PaperNote, fallback, "paper summary",
                       goal=clip(state["goal"], 300), title=clip(paper.get("title"), 200),
-                      abstract=clip(paper.get("abstract"), 700), results=format_results(results))
+                      abstract=cclip(state, paper.get("abstract"), 700), results=format_results(results))
         notes.append({
             "id": paper.get("id"), "title": paper.get("title", ""), "summary": clip(note.summary, 400),
             "useful_idea": clip(note.useful_idea, 200), "results": results,
@@ -67,6 +67,6 @@ def propose(state: dict, ctx: Any, techniques: list[str], feedback: str) -> Plan
 
     obj, _ = ask(ctx, ROLE, "phd_plan_proposal", schema, fallback, "plan proposal",
                  goal=clip(state["goal"], 300), benchmark=cfg["benchmark"], baseline=cfg["baseline"],
-                 literature=clip(lit, 700), feedback=clip(feedback or "none", 300),
+                 literature=cclip(state, lit, 700), feedback=cclip(state, feedback or "none", 300),
                  techniques=", ".join(techniques))
     return obj

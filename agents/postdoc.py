@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from agents import phd_student
-from agents.base import Text, ask, clip, restrict_choices
+from agents.base import Text, ask, cclip, clip, restrict_choices
 
 ROLE = "postdoc"
 
@@ -50,7 +50,7 @@ def plan_formulation(state: dict, ctx: Any) -> dict:
             break
         critique, _ = ask(ctx, ROLE, "postdoc_critique", PlanCritique,
                           lambda: PlanCritique(feedback="proceed", approve=True), "critique",
-                          goal=clip(state["goal"], 300), proposal=clip(dialogue[-1]["text"], 400))
+                          goal=clip(state["goal"], 300), proposal=cclip(state, dialogue[-1]["text"], 400))
         dialogue.append({"role": "postdoc", "text": clip(critique.feedback, 300)})
         if critique.approve:
             break
@@ -64,7 +64,7 @@ def plan_formulation(state: dict, ctx: Any) -> dict:
 
     plan, fell_back = ask(ctx, ROLE, "postdoc_plan", schema, fallback, "research plan",
                           goal=clip(state["goal"], 300), benchmark=cfg["benchmark"], baseline=cfg["baseline"],
-                          dialogue=clip(" | ".join(f"{d['role']}: {d['text']}" for d in dialogue), 900),
+                          dialogue=cclip(state, " | ".join(f"{d['role']}: {d['text']}" for d in dialogue), 900),
                           techniques=", ".join(techniques))
     out = plan.model_dump()
     out.update(benchmark=cfg["benchmark"], subset=cfg.get("subset") or {}, baseline=cfg["baseline"],
@@ -85,5 +85,5 @@ def interpret(state: dict, ctx: Any, results_text: str, experiments_text: str) -
 
     obj, fell_back = ask(ctx, ROLE, "postdoc_interpret", Interpretation, fallback, "interpretation",
                          goal=clip(state["goal"], 300), hypothesis=clip(plan.get("hypothesis"), 300),
-                         results=clip(results_text, 600), experiments=clip(experiments_text, 600))
+                         results=clip(results_text, 600), experiments=cclip(state, experiments_text, 600))
     return {"interpretation": {**obj.model_dump(), "source": "fallback" if fell_back else "llm"}}

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agents.base import Text, ask, clip
+from agents.base import Text, ask, cclip, clip
 
 ROLE = "professor"
 
@@ -43,10 +43,10 @@ def write_report(state: dict, ctx: Any, results_text: str, method_text: str, fee
     lit = "; ".join(f"[{p['id']}] {p['title']}" for p in state.get("literature", [])[:5]) or "none"
     draft, fell_back = ask(ctx, ROLE, "professor_report", ReportDraft, lambda: fallback_draft(state, results_text),
                "report draft", goal=clip(state["goal"], 300), hypothesis=clip(plan.get("hypothesis"), 300),
-               method=clip(method_text, 400), results=clip(results_text, 700),
-               interpretation=clip((state.get("interpretation") or {}).get("summary"), 400),
-               literature=clip(lit, 400),
-               feedback=("Reviewer feedback to address: " + clip(feedback, 600)) if feedback else "",
+               method=cclip(state, method_text, 400), results=clip(results_text, 700),
+               interpretation=cclip(state, (state.get("interpretation") or {}).get("summary"), 400),
+               literature=cclip(state, lit, 400),
+               feedback=("Reviewer feedback to address: " + cclip(state, feedback, 600)) if feedback else "",
                max_tokens=900)
     if len(draft.title.split()) < 3 or draft.title.strip().lower() in {"reportdraft", "title", "report"}:
         ctx.note("professor: the model's title was unusable; a title was generated from the records")

@@ -363,12 +363,14 @@ def publish_pending(server: Optional[str] = typer.Option(None, "--server", help=
 def demo_config(**kw: Any) -> LabConfig:
     """The demo's sizes: every phase runs for real with the embedded 135M model in a few minutes on 2 cores.
 
-    Where a demo's time goes is the agents' LLM calls (llama.cpp, ~100 tok/s on 2 cores): one plan
-    turn, short answers of the model under study (64 tokens), tiny splits, one literature paper, and a
-    revision round only for a clearly weak draft (mean review score below 4)."""
-    base: dict[str, Any] = dict(benchmark="basic_arithmetic", dev_n=3, report_n=5, max_iterations=2,
+    Where a demo's time goes is the agents' LLM calls (llama.cpp, ~100 tok/s on 2 cores), mostly prompt
+    processing: one plan turn, one experiment iteration, half-length context in the agents' prompts
+    (``context_scale``), short answers of the model under study (64 tokens), tiny splits, one literature
+    paper, and a revision round only for a clearly weak draft (mean review score below 4)."""
+    base: dict[str, Any] = dict(benchmark="basic_arithmetic", dev_n=3, report_n=5, max_iterations=1,
                                 max_tokens_per_answer=64, concurrency=1, max_chains=2, literature_top_n=1,
-                                plan_turns=1, lab_name="demo-lab", max_fix_attempts=1, review_threshold=4.0)
+                                plan_turns=1, lab_name="demo-lab", max_fix_attempts=1, review_threshold=4.0,
+                                context_scale=0.5)
     base.update(kw)
     return LabConfig(**base)
 
@@ -379,7 +381,7 @@ def demo(
     benchmark: str = typer.Option("basic_arithmetic", "--benchmark", help="Offline benchmark (basic_arithmetic, math500, ...)."),
     dev_n: int = typer.Option(3, "--dev-n", help="Dev-split problems per experiment."),
     report_n: int = typer.Option(5, "--report-n", help="Held-out report-split problems."),
-    iterations: int = typer.Option(2, "--iterations", help="Experiment iterations."),
+    iterations: int = typer.Option(1, "--iterations", help="Experiment iterations."),
     keep_server: float = typer.Option(0, "--keep-server", help="Keep the local server up this many seconds to browse."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:

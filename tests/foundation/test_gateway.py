@@ -173,3 +173,18 @@ def test_grammar_schema_turns_bounds_into_enforceable_forms():
     assert s["tokens"] == {"minimum": 0, "title": "Tokens", "type": "integer"}
     # what the grammar lets through still validates as the original model
     assert Review.model_validate_json('{"score": 10, "confidence": "0.25", "tokens": 3, "note": ""}').confidence == 0.25
+
+
+def test_grammar_constrained_target_gets_a_one_line_instruction_instead_of_the_schema(workspace, server,
+                                                                                        monkeypatch):
+    from agentlab.llm import Target
+
+    gw = make_gateway(server, monkeypatch)
+    msgs = [{"role": "system", "content": "You judge."}, {"role": "user", "content": "judge this"}]
+    local = gw._structured_messages(msgs, Verdict, Target(model="openai/x", local_llamacpp=True))
+    assert local[0]["content"] == "You judge.\n\nAnswer with one JSON object with the fields: label, score."
+    remote = gw._structured_messages(msgs, Verdict, Target(model="openai/x"))
+    assert '"properties"' in remote[0]["content"]  # no grammar: the full schema stays in the prompt
+    # the grammar itself still carries the schema
+    assert gw._structured_params(Target(model="openai/x", local_llamacpp=True), Verdict)[
+        "response_format"]["schema"]["required"] == ["label", "score"]

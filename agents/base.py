@@ -35,6 +35,17 @@ def Text(n: int, description: str | None = None) -> Any:
     return Annotated[str, BeforeValidator(cut), Field(max_length=n, description=description)]
 
 
+def Clamp(lo: float, hi: float) -> Any:
+    """Out-of-range numbers are clamped, not re-asked: llama.cpp's grammar cannot bound a wide numeric range
+    (see ``agentlab.llm.grammar_schema``), and a re-ask costs a small CPU model the whole prompt again.
+    Use as ``Annotated[int, Clamp(32, 2048)] = Field(..., ge=32, le=2048)``."""
+
+    def clamp(v: Any) -> Any:
+        return min(max(v, lo), hi) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+    return BeforeValidator(clamp)
+
+
 @lru_cache(maxsize=None)
 def _prompt_file(name: str) -> tuple[str, str]:
     """(system, user template) from ``prompts/<name>.md``; sections split by a line ``---``."""

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
 from agents import sw_engineer
-from agents.base import Text, ask, cclip, clip, restrict_choices
+from agents.base import Clamp, Text, ask, cclip, clip, restrict_choices
 
 ROLE = "ml_engineer"
 
@@ -15,8 +15,8 @@ ROLE = "ml_engineer"
 class TechniqueProposal(BaseModel):
     technique: str = Field(description="a technique name from the list")
     num_chains: int = Field(1, ge=1, le=8, description="sampled chains (1 = a single answer)")
-    temperature: float = Field(0.0, ge=0.0, le=1.5)
-    max_tokens: int = Field(512, ge=32, le=2048)
+    temperature: Annotated[float, Clamp(0.0, 1.5)] = Field(0.0, ge=0.0, le=1.5)
+    max_tokens: Annotated[int, Clamp(32, 2048)] = Field(512, ge=32, le=2048)
     instruction: Text(160, "one extra instruction line for the prompt, or empty") = ""
     rationale: Text(200, "one sentence") = ""
 

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from agents.base import Text, ask, clip
+from agents.base import Clamp, Text, ask, clip
 
 ROLE = "sw_engineer"
 
 
 class JobFix(BaseModel):
     action: Literal["retry", "reduce_tokens", "simplify", "give_up"]
-    max_tokens: int = Field(256, ge=16, le=2048)
+    max_tokens: Annotated[int, Clamp(16, 2048)] = Field(256, ge=16, le=2048)
     explanation: Text(200) = ""
 
 

@@ -36,6 +36,8 @@ def run_eval(spec: dict[str, Any], problems: list[dict[str, Any]], model: str, b
 
     The model is reached through the metered proxy when the job has one, else at ``base_url``
     (for the process backend run by hand)."""
+    if "httpx" not in sys.modules:  # a fresh job process: skip httpx's optional CLI (click, rich, pygments)
+        sys.modules.setdefault("httpx._main", None)  # type: ignore[assignment]
     from agentlab.bench.registry import Problem
     from agentlab.evaluate import Endpoint, ResultStore, evaluate
     from agentlab.techniques import TechniqueSpec

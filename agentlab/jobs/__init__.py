@@ -6,10 +6,24 @@
         job = sched.wait(jid)          # job.state, job.result, job.error
 """
 
-from agentlab.jobs.gpus import GpuInfo, detect_gpus, inventory
-from agentlab.jobs.scheduler import JobError, LocalScheduler
-from agentlab.jobs.spec import TERMINAL, Job, JobSpec, Resources
-from agentlab.jobs.store import JobStore
+# Imported lazily (PEP 562): every sandboxed job starts with ``python -m agentlab.jobs.runner``, which
+# imports this package first, and needs none of the scheduler, store or GPU code.
+_EXPORTS = {
+    "GpuInfo": "gpus", "detect_gpus": "gpus", "inventory": "gpus",
+    "JobError": "scheduler", "LocalScheduler": "scheduler",
+    "TERMINAL": "spec", "Job": "spec", "JobSpec": "spec", "Resources": "spec",
+    "JobStore": "store",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(f"agentlab.jobs.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'agentlab.jobs' has no attribute {name!r}")
 
 __all__ = [
            "TERMINAL",

@@ -11,6 +11,8 @@ from agents.base import Text, ask, cclip, clip
 
 ROLE = "reviewer"
 
+# The persona comes last in the prompt: the three reviews share the paper as a common prefix, which
+# llama.cpp keeps evaluated between calls (only the tail is processed again).
 PERSONAS = {
     "methodologist": "You care most about experimental rigor: baselines, held-out evaluation, sample sizes.",
     "skeptic": "You check that every claim is supported by the reported results and nothing is overstated.",

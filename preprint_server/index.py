@@ -30,6 +30,7 @@ COLLECTION = "papers"
 RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al.)
 FTS_RANK = "bm25(0.0, 10.0, 4.0, 1.0)"  # FTS5 rank function: weights of paper_id, title, abstract, body
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
+_SUFFIX_RE = re.compile(r"(?:ies|es|s|ing|ed|ly)$")  # crude stemming, for snippets only
 # Words too common to rank by; leaving them out keeps FTS5 posting lists short.
 _STOP = frozenset(
     ["a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "has", "have", "how", "in", "is", "it", "its", "of", "on", "or", "our", "that", "the", "their", "this", "to", "was", "we", "were", "what", "when", "which", "who", "why", "will", "with"]
@@ -201,8 +202,10 @@ def keyword_snippet(body: str, terms: Sequence[str], words: int = 24) -> str:
     re-tokenizes the whole document, once per hit."""
     if not terms:
         return ""
-    rx = re.compile(r"\b(?:" + "|".join(map(re.escape, terms)) + r")\b", re.IGNORECASE)
-    hits = [(m.start(), m.group().lower()) for m in rx.finditer(body)]
+    # FTS5 stems (porter): match the words sharing a term's plain stem, and count them as that term
+    stems = list(dict.fromkeys(_SUFFIX_RE.sub("", t) if len(t) > 4 else t for t in terms))
+    rx = re.compile(r"\b(" + "|".join(map(re.escape, stems)) + r")\w*", re.IGNORECASE)
+    hits = [(m.start(), m.group(1).lower()) for m in rx.finditer(body)]
     if not hits:
         return ""
     span = words * 5  # characters a window of `words` words covers, roughly
@@ -214,7 +217,7 @@ def keyword_snippet(body: str, terms: Sequence[str], words: int = 24) -> str:
         n = len({t for _, t in hits[i : j + 1]})
         if n > best_n:
             best, best_n = pos, n
-            if n == len(terms):
+            if n == len(stems):
                 break
     start = body.rfind(" ", 0, max(0, best - 20)) + 1  # a few words of context before the first hit
     picked = body[start:].split(None, words)

@@ -411,9 +411,17 @@ def grammar_schema(schema: Any) -> Any:
 
 
 def _validate(text: str, schema: type[T]) -> tuple[T | None, str]:
+    raw = extract_json(text)
     try:
-        return schema.model_validate_json(extract_json(text)), ""
+        return schema.model_validate_json(raw), ""
     except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            # a raw newline or tab inside a string (llama.cpp's grammar lets small models write them):
+            # read it leniently rather than re-ask for the whole answer
+            try:
+                return schema.model_validate(json.loads(raw, strict=False)), ""
+            except (ValueError, ValidationError):
+                pass
         errs = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()[:5])
         return None, errs
 

@@ -188,3 +188,10 @@ def test_grammar_constrained_target_gets_a_one_line_instruction_instead_of_the_s
     # the grammar itself still carries the schema
     assert gw._structured_params(Target(model="openai/x", local_llamacpp=True), Verdict)[
         "response_format"]["schema"]["required"] == ["label", "score"]
+
+
+def test_structured_output_accepts_raw_control_characters_in_strings(workspace, server, monkeypatch):
+    gw = make_gateway(server, monkeypatch)
+    server.push(("text", '{"label": "two\nlines\there", "score": 2}'))
+    assert gw.structured("judge this", Verdict) == Verdict(label="two\nlines\there", score=2)
+    assert len(server.requests) == 1  # no re-ask

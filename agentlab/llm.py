@@ -214,10 +214,7 @@ class Gateway:
         usage = getattr(raw, "usage", None)
         tin = int(getattr(usage, "prompt_tokens", 0) or 0)
         tout = int(getattr(usage, "completion_tokens", 0) or 0)
-        try:
-            cost = float(litellm.completion_cost(completion_response=raw) or 0.0)
-        except Exception:  # local and unknown models are not in the cost map: they cost nothing
-            cost = 0.0
+        cost = _cost(raw)
         text = raw.choices[0].message.content or ""
         resp = LLMResponse(text=text, model=req["model"], tokens_in=tin, tokens_out=tout, cost_usd=cost,
                            latency_s=latency)
@@ -408,6 +405,18 @@ def grammar_schema(schema: Any) -> Any:
         return {k: v for k, v in out.items() if k not in {"type", "minimum", "maximum"}} | {
             "type": "string", "pattern": _UNIT_INTERVAL_PATTERN}
     return out
+
+
+def _cost(raw: Any) -> float:
+    """USD of one response: litellm prices it already while logging (offline cost map); reuse that."""
+    hidden = getattr(raw, "_hidden_params", None) or {}
+    if "response_cost" in hidden:
+        # None: a model the cost map does not know (local servers): it costs nothing
+        return float(hidden["response_cost"] or 0.0)
+    try:
+        return float(litellm.completion_cost(completion_response=raw) or 0.0)
+    except Exception:
+        return 0.0
 
 
 def _validate(text: str, schema: type[T]) -> tuple[T | None, str]:

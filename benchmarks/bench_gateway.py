@@ -89,6 +89,8 @@ def main() -> None:
         print(f"  gateway        median {med_gw * 1000:7.1f} ms  (ledger row, budget check, retries armed)")
         print(f"  ratio gateway/bare = {med_gw / med_bare:.3f}   (target <= 1.05)")
 
+        if args.prompts <= 0:
+            return
         prompts = [a.format(t=t) for a in ASKS for t in TOPICS][: args.prompts]
         sgw = Gateway(settings, run_id="bench-structured")
         valid, t0 = 0, time.perf_counter()

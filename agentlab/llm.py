@@ -20,7 +20,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -333,41 +333,60 @@ class Gateway:
             return [{"role": "system", "content": messages[0]["content"] + "\n\n" + instruction}, *messages[1:]]
         return [{"role": "system", "content": instruction}, *messages]
 
+    def _structured_ask(self, target: Target, prompt: str | Messages, system: str | None,
+                        schema: type[T], params: dict[str, Any]) -> "_StructuredAsk[T]":
+        return _StructuredAsk(
+            schema=schema, model=target.model, tries=self.settings.llm.structured_retries + 1,
+            messages=self._structured_messages(_as_messages(prompt, system), schema, target),
+            params={**self._structured_params(target, schema), **params},
+        )
+
     def structured(self, prompt: str | Messages, schema: type[T], *, role: str | None = None,
                    system: str | None = None, model: str | None = None, **params: Any) -> T:
         """A validated ``schema`` instance; re-asks with the validation error, bounded."""
         target = self.target(role, model)
-        messages = self._structured_messages(_as_messages(prompt, system), schema, target)
-        params = {**self._structured_params(target, schema), **params}
-        last = ""
-        for _ in range(self.settings.llm.structured_retries + 1):
-            resp = self._complete(target, messages, role, params)
-            obj, error = _validate(resp.text, schema)
+        ask = self._structured_ask(target, prompt, system, schema, params)
+        for _ in range(ask.tries):
+            obj = ask.accept(self._complete(target, ask.messages, role, ask.params).text)
             if obj is not None:
                 return obj
-            last = resp.text
-            messages = _reask(messages, resp.text, error)
-        raise StructuredOutputError(
-            f"{target.model} gave no valid {schema.__name__} after "
-            f"{self.settings.llm.structured_retries + 1} tries: {error}", last)
+        raise ask.failure()
 
     async def astructured(self, prompt: str | Messages, schema: type[T], *, role: str | None = None,
                           system: str | None = None, model: str | None = None, **params: Any) -> T:
         target = await asyncio.to_thread(self.target, role, model)
-        messages = self._structured_messages(_as_messages(prompt, system), schema, target)
-        params = {**self._structured_params(target, schema), **params}
-        last = ""
-        for _ in range(self.settings.llm.structured_retries + 1):
-            resp = await self._acomplete(target, messages, role, params)
-            obj, error = _validate(resp.text, schema)
+        ask = self._structured_ask(target, prompt, system, schema, params)
+        for _ in range(ask.tries):
+            obj = ask.accept((await self._acomplete(target, ask.messages, role, ask.params)).text)
             if obj is not None:
                 return obj
-            last = resp.text
-            messages = _reask(messages, resp.text, error)
-        raise StructuredOutputError(
-            f"{target.model} gave no valid {schema.__name__} after "
-            f"{self.settings.llm.structured_retries + 1} tries: {error}", last)
+        raise ask.failure()
 
+
+@dataclass
+class _StructuredAsk(Generic[T]):
+    """One structured request's conversation: validates each answer, re-asks with the error (shared by
+    the sync and async paths)."""
+
+    schema: type[T]
+    model: str
+    tries: int
+    messages: Messages
+    params: dict[str, Any]
+    last_text: str = ""
+    last_error: str = ""
+
+    def accept(self, text: str) -> T | None:
+        obj, error = _validate(text, self.schema)
+        if obj is None:
+            self.last_text, self.last_error = text, error
+            self.messages = _reask(self.messages, text, error)
+        return obj
+
+    def failure(self) -> StructuredOutputError:
+        return StructuredOutputError(
+            f"{self.model} gave no valid {self.schema.__name__} after {self.tries} tries: {self.last_error}",
+            self.last_text)
 
 def compact_instruction(schema: type[BaseModel]) -> str:
     """One line naming the fields (with their descriptions), for grammar-constrained decoding."""

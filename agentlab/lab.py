@@ -50,12 +50,9 @@ def start_lab(settings: Settings, goal: str, config: LabConfig, *, goal_id: str 
               run_id: str | None = None, on_event: Event | None = None, gateway: Any = None,
               endpoint: Any = None, server_key: str | None = None) -> LabOutcome:
     run_id = run_id or new_run_id()
-    store = LabStore(settings.db_path)
-    try:
+    with LabStore(settings.db_path) as store:
         store.create_run(run_id, goal, goal_id=goal_id, lab=config.lab_name,
                          config=json.dumps({"lab": config.model_dump(), "goal_id": goal_id}), pid=os.getpid())
-    finally:
-        store.close()
     initial = {"run_id": run_id, "goal": goal, "goal_id": goal_id, "config": config.model_dump(),
                "phase": "literature_review", "started_at": time.time(), "experiments": [], "notes": [],
                "human_feedback": [], "stop_reason": None, "revised": False}
@@ -65,11 +62,8 @@ def start_lab(settings: Settings, goal: str, config: LabConfig, *, goal_id: str 
 def resume_lab(settings: Settings, run_id: str, *, resume: Any = None, on_event: Event | None = None,
                gateway: Any = None, endpoint: Any = None, server_key: str | None = None,
                server_url: str | None = None) -> LabOutcome:
-    store = LabStore(settings.db_path)
-    try:
+    with LabStore(settings.db_path) as store:
         row = store.get_run(run_id)
-    finally:
-        store.close()
     if row is None:
         raise LabRunError(f"no lab run {run_id!r} in {settings.db_path}: see `agentlab lab list`")
     if row["status"] == "running" and row.get("pid") not in (None, os.getpid()) and pid_alive(row["pid"]):
@@ -147,8 +141,7 @@ def _spent(gw: Any, settings: Settings, run_id: str) -> tuple[float, int]:
 
 def run_status(settings: Settings, run_id: str | None = None) -> dict[str, Any]:
     """Phase, cost, jobs and best result of a run (the latest when ``run_id`` is None)."""
-    store = LabStore(settings.db_path)
-    try:
+    with LabStore(settings.db_path) as store:
         row = store.get_run(run_id) if run_id else store.latest_run()
         if row is None:
             raise LabRunError(f"no lab run {run_id!r}" if run_id else "no lab runs yet: start one with `agentlab lab start`")
@@ -158,18 +151,13 @@ def run_status(settings: Settings, run_id: str | None = None) -> dict[str, Any]:
         totals = ledger.totals(row["run_id"])
         ledger.close()
         jobs = store.experiments(row["run_id"])
-    finally:
-        store.close()
     row.pop("config", None)
     return {**row, "usd": totals.cost_usd, "tokens": totals.tokens, "llm_calls": totals.calls, "jobs": jobs}
 
 
 def list_runs(settings: Settings, limit: int = 50) -> list[dict[str, Any]]:
-    store = LabStore(settings.db_path)
-    try:
+    with LabStore(settings.db_path) as store:
         rows = store.list_runs(limit)
-    finally:
-        store.close()
     for r in rows:
         r.pop("config", None)
         if r["status"] == "running" and not pid_alive(r.get("pid")):

@@ -132,6 +132,12 @@ class LabStore:
     def close(self) -> None:
         self.conn.close()
 
+    def __enter__(self) -> "LabStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def _decode(d: dict[str, Any]) -> dict[str, Any]:
     d["record"] = json.loads(d["record"]) if d.get("record") else None

@@ -275,9 +275,8 @@ def resume(
     from agentlab.lab_store import LabStore
 
     settings = get_settings()
-    store = LabStore(settings.db_path)
-    row = store.get_run(run_id)
-    store.close()
+    with LabStore(settings.db_path) as store:
+        row = store.get_run(run_id)
     if row is None:
         raise AgentlabError(f"no lab run {run_id!r}: see `agentlab lab list`")
     saved = json.loads(row.get("config") or "{}").get("lab") or {}

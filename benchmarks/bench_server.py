@@ -9,7 +9,7 @@ embedding 10,000 papers x ~22 chunks for real would take hours):
     each embedded whole (every chunk) before its 201;
   * the rest of the corpus is bulk-loaded through the same index code with *precomputed*
     vectors: real model embeddings of per-topic seed passages plus per-chunk noise, so Chroma's
-    HNSW and FTS5 hold the full 10,000 papers (~22 chunks and ~3,000 words each) when searched;
+    HNSW and the keyword index hold the full 10,000 papers (~22 chunks and ~3,000 words each) when searched;
   * queries are real text, embedded by the server per request (distinct queries: no cache hits).
 
 The machine is shared: the load average (`os.getloadavg()`) is printed next to each figure, and
@@ -43,7 +43,9 @@ import numpy as np
 from preprint_server import crud
 from preprint_server.core.config import ServerSettings
 from preprint_server.db import Database
-from preprint_server.index import Prepared, SearchIndex, default_embedder
+from preprint_server.embedding import default_embedder
+from preprint_server.index import Prepared, SearchIndex
+from preprint_server.keyword import KeywordDoc
 from preprint_server.models import Lab, Paper
 from preprint_server.runner import free_port
 
@@ -114,12 +116,11 @@ def bulk_load(settings, n_from: int, n_to: int, bank: dict[str, np.ndarray], rng
                 p = Paper(id=f"b{i:06d}", title=title, abstract=abstract, body=body, lab_id=lab.id, tags=[topic])
                 s.add(p)
                 s.flush()
-                SearchIndex.fts_add(s, p)
                 chunks = index.chunks_for(title, abstract, body)
                 seeds = bank[topic][nprng.integers(0, len(bank[topic]), len(chunks))]
                 vecs = seeds + nprng.normal(0, 0.35 / np.sqrt(seeds.shape[1]), seeds.shape)
                 vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-                preps.append(Prepared(p.id, "", chunks, vecs.tolist()))
+                preps.append(Prepared(p.id, "", chunks, vecs.tolist(), KeywordDoc(p.id, "", title, abstract, body)))
         index.add(preps)
         print(f"  bulk-loaded {min(start + 250, n_to)}/{n_to}", end="\r", flush=True)
     print()

@@ -19,8 +19,9 @@ from preprint_server.api.deps import Services
 from preprint_server.api.routes import goals, pages, papers, search
 from preprint_server.core.config import ServerSettings
 from preprint_server.db import Database
+from preprint_server.embedding import Embedder
 from preprint_server.errors import ServiceError
-from preprint_server.index import Embedder, SearchIndex
+from preprint_server.index import SearchIndex
 from preprint_server.storage import BlobStore
 
 log = logging.getLogger("preprint_server")

@@ -1,6 +1,7 @@
 """Reading and writing the tables. Write paths keep a paper all-or-nothing: files are stored
 first (content-addressed, harmless if orphaned), embeddings computed outside the lock, then the
-rows, FTS entry and Chroma entries are written inside one SQLite transaction."""
+rows are written in one SQLite transaction, with the Chroma and keyword entries as its last step
+before the commit (taken back out if the commit fails)."""
 
 from __future__ import annotations
 
@@ -167,8 +168,7 @@ def create_paper(
             s.add_all(Citation(citing_id=paper_id, cited_id=c) for c in data.citations)
             s.add_all(Review(paper_id=paper_id, lab_id=lab.id, scores=r.scores, text=r.text) for r in data.reviews)
             s.flush()
-            SearchIndex.fts_add(s, paper)
-            index.add([prepared])  # last step before commit: a failure above leaves no vectors
+            index.add([prepared])  # last step before commit: a failure above leaves no index entries
             indexed = True
     except BaseException:
         if indexed:  # the commit itself failed: take the vectors back out
@@ -309,24 +309,25 @@ def get_lab(db: Database, name: str) -> Lab:
 
 # -- index maintenance (the index is derived from these tables) ----------------------------
 def reconcile_index(db: Database, index: SearchIndex, batch: int = 16) -> tuple[int, int]:
-    """Index papers missing from Chroma and drop entries of papers that do not exist.
-    Returns (added, removed). FTS rows are written with the paper, in the same transaction."""
+    """Index papers missing from Chroma or from the keyword index (each only where it is
+    missing: embedding is the slow part), and drop entries of papers that do not exist.
+    Returns (papers added to either, orphans removed)."""
     papers = all_papers(db)
     known = {p.id for p in papers}
-    indexed = index.indexed_paper_ids()
-    orphans = sorted(indexed - known)
+    with_vectors, with_keywords = index.vector_paper_ids(), index.keywords.paper_ids()
+    orphans = sorted((with_vectors | with_keywords) - known)
     index.delete(orphans)
-    missing = [p for p in papers if p.id not in indexed]
-    for i in range(0, len(missing), batch):
-        index.add(index.prepare_many(missing[i : i + batch]))
-    return len(missing), len(orphans)
+    no_vectors = [p for p in papers if p.id not in with_vectors]
+    for i in range(0, len(no_vectors), batch):
+        index.add_vectors(index.prepare_many(no_vectors[i : i + batch]))
+    no_keywords = [p for p in papers if p.id not in with_keywords]
+    index.add_keywords(no_keywords)
+    return len({p.id for p in no_vectors + no_keywords}), len(orphans)
 
 
 def rebuild_index(db: Database, index: SearchIndex, batch: int = 16, progress=None) -> int:
-    """Drop and rebuild the whole index (Chroma and FTS5) from the papers table."""
+    """Drop and rebuild the whole index (Chroma and keywords) from the papers table."""
     index.reset()
-    with db.write() as s:
-        SearchIndex.fts_rebuild(s)
     papers = all_papers(db)
     for i in range(0, len(papers), batch):
         index.add(index.prepare_many(papers[i : i + batch]))

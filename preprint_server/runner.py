@@ -20,7 +20,7 @@ import uvicorn
 from agentlab.errors import AgentlabError
 from preprint_server.app import create_app
 from preprint_server.core.config import ServerSettings
-from preprint_server.index import Embedder
+from preprint_server.embedding import Embedder
 
 
 def free_port(host: str = "127.0.0.1") -> int:

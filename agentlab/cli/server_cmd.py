@@ -15,7 +15,7 @@ app = typer.Typer(help="The shared preprint server (FastAPI + SQLite + Chroma)."
 keys_app = typer.Typer(help="Lab API keys (works on the data dir, also while the server runs).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
-DATA_DIR_HELP = "Server data folder: SQLite, files, Chroma index [env AGENTLAB_SERVER_DATA_DIR; default <workspace>/server]."
+DATA_DIR_HELP = "Server data folder: SQLite, files, Chroma and keyword indexes [env AGENTLAB_SERVER_DATA_DIR; default <workspace>/server]."
 
 
 def _data_dir(value: Path | None) -> Path:
@@ -65,7 +65,7 @@ def start(
 
 @app.command("reindex")
 def reindex(data_dir: Path | None = DataDirOpt, chroma_url: str | None = ChromaOpt) -> None:
-    """Rebuild the search index (Chroma + FTS5) from the papers in SQLite.
+    """Rebuild the search index (Chroma + keywords) from the papers in SQLite.
 
     With the on-disk index, stop the server first (Chroma files serve one process); a running
     server also reconciles missing papers at its next start."""
@@ -74,6 +74,7 @@ def reindex(data_dir: Path | None = DataDirOpt, chroma_url: str | None = ChromaO
     from preprint_server import crud
     from preprint_server.core.config import ServerSettings
     from preprint_server.index import SearchIndex
+    from preprint_server.keyword import KeywordIndexBusy
 
     settings = ServerSettings(data_dir=_data_dir(data_dir), chroma_url=chroma_url)
     db = _db(data_dir)
@@ -81,7 +82,10 @@ def reindex(data_dir: Path | None = DataDirOpt, chroma_url: str | None = ChromaO
         index = SearchIndex(settings)
     with Progress(console=console) as progress:
         task = progress.add_task("reindexing", total=None)
-        n = crud.rebuild_index(db, index, progress=lambda done, total: progress.update(task, completed=done, total=total))
+        try:
+            n = crud.rebuild_index(db, index, progress=lambda done, total: progress.update(task, completed=done, total=total))
+        except KeywordIndexBusy as exc:
+            raise AgentlabError(f"{exc}; is the server running? Stop it first.") from None
     console.print(f"reindexed {n} papers")
 
 

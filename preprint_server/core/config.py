@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 
 class ServerSettings(BaseModel):
-    data_dir: Path = Field(Path("preprint-data"), description="SQLite file, blobs and the Chroma index live here")
+    data_dir: Path = Field(Path("preprint-data"), description="SQLite file, blobs, the Chroma and keyword indexes live here")
     chroma_url: str | None = Field(None, description="http://host:port of a standalone Chroma server; empty = on disk")
     private: bool = Field(False, description="reads need a lab key too")
     max_upload_bytes: int = Field(50 * 2**20, gt=0, description="largest request body (413 above)")
@@ -29,3 +29,7 @@ class ServerSettings(BaseModel):
     @property
     def chroma_dir(self) -> Path:
         return self.data_dir / "chroma"
+
+    @property
+    def keyword_dir(self) -> Path:
+        return self.data_dir / "keywords"

@@ -15,12 +15,12 @@ router = APIRouter(prefix="/api", tags=["search"], dependencies=[Depends(read_ac
 def run_search(svc, q: str, k: int, goal: str | None) -> list[schemas.SearchHit]:
     with svc.db.read() as s:
         hits = svc.index.search(s, q, k, goal)
-        return [
-            schemas.SearchHit(id=p.id, title=p.title, abstract=p.abstract, lab=p.lab.name, goal=p.goal_id,
-                              score=round(score, 6), semantic=None if sim is None else round(sim, 4),
-                              snippet=snippet)
-            for p, score, sim, snippet in hits
-        ]
+    return [
+        schemas.SearchHit(id=h.id, title=h.title, abstract=h.abstract, lab=h.lab, goal=h.goal,
+                          score=round(h.score, 6), semantic=None if h.semantic is None else round(h.semantic, 4),
+                          snippet=h.snippet)
+        for h in hits
+    ]
 
 
 @router.get("/search", response_model=list[schemas.SearchHit])
@@ -30,7 +30,7 @@ def search(
     k: Annotated[int, Query(ge=1, le=100)] = 5,
     goal: str | None = None,
 ) -> list[schemas.SearchHit]:
-    """Papers ranked by meaning (whole-paper chunk embeddings) fused with keyword matches (FTS5)."""
+    """Papers ranked by meaning (whole-paper chunk embeddings) fused with keyword matches (BM25)."""
     return run_search(svc, q, k, goal)
 
 

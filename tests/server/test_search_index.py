@@ -1,0 +1,173 @@
+"""The keyword index (tantivy), its reconciliation, and the ONNX / torch embedding backends."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sqlite3
+import threading
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from preprint_server import embedding
+from preprint_server.app import create_app
+from preprint_server.db import Database
+from preprint_server.index import keyword_snippet
+from preprint_server.keyword import KeywordDoc, KeywordIndex
+from tests.server.conftest import PAPERS, paper_json
+
+
+def _doc(pid, title="", abstract="", body="", goal=""):
+    return KeywordDoc(pid, goal, title, abstract, body)
+
+
+def test_keyword_index_stems_weights_titles_replaces_and_filters(tmp_path):
+    kw = KeywordIndex(tmp_path / "kw")
+    kw.add([
+        _doc("a", title="Majority voting", body="chains of thought"),
+        _doc("b", body="we vote over answers; majority wins", goal="g1"),
+        _doc("c", body="protein retrieval"),
+    ])
+    assert kw.paper_ids() == {"a", "b", "c"}
+    assert kw.search(["votes"], 10) == ["a", "b"]  # stemmed; a title match outranks a body match
+    assert kw.search(["votes"], 10, goal="g1") == ["b"]
+    assert kw.search(["zebra"], 10) == [] and kw.search([], 10) == []
+    kw.add([_doc("a", body="nothing about elections")])  # same id: replaced, not duplicated
+    assert kw.search(["votes"], 10) == ["b"] and len(kw.paper_ids()) == 3
+    kw.delete(["b"])
+    assert kw.search(["majority"], 10) == []
+    # the index is on disk: a second instance (another process, a restart) sees it
+    assert KeywordIndex(tmp_path / "kw").paper_ids() == {"a", "c"}
+
+
+def test_query_words_are_never_query_syntax(tmp_path):
+    kw = KeywordIndex(tmp_path / "kw")
+    kw.add([_doc("a", body="title AND body OR NOT x")])
+    from preprint_server.index import query_terms
+
+    for q in ['title:"x"', "a AND (b", "-minus +plus *", 'quote " inside', "body:title"]:
+        kw.search(query_terms(q), 5)  # no parse error
+
+
+def test_writers_from_two_instances_take_turns(tmp_path):
+    first, second = KeywordIndex(tmp_path / "kw"), KeywordIndex(tmp_path / "kw")
+    errors = []
+
+    def write(index, prefix):
+        try:
+            for i in range(5):
+                index.add([_doc(f"{prefix}{i}", body=f"paper {prefix} number {i}")])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(ix, p)) for ix, p in ((first, "x"), (second, "y"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert KeywordIndex(tmp_path / "kw").paper_ids() == {f"{p}{i}" for p in "xy" for i in range(5)}
+
+
+class CountingEmbedder:
+    """Wraps the real embedder and counts the texts it embeds for papers."""
+
+    def __init__(self, inner):
+        self.inner, self.embedded, self.dim = inner, 0, inner.dim
+
+    def embed(self, texts, batch_size=32):
+        self.embedded += len(texts)
+        return self.inner.embed(texts, batch_size)
+
+    def embed_query(self, q):
+        return self.inner.embed_query(q)
+
+    def warm(self):
+        pass
+
+
+def test_lost_keyword_index_is_rebuilt_at_startup_without_reembedding(settings, embedder):
+    with TestClient(create_app(settings, embedder)) as c:
+        key = _key(c)
+        for title, abstract, body in PAPERS:
+            assert c.post("/api/papers", json=paper_json(title, abstract, body), headers=key).status_code == 201
+        before = c.get("/api/search", params={"q": "majority vote", "k": 3}).json()
+    shutil.rmtree(settings.keyword_dir)
+    counting = CountingEmbedder(embedder)
+    with TestClient(create_app(settings, counting)) as c:
+        assert c.get("/health").json()["indexed_papers"] == 3
+        assert c.get("/api/search", params={"q": "majority vote", "k": 3}).json() == before
+    assert counting.embedded == 0  # only the keyword index was missing
+
+
+def test_keyword_write_failure_takes_the_vectors_back_out(client, app, auth, monkeypatch):
+    svc = app.state.services
+
+    def boom(docs):
+        if list(docs):  # startup reconciliation adds nothing
+            raise OSError("disk full")
+    monkeypatch.setattr(svc.index.keywords, "add", boom)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert c.post("/api/papers", json=paper_json("doomed"), headers=auth).status_code == 500
+    assert svc.index.collection.count() == 0
+    monkeypatch.undo()
+    assert client.get("/api/papers").json()["total"] == 0
+
+
+def test_an_old_fts5_table_is_dropped(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE VIRTUAL TABLE paper_fts USING fts5(paper_id UNINDEXED, title, abstract, body)")
+    Database(path).close()
+    with sqlite3.connect(path) as con:
+        assert not con.execute("SELECT name FROM sqlite_master WHERE name = 'paper_fts'").fetchall()
+
+
+def test_snippet_finds_the_densest_window_of_query_terms():
+    body = "Voting helps. " + "filler words here " * 40 + "We vote by majority over sampled chains. " + "end " * 40
+    s = keyword_snippet(body, ["votes", "majority", "chains"])
+    assert "majority over sampled chains" in s and s.startswith("… ")
+    assert keyword_snippet("İstanbul voting", ["voting"]) == "İstanbul voting"  # lowercasing changes offsets
+    assert keyword_snippet("nothing relevant", ["zebra"]) == ""
+
+
+def _key(c):
+    from preprint_server import crud
+
+    return {"Authorization": f"Bearer {crud.create_key(c.app.state.services.db, 'lab-k')}"}
+
+
+# -- embedding backends --------------------------------------------------------------------------
+def test_onnx_vectors_match_sentence_transformers(embedder):
+    assert embedder.backend.name == "onnx"
+    torch_embedder = embedding.Embedder(backend="torch")
+    texts = ["majority vote", "a longer passage about protein retrieval " * 60, "ünïcode wörds"]
+    a, b = np.array(embedder.embed(texts)), np.array(torch_embedder.embed(texts))
+    assert (a * b).sum(1).min() > 0.9999
+    q = np.array(embedder.embed_query("majority vote"))
+    assert float(q @ b[0]) > 0.9999 and abs(np.linalg.norm(q) - 1) < 1e-5
+
+
+def test_failed_export_falls_back_to_torch_with_a_warning(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("AGENTLAB_CACHE_DIR", str(tmp_path))
+
+    def broken(dest):
+        raise RuntimeError("exporter unavailable")
+    monkeypatch.setattr(embedding, "export_onnx", broken)
+    with caplog.at_level(logging.WARNING, logger="preprint_server.embedding"):
+        backend = embedding.load_backend()
+    assert backend.name == "torch" and "exporter unavailable" in caplog.text
+    with pytest.raises(RuntimeError):
+        embedding.load_backend(backend="onnx")  # asked for explicitly: no silent fallback
+
+
+def test_exported_graph_is_cached_and_env_can_force_torch(tmp_path, monkeypatch):
+    monkeypatch.setenv("AGENTLAB_CACHE_DIR", str(tmp_path))
+    assert embedding.load_backend().name == "onnx"
+    assert embedding.onnx_path().exists()
+    monkeypatch.setattr(embedding, "export_onnx", lambda dest: pytest.fail("exported twice"))
+    assert embedding.load_backend().name == "onnx"
+    monkeypatch.setenv("AGENTLAB_EMBED_BACKEND", "torch")
+    assert embedding.load_backend().name == "torch"

@@ -14,13 +14,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from preprint_server.core.config import ServerSettings
 from preprint_server.embedding import MODEL_NAME, Embedder, default_embedder
 from preprint_server.keyword import KeywordDoc, KeywordIndex
-from preprint_server.models import Lab, Paper
+from preprint_server.models import Paper
 
 COLLECTION = "papers"
 RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al.)
@@ -91,8 +90,10 @@ def query_terms(q: str) -> list[str]:
     return [w for w in dict.fromkeys(_WORD_RE.findall(q.lower())) if w not in _STOP][:32]
 
 
-def _word_starts(body: str, stems: Sequence[str]) -> list[tuple[int, str]]:
-    """[(offset, stem)] where a word of `body` starts with a stem (any case), in text order.
+def _word_starts(body: str, stems: Sequence[str], per_stem: int = 40) -> list[tuple[int, str]]:
+    """[(offset, stem)] where a word of `body` starts with a stem (any case), in text order; the
+    first `per_stem` of each stem only (a word repeated all over a long paper need not be seen
+    everywhere to place a snippet, and searches hold the GIL while this runs).
 
     str.find over the lowercased text: twice as fast as one regex alternation with \\b."""
     lower = body.lower()
@@ -101,10 +102,11 @@ def _word_starts(body: str, stems: Sequence[str]) -> list[tuple[int, str]]:
         return [(m.start(), m.group(1).lower()) for m in rx.finditer(body)]
     hits = []
     for stem in stems:
-        i = lower.find(stem)
-        while i != -1:
+        i, n = lower.find(stem), 0
+        while i != -1 and n < per_stem:
             if i == 0 or not (lower[i - 1].isalnum() or lower[i - 1] == "_"):
                 hits.append((i, stem))
+                n += 1
             i = lower.find(stem, i + 1)
     hits.sort()
     return hits
@@ -244,7 +246,7 @@ class SearchIndex:
         """Paper ids by BM25, best first, without retracted papers."""
         # Over-fetch by the number of retracted papers, so that dropping them afterwards still
         # leaves `limit` ids when there are enough (status is set once, when a paper is stored).
-        retracted = set(session.scalars(text("SELECT id FROM papers WHERE status = 'retracted'")))
+        retracted = {r[0] for r in _sql(session, "SELECT id FROM papers WHERE status = 'retracted'")}
         ids = self.keywords.search(query_terms(q), limit + len(retracted), goal)
         return [pid for pid in ids if pid not in retracted][:limit]
 
@@ -299,17 +301,16 @@ class SearchIndex:
         # Only papers whose row is committed and not retracted are visible (the index may
         # briefly hold entries of a write that has not committed, or that crashed). The columns
         # a hit shows, not whole Paper objects: bodies are read only for keyword snippets.
-        rows = session.execute(
-            select(Paper.id, Paper.title, Paper.abstract, Paper.goal_id, Lab.name)
-            .join(Lab, Lab.id == Paper.lab_id)
-            .where(Paper.id.in_(ranked[: k * 3]), Paper.status != "retracted")
-        ).all()
+        candidates = ranked[: k * 3]
+        rows = _sql(session, "SELECT p.id, p.title, p.abstract, p.goal_id, l.name FROM papers p JOIN labs l "
+                             f"ON l.id = p.lab_id WHERE p.status != 'retracted' AND p.id IN ({_marks(candidates)})",
+                    candidates)
         visible = {r[0]: r for r in rows}
         top = [pid for pid in ranked if pid in visible][:k]
         sem_by_id = {h.paper_id: h for h in sem}
         terms, kw_ids = query_terms(q), set(kw)
         with_words = [pid for pid in top if pid in kw_ids]
-        bodies = dict(session.execute(select(Paper.id, Paper.body).where(Paper.id.in_(with_words))).all())
+        bodies = dict(_sql(session, f"SELECT id, body FROM papers WHERE id IN ({_marks(with_words)})", with_words))
         snippets = {pid: keyword_snippet(body, terms) for pid, body in bodies.items()}
         chunks = self.chunk_texts([sem_by_id[pid].chunk for pid in top if not snippets.get(pid) and pid in sem_by_id])
         out = []
@@ -319,6 +320,16 @@ class SearchIndex:
             snippet = snippets.get(pid) or (chunks.get(h.chunk, "") if h else "")
             out.append(Hit(pid, title, abstract, lab, goal_id, scores[pid], h.similarity if h else None, _trim(snippet)))
         return out
+
+
+def _sql(session: Session, sql: str, params: Sequence = ()) -> list[tuple]:
+    """Run plain SQL on the session's own SQLite connection (same transaction), skipping the ORM's
+    statement compilation: searches run three small queries, and the ORM layers cost more than they do."""
+    return session.connection().connection.driver_connection.execute(sql, tuple(params)).fetchall()
+
+
+def _marks(values: Sequence) -> str:
+    return ", ".join("?" * len(values))
 
 
 def _forget_stale_chroma(path) -> None:

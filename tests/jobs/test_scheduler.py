@@ -15,6 +15,7 @@ import pytest
 
 from agentlab.jobs import JobError, JobSpec, JobStore, LocalScheduler, Resources
 from sandbox import SandboxOptions
+from sandbox.executor import _gpu_uuids
 from tests.sandbox.conftest import needs_bwrap
 
 pytestmark = [needs_bwrap, pytest.mark.integration]
@@ -38,9 +39,10 @@ def test_disjoint_gpu_sets(tmp_path):
         ids = [s.submit(JobSpec(code=GPU_PROBE.format(sleep=1.0), resources=Resources(gpus=2))) for _ in range(3)]
         jobs = [s.wait(i, timeout=120) for i in ids]
     assert all(j.state == "succeeded" for j in jobs), [j.error for j in jobs]
+    uuids = _gpu_uuids([0, 1, 2, 3])  # on a GPU host, real GPUs are named by UUID (none without nvidia-smi)
     for j in jobs:
         assert len(j.gpus) == 2
-        assert j.result["cuda"] == ",".join(str(g) for g in j.gpus)
+        assert j.result["cuda"] == ",".join(uuids.get(g, str(g)) for g in j.gpus)
     a, b, c = jobs
     assert set(a.gpus).isdisjoint(b.gpus)
     # only 4 GPUs: the third job ran after one of the first two finished, on freed GPUs
@@ -53,10 +55,13 @@ def test_gpu_device_bind_list(monkeypatch, tmp_path):
     from sandbox.executor import Plan
     from sandbox.types import Limits
 
-    real_exists = os.path.exists
-    monkeypatch.setattr(bw.os.path, "exists",
-                        lambda p: True if str(p).startswith("/dev/nvidia") and str(p)[11:].isdigit()
-                        or str(p) == "/dev/nvidiactl" else real_exists(p))
+    real_exists, real_isdir = os.path.exists, os.path.isdir
+
+    def fake_tree(real):  # /dev/nvidiactl and /dev/nvidia0..N only, whatever the host has
+        return lambda p: (str(p)[11:].isdigit() or str(p) == "/dev/nvidiactl") if str(p).startswith("/dev/nvidia") \
+            else real(p)
+    monkeypatch.setattr(bw.os.path, "exists", fake_tree(real_exists))
+    monkeypatch.setattr(bw.os.path, "isdir", fake_tree(real_isdir))
     plan = Plan(workdir=tmp_path, limits=Limits(), network="none", host_command=["true"], sandbox_command=["true"],
                 uid=65534, gid=65534, drop_privileges=True, gpus=[1, 3])
     argv = bw.BubblewrapBackend().prepare(plan).argv

@@ -19,7 +19,7 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any
 
-from agentlab.bench.registry import Problem
+from agentlab.bench.registry import Problem, import_reasoning_gym
 
 MATH_TIMEOUT_S = 5
 
@@ -135,7 +135,7 @@ def extract_free_answer(text: str) -> str | None:
 def _gym_score(problem: Problem, answer: str | None) -> float:
     if answer is None:
         return 0.0
-    import reasoning_gym
+    reasoning_gym = import_reasoning_gym()
 
     entry = problem.metadata.get("gym_entry") or {"question": problem.question, "answer": problem.answer,
                                                    "metadata": {}}

@@ -107,3 +107,21 @@ def test_reasoning_gym_uses_its_scorer():
     assert grade(p, f"Let me compute. Answer: {p.answer}").correct
     assert grade(p, f"<answer>{p.answer}</answer>").correct
     assert not grade(p, f"Answer: {int(p.answer) + 1}").correct
+
+
+def test_reasoning_gym_imports_cellpylib_only_when_a_task_uses_it():
+    """Grading in a fresh job process must not pay for matplotlib; game-of-life tasks still work."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from agentlab.bench.registry import import_reasoning_gym\n"
+        "rg = import_reasoning_gym()\n"
+        "assert 'matplotlib' not in sys.modules, 'matplotlib imported eagerly'\n"
+        "assert rg.get_score_answer_fn('basic_arithmetic')('4', {'answer': '4', 'metadata': {}}) == 1.0\n"
+        "entry = rg.create_dataset('game_of_life', size=1, seed=1)[0]\n"
+        "assert 'Game of Life' in entry['question'] and 'cellpylib.ca_functions' in sys.modules\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]

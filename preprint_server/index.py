@@ -201,8 +201,7 @@ class SearchIndex:
         try:
             self.keywords.add(p.keywords for p in preps if p.keywords)
         except BaseException:
-            for p in preps:
-                self.collection.delete(where={"paper": p.paper_id})
+            self._delete_vectors([p.paper_id for p in preps])
             raise
 
     def add_vectors(self, preps: Iterable[Prepared]) -> None:
@@ -223,9 +222,12 @@ class SearchIndex:
         self.keywords.add(KeywordDoc(p.id, p.goal_id or "", p.title, p.abstract, p.body) for p in papers)
 
     def delete(self, paper_ids: Sequence[str]) -> None:
+        self._delete_vectors(paper_ids)
+        self.keywords.delete(paper_ids)
+
+    def _delete_vectors(self, paper_ids: Sequence[str]) -> None:
         for pid in paper_ids:
             self.collection.delete(where={"paper": pid})
-        self.keywords.delete(paper_ids)
 
     def vector_paper_ids(self) -> set[str]:
         # chunk 0 exists for every indexed paper; its id "<paper>:0" names the paper (ids only:

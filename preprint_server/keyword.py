@@ -71,7 +71,9 @@ class KeywordIndex:
                     writer = self.index.writer(WRITER_HEAP_BYTES, 1)
                     break
                 except ValueError as e:  # LockBusy: another process is writing
-                    if "lock" not in str(e).lower() or time.monotonic() > deadline:
+                    if "lock" not in str(e).lower():
+                        raise
+                    if time.monotonic() > deadline:
                         raise KeywordIndexBusy(f"keyword index {self.path} is locked by another process: {e}") from e
                     time.sleep(0.1)
             try:

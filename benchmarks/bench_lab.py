@@ -59,20 +59,28 @@ def _job_overhead(settings, run_id):
     return out
 
 
-def overhead(runs: int) -> None:
-    from agentlab.config import load_settings
-    from agentlab.lab import start_lab
+def _fresh_workspace(prefix: str, lab: str):
+    """A temporary workspace (AGENTLAB_WORKSPACE) and a preprint server on loopback with a key for
+    `lab`: (key, url, stop)."""
     from agentlab.lab_server import lab_key
-    from agentlab.state import LabConfig
     from preprint_server.runner import start_local_server
-    from tests.lab.doubles import ScriptedLabLLM, answers_for, lab_env
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-lab-"))
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     os.environ["AGENTLAB_WORKSPACE"] = str(tmp / "ws")
     data = tmp / "preprint"
     data.mkdir()
-    key = lab_key(data, "bench-lab")
+    key = lab_key(data, lab)
     url, stop = start_local_server(data)
+    return key, url, stop
+
+
+def overhead(runs: int) -> None:
+    from agentlab.config import load_settings
+    from agentlab.lab import start_lab
+    from agentlab.state import LabConfig
+    from tests.lab.doubles import ScriptedLabLLM, answers_for, lab_env
+
+    key, url, stop = _fresh_workspace("bench-lab-", "bench-lab")
     answers = answers_for("basic_arithmetic", os.environ["AGENTLAB_DATA_DIR"])
     rows, overheads = [], []
     with ScriptedLabLLM(answers) as llm:
@@ -119,18 +127,10 @@ def overhead(runs: int) -> None:
 def embedded() -> None:
     from agentlab.config import load_settings
     from agentlab.lab import start_lab
-    from agentlab.lab_server import lab_key
-    from agentlab.state import LabConfig
-    from preprint_server.runner import start_local_server
 
     for k in [k for k in os.environ if k.startswith("AGENTLAB_") and k not in ("AGENTLAB_DATA_DIR",)]:
         del os.environ[k]
-    tmp = Path(tempfile.mkdtemp(prefix="bench-lab-emb-"))
-    os.environ["AGENTLAB_WORKSPACE"] = str(tmp / "ws")
-    data = tmp / "preprint"
-    data.mkdir()
-    key = lab_key(data, "demo-lab")
-    url, stop = start_local_server(data)
+    key, url, stop = _fresh_workspace("bench-lab-emb-", "demo-lab")
     settings = load_settings()
     from agentlab.cli.lab_cmd import demo_config
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agents.base import AgentContext, Text, ask, cclip, clip, restrict_choices
+from agents.base import Text, ask, cclip, clip, restrict_choices
 
 ROLE = "phd_student"
 

@@ -28,8 +28,8 @@ os.environ.setdefault("AGENTLAB_DATA_DIR", str(Path(__file__).resolve().parents[
 import httpx  # noqa: E402
 
 from agentlab.bench import load_benchmark  # noqa: E402
-from agentlab.evaluate import Endpoint, evaluate  # noqa: E402
-from agentlab.serving import ServerSpec, ServingManager, managed_server  # noqa: E402
+from agentlab.eval.harness import Endpoint, evaluate  # noqa: E402
+from agentlab.llm.serving import ServerSpec, ServingManager, managed_server  # noqa: E402
 from agentlab.techniques import get_technique  # noqa: E402
 
 
@@ -74,7 +74,7 @@ async def harness(endpoint, problems, spec, concurrency, db):
 
 
 def _prompt_tokens(db, run_id):
-    from agentlab.evaluate import ResultStore
+    from agentlab.eval.harness import ResultStore
 
     st = ResultStore(db)
     try:

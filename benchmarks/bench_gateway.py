@@ -22,8 +22,8 @@ from pydantic import BaseModel, Field
 import agentlab  # noqa: F401
 import litellm
 from agentlab.config import load_settings
-from agentlab.llm import Gateway, GatewayError
-from agentlab.serving import ServerSpec, ServingManager
+from agentlab.llm.gateway import Gateway, GatewayError
+from agentlab.llm.serving import ServerSpec, ServingManager
 
 
 class Proposal(BaseModel):

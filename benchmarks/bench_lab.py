@@ -24,8 +24,8 @@ os.environ.setdefault("AGENTLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
 
 
 def _times(settings, run_id):
-    from agentlab.lab_store import LabStore
-    from agentlab.sqlite_util import connect
+    from agentlab.lab.store import LabStore
+    from agentlab.sqlite import connect
 
     conn = connect(settings.db_path)
     llm_s, calls, tokens = conn.execute(
@@ -43,7 +43,7 @@ def _job_overhead(settings, run_id):
     """Per evaluation job: lab-side wall time minus the harness's own time inside the job (sandbox start,
     imports, proxy, scheduler polling, ingesting the results)."""
     from agentlab.jobs import JobStore
-    from agentlab.lab_store import LabStore
+    from agentlab.lab.store import LabStore
 
     store = LabStore(settings.db_path)
     exps = [e for e in store.experiments(run_id) if e["finished"] and e["job_id"]]
@@ -62,8 +62,8 @@ def _job_overhead(settings, run_id):
 def _fresh_workspace(prefix: str, lab: str):
     """A temporary workspace (AGENTLAB_WORKSPACE) and a preprint server on loopback with a key for
     `lab`: (key, url, stop)."""
-    from agentlab.lab_server import lab_key
-    from preprint_server.runner import start_local_server
+    from agentlab.lab.local_server import lab_key
+    from preprint_server.serve import start_local_server
 
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
     os.environ["AGENTLAB_WORKSPACE"] = str(tmp / "ws")
@@ -76,8 +76,8 @@ def _fresh_workspace(prefix: str, lab: str):
 
 def overhead(runs: int) -> None:
     from agentlab.config import load_settings
-    from agentlab.lab import start_lab
-    from agentlab.state import LabConfig
+    from agentlab.lab.run import start_lab
+    from agentlab.lab.state import LabConfig
     from tests.lab.doubles import ScriptedLabLLM, answers_for, lab_env
 
     key, url, stop = _fresh_workspace("bench-lab-", "bench-lab")
@@ -126,7 +126,7 @@ def overhead(runs: int) -> None:
 
 def embedded() -> None:
     from agentlab.config import load_settings
-    from agentlab.lab import start_lab
+    from agentlab.lab.run import start_lab
 
     for k in [k for k in os.environ if k.startswith("AGENTLAB_") and k not in ("AGENTLAB_DATA_DIR",)]:
         del os.environ[k]

@@ -47,7 +47,7 @@ from preprint_server.embedding import default_embedder
 from preprint_server.index import Prepared, SearchIndex
 from preprint_server.keyword import KeywordDoc
 from preprint_server.models import Lab, Paper
-from preprint_server.runner import free_port
+from preprint_server.serve import free_port
 
 TOPICS = {
     "voting": "majority vote self consistency sampled chains answers aggregation ballots",

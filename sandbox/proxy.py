@@ -57,7 +57,7 @@ class MeteredProxy:
                                     follow_redirects=False, trust_env=False)
         self._db = None
         if config.ledger_path is not None:
-            from agentlab.sqlite_util import connect
+            from agentlab.sqlite import connect
 
             self._db = connect(config.ledger_path)
             self._db.execute(

@@ -18,7 +18,7 @@ def chat(
     temperature: float = typer.Option(0.0, "--temperature", "-t"),
 ) -> None:
     """Send one prompt to the agents' model (offline embedded model when none is configured)."""
-    from agentlab.llm import Gateway  # lazy: litellm takes seconds to import
+    from agentlab.llm.gateway import Gateway  # lazy: litellm takes seconds to import
 
     settings = get_settings()
     with Gateway(settings) as gw:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -14,7 +13,7 @@ from rich.table import Table
 
 from agentlab.bench import DEFAULT_BENCHMARK, Subset, load_benchmark
 from agentlab.cli.common import console, get_settings
-from agentlab.evaluate import (
+from agentlab.eval.harness import (
     Endpoint,
     EvalError,
     ResultStore,
@@ -80,7 +79,7 @@ def run(
         engine = serve or "llama.cpp"
         if engine != "llama.cpp":
             raise typer.BadParameter("only llama.cpp can be started here; run vLLM with `agentlab models serve` and use --model-url", param_hint="--serve")
-        from agentlab.serving import ServerSpec, ServingManager, managed_server
+        from agentlab.llm.serving import ServerSpec, ServingManager, managed_server
 
         managed = managed_server(ServingManager(settings.workspace),
                                  ServerSpec(engine="llama.cpp", model=model, n_ctx=settings.model_under_study.n_ctx),

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from agentlab.cli.common import console, err_console, get_settings
 from agentlab.errors import AgentlabError
-from agentlab.state import PHASES, LabConfig
+from agentlab.lab.state import PHASES, LabConfig
 
 app = typer.Typer(help="Run an autonomous research lab: literature, plan, experiments, verified report, publish.",
                   no_args_is_help=True)
@@ -144,7 +144,7 @@ def _server(settings, server_url: str | None, lab_name: str, workspace) -> tuple
     if url:
         key = settings.server.api_key.get_secret_value() if settings.server.api_key else None
         return url, key, None, None
-    from agentlab.lab_server import start_for_lab
+    from agentlab.lab.local_server import start_for_lab
 
     console.print("[dim]no preprint server configured: starting a local one for this run...[/]")
     url, key, stop, data_dir = start_for_lab(workspace, lab_name)
@@ -152,7 +152,7 @@ def _server(settings, server_url: str | None, lab_name: str, workspace) -> tuple
 
 
 def _drive(settings, outcome_fn, display: LabDisplay, copilot: bool):
-    from agentlab.lab import resume_lab
+    from agentlab.lab.run import resume_lab
 
     outcome = outcome_fn(display.on_event)
     while outcome.status == "paused":
@@ -196,7 +196,7 @@ def _print_outcome(outcome, data_dir=None) -> None:
 def run_lab_command(goal: Optional[str], goal_id: Optional[str], copilot: bool, server_url: Optional[str],
                     config: LabConfig, overrides: dict[str, Any], quiet: bool = False,
                     run_id: Optional[str] = None, keep_server_s: float = 0):
-    from agentlab.lab import start_lab
+    from agentlab.lab.run import start_lab
 
     settings = get_settings(**overrides) if overrides else get_settings()
     url, key, stop, data_dir = _server(settings, server_url, config.lab_name, settings.workspace)
@@ -271,8 +271,8 @@ def resume(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live display."),
 ) -> None:
     """Continue a run after a crash, a kill or a copilot pause; finished jobs are not rerun, nothing is published twice."""
-    from agentlab.lab import resume_lab
-    from agentlab.lab_store import LabStore
+    from agentlab.lab.run import resume_lab
+    from agentlab.lab.store import LabStore
 
     settings = get_settings()
     with LabStore(settings.db_path) as store:
@@ -302,7 +302,7 @@ def resume(
 def status(run_id: Optional[str] = typer.Argument(None, help="A run id (default: the latest run)."),
            as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Phase, cost, jobs and best result of a run."""
-    from agentlab.lab import run_status
+    from agentlab.lab.run import run_status
 
     st = run_status(get_settings(), run_id)
     if as_json:
@@ -326,7 +326,7 @@ def status(run_id: Optional[str] = typer.Argument(None, help="A run id (default:
 @app.command("list")
 def list_cmd(limit: int = typer.Option(50, "--limit")) -> None:
     """Lab runs in this workspace, newest first."""
-    from agentlab.lab import list_runs
+    from agentlab.lab.run import list_runs
 
     rows = list_runs(get_settings(), limit)
     if not rows:
@@ -342,8 +342,8 @@ def list_cmd(limit: int = typer.Option(50, "--limit")) -> None:
 @app.command("publish-pending")
 def publish_pending(server: Optional[str] = typer.Option(None, "--server", help="Server URL (config: server.url).")) -> None:
     """Publish reports left in the outbox while the server was unreachable."""
-    from agentlab.outbox import Outbox
-    from agentlab.publishing import Publisher
+    from agentlab.lab.outbox import Outbox
+    from agentlab.lab.publishing import Publisher
 
     settings = get_settings()
     url = server or settings.server.url

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from agentlab.cli.common import console, get_settings
-from agentlab.serving import ServerSpec, ServingManager
+from agentlab.llm.serving import ServerSpec, ServingManager
 
 app = typer.Typer(help="Serve models under study (llama.cpp on CPU, vLLM on GPUs, or external).", no_args_is_help=True)
 

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from agentlab.cli.common import console, get_settings
-from agentlab.usage import UsageLedger
+from agentlab.llm.usage import UsageLedger
 
 
 def usage(

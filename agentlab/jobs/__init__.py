@@ -6,7 +6,7 @@
         job = sched.wait(jid)          # job.state, job.result, job.error
 """
 
-# Imported lazily (PEP 562): every sandboxed job starts with ``python -m agentlab.jobs.runner``, which
+# Imported lazily (PEP 562): every sandboxed job starts with ``python -m agentlab.jobs.sandbox_entry``, which
 # imports this package first, and needs none of the scheduler, store or GPU code.
 _EXPORTS = {
     "GpuInfo": "gpus", "detect_gpus": "gpus", "inventory": "gpus",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import sandbox
-from agentlab.jobs.runner import CALL_FILE
+from agentlab.jobs.sandbox_entry import CALL_FILE
 from agentlab.jobs.spec import JobSpec
 from sandbox import Limits, SandboxOptions
 
@@ -40,7 +40,7 @@ def _entry(spec: JobSpec, backend: str) -> tuple[dict[str, Any], dict[str, str],
         binds[str(d)] = f"{PY_DIR}/{d.name}"
         host_dirs.append(str(d.parent))
     pythonpath = PY_DIR if backend == "bubblewrap" else ":".join(dict.fromkeys(host_dirs))
-    return {"command": ["python", "-m", "agentlab.jobs.runner"]}, binds, {"PYTHONPATH": pythonpath}
+    return {"command": ["python", "-m", "agentlab.jobs.sandbox_entry"]}, binds, {"PYTHONPATH": pythonpath}
 
 
 def limits_for(spec: JobSpec) -> Limits:

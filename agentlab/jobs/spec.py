@@ -30,7 +30,7 @@ class JobSpec(BaseModel):
     """One job. Exactly one entry: ``command`` (argv), ``code`` (Python source) or ``target``.
 
     ``target`` is ``"package.module:function"``: the function is called with ``**args`` (JSON) in a
-    sandboxed subprocess (``python -m agentlab.jobs.runner``) and its JSON-serializable return value
+    sandboxed subprocess (``python -m agentlab.jobs.sandbox_entry``) and its JSON-serializable return value
     becomes the job's result. Commands and code may write a result too: JSON to ``$AGENTLAB_RESULT``.
     """
 

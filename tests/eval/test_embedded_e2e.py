@@ -3,7 +3,7 @@
 import pytest
 
 from agentlab.bench import load_benchmark
-from agentlab.evaluate import ResultStore, run_evaluation
+from agentlab.eval.harness import ResultStore, run_evaluation
 from agentlab.techniques import builtin_techniques, get_technique
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

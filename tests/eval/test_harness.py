@@ -10,13 +10,12 @@ import re
 import pytest
 
 from agentlab.bench import Problem, load_benchmark
-from agentlab.evaluate import (
+from agentlab.eval.harness import (
     Chain,
     EndpointError,
     EvalError,
     aggregate,
     compare,
-    evaluate,
     load_summary,
     mcnemar,
     run_evaluation,
@@ -271,9 +270,9 @@ def test_code_technique_with_a_sandbox_runner(workspace, scripted_server):
 
 def test_unknown_run_and_empty_subset(workspace):
     with pytest.raises(EvalError, match="no problems"):
-        run(get_technique("direct"), [], __import__("agentlab.evaluate").evaluate.Endpoint.openai("http://x", "m"),
+        run(get_technique("direct"), [], __import__("agentlab.eval.harness").evaluate.Endpoint.openai("http://x", "m"),
             workspace)
-    from agentlab.evaluate import ResultStore
+    from agentlab.eval.harness import ResultStore
 
     store = ResultStore(workspace / "eval.db")
     with pytest.raises(EvalError, match="no evaluation run"):

@@ -6,7 +6,7 @@ import pytest
 from pydantic import BaseModel
 
 from agentlab.config import load_settings
-from agentlab.llm import BudgetExceeded, Gateway, GatewayError, StructuredOutputError, extract_json
+from agentlab.llm.gateway import BudgetExceeded, Gateway, GatewayError, StructuredOutputError, extract_json
 from tests.fakes import ScriptedLLMServer
 
 
@@ -140,7 +140,7 @@ def test_unknown_model_and_missing_key_are_explained(workspace, monkeypatch):
 
 
 def test_unreachable_endpoint_is_explained(workspace, monkeypatch):
-    from agentlab.serving import free_port
+    from agentlab.llm.serving import free_port
 
     monkeypatch.setenv("AGENTLAB_LLM__MAX_RETRIES", "1")
     monkeypatch.setenv("AGENTLAB_LLM__BACKOFF_BASE_S", "0.01")
@@ -159,7 +159,7 @@ def test_extract_json():
 def test_grammar_schema_turns_bounds_into_enforceable_forms():
     from pydantic import Field
 
-    from agentlab.llm import grammar_schema
+    from agentlab.llm.gateway import grammar_schema
 
     class Review(BaseModel):
         score: int = Field(ge=1, le=10)
@@ -177,7 +177,7 @@ def test_grammar_schema_turns_bounds_into_enforceable_forms():
 
 def test_grammar_constrained_target_gets_a_one_line_instruction_instead_of_the_schema(workspace, server,
                                                                                         monkeypatch):
-    from agentlab.llm import Target
+    from agentlab.llm.gateway import Target
 
     gw = make_gateway(server, monkeypatch)
     msgs = [{"role": "system", "content": "You judge."}, {"role": "user", "content": "judge this"}]

@@ -10,9 +10,9 @@ import pytest
 from pydantic import BaseModel, Field
 
 from agentlab.config import load_settings
-from agentlab.llm import Gateway
+from agentlab.llm.gateway import Gateway
 from agentlab.procs import pid_alive
-from agentlab.serving import ServerSpec, ServingError, ServingManager, embedded_model_path
+from agentlab.llm.serving import ServerSpec, ServingError, ServingManager, embedded_model_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -137,7 +137,7 @@ def test_a_server_does_not_outlive_its_owner_killed_with_sigkill(tmp_path):
 
     owner = subprocess.Popen([sys.executable, "-c", (
         "import sys, time\n"
-        "from agentlab.serving import ServerSpec, ServingManager\n"
+        "from agentlab.llm.serving import ServerSpec, ServingManager\n"
         f"s = ServingManager({str(tmp_path)!r}).start(ServerSpec(engine='llama.cpp'))\n"
         "print(s.pid, flush=True)\n"
         "time.sleep(600)\n"

@@ -1,4 +1,4 @@
-"""Callables used as job targets in tests (imported inside the sandbox by agentlab.jobs.runner)."""
+"""Callables used as job targets in tests (imported inside the sandbox by agentlab.jobs.sandbox_entry)."""
 
 
 def add(a, b):

@@ -33,8 +33,8 @@ def embedder():
 @pytest.fixture
 def preprint(tmp_path, embedder):
     """A real preprint server (uvicorn on loopback) and an API key for the lab."""
-    from agentlab.lab_server import lab_key
-    from preprint_server.runner import start_local_server
+    from agentlab.lab.local_server import lab_key
+    from preprint_server.serve import start_local_server
 
     data = tmp_path / "preprint-data"
     data.mkdir()
@@ -54,7 +54,7 @@ def lab_settings(workspace, llm, monkeypatch):
 
 
 def tiny_config(**kw):
-    from agentlab.state import LabConfig
+    from agentlab.lab.state import LabConfig
 
     base = dict(benchmark=BENCH, dev_n=4, report_n=6, max_iterations=2, concurrency=2, literature_top_n=2,
                 plan_turns=2, lab_name="test-lab", max_tokens_per_answer=64, max_chains=2)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agentlab.experiments import ExperimentRunner
+from agentlab.lab.experiments import ExperimentRunner
 from agentlab.jobs import JobStore
-from agentlab.lab import start_lab
+from agentlab.lab.run import start_lab
 from tests.lab.conftest import tiny_config
 
 pytestmark = pytest.mark.integration

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentlab.lab import list_runs, resume_lab, run_status, start_lab
-from agentlab.lab_store import LabStore
+from agentlab.lab.run import list_runs, resume_lab, run_status, start_lab
+from agentlab.lab.store import LabStore
 from preprint_server.client import PreprintClient
 from tests.lab.conftest import tiny_config
 from tests.lab.doubles import PLANTED_WRONG
@@ -143,7 +143,7 @@ def test_unusable_llm_output_falls_back_and_is_noted(lab_settings, llm, preprint
 @pytest.mark.parametrize("bad", ["zero"])
 def test_failed_job_is_fixed_by_sw_engineer(lab_settings, llm, preprint, bad, monkeypatch):
     # the first dev job fails (the harness raises); the software engineer simplifies the spec and it reruns
-    from agentlab import experiments
+    from agentlab.lab import experiments
 
     real = experiments.ExperimentRunner.run
     calls = {"n": 0}

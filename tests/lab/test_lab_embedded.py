@@ -10,8 +10,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 def test_embedded_lab_publishes_verified_paper(workspace, preprint, monkeypatch):
     pytest.importorskip("llama_cpp", reason="the embedded model needs agentlab[local] (llama-cpp-python)")
     from agentlab.config import load_settings
-    from agentlab.lab import start_lab
-    from agentlab.serving import ServingManager
+    from agentlab.lab.run import start_lab
+    from agentlab.llm.serving import ServingManager
     from preprint_server.client import PreprintClient
     from tests.lab.conftest import tiny_config
 
@@ -30,7 +30,7 @@ def test_embedded_lab_publishes_verified_paper(workspace, preprint, monkeypatch)
     assert all(r.verified for r in paper.results)
     # every number left in the prose matches a record
     assert all(c["status"] in ("ok", "fixed", "removed") for c in st["report"]["claims"])
-    from agentlab.report import check_claims
+    from agentlab.lab.report import check_claims
 
     records = st["report"]["records"]
     for key in ("abstract", "discussion", "conclusion"):

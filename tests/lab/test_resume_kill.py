@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from agentlab.lab_store import LabStore
+from agentlab.lab.store import LabStore
 from preprint_server.client import PreprintClient
 from tests.lab.doubles import lab_env
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from preprint_server.client import PreprintClient
-from preprint_server.runner import local_server
+from preprint_server.serve import local_server
 from preprint_server.schemas import PaperCreate, ResultRecord
 from tests.server.conftest import RESULT
 from tests.server.test_live import _key

@@ -20,7 +20,7 @@ from preprint_server.client import (
 )
 from preprint_server.core.config import ServerSettings
 from preprint_server.db import Database
-from preprint_server.runner import free_port, local_server
+from preprint_server.serve import free_port, local_server
 from preprint_server.schemas import PaperCreate, ResultRecord
 from tests.server.conftest import PAPERS, RESULT
 

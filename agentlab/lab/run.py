@@ -18,15 +18,15 @@ from langgraph.types import Command
 
 from agentlab.config import Settings
 from agentlab.errors import AgentlabError
-from agentlab.experiments import ExperimentRunner
-from agentlab.graph import Event, LabContext, build_graph, checkpointer_for, new_run_id
-from agentlab.lab_store import LabStore
-from agentlab.llm import Gateway
-from agentlab.outbox import Outbox
+from agentlab.lab.experiments import ExperimentRunner
+from agentlab.lab.graph import Event, LabContext, build_graph, checkpointer_for, new_run_id
+from agentlab.lab.store import LabStore
+from agentlab.llm.gateway import Gateway
+from agentlab.lab.outbox import Outbox
 from agentlab.procs import pid_alive
-from agentlab.publishing import Publisher
-from agentlab.state import LabConfig
-from agentlab.usage import UsageLedger
+from agentlab.lab.publishing import Publisher
+from agentlab.lab.state import LabConfig
+from agentlab.llm.usage import UsageLedger
 
 
 class LabRunError(AgentlabError):

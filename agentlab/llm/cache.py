@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from agentlab.sqlite_util import connect
+from agentlab.sqlite import SqliteStore
 
 
 def request_key(payload: Any) -> str:
@@ -22,32 +21,23 @@ def request_key(payload: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-class SqliteCache:
+class SqliteCache(SqliteStore):
     def __init__(self, path: Path | str, table: str = "cache"):
         if not table.isidentifier():
             raise ValueError(f"bad table name {table!r}")
+        super().__init__(path)
         self.table = table
-        self._lock = threading.Lock()
-        self._conn = connect(path)
-        self._conn.execute(
+        self.execute(
             f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL)"
         )
 
     def get(self, key: str) -> Any | None:
-        with self._lock:
-            row = self._conn.execute(f"SELECT value FROM {self.table} WHERE key = ?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        row = self.one(f"SELECT value FROM {self.table} WHERE key = ?", (key,))
+        return None if row is None else json.loads(row["value"])
 
     def put(self, key: str, value: Any) -> None:
-        with self._lock:
-            self._conn.execute(
-                f"INSERT OR REPLACE INTO {self.table} (key, value, created) VALUES (?, ?, ?)",
-                (key, json.dumps(value), time.time()),
-            )
+        self.execute(f"INSERT OR REPLACE INTO {self.table} (key, value, created) VALUES (?, ?, ?)",
+                     (key, json.dumps(value), time.time()))
 
     def __len__(self) -> int:
-        with self._lock:
-            return self._conn.execute(f"SELECT COUNT(*) FROM {self.table}").fetchone()[0]
-
-    def close(self) -> None:
-        self._conn.close()
+        return (self.one(f"SELECT COUNT(*) AS n FROM {self.table}") or {"n": 0})["n"]

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from agentlab.evaluate import EvalError, RequestFailed
+from agentlab.eval.harness import EvalError, RequestFailed
 
 DRIVER = r'''
 import json, os, sys, traceback
@@ -57,7 +57,7 @@ class CodeJobFailed(EvalError):
 
 
 class SandboxCodeRunner:
-    """``sandbox_runner`` for ``agentlab.evaluate.evaluate``: ``await solve(spec, problem, endpoint)``.
+    """``sandbox_runner`` for ``agentlab.eval.harness.evaluate``: ``await solve(spec, problem, endpoint)``.
 
     The first call starts one job for every problem given at construction; later calls await it.
     """
@@ -86,7 +86,7 @@ class SandboxCodeRunner:
             self.on_submit(self.job_id)
         job = self.job = self.scheduler.wait(self.job_id)
         if job.state != "succeeded" or not isinstance(job.result, dict):
-            from agentlab.eval_job import stderr_tail
+            from agentlab.eval.sandbox_job import stderr_tail
 
             tail = stderr_tail(job)
             raise CodeJobFailed(f"code technique job {job.id} {job.state}: {job.error or 'no result'}"

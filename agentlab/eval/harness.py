@@ -19,18 +19,18 @@ import math
 import random
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import httpx
 from pydantic import BaseModel, Field
 
 from agentlab.bench.grading import answers_equivalent, extract_answer, grade
 from agentlab.bench.registry import Problem
-from agentlab.cache import SqliteCache, request_key
+from agentlab.llm.cache import SqliteCache, request_key
 from agentlab.errors import AgentlabError
-from agentlab.sqlite_util import connect
+from agentlab.sqlite import SqliteStore
 from agentlab.techniques.spec import TechniqueSpec
 
 Z95 = 1.959963984540054
@@ -73,7 +73,7 @@ class Endpoint(BaseModel):
 
     @classmethod
     def from_server(cls, server: Any) -> "Endpoint":
-        """From an ``agentlab.serving.RunningServer``."""
+        """From an ``agentlab.llm.serving.RunningServer``."""
         return cls.openai(server.url, server.served_model)
 
     @property
@@ -202,7 +202,7 @@ class ChatClient:
         import agentlab  # noqa: F401  (offline cost map before litellm)
         import litellm
 
-        from agentlab.llm import is_retryable
+        from agentlab.llm.gateway import is_retryable
 
         kwargs = {"model": self.endpoint.model, "messages": messages, "timeout": self.timeout_s,
                   "num_retries": 0, **params}
@@ -510,14 +510,8 @@ def default_db_path(settings: Any = None) -> Path:
     return Path(settings.workspace) / "eval" / "eval.db"
 
 
-class ResultStore:
-    def __init__(self, path: Path | str):
-        self.path = Path(path)
-        self.conn = connect(self.path)
-        self.conn.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        self.conn.close()
+class ResultStore(SqliteStore):
+    schema = _SCHEMA
 
     def ensure_run(self, run_id: str, *, benchmark: str, subset: str, model: str, spec: TechniqueSpec,
                    problem_ids: list[str], job_id: str | None, run_dir: str) -> None:

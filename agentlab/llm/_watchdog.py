@@ -1,6 +1,6 @@
 """Run a server command and stop it when the process that asked for it dies.
 
-``python -m agentlab._watchdog PARENT_PID -- CMD...``: a model server started for a lab, a test or
+``python -m agentlab.llm._watchdog PARENT_PID -- CMD...``: a model server started for a lab, a test or
 a benchmark must not outlive its owner, even when the owner is killed with SIGKILL and no cleanup
 code runs. (``agentlab models serve --detach`` starts servers without it, on purpose.)
 """

@@ -26,11 +26,10 @@ from langgraph.types import Command, interrupt
 
 from agentlab.config import Settings
 from agentlab.errors import AgentlabError
-from agentlab.lab_store import LabStore
-from agentlab.llm import BudgetExceeded, Gateway
-from agentlab.outbox import Outbox
-from agentlab.sqlite_util import connect
-from agentlab.state import LabConfig, LabState
+from agentlab.lab.store import LabStore
+from agentlab.llm.gateway import BudgetExceeded
+from agentlab.sqlite import connect
+from agentlab.lab.state import LabConfig, LabState
 from agents import ml_engineer, phd_student, postdoc, professor, reviewer
 
 Event = Callable[[str, dict[str, Any]], None]
@@ -57,8 +56,8 @@ class LabContext:
     config: LabConfig
     gateway: Any
     store: LabStore
-    runner: Any  # agentlab.experiments.ExperimentRunner
-    publisher: Any  # agentlab.publishing.Publisher
+    runner: Any  # agentlab.lab.experiments.ExperimentRunner
+    publisher: Any  # agentlab.lab.publishing.Publisher
     out_dir: Path
     on_event: Event | None = None
     session_start: float = field(default_factory=time.monotonic)
@@ -168,7 +167,7 @@ def _experiments_text(state: dict) -> str:
 
 
 def make_nodes(ctx: LabContext) -> dict[str, Callable[[dict], dict]]:
-    from agentlab import report as rpt
+    from agentlab.lab import report as rpt
 
     def literature_review(state: dict) -> dict:
         return phd_student.literature_review(state, ctx)

@@ -1,7 +1,7 @@
 """Evaluations as jobs: the job target that runs the harness, and the lab-side submit/ingest.
 
 The lab never runs the harness in its own process. Each evaluation is an ``agentlab.jobs`` job
-(kind ``eval``, ``target = "agentlab.eval_job:run_eval"``) that runs in the bubblewrap sandbox with
+(kind ``eval``, ``target = "agentlab.eval.sandbox_job:run_eval"``) that runs in the bubblewrap sandbox with
 ``network = "proxy"``: the job has no network at all, and reaches the model under study only through
 the metered proxy's unix socket (``$AGENTLAB_MODEL_SOCKET``), which adds the API key on the host side
 and logs every call with the job id. The harness's httpx client speaks to that socket directly
@@ -39,7 +39,7 @@ def run_eval(spec: dict[str, Any], problems: list[dict[str, Any]], model: str, b
     if "httpx" not in sys.modules:  # a fresh job process: skip httpx's optional CLI (click, rich, pygments)
         sys.modules.setdefault("httpx._main", None)  # type: ignore[assignment]
     from agentlab.bench.registry import Problem
-    from agentlab.evaluate import Endpoint, ResultStore, evaluate
+    from agentlab.eval.harness import Endpoint, ResultStore, evaluate
     from agentlab.techniques import TechniqueSpec
 
     sock = os.environ.get("AGENTLAB_MODEL_SOCKET")
@@ -74,7 +74,7 @@ def run_eval(spec: dict[str, Any], problems: list[dict[str, Any]], model: str, b
 
 def ingest(db_path: Path, result: dict[str, Any], spec: dict[str, Any], problem_ids: list[str]) -> Any:
     """Store a finished job's summary and per-problem results in the workspace's eval db."""
-    from agentlab.evaluate import EvalSummary, ProblemResult, ResultStore, write_run_files
+    from agentlab.eval.harness import EvalSummary, ProblemResult, ResultStore, write_run_files
     from agentlab.techniques import TechniqueSpec
 
     summary = EvalSummary.model_validate(result["summary"])

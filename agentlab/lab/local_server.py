@@ -42,7 +42,7 @@ def lab_key(data_dir: Path, lab: str) -> str:
 
 def start_for_lab(workspace: Path, lab: str, embedder=None) -> tuple[str, str, Callable[[], None], Path]:
     """(url, api key, stop, data dir) of a local server started for this run."""
-    from preprint_server.runner import start_local_server
+    from preprint_server.serve import start_local_server
 
     data_dir = local_data_dir(workspace)
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -135,7 +135,7 @@ class ServingManager:
         port = spec.port or free_port(spec.host)
         model, served, cmd, env = self._command(spec, port)
         if not spec.detach:
-            cmd = [sys.executable, "-m", "agentlab._watchdog", str(os.getpid()), "--", *cmd]
+            cmd = [sys.executable, "-m", "agentlab.llm._watchdog", str(os.getpid()), "--", *cmd]
         name = name or f"{spec.engine.replace('.', '')}-{port}"
         log_path = self.dir / f"{name}.log"
         log = open(log_path, "ab")

@@ -1,7 +1,7 @@
 """Verified reports: results table and figures from harness records, a claim checker, Markdown/LaTeX/PDF.
 
 Numbers come from the harness, never from the LLM. A *record* here is the lab's normalized view of an
-evaluation summary (see ``agentlab.experiments.normalize_record``): record_id, job_id, benchmark,
+evaluation summary (see ``agentlab.lab.experiments.normalize_record``): record_id, job_id, benchmark,
 split, technique, spec_hash, model, n, correct, accuracy, ci_low, ci_high, tokens_per_problem.
 
 The claim checker finds the result-like numbers in prose (percentages, proportions written as

@@ -1,4 +1,4 @@
-"""Runs a job's ``target`` callable inside the sandbox: ``python -m agentlab.jobs.runner``.
+"""Runs a job's ``target`` callable inside the sandbox: ``python -m agentlab.jobs.sandbox_entry``.
 
 Reads ``job_call.json`` ({"target": "pkg.mod:function", "args": {...}}) from the working directory,
 imports the module, calls ``function(**args)`` and writes the JSON-serializable return value to

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
-from agentlab.sqlite_util import connect
+from agentlab.sqlite import SqliteStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS lab_runs (
@@ -56,19 +55,15 @@ RUN_FIELDS = ("goal_id", "lab", "status", "phase", "pid", "best_accuracy", "best
               "paper_url", "out_dir", "config", "note", "wall_s")
 
 
-class LabStore:
-    def __init__(self, path: Path | str):
-        self.conn = connect(path)
-        self.conn.executescript(_SCHEMA)
-        cols = {r[1] for r in self.conn.execute("PRAGMA table_info(lab_runs)")}
-        if "wall_s" not in cols:  # a store from before wall time was persisted
-            self.conn.execute("ALTER TABLE lab_runs ADD COLUMN wall_s REAL NOT NULL DEFAULT 0")
+class LabStore(SqliteStore):
+    schema = _SCHEMA
+    added_columns = {"lab_runs": {"wall_s": "REAL NOT NULL DEFAULT 0"}}  # stores from before wall time was kept
 
     # -- runs -------------------------------------------------------------------------------
     def create_run(self, run_id: str, goal: str, **fields: Any) -> None:
         now = time.time()
-        self.conn.execute("INSERT OR IGNORE INTO lab_runs (run_id, goal, status, created, updated) VALUES (?,?,?,?,?)",
-                          (run_id, goal, "running", now, now))
+        self.execute("INSERT OR IGNORE INTO lab_runs (run_id, goal, status, created, updated) VALUES (?,?,?,?,?)",
+                     (run_id, goal, "running", now, now))
         self.update_run(run_id, **fields)
 
     def update_run(self, run_id: str, **fields: Any) -> None:
@@ -76,16 +71,14 @@ class LabStore:
         if not fields:
             return
         sets = ", ".join(f"{k} = ?" for k in fields)
-        self.conn.execute(f"UPDATE lab_runs SET {sets}, updated = ? WHERE run_id = ?",
-                          (*fields.values(), time.time(), run_id))
+        self.execute(f"UPDATE lab_runs SET {sets}, updated = ? WHERE run_id = ?",
+                     (*fields.values(), time.time(), run_id))
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
-        row = self.conn.execute("SELECT * FROM lab_runs WHERE run_id = ?", (run_id,)).fetchone()
-        return dict(row) if row else None
+        return self.one("SELECT * FROM lab_runs WHERE run_id = ?", (run_id,))
 
     def list_runs(self, limit: int = 50) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT * FROM lab_runs ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
-        return [dict(r) for r in rows]
+        return self.all("SELECT * FROM lab_runs ORDER BY created DESC LIMIT ?", (limit,))
 
     def latest_run(self) -> dict[str, Any] | None:
         runs = self.list_runs(1)
@@ -93,14 +86,12 @@ class LabStore:
 
     # -- experiments ------------------------------------------------------------------------
     def experiment(self, run_id: str, key: str) -> dict[str, Any] | None:
-        row = self.conn.execute("SELECT * FROM lab_experiments WHERE run_id = ? AND key = ?", (run_id, key)).fetchone()
-        if not row:
-            return None
-        return _decode(dict(row))
+        row = self.one("SELECT * FROM lab_experiments WHERE run_id = ? AND key = ?", (run_id, key))
+        return _decode(row) if row else None
 
     def start_experiment(self, run_id: str, key: str, split: str, spec_hash: str | None,
                          spec: dict[str, Any] | None = None, meta: dict[str, Any] | None = None) -> None:
-        self.conn.execute(
+        self.execute(
             "INSERT INTO lab_experiments (run_id, key, split, status, spec_hash, spec, executions, started)"
             " VALUES (?,?,?,?,?,?,1,?) ON CONFLICT(run_id, key) DO UPDATE SET status = 'running',"
             " executions = executions + 1, started = excluded.started, spec_hash = excluded.spec_hash,"
@@ -109,34 +100,23 @@ class LabStore:
 
     def set_experiment_job(self, run_id: str, key: str, job_id: str) -> None:
         """The scheduler's job id of a key's current attempt (recorded at submit, before it runs)."""
-        self.conn.execute("UPDATE lab_experiments SET job_id = ? WHERE run_id = ? AND key = ?", (job_id, run_id, key))
+        self.execute("UPDATE lab_experiments SET job_id = ? WHERE run_id = ? AND key = ?", (job_id, run_id, key))
 
     def finish_experiment(self, run_id: str, key: str, status: str, job_id: str | None,
                           record: dict[str, Any] | None, error: str | None) -> None:
-        self.conn.execute(
+        self.execute(
             "UPDATE lab_experiments SET status = ?, job_id = ?, record = ?, error = ?, finished = ?"
             " WHERE run_id = ? AND key = ?",
             (status, job_id, json.dumps(record) if record else None, error, time.time(), run_id, key))
 
     def experiments(self, run_id: str) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT * FROM lab_experiments WHERE run_id = ? ORDER BY started",
-                                 (run_id,)).fetchall()
-        return [_decode(dict(r)) for r in rows]
+        rows = self.all("SELECT * FROM lab_experiments WHERE run_id = ? ORDER BY started", (run_id,))
+        return [_decode(r) for r in rows]
 
     def jobs_used(self, run_id: str) -> int:
         """Job executions counted against budgets.max_jobs (a resumed run keeps counting)."""
-        row = self.conn.execute("SELECT COALESCE(SUM(executions), 0) FROM lab_experiments WHERE run_id = ?",
-                                (run_id,)).fetchone()
-        return int(row[0])
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def __enter__(self) -> "LabStore":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        row = self.one("SELECT COALESCE(SUM(executions), 0) AS n FROM lab_experiments WHERE run_id = ?", (run_id,))
+        return int(row["n"]) if row else 0
 
 
 def _decode(d: dict[str, Any]) -> dict[str, Any]:

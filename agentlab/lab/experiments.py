@@ -1,10 +1,10 @@
 """The lab's side of experiments: technique specs from agent proposals, evaluation jobs, records.
 
-Numbers come from the harness (``agentlab.evaluate``); this module only turns an agent's proposal into a
+Numbers come from the harness (``agentlab.eval.harness``); this module only turns an agent's proposal into a
 validated ``TechniqueSpec``, runs it on the dev or report split of the run's benchmark, and normalizes
 the harness's ``EvalSummary`` into the record dict that reports and the preprint server carry.
 The model under study is an external endpoint, or the embedded/llama.cpp model that the lab starts
-(and stops at the end) through ``agentlab.serving``.
+(and stops at the end) through ``agentlab.llm.serving``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from agentlab.config import Settings
-from agentlab.state import LabConfig
+from agentlab.lab.state import LabConfig
 
 
 def normalize_record(summary: Any, split: str) -> dict[str, Any]:
@@ -34,7 +34,7 @@ class ExperimentRunner:
     def __init__(self, settings: Settings, config: LabConfig, run_id: str, lab: str,
                  endpoint: Any = None):
         self.settings, self.config, self.run_id, self.lab = settings, config, run_id, lab
-        self._endpoint = endpoint  # an agentlab.evaluate.Endpoint, or None = from settings
+        self._endpoint = endpoint  # an agentlab.eval.harness.Endpoint, or None = from settings
         self._served = None  # managed_server the lab started for the model under study
         self._sched = None  # agentlab.jobs.LocalScheduler, started on the first job
         self._problems: dict[str, list] = {}
@@ -124,19 +124,19 @@ class ExperimentRunner:
                                       "seed": self.config.seed}).describe()
 
     def endpoint(self):
-        from agentlab.evaluate import Endpoint
+        from agentlab.eval.harness import Endpoint
 
         if self._endpoint is None:
             mus = self.settings.model_under_study
             if mus.engine == "external":
-                from agentlab.serving import ServingError
+                from agentlab.llm.serving import ServingError
 
                 if not mus.url:
                     raise ServingError("model_under_study.engine = external needs model_under_study.url")
                 key = mus.api_key.get_secret_value() if mus.api_key else None
                 self._endpoint = Endpoint.openai(mus.url, mus.model or "default", key)
             else:
-                from agentlab.serving import ServerSpec, ServingManager, managed_server
+                from agentlab.llm.serving import ServerSpec, ServingManager, managed_server
 
                 spec = ServerSpec(engine=mus.engine, model=mus.model, n_ctx=mus.n_ctx, gpus=mus.gpus,
                                   tensor_parallel_size=mus.tensor_parallel_size)
@@ -174,7 +174,7 @@ class ExperimentRunner:
 
         ep = self.endpoint()
         if ep.litellm or not ep.base_url:
-            from agentlab.evaluate import EvalError
+            from agentlab.eval.harness import EvalError
 
             raise EvalError("evaluation jobs need an OpenAI-compatible model URL (model_under_study.url); "
                             f"got the litellm model {ep.model!r}")
@@ -184,12 +184,12 @@ class ExperimentRunner:
                 "concurrency": self.config.concurrency, "timeout_s": llm.timeout_s, "max_retries": llm.max_retries}
         binds = {}
         if seed_dir:
-            from agentlab.eval_job import SEED_DIR
+            from agentlab.eval.sandbox_job import SEED_DIR
 
             binds[seed_dir] = SEED_DIR
             args["seed_db"] = SEED_DIR
         return JobSpec(kind="eval", name=f"{self.run_id}:{key}", lab=self.lab, run_id=self.run_id,
-                       target="agentlab.eval_job:run_eval", args=args, network="proxy",
+                       target="agentlab.eval.sandbox_job:run_eval", args=args, network="proxy",
                        proxy=self._proxy(ep, None, None), ro_binds=binds,
                        resources=Resources(cpus=1.0, memory_mb=self.config.job_memory_mb,
                                            timeout_s=self.config.job_timeout_s))
@@ -245,7 +245,7 @@ class ExperimentRunner:
             time.sleep(0.05)
 
     def _finish(self, job: Any, spec: dict[str, Any], split: str, wall_s: float) -> dict[str, Any]:
-        from agentlab.eval_job import ingest, stderr_tail
+        from agentlab.eval.sandbox_job import ingest, stderr_tail
 
         if job.state != "succeeded" or not isinstance(job.result, dict) or "summary" not in job.result:
             tail = stderr_tail(job)
@@ -268,8 +268,8 @@ class ExperimentRunner:
         """A ``code`` technique: the harness runs here (trusted: it grades, never sees agent code), and
         ``solve()`` runs for every problem in one sandboxed job behind the metered proxy, with this lab's
         per-job request/token budget (``code_max_requests``, ``code_max_tokens``)."""
-        from agentlab.code_runner import SandboxCodeRunner
-        from agentlab.evaluate import ResultStore, evaluate
+        from agentlab.eval.code_technique import SandboxCodeRunner
+        from agentlab.eval.harness import ResultStore, evaluate
         from agentlab.jobs import Resources
 
         ep, cfg = self.endpoint(), self.config
@@ -306,7 +306,7 @@ class ExperimentRunner:
         return out
 
     def _results(self, eval_run_id: str) -> list:
-        from agentlab.evaluate import ResultStore
+        from agentlab.eval.harness import ResultStore
 
         store = ResultStore(self.eval_db)
         try:
@@ -322,7 +322,7 @@ class ExperimentRunner:
         return self._parse(data).model_dump(mode="json")
 
     def compare(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-        from agentlab.evaluate import compare
+        from agentlab.eval.harness import compare
 
         c = compare(a["eval_run_id"], b["eval_run_id"], db_path=self.eval_db)
         return {"n": c.n_paired, "wins": c.wins, "losses": c.losses, "delta": c.delta, "p_value": c.p_value,

@@ -26,11 +26,11 @@ from pydantic import BaseModel, ValidationError
 
 import agentlab  # noqa: F401  (sets litellm's offline cost map before litellm is imported)
 import litellm
-from agentlab.cache import SqliteCache, request_key
+from agentlab.llm.cache import SqliteCache, request_key
 from agentlab.config import Settings
 from agentlab.errors import AgentlabError
-from agentlab.serving import ServerSpec, ServingManager, managed_server
-from agentlab.usage import CallRecord, UsageLedger
+from agentlab.llm.serving import ServerSpec, ServingManager, managed_server
+from agentlab.llm.usage import CallRecord, UsageLedger
 
 litellm.suppress_debug_info = True
 litellm.telemetry = False

@@ -6,12 +6,10 @@ Budgets are enforced from these rows, so a resumed run keeps counting what it al
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from agentlab.sqlite_util import connect
+from agentlab.sqlite import SqliteStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS llm_calls (
@@ -60,33 +58,27 @@ class Totals:
         return self.tokens_in + self.tokens_out
 
 
-class UsageLedger:
-    def __init__(self, path: Path | str):
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._conn = connect(self.path)
-        self._conn.executescript(_SCHEMA)
+class UsageLedger(SqliteStore):
+    schema = _SCHEMA
 
     def record(self, rec: CallRecord) -> None:
-        with self._lock:
-            self._conn.execute(
-                "INSERT INTO llm_calls (ts, model, role, lab, run_id, tokens_in, tokens_out, cost_usd,"
-                " latency_s, cached, ok, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (time.time(), rec.model, rec.role, rec.lab, rec.run_id, rec.tokens_in, rec.tokens_out,
-                 rec.cost_usd, rec.latency_s, int(rec.cached), int(rec.ok), rec.error),
-            )
+        self.execute(
+            "INSERT INTO llm_calls (ts, model, role, lab, run_id, tokens_in, tokens_out, cost_usd,"
+            " latency_s, cached, ok, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (time.time(), rec.model, rec.role, rec.lab, rec.run_id, rec.tokens_in, rec.tokens_out,
+             rec.cost_usd, rec.latency_s, int(rec.cached), int(rec.ok), rec.error),
+        )
 
     def totals(self, run_id: str | None = None) -> Totals:
         """Spend of one run (or of everything), cached answers excluded: they cost nothing."""
-        sql = "SELECT COUNT(*), COALESCE(SUM(tokens_in),0), COALESCE(SUM(tokens_out),0), COALESCE(SUM(cost_usd),0)" \
-              " FROM llm_calls WHERE cached = 0"
+        sql = "SELECT COUNT(*) AS calls, COALESCE(SUM(tokens_in),0) AS tin, COALESCE(SUM(tokens_out),0) AS tout," \
+              " COALESCE(SUM(cost_usd),0) AS usd FROM llm_calls WHERE cached = 0"
         args: tuple = ()
         if run_id is not None:
             sql += " AND run_id = ?"
             args = (run_id,)
-        with self._lock:
-            row = self._conn.execute(sql, args).fetchone()
-        return Totals(calls=row[0], tokens_in=row[1], tokens_out=row[2], cost_usd=row[3])
+        row = self.one(sql, args) or {}
+        return Totals(calls=row["calls"], tokens_in=row["tin"], tokens_out=row["tout"], cost_usd=row["usd"])
 
     def summary(self, group_by: str = "model", run_id: str | None = None, since: float | None = None) -> list[dict]:
         """Rows grouped by model, role, lab or run_id, with calls, tokens, cost and latency."""
@@ -105,8 +97,4 @@ class UsageLedger:
             " SUM(cost_usd) AS cost_usd, AVG(latency_s) AS mean_latency_s"
             f" FROM llm_calls WHERE {' AND '.join(where)} GROUP BY key ORDER BY cost_usd DESC, calls DESC"
         )
-        with self._lock:
-            return [dict(r) for r in self._conn.execute(sql, args).fetchall()]
-
-    def close(self) -> None:
-        self._conn.close()
+        return self.all(sql, args)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agentlab.outbox import Outbox
+from agentlab.lab.outbox import Outbox
 
 
 class Publisher:

@@ -37,7 +37,7 @@ def Text(n: int, description: str | None = None) -> Any:
 
 def Clamp(lo: float, hi: float) -> Any:
     """Out-of-range numbers are clamped, not re-asked: llama.cpp's grammar cannot bound a wide numeric range
-    (see ``agentlab.llm.gateway.grammar_schema``), and a re-ask costs a small CPU model the whole prompt again.
+    (see ``agentlab.llm.structured.grammar_schema``), and a re-ask costs a small CPU model the whole prompt again.
     Use as ``Annotated[int, Clamp(32, 2048)] = Field(..., ge=32, le=2048)``."""
 
     def clamp(v: Any) -> Any:

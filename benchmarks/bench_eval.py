@@ -28,8 +28,10 @@ os.environ.setdefault("AGENTLAB_DATA_DIR", str(Path(__file__).resolve().parents[
 import httpx  # noqa: E402
 
 from agentlab.bench import load_benchmark  # noqa: E402
-from agentlab.eval.harness import Endpoint, evaluate  # noqa: E402
+from agentlab.eval.client import Endpoint  # noqa: E402
+from agentlab.eval.harness import evaluate  # noqa: E402
 from agentlab.llm.serving import ServerSpec, ServingManager, managed_server  # noqa: E402
+from agentlab.llm.transport import RetryPolicy  # noqa: E402
 from agentlab.techniques import get_technique  # noqa: E402
 
 
@@ -69,12 +71,12 @@ def naive_serial(url, bodies):
 async def harness(endpoint, problems, spec, concurrency, db):
     t = time.perf_counter()
     s = await evaluate(spec, problems, endpoint, benchmark="gsm8k", db_path=db, concurrency=concurrency,
-                       cache=False, timeout_s=600, max_retries=1)
+                       cache=False, timeout_s=600, retry=RetryPolicy(max_retries=1))
     return time.perf_counter() - t, round(s.n * (s.tokens_per_problem) - _prompt_tokens(db, s.run_id))
 
 
 def _prompt_tokens(db, run_id):
-    from agentlab.eval.harness import ResultStore
+    from agentlab.eval.records import ResultStore
 
     st = ResultStore(db)
     try:
@@ -85,7 +87,7 @@ def _prompt_tokens(db, run_id):
 
 def throughput(server, args):
     endpoint = Endpoint.from_server(server)
-    problems = load_benchmark("gsm8k", limit=args.tp_n)
+    problems = load_benchmark("gsm8k", os.environ["AGENTLAB_DATA_DIR"], limit=args.tp_n)
     spec = get_technique("direct", max_tokens=args.tp_max_tokens)
     bodies = _requests(problems, spec, endpoint.model)
     n = len(problems)
@@ -106,14 +108,14 @@ def throughput(server, args):
 
 def accuracy(server, args, label):
     endpoint = Endpoint.from_server(server)
-    problems = load_benchmark("gsm8k", limit=args.n)
+    problems = load_benchmark("gsm8k", os.environ["AGENTLAB_DATA_DIR"], limit=args.n)
     db = Path(args.db)
     print(f"\n== accuracy: GSM8K first {len(problems)}, {label}, max_tokens={args.max_tokens}")
     for name, k in (("zero_shot_cot", None), ("self_consistency", 5)):
         spec = get_technique(name, k=k, max_tokens=args.max_tokens)
         t = time.perf_counter()
         s = asyncio.run(evaluate(spec, problems, endpoint, benchmark="gsm8k", subset=f"first={args.n}", db_path=db,
-                                 concurrency=args.acc_concurrency, timeout_s=900, max_retries=2))
+                                 concurrency=args.acc_concurrency, timeout_s=900, retry=RetryPolicy(max_retries=2)))
         print(f"{name + ('@' + str(k) if k else ''):<20} {s.correct:>3}/{s.n} = {s.accuracy:6.1%} "
               f"CI [{s.ci_low:.1%}, {s.ci_high:.1%}]  {s.tokens_per_problem:7.0f} tok/problem  "
               f"record {s.record_id}  ({time.perf_counter() - t:.0f}s)")

@@ -303,22 +303,15 @@ def get_benchmark(name: str) -> FileBenchmark | GymBenchmark:
     raise BenchmarkError(f"unknown benchmark {name!r}; valid: {valid}")
 
 
-def load_benchmark(name: str, settings_or_data_dir: Any = None, subset: Subset | dict | None = None,
+def load_benchmark(name: str, data_dir: Any, subset: Subset | dict | None = None,
                    **subset_kwargs: Any) -> list[Problem]:
     """Load a benchmark's problems, then apply a deterministic subset.
 
-    ``settings_or_data_dir``: a ``Settings`` (its ``data_dir`` is used), a path, or None (load settings).
+    ``data_dir``: the benchmark files' folder, or a ``Settings`` (its ``data_dir`` is used).
     Subset options may be given as a ``Subset``, a dict, or keyword arguments (``limit=50, split="dev"``).
     """
     bench = get_benchmark(name)
-    if settings_or_data_dir is None:
-        from agentlab.config import load_settings
-
-        data_dir = load_settings().data_dir
-    elif isinstance(settings_or_data_dir, (str, Path)):
-        data_dir = Path(settings_or_data_dir)
-    else:
-        data_dir = settings_or_data_dir.data_dir
+    data_dir = Path(data_dir) if isinstance(data_dir, (str, Path)) else data_dir.data_dir
     sub = _as_subset(subset, subset_kwargs)
     problems = bench.load(data_dir, seed=sub.seed if sub else 0)
     return apply_subset(problems, sub)

@@ -13,16 +13,13 @@ from rich.table import Table
 
 from agentlab.bench import DEFAULT_BENCHMARK, Subset, load_benchmark
 from agentlab.cli.common import console, get_settings
-from agentlab.eval.harness import (
-    Endpoint,
-    EvalError,
-    ResultStore,
-    compare as compare_runs,
-    default_db_path,
-    evaluate,
-    load_summary,
-    write_chart,
-)
+from agentlab.eval.client import Endpoint
+from agentlab.eval.errors import EvalError
+from agentlab.eval.harness import evaluate
+from agentlab.eval.outputs import write_chart
+from agentlab.eval.records import ResultStore, default_db_path, load_summary
+from agentlab.eval.records import compare as compare_runs
+from agentlab.llm.transport import RetryPolicy
 from agentlab.techniques import get_technique
 
 app = typer.Typer(help="Evaluate reasoning techniques on benchmarks against a model under study.",
@@ -93,10 +90,10 @@ def run(
     finally:
         if managed is not None:
             managed.__exit__(None, None, None)
-    base = load_summary(baseline, settings=settings) if baseline else None
+    base = load_summary(baseline, default_db_path(settings)) if baseline else None
     _print_summary(summary)
     if base is not None:
-        _print_comparison(compare_runs(summary, base, settings=settings))
+        _print_comparison(compare_runs(summary, base, db_path=default_db_path(settings)))
     if summary.run_dir:
         chart = write_chart(summary, Path(summary.run_dir) / "accuracy.png", baseline=base)
         console.print(f"results: {summary.run_dir} (summary.json, results.jsonl, {chart.name})")
@@ -128,9 +125,10 @@ def _run_with_progress(spec, problems, endpoint, benchmark, subset, settings, co
         def on_result(res, done, correct, total):
             progress.update(task, completed=done, acc=f"{correct}/{done} = {correct / done:.1%}")
 
-        return asyncio.run(evaluate(spec, problems, endpoint, benchmark=benchmark, subset=subset, settings=settings,
-                                    concurrency=concurrency, timeout_s=timeout, cache=cache, job_id=job_id,
-                                    on_result=on_result))
+        return asyncio.run(evaluate(
+            spec, problems, endpoint, db_path=default_db_path(settings), benchmark=benchmark, subset=subset,
+            concurrency=concurrency, timeout_s=timeout or settings.llm.timeout_s,
+            retry=RetryPolicy.from_settings(settings.llm), cache=cache, job_id=job_id, on_result=on_result))
 
 
 def _print_summary(s) -> None:
@@ -172,16 +170,16 @@ def compare(
     chart: Optional[Path] = typer.Option(None, "--chart", help="Also write a PNG chart of A vs B here."),
 ) -> None:
     """Paired comparison of two runs on their shared problems (wins, losses, exact McNemar p)."""
-    settings = get_settings()
-    c = compare_runs(run_a, run_b, settings=settings)
+    db = default_db_path(get_settings())
+    c = compare_runs(run_a, run_b, db_path=db)
     if as_json:
         console.print_json(c.model_dump_json())
     else:
-        a, b = load_summary(c.run_a, settings=settings), load_summary(c.run_b, settings=settings)
+        a, b = load_summary(c.run_a, db), load_summary(c.run_b, db)
         console.print(escape(f"A = {a.technique} ({c.record_a}), B = {b.technique} ({c.record_b}), {a.benchmark} [{a.subset}]"))
         _print_comparison(c)
     if chart:
-        write_chart(load_summary(c.run_a, settings=settings), chart, baseline=load_summary(c.run_b, settings=settings))
+        write_chart(load_summary(c.run_a, db), chart, baseline=load_summary(c.run_b, db))
         console.print(f"chart: {chart}")
 
 
@@ -212,7 +210,7 @@ def list_runs() -> None:
 def show(ref: str = typer.Argument(..., help="Run id or record id (or a unique prefix)."),
          as_json: bool = typer.Option(False, "--json", help="Print the record as JSON.")) -> None:
     """Show one run's summary record."""
-    s = load_summary(ref, settings=get_settings())
+    s = load_summary(ref, default_db_path(get_settings()))
     if as_json:
         console.print_json(s.model_dump_json())
     else:

@@ -1,6 +1,6 @@
-"""``code`` techniques in the sandbox: the harness's ``sandbox_runner`` for agent-written ``solve()``.
+"""``code`` techniques in the sandbox: the harness's ``code_solver`` for agent-written ``solve()``.
 
-A code technique is untrusted Python (``solve(problem, client)``). ``SandboxCodeRunner`` runs it for
+A code technique is untrusted Python (``solve(problem, client)``). ``SandboxCodeSolver`` runs it for
 all problems of an evaluation in one scheduler job (kind ``eval``, a ``code`` entry) in the bubblewrap
 sandbox with ``network = "proxy"``: no network, no host files, no secrets in the environment; the only
 way out is the metered proxy's unix socket to the model under study, with this job's request and token
@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from agentlab.eval.harness import EvalError, RequestFailed
+from agentlab.eval.errors import EvalError, RequestFailed
 
 DRIVER = r'''
 import json, os, sys, traceback
@@ -56,8 +56,8 @@ class CodeJobFailed(EvalError):
     """The sandboxed job of a code technique failed as a whole (its stderr tail is in the message)."""
 
 
-class SandboxCodeRunner:
-    """``sandbox_runner`` for ``agentlab.eval.harness.evaluate``: ``await solve(spec, problem, endpoint)``.
+class SandboxCodeSolver:
+    """``code_solver`` for ``agentlab.eval.harness.evaluate``: ``await solve(spec, problem, endpoint)``.
 
     The first call starts one job for every problem given at construction; later calls await it.
     """

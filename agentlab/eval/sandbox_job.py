@@ -39,7 +39,10 @@ def run_eval(spec: dict[str, Any], problems: list[dict[str, Any]], model: str, b
     if "httpx" not in sys.modules:  # a fresh job process: skip httpx's optional CLI (click, rich, pygments)
         sys.modules.setdefault("httpx._main", None)  # type: ignore[assignment]
     from agentlab.bench.registry import Problem
-    from agentlab.eval.harness import Endpoint, ResultStore, evaluate
+    from agentlab.eval.client import Endpoint
+    from agentlab.eval.harness import evaluate
+    from agentlab.llm.transport import RetryPolicy
+    from agentlab.eval.records import ResultStore
     from agentlab.techniques import TechniqueSpec
 
     sock = os.environ.get("AGENTLAB_MODEL_SOCKET")
@@ -61,7 +64,7 @@ def run_eval(spec: dict[str, Any], problems: list[dict[str, Any]], model: str, b
 
     summary = asyncio.run(evaluate(
         parsed, probs, endpoint, benchmark=benchmark, subset=subset, db_path=JOB_DB, run_dir="run",
-        concurrency=concurrency, timeout_s=timeout_s, max_retries=max_retries,
+        concurrency=concurrency, timeout_s=timeout_s, retry=RetryPolicy(max_retries=max_retries),
         job_id=os.environ.get("AGENTLAB_JOB_ID"), on_result=progress))
     store = ResultStore(JOB_DB)
     try:
@@ -74,7 +77,8 @@ def run_eval(spec: dict[str, Any], problems: list[dict[str, Any]], model: str, b
 
 def ingest(db_path: Path, result: dict[str, Any], spec: dict[str, Any], problem_ids: list[str]) -> Any:
     """Store a finished job's summary and per-problem results in the workspace's eval db."""
-    from agentlab.eval.harness import EvalSummary, ProblemResult, ResultStore, write_run_files
+    from agentlab.eval.outputs import write_run_files
+    from agentlab.eval.records import EvalSummary, ProblemResult, ResultStore
     from agentlab.techniques import TechniqueSpec
 
     summary = EvalSummary.model_validate(result["summary"])

@@ -124,7 +124,7 @@ class ExperimentRunner:
                                       "seed": self.config.seed}).describe()
 
     def endpoint(self):
-        from agentlab.eval.harness import Endpoint
+        from agentlab.eval.client import Endpoint
 
         if self._endpoint is None:
             mus = self.settings.model_under_study
@@ -174,7 +174,7 @@ class ExperimentRunner:
 
         ep = self.endpoint()
         if ep.litellm or not ep.base_url:
-            from agentlab.eval.harness import EvalError
+            from agentlab.eval.errors import EvalError
 
             raise EvalError("evaluation jobs need an OpenAI-compatible model URL (model_under_study.url); "
                             f"got the litellm model {ep.model!r}")
@@ -268,13 +268,15 @@ class ExperimentRunner:
         """A ``code`` technique: the harness runs here (trusted: it grades, never sees agent code), and
         ``solve()`` runs for every problem in one sandboxed job behind the metered proxy, with this lab's
         per-job request/token budget (``code_max_requests``, ``code_max_tokens``)."""
-        from agentlab.eval.code_technique import SandboxCodeRunner
-        from agentlab.eval.harness import ResultStore, evaluate
+        from agentlab.eval.code_technique import SandboxCodeSolver
+        from agentlab.eval.harness import evaluate
+        from agentlab.llm.transport import RetryPolicy
+        from agentlab.eval.records import ResultStore
         from agentlab.jobs import Resources
 
         ep, cfg = self.endpoint(), self.config
         problems = self.problems(split)
-        runner = SandboxCodeRunner(
+        runner = SandboxCodeSolver(
             self.scheduler(), problems, self._proxy(ep, cfg.code_max_requests, cfg.code_max_tokens), lab=self.lab,
             run_id=self.run_id, name=f"{self.run_id}:{key}", on_submit=on_submit,
             resources=Resources(cpus=1.0, memory_mb=min(cfg.job_memory_mb, 2048), timeout_s=cfg.job_timeout_s))
@@ -286,8 +288,9 @@ class ExperimentRunner:
         try:
             summary = run_sync(evaluate(
                 self._parse(spec), problems, ep, benchmark=self.config.benchmark, subset=self.subset_label(split),
-                settings=self.settings, db_path=self.eval_db, concurrency=self.config.concurrency,
-                sandbox_runner=runner, on_result=progress))
+                db_path=self.eval_db, concurrency=self.config.concurrency, timeout_s=self.settings.llm.timeout_s,
+                retry=RetryPolicy.from_settings(self.settings.llm),
+                code_solver=runner, on_result=progress))
         except Exception as exc:
             return {"status": "failed", "record": None, "job_id": runner.job_id,
                     "wall_s": time.perf_counter() - started, "error": f"{type(exc).__name__}: {exc}"[-2000:]}
@@ -306,7 +309,7 @@ class ExperimentRunner:
         return out
 
     def _results(self, eval_run_id: str) -> list:
-        from agentlab.eval.harness import ResultStore
+        from agentlab.eval.records import ResultStore
 
         store = ResultStore(self.eval_db)
         try:
@@ -322,7 +325,7 @@ class ExperimentRunner:
         return self._parse(data).model_dump(mode="json")
 
     def compare(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-        from agentlab.eval.harness import compare
+        from agentlab.eval.records import compare
 
         c = compare(a["eval_run_id"], b["eval_run_id"], db_path=self.eval_db)
         return {"n": c.n_paired, "wins": c.wins, "losses": c.losses, "delta": c.delta, "p_value": c.p_value,

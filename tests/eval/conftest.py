@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import pytest
 
-from agentlab.eval.harness import Endpoint
+from agentlab.eval.client import Endpoint
 
 
 class ScriptedLLMServer:

@@ -3,8 +3,11 @@
 import pytest
 
 from agentlab.bench import load_benchmark
-from agentlab.eval.harness import ResultStore, run_evaluation
+from agentlab.eval.harness import run_evaluation
+from agentlab.eval.records import ResultStore
+from agentlab.llm.transport import RetryPolicy
 from agentlab.techniques import builtin_techniques, get_technique
+from tests.conftest import SHARED_DATA
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -13,10 +16,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 def test_builtin_technique_on_embedded_model(name, embedded_endpoint, workspace):
     spec = builtin_techniques()[name]
     spec = get_technique(name, k=3 if spec.chains.n > 1 else None, max_tokens=48)
-    problems = load_benchmark("basic_arithmetic", limit=2, seed=7)
+    problems = load_benchmark("basic_arithmetic", SHARED_DATA, limit=2, seed=7)
     db = workspace / "eval.db"
     s = run_evaluation(spec, problems, embedded_endpoint, benchmark="basic_arithmetic", db_path=db,
-                       concurrency=2, timeout_s=120, max_retries=1)
+                       concurrency=2, timeout_s=120, retry=RetryPolicy(max_retries=1))
     assert s.complete and s.n == 2 and s.errors == 0
     assert s.model == "smollm2-135m-instruct" and s.spec_hash == spec.spec_hash()
     assert 0.0 <= s.ci_low <= s.accuracy <= s.ci_high <= 1.0
@@ -30,7 +33,7 @@ def test_builtin_technique_on_embedded_model(name, embedded_endpoint, workspace)
     store.close()
     # a second identical evaluation with a fresh run id is answered from the completion cache
     again = run_evaluation(spec, problems[:1], embedded_endpoint, benchmark="basic_arithmetic", db_path=db,
-                           timeout_s=120, max_retries=1)
+                           timeout_s=120, retry=RetryPolicy(max_retries=1))
     store = ResultStore(db)
     assert all(r.cached for r in store.results(again.run_id))
     store.close()

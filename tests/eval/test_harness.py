@@ -10,19 +10,16 @@ import re
 import pytest
 
 from agentlab.bench import Problem, load_benchmark
-from agentlab.eval.harness import (
-    Chain,
-    EndpointError,
-    EvalError,
-    aggregate,
-    compare,
-    load_summary,
-    mcnemar,
-    run_evaluation,
-    wilson_interval,
-    write_chart,
-)
+from agentlab.eval.client import Endpoint
+from agentlab.eval.errors import EndpointError, EvalError
+from agentlab.eval.harness import run_evaluation
+from agentlab.eval.outputs import write_chart
+from agentlab.eval.prompting import Chain, aggregate
+from agentlab.eval.records import compare, load_summary
+from agentlab.eval.stats import mcnemar, wilson_interval
+from agentlab.llm.transport import RetryPolicy
 from agentlab.techniques import TechniqueSpec, get_technique
+from tests.conftest import SHARED_DATA
 
 
 def P(i, answer, grader="gsm8k", **meta):
@@ -37,7 +34,7 @@ def _qnum(body) -> int:
 def run(spec, problems, endpoint, ws, **kw):
     kw.setdefault("db_path", ws / "eval.db")
     kw.setdefault("timeout_s", 10)
-    kw.setdefault("max_retries", 1)
+    kw.setdefault("retry", RetryPolicy(max_retries=1))
     return run_evaluation(spec, problems, endpoint, benchmark="toy", **kw)
 
 
@@ -256,7 +253,7 @@ def test_code_technique_refused_outside_sandbox(workspace, scripted_server):
     assert srv.completions() == 0
 
 
-def test_code_technique_with_a_sandbox_runner(workspace, scripted_server):
+def test_code_technique_with_a_code_solver(workspace, scripted_server):
     spec = TechniqueSpec.parse({"name": "mine", "kind": "code", "code": "def solve(problem, client):\n    return '42'\n"})
 
     class FakeSandbox:  # TEST DOUBLE for the sandbox package's runner
@@ -264,15 +261,15 @@ def test_code_technique_with_a_sandbox_runner(workspace, scripted_server):
             return f"#### {problem.answer}", 3
 
     srv = scripted_server(lambda b: "")
-    s = run(spec, [P(0, 42), P(1, 7)], srv.endpoint, workspace, sandbox_runner=FakeSandbox())
+    s = run(spec, [P(0, 42), P(1, 7)], srv.endpoint, workspace, code_solver=FakeSandbox())
     assert s.correct == 2
 
 
 def test_unknown_run_and_empty_subset(workspace):
     with pytest.raises(EvalError, match="no problems"):
-        run(get_technique("direct"), [], __import__("agentlab.eval.harness").evaluate.Endpoint.openai("http://x", "m"),
+        run(get_technique("direct"), [], Endpoint.openai("http://x", "m"),
             workspace)
-    from agentlab.eval.harness import ResultStore
+    from agentlab.eval.records import ResultStore
 
     store = ResultStore(workspace / "eval.db")
     with pytest.raises(EvalError, match="no evaluation run"):
@@ -280,7 +277,7 @@ def test_unknown_run_and_empty_subset(workspace):
 
 
 def test_real_benchmark_problems_flow(workspace, scripted_server):
-    problems = load_benchmark("math500", None, limit=3)
+    problems = load_benchmark("math500", SHARED_DATA, limit=3)
     answers = {p.question: p.answer for p in problems}
     srv = scripted_server(lambda b: "So we get $\\boxed{" + next(a for q, a in answers.items()
                                                                   if q in b["messages"][-1]["content"]) + "}$")

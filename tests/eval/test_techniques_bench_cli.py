@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from agentlab.bench import BenchmarkError, Subset, list_benchmarks, load_benchmark
 from agentlab.cli import app
 from agentlab.techniques import TechniqueError, TechniqueSpec, builtin_techniques, get_technique
+from tests.conftest import SHARED_DATA
 
 REQUIRED = {"zero_shot_cot", "few_shot_cot", "self_consistency", "mixed_temperature_consensus", "self_refine",
             "plan_and_solve", "least_to_most"}
@@ -77,43 +78,43 @@ def test_unknown_technique_lists_valid_ones():
 # -- benchmarks -----------------------------------------------------------------------------------
 
 def test_loaders_and_fields():
-    assert len(load_benchmark("math500")) == 500
-    assert len(load_benchmark("gsm8k")) == 1319
-    assert len(load_benchmark("aime24")) == 30
-    amc = load_benchmark("amc23")
+    assert len(load_benchmark("math500", SHARED_DATA)) == 500
+    assert len(load_benchmark("gsm8k", SHARED_DATA)) == 1319
+    assert len(load_benchmark("aime24", SHARED_DATA)) == 30
+    amc = load_benchmark("amc23", SHARED_DATA)
     assert len(amc) == 40 and amc[0].answer == "27"
-    p = load_benchmark("math500", limit=1)[0]
+    p = load_benchmark("math500", SHARED_DATA, limit=1)[0]
     assert p.level in {"1", "2", "3", "4", "5"} and p.subject
     assert {b["name"] for b in list_benchmarks()} >= {"math500", "gsm8k", "aime24", "amc23", "basic_arithmetic"}
 
 
 def test_subsets_are_deterministic_and_splits_disjoint():
-    dev = load_benchmark("math500", split="dev")
-    rep = load_benchmark("math500", split="report")
+    dev = load_benchmark("math500", SHARED_DATA, split="dev")
+    rep = load_benchmark("math500", SHARED_DATA, split="report")
     assert not {p.id for p in dev} & {p.id for p in rep} and len(dev) + len(rep) == 500
-    assert [p.id for p in load_benchmark("gsm8k", sample=20, seed=3)] == \
-        [p.id for p in load_benchmark("gsm8k", sample=20, seed=3)]
-    assert [p.id for p in load_benchmark("gsm8k", sample=20, seed=3)] != \
-        [p.id for p in load_benchmark("gsm8k", sample=20, seed=4)]
-    lv = load_benchmark("math500", levels=[5], subjects=["Algebra"])
+    assert [p.id for p in load_benchmark("gsm8k", SHARED_DATA, sample=20, seed=3)] == \
+        [p.id for p in load_benchmark("gsm8k", SHARED_DATA, sample=20, seed=3)]
+    assert [p.id for p in load_benchmark("gsm8k", SHARED_DATA, sample=20, seed=3)] != \
+        [p.id for p in load_benchmark("gsm8k", SHARED_DATA, sample=20, seed=4)]
+    lv = load_benchmark("math500", SHARED_DATA, levels=[5], subjects=["Algebra"])
     assert lv and all(p.level == "5" and p.subject == "Algebra" for p in lv)
     assert Subset(levels=["4", "5"], split="report", limit=10).describe() == "levels=4,5 split=report(0.3) first=10"
 
 
 def test_procedural_benchmark_is_seeded():
-    a = load_benchmark("basic_arithmetic", limit=5, seed=1)
-    assert a == load_benchmark("basic_arithmetic", limit=5, seed=1)
-    assert a != load_benchmark("basic_arithmetic", limit=5, seed=2)
-    assert load_benchmark("rg:gcd", limit=2)[0].grader == "reasoning_gym"
+    a = load_benchmark("basic_arithmetic", SHARED_DATA, limit=5, seed=1)
+    assert a == load_benchmark("basic_arithmetic", SHARED_DATA, limit=5, seed=1)
+    assert a != load_benchmark("basic_arithmetic", SHARED_DATA, limit=5, seed=2)
+    assert load_benchmark("rg:gcd", SHARED_DATA, limit=2)[0].grader == "reasoning_gym"
 
 
 def test_bad_benchmark_inputs(tmp_path):
     with pytest.raises(BenchmarkError, match="valid: math500, gsm8k"):
-        load_benchmark("math5000")
+        load_benchmark("math5000", SHARED_DATA)
     with pytest.raises(BenchmarkError, match=r"not found at .*math500/test.jsonl"):
         load_benchmark("math500", tmp_path)
     with pytest.raises(BenchmarkError, match="invalid subset: limit"):
-        load_benchmark("gsm8k", limit=0)
+        load_benchmark("gsm8k", SHARED_DATA, limit=0)
 
 
 # -- CLI ------------------------------------------------------------------------------------------

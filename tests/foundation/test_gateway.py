@@ -159,7 +159,7 @@ def test_extract_json():
 def test_grammar_schema_turns_bounds_into_enforceable_forms():
     from pydantic import Field
 
-    from agentlab.llm.gateway import grammar_schema
+    from agentlab.llm.structured import grammar_schema
 
     class Review(BaseModel):
         score: int = Field(ge=1, le=10)
@@ -175,19 +175,16 @@ def test_grammar_schema_turns_bounds_into_enforceable_forms():
     assert Review.model_validate_json('{"score": 10, "confidence": "0.25", "tokens": 3, "note": ""}').confidence == 0.25
 
 
-def test_grammar_constrained_target_gets_a_one_line_instruction_instead_of_the_schema(workspace, server,
-                                                                                        monkeypatch):
-    from agentlab.llm.gateway import Target
+def test_grammar_constrained_target_gets_a_one_line_instruction_instead_of_the_schema():
+    from agentlab.llm.structured import request_params, with_instruction
 
-    gw = make_gateway(server, monkeypatch)
     msgs = [{"role": "system", "content": "You judge."}, {"role": "user", "content": "judge this"}]
-    local = gw._structured_messages(msgs, Verdict, Target(model="openai/x", local_llamacpp=True))
+    local = with_instruction(msgs, Verdict, compact=True)
     assert local[0]["content"] == "You judge.\n\nAnswer with one JSON object with the fields: label, score."
-    remote = gw._structured_messages(msgs, Verdict, Target(model="openai/x"))
+    remote = with_instruction(msgs, Verdict, compact=False)
     assert '"properties"' in remote[0]["content"]  # no grammar: the full schema stays in the prompt
     # the grammar itself still carries the schema
-    assert gw._structured_params(Target(model="openai/x", local_llamacpp=True), Verdict)[
-        "response_format"]["schema"]["required"] == ["label", "score"]
+    assert request_params("openai/x", True, Verdict)["response_format"]["schema"]["required"] == ["label", "score"]
 
 
 def test_structured_output_accepts_raw_control_characters_in_strings(workspace, server, monkeypatch):

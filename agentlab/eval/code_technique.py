@@ -21,35 +21,8 @@ from typing import Any, Callable
 
 from agentlab.eval.errors import EvalError, RequestFailed
 
-DRIVER = r'''
-import json, os, sys, traceback
-import agentlab_client
-
-class Client:
-    """What solve(problem, client) gets: the model under study through the metered proxy."""
-    def chat(self, messages, **params):
-        return agentlab_client.chat(messages, **params)
-    def complete(self, prompt, **params):
-        return agentlab_client.complete(prompt, **params)
-
-with open("problems.json") as fh:
-    problems = json.load(fh)
-ns = {"__name__": "technique"}
-exec(compile(open("technique.py").read(), "technique.py", "exec"), ns)
-solve = ns["solve"]
-out = {}
-for i, p in enumerate(problems):
-    try:
-        out[p["id"]] = {"text": str(solve(dict(p), Client()))[:20000]}
-    except agentlab_client.BudgetExhausted as exc:
-        out[p["id"]] = {"error": "budget exhausted: " + str(exc)[:300]}
-    except Exception:
-        out[p["id"]] = {"error": traceback.format_exc(limit=4)[-1500:]}
-        traceback.print_exc()
-    print("progress", i + 1, 0, len(problems), flush=True)
-with open(os.environ["AGENTLAB_RESULT"], "w") as fh:
-    json.dump(out, fh)
-'''
+# the job's code: a file of its own, so what runs inside the sandbox is visible by name
+DRIVER = (Path(__file__).parent / "sandbox_solve.py").read_text()
 
 
 class CodeJobFailed(EvalError):

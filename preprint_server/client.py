@@ -1,7 +1,7 @@
 """HTTP client for the preprint server (sync and async, httpx). Used by labs and the CLI.
 
 Connection failures are retried with backoff; every failure surfaces as a `PreprintError`
-(an `AgentlabError`) with a one-line message, e.g. "preprint server at http://... is unreachable".
+(a `PreprintServerError`) with a one-line message, e.g. "preprint server at http://... is unreachable".
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import TypeAdapter
 
-from agentlab.errors import AgentlabError
+from preprint_server.errors import PreprintServerError
 from preprint_server.schemas import (
     GoalCreate,
     GoalOut,
@@ -32,7 +32,7 @@ from preprint_server.schemas import (
 T = TypeVar("T")
 
 
-class PreprintError(AgentlabError):
+class PreprintError(PreprintServerError):
     """A request to the preprint server failed."""
 
     def __init__(self, message: str, status: int | None = None, fields: list[str] | None = None):

@@ -1,6 +1,19 @@
-"""Errors the service raises for client mistakes; the app maps them to 4xx JSON answers."""
+"""Errors of the preprint server package.
+
+``PreprintServerError`` is the base of what a user can fix on the client side (the HTTP client's
+errors, a local server that does not start); the agentlab CLI prints it as one line. ``ServiceError``
+and its subclasses are raised inside the service for client mistakes; the app maps them to 4xx
+JSON answers."""
 
 from __future__ import annotations
+
+
+class PreprintServerError(Exception):
+    """A user-fixable problem reaching or starting a preprint server; the message names cause and fix."""
+
+
+class ServerStartError(PreprintServerError):
+    """A local server (``preprint_server.serve``) did not start."""
 
 
 class ServiceError(Exception):

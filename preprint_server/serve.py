@@ -17,10 +17,10 @@ from pathlib import Path
 
 import uvicorn
 
-from agentlab.errors import AgentlabError
 from preprint_server.app import create_app
 from preprint_server.core.config import ServerSettings
 from preprint_server.embedding import Embedder
+from preprint_server.errors import ServerStartError
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -45,10 +45,10 @@ def start_local_server(
     deadline = time.monotonic() + timeout_s
     while not server.started:
         if not thread.is_alive():
-            raise AgentlabError(f"preprint server on {host}:{port} failed to start (is the port in use?)")
+            raise ServerStartError(f"preprint server on {host}:{port} failed to start (is the port in use?)")
         if time.monotonic() > deadline:
             server.should_exit = True
-            raise AgentlabError(f"preprint server on {host}:{port} did not start within {timeout_s:.0f}s")
+            raise ServerStartError(f"preprint server on {host}:{port} did not start within {timeout_s:.0f}s")
         time.sleep(0.05)
 
     def stop() -> None:

@@ -49,7 +49,7 @@ DEFAULT_PASSTHROUGH = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM")
 
 @dataclass
 class SandboxOptions:
-    """Host-side settings of the sandbox (config section ``sandbox``)."""
+    """Host-side settings of the sandbox; agentlab builds them from its config section ``sandbox``."""
 
     backend: str = "bubblewrap"
     bwrap_path: str | None = None
@@ -58,18 +58,6 @@ class SandboxOptions:
     drop_privileges: bool = True
     env_passthrough: Sequence[str] = DEFAULT_PASSTHROUGH
     use_cgroups: bool = True
-
-    @classmethod
-    def from_settings(cls) -> SandboxOptions:
-        try:
-            from agentlab.config import load_settings
-
-            s = load_settings().sandbox  # type: ignore[union-attr]
-        except (ImportError, AttributeError):
-            return cls()
-        return cls(backend=s.backend, bwrap_path=s.bwrap_path, uid=s.uid, gid=s.gid,
-                   drop_privileges=s.drop_privileges, env_passthrough=tuple(s.env_passthrough),
-                   use_cgroups=s.use_cgroups)
 
 
 @dataclass
@@ -281,8 +269,9 @@ def run(
     ``proxy``), ``host`` (the host network: trusted code only). ``gpus`` are host GPU indices; only
     their device nodes are visible and ``CUDA_VISIBLE_DEVICES`` names them. ``ro_binds`` maps host
     paths to read-only paths inside (for example a data folder). ``cancel_event`` stops the run.
+    ``options`` default to ``SandboxOptions()``.
     """
-    opts = options or SandboxOptions.from_settings()
+    opts = options or SandboxOptions()
     limits = limits or Limits()
     backend_name = backend or opts.backend
     if (code is None) == (command is None):

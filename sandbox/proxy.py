@@ -20,6 +20,7 @@ import json
 import os
 import socket
 import socketserver
+import sqlite3
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
@@ -32,6 +33,17 @@ from sandbox.types import ProxyConfig, ProxyUsage
 POST_PATHS = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
 GET_PATHS = {"/v1/models"}
 MAX_BODY = 10 * 1024 * 1024
+
+
+def _connect_ledger(path: Path, timeout_s: float = 30.0) -> sqlite3.Connection:
+    """The call-log database, shared with other processes: WAL, a busy timeout, autocommit, any thread."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+    return conn
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -57,9 +69,7 @@ class MeteredProxy:
                                     follow_redirects=False, trust_env=False)
         self._db = None
         if config.ledger_path is not None:
-            from agentlab.sqlite import connect
-
-            self._db = connect(config.ledger_path)
+            self._db = _connect_ledger(config.ledger_path)
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS proxy_calls (id INTEGER PRIMARY KEY, ts REAL, job_id TEXT, method TEXT,"
                 " path TEXT, model TEXT, status INTEGER, prompt_tokens INTEGER, completion_tokens INTEGER,"

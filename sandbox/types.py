@@ -7,14 +7,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentlab.errors import AgentlabError
-
 Network = Literal["none", "proxy", "host"]
 KilledBy = Literal["wall_timeout", "cpu", "memory", "disk", "cancelled", "output"]
 
 
-class SandboxError(AgentlabError):
-    """The sandbox could not start a run (bad input, missing bubblewrap, ...)."""
+class SandboxError(Exception):
+    """The sandbox could not start a run (bad input, missing bubblewrap, ...): a user-fixable problem,
+    so the agentlab CLI prints its message as one line."""
 
 
 class BubblewrapMissing(SandboxError):

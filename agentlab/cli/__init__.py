@@ -20,6 +20,11 @@ from agentlab.cli import lab_cmd  # research lab (issue 6)
 from agentlab.cli import jobs_cmd, sandbox_cmd  # sandbox, jobs, GPUs (issue 5)
 from agentlab.cli.common import err_console, state
 from agentlab.errors import AgentlabError
+from preprint_server.errors import PreprintServerError
+from sandbox.types import SandboxError
+
+# user-fixable errors: one line on stderr, no traceback (sandbox and preprint_server have their own bases)
+USER_ERRORS = (AgentlabError, SandboxError, PreprintServerError)
 
 app = typer.Typer(
     name="agentlab",
@@ -65,7 +70,7 @@ lab_cmd.register(app)  # lab start|resume|status|list, demo (issue 6)
 def main() -> None:
     try:
         app()
-    except AgentlabError as exc:
+    except USER_ERRORS as exc:
         if state.debug:
             raise
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)

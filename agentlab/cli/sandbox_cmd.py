@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 
@@ -32,15 +33,14 @@ def run_cmd(
 ) -> None:
     """Run COMMAND in the sandbox, print its output and exit with its exit code."""
     import sandbox
-    from sandbox import Limits, ProxyConfig, SandboxOptions
+    from agentlab.jobs.execute import sandbox_options_for
+    from sandbox import Limits, ProxyConfig
 
     if network not in ("none", "proxy"):
         raise typer.BadParameter("use none or proxy", param_hint="--network")
     s = get_settings()
     sc = s.sandbox
-    opts = SandboxOptions(backend=backend or sc.backend, bwrap_path=sc.bwrap_path, uid=sc.uid, gid=sc.gid,
-                          drop_privileges=sc.drop_privileges, env_passthrough=tuple(sc.env_passthrough),
-                          use_cgroups=sc.use_cgroups)
+    opts = dataclasses.replace(sandbox_options_for(sc), backend=backend or sc.backend)
     limits = Limits(timeout_s=timeout or sc.timeout_s, memory_mb=_mb(memory) if memory else sc.memory_mb,
                     disk_mb=sc.disk_mb, max_procs=sc.max_procs, tail_chars=0)
     proxy = None

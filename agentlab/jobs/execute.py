@@ -6,15 +6,32 @@ import importlib.util
 import json
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sandbox
 from agentlab.jobs.sandbox_entry import CALL_FILE
 from agentlab.jobs.spec import JobSpec
 from sandbox import Limits, SandboxOptions
 
+if TYPE_CHECKING:
+    from agentlab.config import SandboxConfig
+
 PY_DIR = "/opt/agentlab/py"
 CODE_PACKAGES = ("agentlab", "sandbox")
+
+
+def sandbox_options_for(config: SandboxConfig) -> SandboxOptions:
+    """The host-side sandbox options for agentlab's ``sandbox`` config section."""
+    return SandboxOptions(backend=config.backend, bwrap_path=config.bwrap_path, uid=config.uid, gid=config.gid,
+                          drop_privileges=config.drop_privileges, env_passthrough=tuple(config.env_passthrough),
+                          use_cgroups=config.use_cgroups)
+
+
+def configured_sandbox_options() -> SandboxOptions:
+    """Options from the config files and environment, for a scheduler built without explicit ones."""
+    from agentlab.config import load_settings
+
+    return sandbox_options_for(load_settings().sandbox)  # type: ignore[union-attr]
 
 
 def _package_dir(top: str) -> Path:

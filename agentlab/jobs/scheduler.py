@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.errors import AgentlabError
-from agentlab.jobs.execute import execute_job
+from agentlab.jobs.execute import configured_sandbox_options, execute_job, sandbox_options_for
 from agentlab.jobs.gpus import GpuInfo, inventory
 from agentlab.jobs.spec import Job, JobSpec
 from agentlab.jobs.store import JobStore
@@ -49,7 +49,7 @@ class LocalScheduler:
             self.gpus = list(gpus)  # type: ignore[arg-type]
         self.max_concurrent = max_concurrent
         self.cpus = cpus or float(os.cpu_count() or 1)
-        self.options = sandbox_options or SandboxOptions.from_settings()
+        self.options = sandbox_options or configured_sandbox_options()
         self.heartbeat_s = heartbeat_s
         self.proxy_api_key = proxy_api_key
         self._secrets: dict[str, str] = {}
@@ -68,9 +68,7 @@ class LocalScheduler:
     def from_settings(cls, settings: Any, **kw: Any) -> LocalScheduler:
         s = settings
         store = JobStore(s.workspace / "jobs.db")
-        opts = SandboxOptions(backend=s.sandbox.backend, bwrap_path=s.sandbox.bwrap_path, uid=s.sandbox.uid,
-                              gid=s.sandbox.gid, drop_privileges=s.sandbox.drop_privileges,
-                              env_passthrough=tuple(s.sandbox.env_passthrough), use_cgroups=s.sandbox.use_cgroups)
+        opts = sandbox_options_for(s.sandbox)
         kw.setdefault("gpus", s.jobs.gpus)
         kw.setdefault("max_concurrent", s.jobs.max_concurrent)
         kw.setdefault("cpus", s.jobs.cpus)

@@ -8,8 +8,9 @@ Backends: ``bubblewrap`` (default; namespaces, read-only root, only the workdir 
 ``process`` (rlimits only; isolates nothing and says so). See docs/sandbox_and_jobs.md.
 """
 
-from sandbox.executor import SandboxOptions, list_artifacts, read_workdir_file, run
+from sandbox.executor import SandboxOptions, run
 from sandbox.types import BubblewrapMissing, Limits, ProxyConfig, ProxyUsage, Result, SandboxError
+from sandbox.workdir import list_artifacts, read_workdir_file
 
 __all__ = [
     "BubblewrapMissing",

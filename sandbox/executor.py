@@ -4,35 +4,40 @@ One run = one workdir (the only writable place), stdout/stderr streamed through 
 bounded log files outside the workdir, a host-side monitor enforcing the wall clock, total CPU and
 disk limits, and cgroups (or rlimits) for memory and processes. The monitor never trusts anything
 the program can write: limits live in the host process, logs in files the program cannot reach.
+
+Everything here runs on the host: ``workdir`` handles the files going in and coming out, ``monitor``
+watches the running program, ``_launcher`` sits between the host and the sandbox (limits, then the
+backend's argv), and ``client_helper`` is the only code of this package that runs inside.
 """
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import os
 import re
-import selectors
 import shlex
 import shutil
 import signal
-import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sandbox.backends.bubblewrap import JOB_DIR, LIB_DIR, SOCKET_PATH, BubblewrapBackend
 from sandbox.backends.process import ProcessBackend
 from sandbox.cgroups import RunCgroup
-from sandbox.types import Limits, ProxyConfig, Result, SandboxError
+from sandbox.monitor import Monitor, OutputLog
+from sandbox.types import Limits, ProxyConfig, ProxyUsage, Result, SandboxError
+from sandbox.workdir import chown_tree, hit_file_limit, list_artifacts, make_run_dirs, write_files
+
+if TYPE_CHECKING:
+    from sandbox.proxy import MeteredProxy
 
 log = logging.getLogger("sandbox")
 
@@ -107,142 +112,6 @@ def _check_env(env: Mapping[str, str]) -> None:
             )
 
 
-def _write_files(workdir: Path, files: Mapping[str, bytes | str]) -> None:
-    root = workdir.resolve()
-    for name, data in files.items():
-        rel = Path(name)
-        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-            raise SandboxError(f"file name {name!r} must be a relative path inside the workdir")
-        dest = root / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(data, str):
-            data = data.encode()
-        dest.write_bytes(data)
-
-
-def _chown_tree(root: Path, uid: int, gid: int) -> None:
-    os.lchown(root, uid, gid)
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        for n in dirnames + filenames:
-            os.lchown(os.path.join(dirpath, n), uid, gid)
-
-
-def _disk_usage(root: Path, cap: int) -> int:
-    """Bytes allocated under root (never following links); stops counting once past cap."""
-    total = 0
-    stack = [str(root)]
-    while stack:
-        d = stack.pop()
-        try:
-            with os.scandir(d) as it:
-                for e in it:
-                    try:
-                        st = e.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    total += max(st.st_blocks * 512, st.st_size if stat.S_ISREG(st.st_mode) else 0)
-                    if stat.S_ISDIR(st.st_mode):
-                        stack.append(e.path)
-                    if total > cap:
-                        return total
-        except OSError:
-            continue
-    return total
-
-
-def _hit_file_limit(workdir: Path, fsize: int, disk_mb: int) -> bool:
-    """A file at the RLIMIT_FSIZE cap, or the workdir over its quota (Python ignores SIGXFSZ: EFBIG)."""
-    cap = disk_mb * 1024 * 1024
-    if _disk_usage(workdir, cap) > cap:
-        return True
-    for dirpath, _, filenames in os.walk(workdir, followlinks=False):
-        for n in filenames:
-            try:
-                st = os.lstat(os.path.join(dirpath, n))
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode) and st.st_size >= fsize:
-                return True
-    return False
-
-
-def list_artifacts(workdir: Path, limit: int = 10_000) -> list[str]:
-    """Regular files under workdir, relative; symbolic links are never followed nor listed."""
-    out: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(workdir, followlinks=False):
-        for n in filenames:
-            p = os.path.join(dirpath, n)
-            try:
-                if stat.S_ISREG(os.lstat(p).st_mode):
-                    out.append(os.path.relpath(p, workdir))
-            except OSError:
-                continue
-            if len(out) >= limit:
-                return sorted(out)
-    return sorted(out)
-
-
-def read_workdir_file(workdir: Path, name: str, max_bytes: int = 10 * 1024 * 1024) -> bytes | None:
-    """Read a file the program left in its workdir without following links (None if absent/unsafe)."""
-    rel = Path(name)
-    if rel.is_absolute() or ".." in rel.parts:
-        return None
-    dirfd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        fd = dirfd
-        for part in rel.parts[:-1]:
-            nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            if fd != dirfd:
-                os.close(fd)
-            fd = nfd
-        try:
-            f = os.open(rel.parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
-        except OSError:
-            return None
-        finally:
-            if fd != dirfd:
-                os.close(fd)
-        try:
-            if not stat.S_ISREG(os.fstat(f).st_mode):
-                return None
-            with os.fdopen(f, "rb", closefd=False) as fh:
-                return fh.read(max_bytes + 1)[: max_bytes + 1]
-        finally:
-            os.close(f)
-    finally:
-        os.close(dirfd)
-
-
-class _Stream:
-    """One output stream: written to its log up to a cap, last ``tail`` characters kept in memory."""
-
-    def __init__(self, path: Path, cap: int, tail: int) -> None:
-        self.fh = path.open("wb")
-        self.cap = cap
-        self.written = 0
-        self.truncated = False
-        self.tail = collections.deque(maxlen=max(tail, 1) * 4)
-        self.tail_chars = tail
-
-    def feed(self, data: bytes) -> None:
-        room = self.cap - self.written
-        if room > 0:
-            chunk = data[:room]
-            self.fh.write(chunk)
-            self.fh.flush()
-            self.written += len(chunk)
-        if len(data) > max(room, 0):
-            self.truncated = True
-        self.tail.extend(data[-self.tail.maxlen:])
-
-    def close(self) -> str:
-        if self.truncated:
-            self.fh.write(b"\n[sandbox: output truncated at the log size limit]\n")
-        self.fh.close()
-        text = bytes(self.tail).decode("utf-8", "replace")
-        return text[-self.tail_chars:] if self.tail_chars else ""
-
-
 def run(
     code: str | None = None,
     command: str | Sequence[str] | None = None,
@@ -274,50 +143,72 @@ def run(
     opts = options or SandboxOptions()
     limits = limits or Limits()
     backend_name = backend or opts.backend
+    _check_request(code, command, network, proxy)
+    be = _make_backend(backend_name, opts)
+    env = dict(env or {})
+    _check_env(env)
+    workdir, log_dir = make_run_dirs(workdir, log_dir)
+    _write_inputs(workdir, files, code)
+    inside = backend_name == "bubblewrap"
+    lib_in = _client_lib_dir(inside, log_dir)
+    argv = _program_argv(code, command)
+    proxy_server = _start_proxy(proxy, log_dir) if network == "proxy" else None  # type: ignore[arg-type]
+    sock_path = proxy_server.socket_path if proxy_server is not None else None
+    gpus = [int(g) for g in (gpus or [])]
+    env_inside = _env_inside(opts, env, backend_name=backend_name, workdir=workdir, log_dir=log_dir,
+                             lib_in=lib_in, sock_path=sock_path, gpus=gpus, gpu_uuids=gpu_uuids)
+    drop = _drop_privileges(opts, workdir, log_dir, inside)
+    plan = Plan(workdir=workdir, limits=limits, network=network, host_command=argv, sandbox_command=argv,
+                uid=opts.uid, gid=opts.gid, drop_privileges=drop, proxy_socket=sock_path, gpus=gpus,
+                ro_binds={str(k): str(v) for k, v in (ro_binds or {}).items()})
+    prepared, cg, launch_cfg, isolation = _prepare_launch(be, plan, opts)
+    ended = _launch_and_watch(prepared, launch_cfg, env_inside, limits=limits, cg=cg,
+                              proxy_server=proxy_server, workdir=workdir, log_dir=log_dir,
+                              cancel_event=cancel_event, on_start=on_start)
+    return _result(ended, limits=limits, workdir=workdir, log_dir=log_dir, backend_name=backend_name,
+                   isolation=isolation, has_cgroup=cg is not None)
+
+
+# --- before the launch (host side) ----------------------------------------------------------------
+
+def _check_request(code: str | None, command: Any, network: str, proxy: ProxyConfig | None) -> None:
     if (code is None) == (command is None):
         raise SandboxError("give exactly one of code= or command=")
     if network not in ("none", "proxy", "host"):
         raise SandboxError(f"network must be none, proxy or host, not {network!r}")
     if network == "proxy" and proxy is None:
         raise SandboxError("network='proxy' needs a ProxyConfig (the model endpoint and its budget)")
-    if backend_name == "bubblewrap":
-        be: Any = BubblewrapBackend(opts.bwrap_path)
-    elif backend_name == "process":
-        be = ProcessBackend()
-    else:
-        raise SandboxError(f"unknown sandbox backend {backend_name!r}: use bubblewrap or process")
-    env = dict(env or {})
-    _check_env(env)
 
-    # --- workdir and logs ---------------------------------------------------------------------
-    if workdir is None:
-        base = Path(tempfile.mkdtemp(prefix="agentlab-sandbox-"))
-        workdir = base / "work"
-        log_dir = Path(log_dir) if log_dir else base
-    else:
-        workdir = Path(workdir)
-        log_dir = Path(log_dir) if log_dir else workdir.with_name(workdir.name + ".logs")
-    workdir = workdir.absolute()
-    log_dir = log_dir.absolute()
-    if log_dir == workdir or workdir in log_dir.parents:
-        raise SandboxError("log_dir must be outside the workdir (the program could rewrite its own logs)")
-    workdir.mkdir(parents=True, exist_ok=True)
-    log_dir.mkdir(parents=True, exist_ok=True)
+
+def _make_backend(name: str, opts: SandboxOptions) -> Any:
+    if name == "bubblewrap":
+        return BubblewrapBackend(opts.bwrap_path)
+    if name == "process":
+        return ProcessBackend()
+    raise SandboxError(f"unknown sandbox backend {name!r}: use bubblewrap or process")
+
+
+def _write_inputs(workdir: Path, files: Mapping[str, bytes | str] | None, code: str | None) -> None:
+    """``files`` and, for ``code=``, the program itself as ``_main.py``."""
     files = dict(files or {})
     if code is not None:
         if CODE_FILE in files:
             raise SandboxError(f"{CODE_FILE} is reserved for code=")
         files[CODE_FILE] = code
-    _write_files(workdir, files)
+    write_files(workdir, files)
 
-    inside = backend_name == "bubblewrap"
-    wd_in = JOB_DIR if inside else str(workdir)
-    lib_in = LIB_DIR
-    if not inside:
-        lib_dir = log_dir / "lib"
-        lib_dir.mkdir(exist_ok=True)
-        shutil.copyfile(CLIENT_HELPER, lib_dir / "agentlab_client.py")
-        lib_in = str(lib_dir)
+
+def _client_lib_dir(inside: bool, log_dir: Path) -> str:
+    """Where the program imports ``agentlab_client`` from: bound in by bubblewrap, else copied beside the logs."""
+    if inside:
+        return LIB_DIR
+    lib_dir = log_dir / "lib"
+    lib_dir.mkdir(exist_ok=True)
+    shutil.copyfile(CLIENT_HELPER, lib_dir / "agentlab_client.py")
+    return str(lib_dir)
+
+
+def _program_argv(code: str | None, command: str | Sequence[str] | None) -> list[str]:
     if code is not None:
         argv = [sys.executable, "-u", CODE_FILE]
     elif isinstance(command, str):
@@ -326,18 +217,23 @@ def run(
         argv = [str(c) for c in command]  # type: ignore[union-attr]
     if not argv:
         raise SandboxError("empty command")
+    return argv
 
-    # --- proxy ------------------------------------------------------------------------------------
-    proxy_server = None
-    sock_path: Path | None = None
-    if network == "proxy":
-        from sandbox.proxy import MeteredProxy
 
-        sock_path = log_dir / "model.sock"
-        proxy_server = MeteredProxy(proxy, sock_path, log_path=log_dir / "proxy_calls.jsonl")  # type: ignore[arg-type]
-        proxy_server.start()
+def _start_proxy(proxy: ProxyConfig, log_dir: Path) -> MeteredProxy:
+    from sandbox.proxy import MeteredProxy
 
-    # --- environment ------------------------------------------------------------------------------
+    server = MeteredProxy(proxy, log_dir / "model.sock", log_path=log_dir / "proxy_calls.jsonl")
+    server.start()
+    return server
+
+
+def _env_inside(opts: SandboxOptions, env: dict[str, str], *, backend_name: str, workdir: Path, log_dir: Path,
+                lib_in: str, sock_path: Path | None, gpus: list[int],
+                gpu_uuids: Mapping[int, str] | None) -> dict[str, str]:
+    """The program's whole environment: passthrough names, a fixed set, the GPUs, then ``env``."""
+    inside = backend_name == "bubblewrap"
+    wd_in = JOB_DIR if inside else str(workdir)
     venv_bin = str(Path(sys.executable).parent)
     full_env = {k: os.environ[k] for k in opts.env_passthrough if k in os.environ and not SECRET_NAME.search(k)}
     full_env.update({
@@ -357,36 +253,41 @@ def run(
         (log_dir / "tmp").mkdir(exist_ok=True)
     if sock_path is not None:
         full_env["AGENTLAB_MODEL_SOCKET"] = SOCKET_PATH if inside else str(sock_path)
-    gpus = [int(g) for g in (gpus or [])]
-    if gpus:
-        uuids = dict(gpu_uuids or {}) or _gpu_uuids(gpus)
-        visible = ",".join(uuids[g] if g in uuids else str(g) for g in gpus)
-        full_env["CUDA_VISIBLE_DEVICES"] = visible
-        full_env["NVIDIA_VISIBLE_DEVICES"] = visible
-        full_env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-    else:
-        full_env["CUDA_VISIBLE_DEVICES"] = ""
+    full_env.update(_gpu_env(gpus, gpu_uuids))
     if "PYTHONPATH" in env:
-        env["PYTHONPATH"] = env["PYTHONPATH"] + ":" + lib_in
+        env = {**env, "PYTHONPATH": env["PYTHONPATH"] + ":" + lib_in}
     full_env.update(env)
+    return full_env
 
-    # --- privileges, cgroups, rlimits -------------------------------------------------------------
-    root = os.geteuid() == 0
-    drop = root and opts.drop_privileges
+
+def _gpu_env(gpus: list[int], gpu_uuids: Mapping[int, str] | None) -> dict[str, str]:
+    """CUDA variables naming the assigned GPUs (by UUID where known); no GPU visible without any."""
+    if not gpus:
+        return {"CUDA_VISIBLE_DEVICES": ""}
+    uuids = dict(gpu_uuids or {}) or _gpu_uuids(gpus)
+    visible = ",".join(uuids[g] if g in uuids else str(g) for g in gpus)
+    return {"CUDA_VISIBLE_DEVICES": visible, "NVIDIA_VISIBLE_DEVICES": visible,
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+
+
+def _drop_privileges(opts: SandboxOptions, workdir: Path, log_dir: Path, inside: bool) -> bool:
+    """As root (unless configured otherwise) the program runs as ``opts.uid``: give it its writable folders."""
+    drop = os.geteuid() == 0 and opts.drop_privileges
     if drop:
-        _chown_tree(workdir, opts.uid, opts.gid)
+        chown_tree(workdir, opts.uid, opts.gid)
         if not inside:
-            _chown_tree(log_dir / "tmp", opts.uid, opts.gid)
-    plan = Plan(workdir=workdir, limits=limits, network=network, host_command=argv, sandbox_command=argv,
-                uid=opts.uid, gid=opts.gid, drop_privileges=drop, proxy_socket=sock_path, gpus=gpus,
-                ro_binds={str(k): str(v) for k, v in (ro_binds or {}).items()})
-    prepared = be.prepare(plan)
-    isolation = list(prepared.isolation)
+            chown_tree(log_dir / "tmp", opts.uid, opts.gid)
+    return drop
 
-    mem_bytes = limits.memory_mb * 1024 * 1024
-    cg = RunCgroup.create(f"run-{uuid.uuid4().hex[:12]}", mem_bytes, limits.max_procs) if opts.use_cgroups else None
+
+def _file_size_cap(limits: Limits) -> int:
+    return (limits.max_file_mb or limits.disk_mb) * 1024 * 1024
+
+
+def _rlimits(limits: Limits, cg: RunCgroup | None, gpus: list[int]) -> list[tuple[str, int, int]]:
+    """What the launcher sets with setrlimit; a cgroup, where there is one, limits processes and memory."""
     cpu_limit = limits.effective_cpu_s
-    fsize = (limits.max_file_mb or limits.disk_mb) * 1024 * 1024
+    fsize = _file_size_cap(limits)
     rl: list[tuple[str, int, int]] = [
         ("RLIMIT_CORE", 0, 0),
         ("RLIMIT_CPU", int(cpu_limit) + 1, int(cpu_limit) + 2),
@@ -398,6 +299,20 @@ def run(
     as_limit = limits.address_space_mb or (None if cg is not None else limits.memory_mb)
     if as_limit and not gpus:
         rl.append(("RLIMIT_AS", as_limit * 1024 * 1024, as_limit * 1024 * 1024))
+    return rl
+
+
+def _prepare_launch(be: Any, plan: Plan, opts: SandboxOptions) -> tuple[Any, RunCgroup | None, dict, list[str]]:
+    """The backend's argv, the run's cgroup (None where none is writable), the launcher's config and the
+    list of isolation mechanisms."""
+    prepared = be.prepare(plan)
+    isolation = list(prepared.isolation)
+    limits = plan.limits
+    mem_bytes = limits.memory_mb * 1024 * 1024
+    cg = None
+    if opts.use_cgroups:
+        cg = RunCgroup.create(f"run-{uuid.uuid4().hex[:12]}", mem_bytes, limits.max_procs)
+    rl = _rlimits(limits, cg, plan.gpus)
     if cg is not None:
         isolation.append(f"cgroup-v{cg.version}:" + ",".join(cg.features))
     isolation.append("rlimits:" + ",".join(n[7:].lower() for n, _, _ in rl))
@@ -405,134 +320,130 @@ def run(
     launch_cfg = {"parent_pid": os.getpid(), "cgroup_procs": cg.procs_files if cg else [], "rlimits": rl,
                   "new_session": True,
                   "drop_to": list(prepared.drop_to) if prepared.drop_to else None}
+    return prepared, cg, launch_cfg, isolation
 
-    out = _Stream(log_dir / "stdout.log", int(limits.max_log_mb * 1024 * 1024), limits.tail_chars)
-    err = _Stream(log_dir / "stderr.log", int(limits.max_log_mb * 1024 * 1024), limits.tail_chars)
-    killed_by: str | None = None
+
+# --- the launch and after it (host side) ----------------------------------------------------------
+
+@dataclass
+class _Ended:
+    """What the host knows once a run is over."""
+
+    monitor: Monitor
+    out: OutputLog
+    err: OutputLog
+    wall: float
+    stdout_tail: str
+    stderr_tail: str
+    peak: int | None
+    cpu_total: float | None
+    oom: bool
+    proxy_usage: ProxyUsage | None
+
+
+def _launch_and_watch(prepared: Any, launch_cfg: dict, env: dict[str, str], *, limits: Limits,
+                      cg: RunCgroup | None, proxy_server: MeteredProxy | None, workdir: Path, log_dir: Path,
+                      cancel_event: threading.Event | None, on_start: Any) -> _Ended:
+    """Start the launcher and watch the run to its end; the cgroup and the proxy go with it, even on errors."""
+    log_cap = int(limits.max_log_mb * 1024 * 1024)
+    out = OutputLog(log_dir / "stdout.log", log_cap, limits.tail_chars)
+    err = OutputLog(log_dir / "stderr.log", log_cap, limits.tail_chars)
     start = time.monotonic()
-    status = None
-    rusage = None
     try:
         proc = subprocess.Popen(
             [sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(launch_cfg), "--", *prepared.argv],
-            cwd=prepared.cwd, env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            cwd=prepared.cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, close_fds=True,
         )
         if on_start:
             on_start(proc.pid)
-
-        def kill_tree() -> None:
-            for fn in (lambda: os.killpg(proc.pid, signal.SIGKILL), lambda: os.kill(proc.pid, signal.SIGKILL)):
-                try:
-                    fn()
-                except (ProcessLookupError, PermissionError):
-                    pass
-            if cg is not None:
-                cg.kill_all()
-
-        sel = selectors.DefaultSelector()
-        streams = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}  # type: ignore[union-attr]
-        for fd in streams:
-            os.set_blocking(fd, False)
-            sel.register(fd, selectors.EVENT_READ)
-        deadline = start + limits.timeout_s
-        next_check = 0.0
-        disk_cap = limits.disk_mb * 1024 * 1024
-        drain_until: float | None = None
-        while True:
-            for key, _ in sel.select(timeout=0.05):
-                try:
-                    data = os.read(key.fd, 65536)
-                except BlockingIOError:
-                    continue
-                if data:
-                    streams[key.fd].feed(data)
-                else:
-                    sel.unregister(key.fd)
-            now = time.monotonic()
-            if status is None:
-                pid, st, ru = os.wait4(proc.pid, os.WNOHANG)
-                if pid:
-                    status, rusage = st, ru
-                    proc.returncode = 0  # reaped here; keep Popen from waiting again
-                    # whatever is left of the tree (process backend daemons) goes with the run
-                    kill_tree()
-                    drain_until = now + 2.0
-            if status is not None and (not sel.get_map() or now > (drain_until or now)):
-                break
-            if status is not None:
-                continue
-            if killed_by is None:
-                if now >= deadline:
-                    killed_by = "wall_timeout"
-                elif cancel_event is not None and cancel_event.is_set():
-                    killed_by = "cancelled"
-                elif now >= next_check:
-                    cpu = cg.cpu_seconds() if cg is not None else None
-                    used = _disk_usage(workdir, disk_cap)
-                    # the disk limit is polled: look 5x as often past half of it, so that a fast
-                    # writer overshoots by ~50 ms of writing, not 250 ms
-                    next_check = now + (0.05 if used > disk_cap // 2 else 0.25)
-                    if cpu is not None and cpu > cpu_limit:
-                        killed_by = "cpu"
-                    elif used > disk_cap:
-                        killed_by = "disk"
-                if killed_by is not None:
-                    kill_tree()
-        sel.close()
-        proc.stdout.close()  # type: ignore[union-attr]
-        proc.stderr.close()  # type: ignore[union-attr]
+        monitor = Monitor(proc, out, err, limits=limits, cgroup=cg, workdir=workdir, cancel_event=cancel_event,
+                          start=start)
+        monitor.watch()
     finally:
         wall = time.monotonic() - start
         stdout_tail, stderr_tail = out.close(), err.close()
-        peak = cpu_total = None
-        oom = False
-        if cg is not None:
-            cg.kill_all()
-            peak = cg.peak_bytes()
-            cpu_total = cg.cpu_seconds()
-            oom = cg.oom_killed()
-            cg.destroy()
+        peak, cpu_total, oom = _release_cgroup(cg)
         usage = None
         if proxy_server is not None:
             proxy_server.stop()
             usage = proxy_server.usage
+    return _Ended(monitor, out, err, wall, stdout_tail, stderr_tail, peak, cpu_total, oom, usage)
 
-    sig = None
+
+def _release_cgroup(cg: RunCgroup | None) -> tuple[int | None, float | None, bool]:
+    """Kill what is left in the run's cgroup, read its peak memory, CPU time and OOM flag, remove it."""
+    if cg is None:
+        return None, None, False
+    cg.kill_all()
+    peak = cg.peak_bytes()
+    cpu_total = cg.cpu_seconds()
+    oom = cg.oom_killed()
+    cg.destroy()
+    return peak, cpu_total, oom
+
+
+def _exit_status(status: int | None, inside: bool) -> tuple[int, int | None]:
+    """Shell-style exit code and the signal that ended the program (137 when it was never reaped)."""
     if status is not None and os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        exit_code = 128 + sig
-    elif status is not None:
+        return 128 + sig, sig
+    if status is not None:
         exit_code = os.WEXITSTATUS(status)
         if inside and exit_code > 128:
-            sig = exit_code - 128  # bwrap reports a signalled child as 128+N
-    else:
-        exit_code = 137
-    cpu_s = cpu_total if cpu_total is not None else (rusage.ru_utime + rusage.ru_stime if rusage else 0.0)
-    if peak is None and rusage is not None:
-        peak = rusage.ru_maxrss * 1024
-    if killed_by is None:
-        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_s >= cpu_limit):
-            killed_by = "cpu"
-        elif sig == signal.SIGXFSZ or (exit_code != 0 and _hit_file_limit(workdir, fsize, limits.disk_mb)):
-            killed_by = "disk"
-        elif oom or cg is None and exit_code != 0 and ("MemoryError" in stderr_tail or sig == signal.SIGKILL):
-            killed_by = "memory"
+            return exit_code, exit_code - 128  # bwrap reports a signalled child as 128+N
+        return exit_code, None
+    return 137, None
+
+
+def _limit_behind_exit(*, exit_code: int, sig: int | None, cpu_s: float, oom: bool, stderr_tail: str,
+                       limits: Limits, workdir: Path, has_cgroup: bool) -> str | None:
+    """The limit that ended a run the monitor did not stop: the kernel's signals, a full disk, an OOM."""
+    if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_s >= limits.effective_cpu_s):
+        return "cpu"
+    fsize = _file_size_cap(limits)
+    if sig == signal.SIGXFSZ or (exit_code != 0 and hit_file_limit(workdir, fsize, limits.disk_mb)):
+        return "disk"
+    if oom or (not has_cgroup and exit_code != 0 and ("MemoryError" in stderr_tail or sig == signal.SIGKILL)):
+        return "memory"
+    return None
+
+
+def _limit_message(killed_by: str | None, limits: Limits) -> str | None:
     messages = {
         "wall_timeout": f"wall-clock timeout {limits.timeout_s:g} s",
-        "cpu": f"CPU time limit {cpu_limit:g} s",
+        "cpu": f"CPU time limit {limits.effective_cpu_s:g} s",
         "memory": f"memory limit {limits.memory_mb} MB",
-        "disk": f"disk limit {limits.disk_mb} MB (largest file {fsize // (1024 * 1024)} MB)",
+        "disk": f"disk limit {limits.disk_mb} MB (largest file {_file_size_cap(limits) // (1024 * 1024)} MB)",
         "cancelled": "cancelled",
     }
+    return messages.get(killed_by) if killed_by else None
+
+
+def _result(ended: _Ended, *, limits: Limits, workdir: Path, log_dir: Path, backend_name: str,
+            isolation: list[str], has_cgroup: bool) -> Result:
+    m = ended.monitor
+    exit_code, sig = _exit_status(m.status, backend_name == "bubblewrap")
+    rusage = m.rusage
+    cpu_s = ended.cpu_total
+    if cpu_s is None:
+        cpu_s = rusage.ru_utime + rusage.ru_stime if rusage else 0.0
+    peak = ended.peak
+    if peak is None and rusage is not None:
+        peak = rusage.ru_maxrss * 1024
+    killed_by = m.killed_by
+    if killed_by is None:
+        killed_by = _limit_behind_exit(exit_code=exit_code, sig=sig, cpu_s=cpu_s, oom=ended.oom,
+                                       stderr_tail=ended.stderr_tail, limits=limits, workdir=workdir,
+                                       has_cgroup=has_cgroup)
     return Result(
-        exit_code=exit_code, signal=sig, stdout_tail=stdout_tail, stderr_tail=stderr_tail,
+        exit_code=exit_code, signal=sig, stdout_tail=ended.stdout_tail, stderr_tail=ended.stderr_tail,
         stdout_path=log_dir / "stdout.log", stderr_path=log_dir / "stderr.log",
-        stdout_truncated=out.truncated, stderr_truncated=err.truncated,
+        stdout_truncated=ended.out.truncated, stderr_truncated=ended.err.truncated,
         workdir=workdir, artifacts_dir=workdir, artifacts=list_artifacts(workdir),
-        wall_s=round(wall, 4), cpu_s=round(cpu_s, 4),
+        wall_s=round(ended.wall, 4), cpu_s=round(cpu_s, 4),
         peak_rss_mb=round(peak / (1024 * 1024), 2) if peak else None,
         timed_out=killed_by in ("wall_timeout", "cpu"), killed_by=killed_by,
-        limit_message=messages.get(killed_by) if killed_by else None,
-        backend=backend_name, isolation=isolation, proxy_usage=usage,
+        limit_message=_limit_message(killed_by, limits),
+        backend=backend_name, isolation=isolation, proxy_usage=ended.proxy_usage,
     )

@@ -79,6 +79,28 @@ def runtime_paths() -> list[str]:
     return sorted(set(out))
 
 
+class _Argv:
+    """bwrap's arguments as they are assembled; records the folders that exist inside so far."""
+
+    def __init__(self, bwrap: str) -> None:
+        self.args: list[str] = [bwrap]
+        self.made: set[str] = {"/"}
+
+    def parents(self, target: str) -> None:
+        # bwrap creates missing parents 0700; an unprivileged uid could not traverse them
+        parts = Path(target).parent.parts
+        for i in range(2, len(parts) + 1):
+            d = str(Path(*parts[:i]))
+            if d not in self.made:
+                self.args.extend(["--perms", "0755", "--dir", d])
+                self.made.add(d)
+
+    def bind(self, flag: str, src: str, dst: str) -> None:
+        self.parents(dst)
+        self.args.extend([flag, src, dst])
+        self.made.add(dst)
+
+
 class BubblewrapBackend:
     name = "bubblewrap"
 
@@ -87,83 +109,16 @@ class BubblewrapBackend:
         self.setpriv = shutil.which("setpriv")
 
     def prepare(self, plan) -> Prepared:  # plan: sandbox.executor.Plan
-        a: list[str] = [self.bwrap]
-        made: set[str] = {"/"}
-
-        def parents(target: str) -> None:
-            # bwrap creates missing parents 0700; an unprivileged uid could not traverse them
-            parts = Path(target).parent.parts
-            for i in range(2, len(parts) + 1):
-                d = str(Path(*parts[:i]))
-                if d not in made:
-                    a.extend(["--perms", "0755", "--dir", d])
-                    made.add(d)
-
-        def bind(flag: str, src: str, dst: str) -> None:
-            parents(dst)
-            a.extend([flag, src, dst])
-            made.add(dst)
-
+        argv = _Argv(self.bwrap)
         privileged = os.geteuid() == 0
         drop = privileged and plan.drop_privileges and self.setpriv is not None
-        a += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
-        if plan.network != "host":
-            a.append("--unshare-net")
-        if privileged and not drop:
-            a += ["--unshare-user", "--uid", str(plan.uid), "--gid", str(plan.gid)]
-        elif not privileged:
-            a += ["--unshare-user"]
-        a += ["--die-with-parent", "--new-session", "--hostname", "sandbox"]
-        isolation = ["bubblewrap", "namespaces:pid,ipc,uts,mount" + (",net" if plan.network != "host" else ""),
-                     "read-only-root", "new-session", "die-with-parent", "no-new-privs"]
-
-        # file system
-        a += ["--ro-bind", "/usr", "/usr"]
-        made.add("/usr")
-        for d in MERGED_USR:
-            p = Path("/") / d
-            if p.is_symlink():
-                a += ["--symlink", os.readlink(p), str(p)]
-            elif p.is_dir():
-                a += ["--ro-bind", str(p), str(p)]
-            made.add(str(p))
-        a += ["--perms", "0755", "--dir", "/etc"]
-        made.add("/etc")
-        for name in ETC_FILES:
-            p = Path("/etc") / name
-            if p.exists():
-                a += ["--ro-bind", str(p), str(p)]
-        for p in runtime_paths():
-            if Path(p).exists() and not any(p == m or p.startswith(m.rstrip("/") + "/") for m in ("/usr",)):
-                if os.path.islink(p):
-                    parents(p)
-                    a += ["--symlink", os.readlink(p), p]
-                    made.add(p)
-                else:
-                    bind("--ro-bind", p, p)
-        for src, dst in plan.ro_binds.items():
-            bind("--ro-bind", str(src), str(dst))
-        a += ["--dev", "/dev", "--proc", "/proc"]
-        a += ["--perms", "1777", "--size", str(plan.limits.tmp_mb * 1024 * 1024), "--tmpfs", "/tmp"]
-        bind("--bind", str(plan.workdir), JOB_DIR)
-        bind("--ro-bind", str(plan.client_helper), f"{LIB_DIR}/agentlab_client.py")
-        if plan.proxy_socket is not None:
-            bind("--bind", str(plan.proxy_socket), SOCKET_PATH)
-            isolation.append("model-proxy-socket")
-
-        # GPUs: only the assigned device nodes
+        isolation = _namespaces(argv, plan, privileged, drop)
+        _system_files(argv)
+        _run_files(argv, plan, isolation)
         if plan.gpus:
-            for node in GPU_SHARED_NODES + [f"/dev/nvidia{g}" for g in plan.gpu_indices]:
-                if os.path.exists(node):
-                    a += ["--dev-bind", node, node]
-            if os.path.isdir("/dev/nvidia-caps"):
-                a += ["--dev-bind", "/dev/nvidia-caps", "/dev/nvidia-caps"]
-            for p in GPU_SYS_PATHS:
-                if os.path.exists(p):
-                    bind("--ro-bind", p, p)
-            isolation.append("gpu-devices:" + ",".join(str(g) for g in plan.gpu_indices))
-        a += ["--remount-ro", "/", "--chdir", JOB_DIR]
-
+            _gpu_devices(argv, plan, isolation)
+        argv.args += ["--remount-ro", "/", "--chdir", JOB_DIR]
+        a = argv.args
         if drop:
             a += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
             a += ["--", self.setpriv, "--reuid", str(plan.uid), "--regid", str(plan.gid), "--clear-groups",
@@ -174,3 +129,73 @@ class BubblewrapBackend:
             isolation.append("user-namespace")
         a += plan.sandbox_command
         return Prepared(argv=a, cwd="/", isolation=isolation, drop_to=None)
+
+
+def _namespaces(argv: _Argv, plan, privileged: bool, drop: bool) -> list[str]:
+    """New namespaces (the network too, unless ``host``), the user mapping; the isolation list so far."""
+    a = argv.args
+    a += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
+    if plan.network != "host":
+        a.append("--unshare-net")
+    if privileged and not drop:
+        a += ["--unshare-user", "--uid", str(plan.uid), "--gid", str(plan.gid)]
+    elif not privileged:
+        a += ["--unshare-user"]
+    a += ["--die-with-parent", "--new-session", "--hostname", "sandbox"]
+    return ["bubblewrap", "namespaces:pid,ipc,uts,mount" + (",net" if plan.network != "host" else ""),
+            "read-only-root", "new-session", "die-with-parent", "no-new-privs"]
+
+
+def _system_files(argv: _Argv) -> None:
+    """/usr and the merged-usr links, the listed /etc files, the Python runtime: all read-only."""
+    a, made = argv.args, argv.made
+    a += ["--ro-bind", "/usr", "/usr"]
+    made.add("/usr")
+    for d in MERGED_USR:
+        p = Path("/") / d
+        if p.is_symlink():
+            a += ["--symlink", os.readlink(p), str(p)]
+        elif p.is_dir():
+            a += ["--ro-bind", str(p), str(p)]
+        made.add(str(p))
+    a += ["--perms", "0755", "--dir", "/etc"]
+    made.add("/etc")
+    for name in ETC_FILES:
+        p = Path("/etc") / name
+        if p.exists():
+            a += ["--ro-bind", str(p), str(p)]
+    for p in runtime_paths():
+        if Path(p).exists() and not any(p == m or p.startswith(m.rstrip("/") + "/") for m in ("/usr",)):
+            if os.path.islink(p):
+                argv.parents(p)
+                a += ["--symlink", os.readlink(p), p]
+                made.add(p)
+            else:
+                argv.bind("--ro-bind", p, p)
+
+
+def _run_files(argv: _Argv, plan, isolation: list[str]) -> None:
+    """This run's mounts: its read-only binds, /dev, /proc, a private /tmp, the workdir, the client
+    helper and the proxy socket."""
+    for src, dst in plan.ro_binds.items():
+        argv.bind("--ro-bind", str(src), str(dst))
+    argv.args += ["--dev", "/dev", "--proc", "/proc"]
+    argv.args += ["--perms", "1777", "--size", str(plan.limits.tmp_mb * 1024 * 1024), "--tmpfs", "/tmp"]
+    argv.bind("--bind", str(plan.workdir), JOB_DIR)
+    argv.bind("--ro-bind", str(plan.client_helper), f"{LIB_DIR}/agentlab_client.py")
+    if plan.proxy_socket is not None:
+        argv.bind("--bind", str(plan.proxy_socket), SOCKET_PATH)
+        isolation.append("model-proxy-socket")
+
+
+def _gpu_devices(argv: _Argv, plan, isolation: list[str]) -> None:
+    """Only the assigned GPUs' device nodes, plus the shared control nodes and the sysfs they need."""
+    for node in GPU_SHARED_NODES + [f"/dev/nvidia{g}" for g in plan.gpu_indices]:
+        if os.path.exists(node):
+            argv.args += ["--dev-bind", node, node]
+    if os.path.isdir("/dev/nvidia-caps"):
+        argv.args += ["--dev-bind", "/dev/nvidia-caps", "/dev/nvidia-caps"]
+    for p in GPU_SYS_PATHS:
+        if os.path.exists(p):
+            argv.bind("--ro-bind", p, p)
+    isolation.append("gpu-devices:" + ",".join(str(g) for g in plan.gpu_indices))

@@ -116,38 +116,40 @@ def create_app(settings: ServerSettings | None = None, embedder: Embedder | None
         return schemas.Health(papers=crud.count_papers(svc.db), indexed_papers=len(svc.index.indexed_paper_ids()),
                               version=__version__)
 
-    @app.exception_handler(ServiceError)
-    async def _service_error(request: Request, exc: ServiceError):
-        extra = {"fields": [exc.field]} if hasattr(exc, "field") else None
-        return _error(request, exc.status, exc.message, extra=extra)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError):
-        errors = [
-            {"field": ".".join(str(p) for p in e["loc"] if p not in ("body", "query", "path")) or "body",
-             "loc": list(e["loc"]), "msg": e["msg"], "type": e.get("type", "")}
-            for e in exc.errors()
-        ]
-        fields = list(dict.fromkeys(e["field"] for e in errors))
-        return _error(request, 422, f"invalid fields: {', '.join(fields)}", extra={"fields": fields, "errors": errors})
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException):
-        return _error(request, exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
-
-    def openapi():
-        # POST /api/papers reads its body itself (JSON or multipart); publish its schema here.
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            comps = schema.setdefault("components", {}).setdefault("schemas", {})
-            paper = schemas.PaperCreate.model_json_schema(ref_template="#/components/schemas/{model}")
-            comps.update(paper.pop("$defs", {}))
-            comps["PaperCreate"] = paper
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.openapi = lambda: _openapi(app)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)  # before any form parser buffers
     return app
 
 
+async def _service_error(request: Request, exc: ServiceError):
+    extra = {"fields": [exc.field]} if hasattr(exc, "field") else None
+    return _error(request, exc.status, exc.message, extra=extra)
+
+
+async def _invalid(request: Request, exc: RequestValidationError):
+    errors = [
+        {"field": ".".join(str(p) for p in e["loc"] if p not in ("body", "query", "path")) or "body",
+         "loc": list(e["loc"]), "msg": e["msg"], "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    fields = list(dict.fromkeys(e["field"] for e in errors))
+    return _error(request, 422, f"invalid fields: {', '.join(fields)}", extra={"fields": fields, "errors": errors})
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException):
+    return _error(request, exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+
+def _openapi(app: FastAPI) -> dict:
+    # POST /api/papers reads its body itself (JSON or multipart); publish its schema here.
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        comps = schema.setdefault("components", {}).setdefault("schemas", {})
+        paper = schemas.PaperCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+        comps.update(paper.pop("$defs", {}))
+        comps["PaperCreate"] = paper
+        app.openapi_schema = schema
+    return app.openapi_schema

@@ -1,28 +1,68 @@
-"""What every role shares: prompt files, the structured call with a safe fallback, short context."""
+"""What every role shares: prompt files, the structured call with a safe fallback, short context, and the
+narrow interface roles have to the lab (``AgentContext``): the gateway's structured asks, the run's typed
+configuration, notes, and experiments in terms of technique specs (``agentlab.techniques``)."""
 
 from __future__ import annotations
 
 import string
-from functools import lru_cache
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
-from typing import Any, Callable, Protocol, TypeVar
-
-from typing import Annotated
+from typing import Annotated, Any, Protocol, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, Field
 
 from agentlab.llm.gateway import BudgetExceeded, GatewayError
+from agentlab.techniques import TechniqueSpec
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 T = TypeVar("T", bound=BaseModel)
 
 
-class AgentContext(Protocol):
-    """What a role needs from the workflow (see ``agentlab.lab.graph.LabContext``)."""
+class StructuredLLM(Protocol):
+    """The gateway as roles use it (``agentlab.llm.gateway.Gateway.structured``)."""
 
-    gateway: Any
+    def structured(self, prompt: str, schema: type[T], *, role: str | None = None, system: str | None = None,
+                   **params: Any) -> T: ...
+
+
+class RunConfig(Protocol):
+    """The run's knobs roles read (``agentlab.lab.state.LabConfig`` has them)."""
+
+    benchmark: str
+    subset: dict[str, Any]
+    baseline: str
+    dev_n: int
+    report_n: int
+    max_fix_attempts: int
+    literature_top_n: int
+    plan_turns: int
+    context_scale: float
+    max_tokens_per_answer: int
+    allow_code_techniques: bool
+
+
+class AgentContext(Protocol):
+    """What a role needs from the workflow (``agentlab.lab.context.LabContext`` provides it)."""
+
+    gateway: StructuredLLM
+    config: RunConfig
 
     def note(self, text: str) -> None: ...
+
+    def technique_names(self) -> list[str]: ...
+
+    def build_spec(self, proposal: dict[str, Any], iteration: int) -> TechniqueSpec: ...
+
+    def simplify_spec(self, spec: TechniqueSpec) -> TechniqueSpec: ...
+
+    def code_spec(self, code: str, iteration: int, rationale: str = "") -> TechniqueSpec: ...
+
+    def earlier_experiment(self, key: str) -> dict[str, Any] | None: ...
+
+    def run_job(self, key: str, spec: TechniqueSpec, split: str, meta: dict | None = None) -> dict[str, Any]: ...
+
+    def search_literature(self, query: str, k: int) -> list[dict[str, Any]]: ...
 
 
 def Text(n: int, description: str | None = None) -> Any:
@@ -46,7 +86,7 @@ def Clamp(lo: float, hi: float) -> Any:
     return BeforeValidator(clamp)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _prompt_file(name: str) -> tuple[str, str]:
     """(system, user template) from ``prompts/<name>.md``; sections split by a line ``---``."""
     text = (PROMPTS_DIR / f"{name}.md").read_text()
@@ -69,9 +109,9 @@ def clip(text: Any, n: int = 600) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def cclip(state: dict, text: Any, n: int = 600) -> str:
+def cclip(ctx: AgentContext, text: Any, n: int = 600) -> str:
     """``clip`` to ``n`` characters scaled by the run's ``context_scale`` (shorter prompts for the demo)."""
-    scale = float((state.get("config") or {}).get("context_scale", 1.0))
+    scale = float(ctx.config.context_scale)
     return clip(text, n if scale >= 1 else max(40, int(n * scale)))
 
 

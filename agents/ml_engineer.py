@@ -6,8 +6,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from agentlab.techniques import TechniqueError, TechniqueSpec
 from agents import sw_engineer
-from agents.base import Clamp, Text, ask, cclip, clip, restrict_choices
+from agents.base import AgentContext, Clamp, Text, ask, cclip, clip, restrict_choices
 
 ROLE = "ml_engineer"
 
@@ -42,61 +43,46 @@ def _history(experiments: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
-def propose(state: dict, ctx: Any) -> tuple[TechniqueProposal, bool]:
-    cfg = state["config"]
+def propose(state: dict, ctx: AgentContext) -> tuple[TechniqueProposal, bool]:
+    cfg = ctx.config
     techniques = ctx.technique_names()
     plan = state.get("plan") or {}
     planned = [t for t in plan.get("techniques", []) if t in techniques]
     i = len(state.get("experiments") or [])
-    default_name = planned[i % len(planned)] if planned else cfg["baseline"]
+    default_name = planned[i % len(planned)] if planned else cfg.baseline
 
     def fallback() -> TechniqueProposal:
-        return TechniqueProposal(technique=default_name, max_tokens=cfg["max_tokens_per_answer"],
+        return TechniqueProposal(technique=default_name, max_tokens=cfg.max_tokens_per_answer,
                                  rationale="the plan's technique (fallback)")
 
-    if cfg.get("allow_code_techniques"):
+    if cfg.allow_code_techniques:
         techniques = [*techniques, CUSTOM_CODE]
     schema = restrict_choices(TechniqueProposal, "technique", techniques)
-    plan_text = f"{plan.get('hypothesis', '')} Techniques: {', '.join(planned) or cfg['baseline']}"
+    plan_text = f"{plan.get('hypothesis', '')} Techniques: {', '.join(planned) or cfg.baseline}"
     return ask(ctx, ROLE, "ml_engineer_propose", schema, fallback, "technique proposal",
-               goal=clip(state["goal"], 300), plan=cclip(state, plan_text, 400),
-               history=cclip(state, _history(state.get("experiments") or []), 700), techniques=", ".join(techniques))
+               goal=clip(state["goal"], 300), plan=cclip(ctx, plan_text, 400),
+               history=cclip(ctx, _history(state.get("experiments") or []), 700), techniques=", ".join(techniques))
 
 
-def run_iteration(state: dict, ctx: Any) -> dict:
+def run_iteration(state: dict, ctx: AgentContext) -> dict:
     """One experiment: propose, run on the dev split (a job), let the SW engineer fix a failure."""
-    cfg = state["config"]
     iteration = len(state.get("experiments") or []) + 1
-    earlier = ctx.earlier_experiment(f"dev-{iteration}-0")  # resumed after a crash: same proposal
-    if earlier and earlier.get("meta", {}).get("proposal"):
-        proposal = TechniqueProposal.model_validate(earlier["meta"]["proposal"])
-        fell_back = earlier["meta"].get("fell_back", False)
-        spec = earlier["spec"]
-    else:
-        proposal, fell_back = propose(state, ctx)
-        # keep the model under study's answers within the configured size on tiny runs
-        proposal.max_tokens = min(proposal.max_tokens, max(cfg["max_tokens_per_answer"], 32))
-        spec = None
-        if proposal.technique == CUSTOM_CODE:
-            spec = write_code(state, ctx, iteration)
-            if spec is None:  # no usable code: the plan's technique instead
-                plan = [t for t in (state.get("plan") or {}).get("techniques", []) if t in ctx.technique_names()]
-                proposal.technique = plan[0] if plan else cfg["baseline"]
-                fell_back = True
-        if spec is None:
-            spec = ctx.build_spec(proposal.model_dump(), iteration)
+    proposal, fell_back, spec = _proposal(state, ctx, iteration)
     entry: dict[str, Any] = {"iteration": iteration, "proposal": proposal.model_dump(),
                              "proposal_source": "fallback" if fell_back else "llm", "attempts": []}
-    for attempt in range(cfg.get("max_fix_attempts", 1) + 1):
+    max_fixes = ctx.config.max_fix_attempts
+    for attempt in range(max_fixes + 1):
         key = f"dev-{iteration}-{attempt}"
         result = ctx.run_job(key, spec, "dev", meta={"proposal": proposal.model_dump(), "fell_back": fell_back})
         entry["attempts"].append({"key": key, "job_id": result.get("job_id"), "status": result["status"],
                                   "error": clip(result.get("error"), 300) or None})
         if result["status"] == "succeeded":
-            entry.update(spec=spec, record=result["record"], job_id=result.get("job_id"), error=None)
+            entry.update(spec=spec.model_dump(mode="json"), record=result["record"], job_id=result.get("job_id"),
+                         error=None)
             break
-        entry.update(spec=spec, record=None, job_id=result.get("job_id"), error=result.get("error"))
-        if attempt == cfg.get("max_fix_attempts", 1):
+        entry.update(spec=spec.model_dump(mode="json"), record=None, job_id=result.get("job_id"),
+                     error=result.get("error"))
+        if attempt == max_fixes:
             break
         fixed = sw_engineer.fix(ctx, spec, result.get("error") or "")
         if fixed is None:
@@ -107,10 +93,28 @@ def run_iteration(state: dict, ctx: Any) -> dict:
     return entry
 
 
-def write_code(state: dict, ctx: Any, iteration: int) -> dict[str, Any] | None:
-    """A validated ``code`` technique spec from the model, or None (noted) when it gives no usable code."""
-    from agentlab.techniques import TechniqueError
+def _proposal(state: dict, ctx: AgentContext, iteration: int) -> tuple[TechniqueProposal, bool, TechniqueSpec]:
+    """(proposal, fell back, spec) of this iteration: the stored one after a crash, else a new one."""
+    earlier = ctx.earlier_experiment(f"dev-{iteration}-0")  # resumed after a crash: same proposal
+    if earlier and earlier.get("meta", {}).get("proposal"):
+        proposal = TechniqueProposal.model_validate(earlier["meta"]["proposal"])
+        return proposal, earlier["meta"].get("fell_back", False), earlier["spec"]
+    proposal, fell_back = propose(state, ctx)
+    # keep the model under study's answers within the configured size on tiny runs
+    proposal.max_tokens = min(proposal.max_tokens, max(ctx.config.max_tokens_per_answer, 32))
+    if proposal.technique == CUSTOM_CODE:
+        spec = write_code(state, ctx, iteration)
+        if spec is not None:
+            return proposal, fell_back, spec
+        # no usable code: the plan's technique instead
+        plan = [t for t in (state.get("plan") or {}).get("techniques", []) if t in ctx.technique_names()]
+        proposal.technique = plan[0] if plan else ctx.config.baseline
+        fell_back = True
+    return proposal, fell_back, ctx.build_spec(proposal.model_dump(), iteration)
 
+
+def write_code(state: dict, ctx: AgentContext, iteration: int) -> TechniqueSpec | None:
+    """A validated ``code`` technique spec from the model, or None (noted) when it gives no usable code."""
     plan, err = state.get("plan") or {}, ""
     for attempt in range(2):  # one bounded re-ask with the validation error
         obj, fell_back = ask(ctx, ROLE, "ml_engineer_code", CodeTechnique, lambda: CodeTechnique(code=""),
@@ -122,7 +126,7 @@ def write_code(state: dict, ctx: Any, iteration: int) -> dict[str, Any] | None:
         if fell_back or not obj.code.strip():
             break
         try:
-            return ctx.runner.code_spec(obj.code, iteration, obj.rationale)
+            return ctx.code_spec(obj.code, iteration, obj.rationale)
         except TechniqueError as exc:
             err = clip(str(exc), 160)
     ctx.note(f"ml_engineer: no usable code technique in experiment {iteration}; used the plan's technique")

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agents.base import Text, ask, cclip, clip, restrict_choices
+from agents.base import AgentContext, Text, ask, cclip, clip, restrict_choices
 
 ROLE = "phd_student"
 
@@ -33,10 +33,9 @@ def format_results(results: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
-def literature_review(state: dict, ctx: Any) -> dict:
+def literature_review(state: dict, ctx: AgentContext) -> dict:
     """Search the preprint server, summarize what comes back, keep the verified results."""
-    cfg = state["config"]
-    top_n = cfg.get("literature_top_n", 5)
+    top_n = ctx.config.literature_top_n
     papers = ctx.search_literature(state["goal"], top_n) if top_n else []
     notes: list[dict[str, Any]] = []
     for paper in papers:
@@ -47,7 +46,7 @@ def literature_review(state: dict, ctx: Any) -> dict:
 
         note, _ = ask(ctx, ROLE, "phd_paper_note", PaperNote, fallback, "paper summary",
                       goal=clip(state["goal"], 300), title=clip(paper.get("title"), 200),
-                      abstract=cclip(state, paper.get("abstract"), 700), results=format_results(results))
+                      abstract=cclip(ctx, paper.get("abstract"), 700), results=format_results(results))
         notes.append({
             "id": paper.get("id"), "title": paper.get("title", ""), "summary": clip(note.summary, 400),
             "useful_idea": clip(note.useful_idea, 200), "results": results,
@@ -55,18 +54,18 @@ def literature_review(state: dict, ctx: Any) -> dict:
     return {"literature": notes}
 
 
-def propose(state: dict, ctx: Any, techniques: list[str], feedback: str) -> PlanProposal:
-    cfg = state["config"]
+def propose(state: dict, ctx: AgentContext, techniques: list[str], feedback: str) -> PlanProposal:
+    cfg = ctx.config
     schema = restrict_choices(PlanProposal, "technique", techniques)
     lit = "; ".join(f"{p['title']}: {p['summary']}" for p in state.get("literature", [])[:3]) or "nothing yet"
-    default = next((t for t in techniques if t != cfg["baseline"]), cfg["baseline"])
+    default = next((t for t in techniques if t != cfg.baseline), cfg.baseline)
 
     def fallback() -> PlanProposal:
-        return PlanProposal(hypothesis=f"{default} is more accurate than {cfg['baseline']} on {cfg['benchmark']}",
+        return PlanProposal(hypothesis=f"{default} is more accurate than {cfg.baseline} on {cfg.benchmark}",
                             technique=default)
 
     obj, _ = ask(ctx, ROLE, "phd_plan_proposal", schema, fallback, "plan proposal",
-                 goal=clip(state["goal"], 300), benchmark=cfg["benchmark"], baseline=cfg["baseline"],
-                 literature=cclip(state, lit, 700), feedback=cclip(state, feedback or "none", 300),
+                 goal=clip(state["goal"], 300), benchmark=cfg.benchmark, baseline=cfg.baseline,
+                 literature=cclip(ctx, lit, 700), feedback=cclip(ctx, feedback or "none", 300),
                  techniques=", ".join(techniques))
     return obj

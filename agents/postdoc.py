@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, Field, field_validator
 
 from agents import phd_student
-from agents.base import Text, ask, cclip, clip, restrict_choices
+from agents.base import AgentContext, Text, ask, cclip, clip, restrict_choices
 
 ROLE = "postdoc"
 
@@ -36,21 +34,21 @@ class Interpretation(BaseModel):
     limitation: Text(200, "one limitation")
 
 
-def plan_formulation(state: dict, ctx: Any) -> dict:
+def plan_formulation(state: dict, ctx: AgentContext) -> dict:
     """A bounded PhD/postdoc dialogue ending in a structured plan."""
-    cfg = state["config"]
+    cfg = ctx.config
     techniques = ctx.technique_names()
     dialogue: list[dict[str, str]] = []
     feedback = "; ".join(state.get("human_feedback") or [])
     proposal = None
-    for turn in range(cfg.get("plan_turns", 2)):
+    for turn in range(cfg.plan_turns):
         proposal = phd_student.propose(state, ctx, techniques, feedback)
         dialogue.append({"role": "phd_student", "text": f"{proposal.hypothesis} (technique: {proposal.technique})"})
-        if turn == cfg.get("plan_turns", 2) - 1:
+        if turn == cfg.plan_turns - 1:
             break
         critique, _ = ask(ctx, ROLE, "postdoc_critique", PlanCritique,
                           lambda: PlanCritique(feedback="proceed", approve=True), "critique",
-                          goal=clip(state["goal"], 300), proposal=cclip(state, dialogue[-1]["text"], 400))
+                          goal=clip(state["goal"], 300), proposal=cclip(ctx, dialogue[-1]["text"], 400))
         dialogue.append({"role": "postdoc", "text": clip(critique.feedback, 300)})
         if critique.approve:
             break
@@ -63,16 +61,16 @@ def plan_formulation(state: dict, ctx: Any) -> dict:
                             rationale="proposed by the PhD student")
 
     plan, fell_back = ask(ctx, ROLE, "postdoc_plan", schema, fallback, "research plan",
-                          goal=clip(state["goal"], 300), benchmark=cfg["benchmark"], baseline=cfg["baseline"],
-                          dialogue=cclip(state, " | ".join(f"{d['role']}: {d['text']}" for d in dialogue), 900),
+                          goal=clip(state["goal"], 300), benchmark=cfg.benchmark, baseline=cfg.baseline,
+                          dialogue=cclip(ctx, " | ".join(f"{d['role']}: {d['text']}" for d in dialogue), 900),
                           techniques=", ".join(techniques))
     out = plan.model_dump()
-    out.update(benchmark=cfg["benchmark"], subset=cfg.get("subset") or {}, baseline=cfg["baseline"],
-               dev_n=cfg["dev_n"], report_n=cfg["report_n"], source="fallback" if fell_back else "llm")
+    out.update(benchmark=cfg.benchmark, subset=cfg.subset or {}, baseline=cfg.baseline,
+               dev_n=cfg.dev_n, report_n=cfg.report_n, source="fallback" if fell_back else "llm")
     return {"plan": out, "dialogue": dialogue}
 
 
-def interpret(state: dict, ctx: Any, results_text: str, experiments_text: str) -> dict:
+def interpret(state: dict, ctx: AgentContext, results_text: str, experiments_text: str) -> dict:
     plan = state.get("plan") or {}
     final = state.get("final") or {}
     comp = final.get("comparison") or {}
@@ -85,5 +83,5 @@ def interpret(state: dict, ctx: Any, results_text: str, experiments_text: str) -
 
     obj, fell_back = ask(ctx, ROLE, "postdoc_interpret", Interpretation, fallback, "interpretation",
                          goal=clip(state["goal"], 300), hypothesis=clip(plan.get("hypothesis"), 300),
-                         results=clip(results_text, 600), experiments=cclip(state, experiments_text, 600))
+                         results=clip(results_text, 600), experiments=cclip(ctx, experiments_text, 600))
     return {"interpretation": {**obj.model_dump(), "source": "fallback" if fell_back else "llm"}}

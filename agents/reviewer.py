@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agents.base import Text, ask, cclip, clip
+from agents.base import AgentContext, Text, ask, cclip, clip
 
 ROLE = "reviewer"
 
@@ -31,7 +31,7 @@ class Review(BaseModel):
     confidence: int = Field(ge=1, le=5)
 
 
-def review(state: dict, ctx: Any, draft: dict[str, Any], table: str) -> list[dict[str, Any]]:
+def review(state: dict, ctx: AgentContext, draft: dict[str, Any], table: str) -> list[dict[str, Any]]:
     out = []
     for name, persona in PERSONAS.items():
         obj, fell_back = ask(
@@ -39,8 +39,8 @@ def review(state: dict, ctx: Any, draft: dict[str, Any], table: str) -> list[dic
             lambda: Review(summary="no usable review", strength="", weakness="", soundness=2, presentation=2,
                            contribution=2, overall=5, confidence=1),
             f"review ({name})", persona=persona, title=clip(draft.get("title"), 200),
-            abstract=cclip(state, draft.get("abstract"), 600), table=clip(table, 600),
-            discussion=cclip(state, draft.get("discussion"), 500))
+            abstract=cclip(ctx, draft.get("abstract"), 600), table=clip(table, 600),
+            discussion=cclip(ctx, draft.get("discussion"), 500))
         out.append({"persona": name, **obj.model_dump(), "fallback": fell_back})
     return out
 

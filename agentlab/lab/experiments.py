@@ -1,8 +1,10 @@
 """The lab's side of experiments: technique specs from agent proposals, evaluation jobs, records.
 
 Numbers come from the harness (``agentlab.eval.harness``); this module only turns an agent's proposal into a
-validated ``TechniqueSpec``, runs it on the dev or report split of the run's benchmark, and normalizes
-the harness's ``EvalSummary`` into the record dict that reports and the preprint server carry.
+validated ``TechniqueSpec`` (the one place a proposal becomes a spec; specs travel as objects from here on,
+dumped to JSON only for the state, the lab store and a job's arguments), runs it on the dev or report split
+of the run's benchmark, and normalizes the harness's ``EvalSummary`` into the record dict that reports and
+the preprint server carry.
 The model under study is an external endpoint, or the embedded/llama.cpp model that the lab starts
 (and stops at the end) through ``agentlab.llm.serving``.
 """
@@ -11,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from agentlab.config import Settings
 from agentlab.lab.state import LabConfig
+from agentlab.techniques import TechniqueSpec, builtin_techniques, get_technique
 
 
 def normalize_record(summary: Any, split: str) -> dict[str, Any]:
@@ -30,11 +34,13 @@ def normalize_record(summary: Any, split: str) -> dict[str, Any]:
     }
 
 
-class ExperimentRunner:
+class Experiments:
+    """A run's experiments: specs from proposals, the splits, the model under study, evaluation jobs."""
+
     def __init__(self, settings: Settings, config: LabConfig, run_id: str, lab: str,
                  endpoint: Any = None):
         self.settings, self.config, self.run_id, self.lab = settings, config, run_id, lab
-        self._endpoint = endpoint  # an agentlab.eval.harness.Endpoint, or None = from settings
+        self._endpoint = endpoint  # an agentlab.eval.client.Endpoint, or None = from settings
         self._served = None  # managed_server the lab started for the model under study
         self._sched = None  # agentlab.jobs.LocalScheduler, started on the first job
         self._problems: dict[str, list] = {}
@@ -42,28 +48,13 @@ class ExperimentRunner:
 
     # -- techniques -------------------------------------------------------------------------
     def technique_names(self) -> list[str]:
-        from agentlab.techniques import builtin_techniques
-
         return [n for n, s in builtin_techniques().items() if s.kind == "prompt"]
 
-    def _parse(self, spec: dict[str, Any]):
-        from agentlab.techniques import TechniqueSpec
+    def baseline_spec(self) -> TechniqueSpec:
+        return get_technique(self.config.baseline, max_tokens=self.config.max_tokens_per_answer)
 
-        return TechniqueSpec.parse(spec)
-
-    def spec_hash(self, spec: dict[str, Any]) -> str:
-        return self._parse(spec).spec_hash()
-
-    def baseline_spec(self) -> dict[str, Any]:
-        from agentlab.techniques import get_technique
-
-        spec = get_technique(self.config.baseline, max_tokens=self.config.max_tokens_per_answer)
-        return spec.model_dump(mode="json")
-
-    def build_spec(self, proposal: dict[str, Any], iteration: int) -> dict[str, Any]:
+    def build_spec(self, proposal: dict[str, Any], iteration: int) -> TechniqueSpec:
         """A validated spec from a proposal: a built-in technique with bounded overrides."""
-        from agentlab.techniques import builtin_techniques, get_technique
-
         name = proposal["technique"]
         base = builtin_techniques()[name]
         k = int(proposal.get("num_chains") or 1)
@@ -77,34 +68,24 @@ class ExperimentRunner:
             overrides["temperature"] = float(temp)
         spec = get_technique(name, **overrides)
         instruction = " ".join(str(proposal.get("instruction") or "").split())[:160]
-        data = spec.model_dump(mode="json")
         if instruction:
-            data["system"] = instruction
-        changed = self._parse(data).spec_hash() != base.spec_hash()
-        data["name"] = f"{name}_e{iteration}" if changed else name
-        data["description"] = (base.description + (" Tuned by the lab's ML engineer." if changed else ""))[:300]
-        return self._parse(data).model_dump(mode="json")
+            spec = spec.model_copy(update={"system": instruction})
+        changed = spec.spec_hash() != base.spec_hash()
+        return spec.model_copy(update={
+            "name": f"{name}_e{iteration}" if changed else name,
+            "description": (base.description + (" Tuned by the lab's ML engineer." if changed else ""))[:300]})
 
-    def simplify_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
+    def simplify_spec(self, spec: TechniqueSpec) -> TechniqueSpec:
         """The baseline's single-chain form with the failing spec's token limit (a safe rerun)."""
-        data = self.baseline_spec()
-        data["sampling"]["max_tokens"] = min(spec.get("sampling", {}).get("max_tokens", 512),
-                                             data["sampling"]["max_tokens"])
-        data["name"] = f"{spec.get('name', 'technique')}_simple"[:80]
-        return self._parse(data).model_dump(mode="json")
+        base = self.baseline_spec()
+        sampling = base.sampling.model_copy(update={"max_tokens": min(spec.sampling.max_tokens,
+                                                                      base.sampling.max_tokens)})
+        return base.model_copy(update={"sampling": sampling, "name": f"{spec.name}_simple"[:80]})
 
-    def spec_numbers(self, state: dict) -> list[float]:
-        """Settings a report may mention (temperatures, top_p) without a record behind them."""
-        out: set[float] = set()
-        for e in state.get("experiments") or []:
-            s = e.get("spec") or {}
-            samp = s.get("sampling") or {}
-            for k in ("temperature", "top_p"):
-                if isinstance(samp.get(k), (int, float)):
-                    out.add(float(samp[k]))
-            for t in (s.get("chains") or {}).get("temperatures") or []:
-                out.add(float(t))
-        return sorted(out)
+    def code_spec(self, code: str, iteration: int, rationale: str = "") -> TechniqueSpec:
+        """A validated ``code`` technique spec (raises TechniqueError with a one-line reason)."""
+        return TechniqueSpec.parse({"name": f"code_e{iteration}", "kind": "code", "code": code,
+                                    "description": ("Custom solve() written by the lab's ML engineer. " + rationale)[:300]})
 
     # -- data and model -------------------------------------------------------------------------
     def problems(self, split: str) -> list:
@@ -169,7 +150,7 @@ class ExperimentRunner:
                            max_tokens=max_tokens, allowed_models=[endpoint.model], default_model=endpoint.model,
                            timeout_s=self.settings.llm.timeout_s + 30)
 
-    def _job_spec(self, key: str, spec: dict[str, Any], split: str, seed_dir: str | None):
+    def _job_spec(self, key: str, spec: TechniqueSpec, split: str, seed_dir: str | None):
         from agentlab.jobs import JobSpec, Resources
 
         ep = self.endpoint()
@@ -179,7 +160,7 @@ class ExperimentRunner:
             raise EvalError("evaluation jobs need an OpenAI-compatible model URL (model_under_study.url); "
                             f"got the litellm model {ep.model!r}")
         llm = self.settings.llm
-        args = {"spec": spec, "problems": [p.model_dump(mode="json") for p in self.problems(split)],
+        args = {"spec": spec.model_dump(mode="json"), "problems": [p.model_dump(mode="json") for p in self.problems(split)],
                 "model": ep.model, "benchmark": self.config.benchmark, "subset": self.subset_label(split),
                 "concurrency": self.config.concurrency, "timeout_s": llm.timeout_s, "max_retries": llm.max_retries}
         binds = {}
@@ -194,7 +175,7 @@ class ExperimentRunner:
                        resources=Resources(cpus=1.0, memory_mb=self.config.job_memory_mb,
                                            timeout_s=self.config.job_timeout_s))
 
-    def recover(self, job_id: str | None, spec: dict[str, Any], split: str) -> tuple[dict[str, Any] | None, str | None]:
+    def recover(self, job_id: str | None, spec: TechniqueSpec, split: str) -> tuple[dict[str, Any] | None, str | None]:
         """An earlier attempt of a key: (its result if the job finished, else None; a workdir to seed from)."""
         if not job_id:
             return None, None
@@ -206,13 +187,12 @@ class ExperimentRunner:
         work = Path(job.workdir) if job.workdir else None
         return None, (str(work) if work is not None and (work / "eval.db").is_file() else None)
 
-    def run(self, key: str, spec: dict[str, Any], split: str,
+    def run(self, key: str, spec: TechniqueSpec, split: str,
             on_progress: Callable[..., None] | None = None, on_submit: Callable[[str], None] | None = None,
             seed_dir: str | None = None) -> dict[str, Any]:
         """Evaluate ``spec`` on ``split`` as a scheduler job; {"status", "record", "job_id", "error"} (errors are data)."""
         started = time.perf_counter()
-        parsed = self._parse(spec)
-        if parsed.kind == "code":
+        if spec.kind == "code":
             return self._run_code(key, spec, split, on_progress, on_submit, started)
         sched = self.scheduler()
         job_id = sched.submit(self._job_spec(key, spec, split, seed_dir))
@@ -244,7 +224,7 @@ class ExperimentRunner:
                 return job
             time.sleep(0.05)
 
-    def _finish(self, job: Any, spec: dict[str, Any], split: str, wall_s: float) -> dict[str, Any]:
+    def _finish(self, job: Any, spec: TechniqueSpec, split: str, wall_s: float) -> dict[str, Any]:
         from agentlab.eval.sandbox_job import ingest, stderr_tail
 
         if job.state != "succeeded" or not isinstance(job.result, dict) or "summary" not in job.result:
@@ -252,7 +232,7 @@ class ExperimentRunner:
             err = f"job {job.id} {job.state}: {job.error or 'no result'}" + (f"\n--- stderr (tail) ---\n{tail}" if tail else "")
             return {"status": "failed", "record": None, "job_id": job.id, "wall_s": wall_s, "error": err[-2000:]}
         ids = [p.id for p in self.problems(split)]
-        summary = ingest(self.eval_db, job.result, spec, ids)
+        summary = ingest(self.eval_db, job.result, spec.model_dump(mode="json"), ids)
         summary.job_id = job.id
         return self._outcome(summary, split, job.id, wall_s)
 
@@ -263,20 +243,19 @@ class ExperimentRunner:
         return {"status": "succeeded", "record": normalize_record(summary, split), "job_id": job_id,
                 "wall_s": wall_s}
 
-    def _run_code(self, key: str, spec: dict[str, Any], split: str, on_progress: Callable[..., None] | None,
+    def _run_code(self, key: str, spec: TechniqueSpec, split: str, on_progress: Callable[..., None] | None,
                   on_submit: Callable[[str], None] | None, started: float) -> dict[str, Any]:
         """A ``code`` technique: the harness runs here (trusted: it grades, never sees agent code), and
         ``solve()`` runs for every problem in one sandboxed job behind the metered proxy, with this lab's
         per-job request/token budget (``code_max_requests``, ``code_max_tokens``)."""
         from agentlab.eval.code_technique import SandboxCodeSolver
         from agentlab.eval.harness import evaluate
-        from agentlab.llm.transport import RetryPolicy
-        from agentlab.eval.records import ResultStore
         from agentlab.jobs import Resources
+        from agentlab.llm.transport import RetryPolicy
 
         ep, cfg = self.endpoint(), self.config
         problems = self.problems(split)
-        runner = SandboxCodeSolver(
+        solver = SandboxCodeSolver(
             self.scheduler(), problems, self._proxy(ep, cfg.code_max_requests, cfg.code_max_tokens), lab=self.lab,
             run_id=self.run_id, name=f"{self.run_id}:{key}", on_submit=on_submit,
             resources=Resources(cpus=1.0, memory_mb=min(cfg.job_memory_mb, 2048), timeout_s=cfg.job_timeout_s))
@@ -287,26 +266,32 @@ class ExperimentRunner:
 
         try:
             summary = run_sync(evaluate(
-                self._parse(spec), problems, ep, benchmark=self.config.benchmark, subset=self.subset_label(split),
+                spec, problems, ep, benchmark=self.config.benchmark, subset=self.subset_label(split),
                 db_path=self.eval_db, concurrency=self.config.concurrency, timeout_s=self.settings.llm.timeout_s,
                 retry=RetryPolicy.from_settings(self.settings.llm),
-                code_solver=runner, on_result=progress))
+                code_solver=solver, on_result=progress))
         except Exception as exc:
-            return {"status": "failed", "record": None, "job_id": runner.job_id,
+            return {"status": "failed", "record": None, "job_id": solver.job_id,
                     "wall_s": time.perf_counter() - started, "error": f"{type(exc).__name__}: {exc}"[-2000:]}
-        if runner.job_id:  # the scheduler's id of the job that ran solve()
-            summary.job_id = runner.job_id
-            store = ResultStore(self.eval_db)
-            try:
-                store.conn.execute("UPDATE eval_runs SET job_id = ? WHERE run_id = ?", (runner.job_id, summary.run_id))
-                store.set_status(summary.run_id, "complete", summary)
-            finally:
-                store.close()
+        if solver.job_id:  # the scheduler's id of the job that ran solve()
+            self._set_job_id(summary, solver.job_id)
         out = self._outcome(summary, split, summary.job_id or "", time.perf_counter() - started)
         if out["status"] == "failed":
             errs = [r.error for r in self._results(summary.run_id) if r.error]
             out["error"] += ("; first error: " + errs[0][-800:]) if errs else ""
         return out
+
+    def _set_job_id(self, summary: Any, job_id: str) -> None:
+        """The evaluation's record names the scheduler job that ran ``solve()``."""
+        from agentlab.eval.records import ResultStore
+
+        summary.job_id = job_id
+        store = ResultStore(self.eval_db)
+        try:
+            store.conn.execute("UPDATE eval_runs SET job_id = ? WHERE run_id = ?", (job_id, summary.run_id))
+            store.set_status(summary.run_id, "complete", summary)
+        finally:
+            store.close()
 
     def _results(self, eval_run_id: str) -> list:
         from agentlab.eval.records import ResultStore
@@ -316,13 +301,6 @@ class ExperimentRunner:
             return store.results(eval_run_id)
         finally:
             store.close()
-
-    # -- code techniques --------------------------------------------------------------------------
-    def code_spec(self, code: str, iteration: int, rationale: str = "") -> dict[str, Any]:
-        """A validated ``code`` technique spec (raises ValueError with a one-line reason)."""
-        data = {"name": f"code_e{iteration}", "kind": "code", "code": code,
-                "description": ("Custom solve() written by the lab's ML engineer. " + rationale)[:300]}
-        return self._parse(data).model_dump(mode="json")
 
     def compare(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         from agentlab.eval.records import compare

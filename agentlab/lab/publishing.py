@@ -7,10 +7,13 @@ the outbox first; the server is asked to publish it with ``idempotency_key = run
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from agentlab.lab.outbox import Outbox
+
+log = logging.getLogger(__name__)
 
 
 class Publisher:
@@ -34,7 +37,7 @@ class Publisher:
             try:
                 self._client.close()
             except Exception:
-                pass
+                log.debug("closing the preprint client failed", exc_info=True)
         self._client = None
 
     # -- literature -------------------------------------------------------------------------
@@ -50,19 +53,19 @@ class Publisher:
             paper = None
             try:
                 paper = client.get_paper(hid)
-            except Exception:
-                pass
+            except Exception as exc:  # the hit is still read, without its results
+                log.warning("could not fetch paper %s from %s: %s", hid, self.url, exc)
             results = [_dump(r) for r in (_get(paper, "results") or [])] if paper is not None else []
             out.append({"id": hid, "title": _get(hit, "title"), "abstract": _get(hit, "abstract") or "",
                         "lab": _get(hit, "lab"), "results": [r for r in results if r.get("verified", True)]})
         return out
 
     # -- publishing -------------------------------------------------------------------------
-    def payload(self, state: dict[str, Any], rep: dict[str, Any]) -> dict[str, Any]:
+    def payload(self, state: dict[str, Any], rep: dict[str, Any], benchmark: str) -> dict[str, Any]:
         keep = ("benchmark", "subset", "model", "technique", "spec_hash", "n", "correct", "accuracy",
                 "ci_low", "ci_high", "job_id", "record_id")
         results = [{k: r.get(k) for k in keep if r.get(k) is not None} for r in rep.get("records") or []]
-        tags = ["agentlab", state["config"]["benchmark"]]
+        tags = ["agentlab", benchmark]
         if state.get("stop_reason"):
             tags.append("incomplete")
         return {
@@ -73,10 +76,11 @@ class Publisher:
             "reviews": review_payloads(state.get("reviews") or []),  # stored with the paper: one round trip
         }
 
-    def publish_run(self, state: dict[str, Any], rep: dict[str, Any]) -> dict[str, Any]:
+    def publish_run(self, state: dict[str, Any], rep: dict[str, Any], benchmark: str) -> dict[str, Any]:
+        """The run's report into the outbox, then to the server: ``{"status": "published" | "queued", ...}``."""
         run_id = state["run_id"]
         files = {k: v for k, v in (rep.get("files") or {}).items() if k in ("figure", "pdf")}
-        self.outbox.put(run_id, self.payload(state, rep), files)
+        self.outbox.put(run_id, self.payload(state, rep, benchmark), files)
         try:
             result = self._publish_entry(self.outbox.get(run_id))
         except Exception as exc:
@@ -102,7 +106,6 @@ class Publisher:
         if not self.url:
             return {}
         return self.outbox.flush(self._publish_entry)
-
 
 
 def review_payloads(reviews: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -9,8 +9,10 @@ A run killed at any point continues with ``resume_lab(settings, run_id)``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,19 +20,26 @@ from langgraph.types import Command
 
 from agentlab.config import Settings
 from agentlab.errors import AgentlabError
-from agentlab.lab.experiments import ExperimentRunner
-from agentlab.lab.graph import Event, LabContext, build_graph, checkpointer_for, new_run_id
-from agentlab.lab.store import LabStore
-from agentlab.llm.gateway import Gateway
+from agentlab.lab.context import Event, LabContext
+from agentlab.lab.experiments import Experiments
+from agentlab.lab.graph import build_graph, checkpointer_for
 from agentlab.lab.outbox import Outbox
-from agentlab.procs import pid_alive
 from agentlab.lab.publishing import Publisher
 from agentlab.lab.state import LabConfig
+from agentlab.lab.store import LabStore
+from agentlab.llm.gateway import Gateway
 from agentlab.llm.usage import UsageLedger
+from agentlab.procs import pid_alive
+
+log = logging.getLogger(__name__)
 
 
 class LabRunError(AgentlabError):
     pass
+
+
+def new_run_id() -> str:
+    return time.strftime("lab-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
 @dataclass
@@ -53,9 +62,9 @@ def start_lab(settings: Settings, goal: str, config: LabConfig, *, goal_id: str 
     with LabStore(settings.db_path) as store:
         store.create_run(run_id, goal, goal_id=goal_id, lab=config.lab_name,
                          config=json.dumps({"lab": config.model_dump(), "goal_id": goal_id}), pid=os.getpid())
-    initial = {"run_id": run_id, "goal": goal, "goal_id": goal_id, "config": config.model_dump(),
-               "phase": "literature_review", "started_at": time.time(), "experiments": [], "notes": [],
-               "human_feedback": [], "stop_reason": None, "revised": False}
+    initial = {"run_id": run_id, "goal": goal, "goal_id": goal_id, "phase": "literature_review",
+               "started_at": time.time(), "experiments": [], "notes": [], "human_feedback": [], "stop_reason": None,
+               "revised": False}
     return _execute(settings, run_id, config, initial, goal_id, on_event, gateway, endpoint, server_key)
 
 
@@ -79,56 +88,66 @@ def resume_lab(settings: Settings, run_id: str, *, resume: Any = None, on_event:
 def _execute(settings: Settings, run_id: str, config: LabConfig, inp: Any, goal_id: str | None,
              on_event: Event | None, gateway: Any, endpoint: Any, server_key: str | None) -> LabOutcome:
     started = time.perf_counter()
-    store = LabStore(settings.db_path)
-    own_gateway = gateway is None
-    gw = gateway or Gateway(settings, lab=config.lab_name, run_id=run_id)
-    runner = ExperimentRunner(settings, config, run_id, config.lab_name, endpoint)
-    key = server_key or (settings.server.api_key.get_secret_value() if settings.server.api_key else None)
-    publisher = Publisher(config.server_url, key, Outbox(settings.workspace), config.lab_name, goal_id)
-    out_dir = settings.workspace / "labs" / run_id
-    row = store.get_run(run_id) or {}
-    ctx = LabContext(settings=settings, run_id=run_id, config=config, gateway=gw, store=store, runner=runner,
-                     publisher=publisher, out_dir=out_dir, on_event=on_event,
-                     wall_before=float(row.get("wall_s") or 0.0))
+    ctx = _context(settings, run_id, config, goal_id, on_event, gateway, endpoint, server_key)
     saver = checkpointer_for(settings)
-    graph = build_graph(ctx, saver)
+    graph = build_graph(saver)
     cfg = {"configurable": {"thread_id": run_id}, "recursion_limit": 200}
-    store.update_run(run_id, pid=os.getpid(), status="running")
-    ctx.emit("run", run_id=run_id, out_dir=str(out_dir))
+    ctx.store.update_run(run_id, pid=os.getpid(), status="running")
+    ctx.emit("run", run_id=run_id, out_dir=str(ctx.out_dir))
     try:
-        try:
-            flushed = publisher.flush()  # reports an earlier run could not deliver
-            for rid, res in flushed.items():
-                if isinstance(res, dict):
-                    ctx.emit("outbox_published", run_id=rid, **res)
-        except Exception:
-            pass
-        for chunk in graph.stream(inp, cfg, stream_mode="updates"):
+        _flush_outbox(ctx)
+        for chunk in graph.stream(inp, cfg, context=ctx, stream_mode="updates"):
             for node, update in chunk.items():
                 if node == "__interrupt__":
                     continue
-                usd, tokens = _spent(gw, settings, run_id)
+                usd, tokens = _spent(ctx.gateway, settings, run_id)
                 ctx.emit("node_done", node=node, usd=usd, tokens=tokens,
                          update=update if isinstance(update, dict) else {})
         snap = graph.get_state(cfg)
         values = dict(snap.values)
         if snap.interrupts:
-            store.update_run(run_id, status="paused")
+            ctx.store.update_run(run_id, status="paused")
             return LabOutcome(run_id, "paused", values, snap.interrupts[0].value, time.perf_counter() - started)
         status = "wrapped_up" if values.get("stop_reason") else "done"
-        store.update_run(run_id, status=status, phase="done")
+        ctx.store.update_run(run_id, status=status, phase="done")
         return LabOutcome(run_id, status, values, None, time.perf_counter() - started)
     except BaseException as exc:
-        store.update_run(run_id, status="failed", note=f"{type(exc).__name__}: {exc}"[:500])
+        ctx.store.update_run(run_id, status="failed", note=f"{type(exc).__name__}: {exc}"[:500])
         raise
     finally:
         ctx.save_elapsed()
-        runner.close()
-        if own_gateway:
-            gw.close()
-        publisher.close()
+        ctx.experiments.close()
+        if gateway is None:  # the gateway this session made
+            ctx.gateway.close()
+        ctx.publisher.close()
         saver.conn.close()
-        store.close()
+        ctx.store.close()
+
+
+def _context(settings: Settings, run_id: str, config: LabConfig, goal_id: str | None, on_event: Event | None,
+             gateway: Any, endpoint: Any, server_key: str | None) -> LabContext:
+    """This session's runtime context: the gateway, experiments, publisher and store of the run."""
+    store = LabStore(settings.db_path)
+    gw = gateway or Gateway(settings, lab=config.lab_name, run_id=run_id)
+    experiments = Experiments(settings, config, run_id, config.lab_name, endpoint)
+    key = server_key or (settings.server.api_key.get_secret_value() if settings.server.api_key else None)
+    publisher = Publisher(config.server_url, key, Outbox(settings.workspace), config.lab_name, goal_id)
+    row = store.get_run(run_id) or {}
+    return LabContext(settings=settings, run_id=run_id, config=config, gateway=gw, store=store,
+                      experiments=experiments, publisher=publisher, out_dir=settings.workspace / "labs" / run_id,
+                      on_event=on_event, wall_before=float(row.get("wall_s") or 0.0))
+
+
+def _flush_outbox(ctx: LabContext) -> None:
+    """Publish the reports an earlier run could not deliver (the server was down)."""
+    try:
+        flushed = ctx.publisher.flush()
+    except Exception:
+        log.warning("could not publish the outbox's pending reports; they stay for the next run", exc_info=True)
+        return
+    for rid, res in flushed.items():
+        if isinstance(res, dict):
+            ctx.emit("outbox_published", run_id=rid, **res)
 
 
 def _spent(gw: Any, settings: Settings, run_id: str) -> tuple[float, int]:

@@ -1,8 +1,9 @@
 """Typed state of one lab run (a LangGraph thread).
 
 Everything in the state is plain JSON (dicts, lists, strings, numbers), so the SQLite checkpointer
-can store it and ``agentlab lab status`` can show it without importing anything heavy. The
-structures the agents produce are pydantic models in ``agents/``; the state keeps their dumps.
+can store it. The structures the agents produce are pydantic models in ``agents/``; the state keeps
+their dumps. The run's ``LabConfig`` is not in the state: nodes read it typed from the runtime context
+(``runtime.context.config``), and the lab store keeps it (``lab_runs.config``) for resume.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ PHASES = (
 
 
 class LabConfig(BaseModel):
-    """Per-run knobs (sizes and bounds); stored in the state so a resumed run uses the same ones."""
+    """Per-run knobs (sizes and bounds); saved with the run in the lab store so a resumed run uses the same ones."""
 
     benchmark: str = Field("math500", description="benchmark name in the harness registry")
     subset: dict[str, Any] = Field(default_factory=dict, description="subset selector passed to the loader")
@@ -61,7 +62,6 @@ class LabState(TypedDict, total=False):
     run_id: str
     goal: str
     goal_id: int | None
-    config: dict[str, Any]  # LabConfig dump
     phase: str
     started_at: float
     literature: list[dict[str, Any]]  # {id, title, summary, results: [...]} per paper read

@@ -1,6 +1,6 @@
 """The claim checker: numbers in prose must match harness records."""
 
-from agentlab.lab.report import check_claims, verify_draft
+from agentlab.lab.report.claims import check_claims, verify_draft
 
 RECORDS = [
     {"technique": "self_consistency", "accuracy": 0.45, "n": 20, "correct": 9, "ci_low": 0.258, "ci_high": 0.658},

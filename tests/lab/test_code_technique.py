@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agentlab.lab.experiments import ExperimentRunner
 from agentlab.jobs import JobStore
+from agentlab.lab.experiments import Experiments
 from agentlab.lab.run import start_lab
 from tests.lab.conftest import tiny_config
 
@@ -49,8 +49,8 @@ def test_scripted_llm_proposes_code_technique_that_runs_in_sandbox(lab_settings,
     assert out.state["publication"]["status"] == "published"
 
 
-def _runner(settings, **kw):
-    return ExperimentRunner(settings, tiny_config(**kw), "code-test", "test-lab")
+def _experiments(settings, **kw):
+    return Experiments(settings, tiny_config(**kw), "code-test", "test-lab")
 
 
 def test_code_technique_reading_host_file_or_secret_fails_contained(lab_settings, tmp_path, monkeypatch):
@@ -65,12 +65,12 @@ def solve(problem, client):
         return "\\\\boxed{{" + leaked + "}}"
     return open({str(secret_file)!r}).read()
 '''
-    runner = _runner(lab_settings)
+    experiments = _experiments(lab_settings)
     try:
-        spec = runner.code_spec(code, 1)
-        res = runner.run("dev-escape", spec, "dev")
+        spec = experiments.code_spec(code, 1)
+        res = experiments.run("dev-escape", spec, "dev")
     finally:
-        runner.close()
+        experiments.close()
     assert res["status"] == "failed" and res["job_id"]
     assert "every request failed" in res["error"] and "No such file or directory" in res["error"]
     jobs = JobStore(lab_settings.workspace / "jobs.db")
@@ -85,12 +85,12 @@ def solve(problem, client):
 
 
 def test_code_technique_request_budget_is_enforced(lab_settings):
-    runner = _runner(lab_settings, code_max_requests=2, dev_n=4)
+    experiments = _experiments(lab_settings, code_max_requests=2, dev_n=4)
     try:
-        res = runner.run("dev-budget", runner.code_spec(GOOD_CODE, 1), "dev")
+        res = experiments.run("dev-budget", experiments.code_spec(GOOD_CODE, 1), "dev")
     finally:
-        runner.close()
+        experiments.close()
     assert res["status"] == "succeeded"
     assert res["record"]["errors"] == 2  # the proxy refused the third and fourth problem's calls
-    results = runner._results(res["record"]["eval_run_id"])
+    results = experiments._results(res["record"]["eval_run_id"])
     assert sum("budget exhausted" in (r.error or "") for r in results) == 2

@@ -145,7 +145,7 @@ def test_failed_job_is_fixed_by_sw_engineer(lab_settings, llm, preprint, bad, mo
     # the first dev job fails (the harness raises); the software engineer simplifies the spec and it reruns
     from agentlab.lab import experiments
 
-    real = experiments.ExperimentRunner.run
+    real = experiments.Experiments.run
     calls = {"n": 0}
 
     def flaky(self, key, spec, split, on_progress=None, **kw):
@@ -154,7 +154,7 @@ def test_failed_job_is_fixed_by_sw_engineer(lab_settings, llm, preprint, bad, mo
             return {"status": "failed", "record": None, "job_id": "x", "error": "CUDA out of memory (simulated)"}
         return real(self, key, spec, split, on_progress, **kw)
 
-    monkeypatch.setattr(experiments.ExperimentRunner, "run", flaky)
+    monkeypatch.setattr(experiments.Experiments, "run", flaky)
     cfg = tiny_config(server_url=preprint["url"], max_iterations=1, literature_top_n=0)
     out = start_lab(lab_settings, "goal", cfg, server_key=preprint["key"])
     e = out.state["experiments"][0]

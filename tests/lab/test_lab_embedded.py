@@ -30,7 +30,7 @@ def test_embedded_lab_publishes_verified_paper(workspace, preprint, monkeypatch)
     assert all(r.verified for r in paper.results)
     # every number left in the prose matches a record
     assert all(c["status"] in ("ok", "fixed", "removed") for c in st["report"]["claims"])
-    from agentlab.lab.report import check_claims
+    from agentlab.lab.report.claims import check_claims
 
     records = st["report"]["records"]
     for key in ("abstract", "discussion", "conclusion"):

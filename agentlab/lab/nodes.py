@@ -1,0 +1,267 @@
+"""The lab's nodes: module-level functions ``(state, runtime) -> update``, as in the LangGraph templates.
+
+A node reads the state (plain JSON), and from ``runtime.context`` (a ``LabContext``) the typed run
+configuration and the runtime objects; agents get the context as their ``AgentContext``. ``lab_node``
+gives every node what all of them share: the run's phase in the lab store and on the display; budgets
+(a ``BudgetExceeded`` or ``LimitReached`` becomes ``stop_reason`` and the lab wraps up, writing and
+publishing what it has); nodes that need LLM work or jobs are skipped once the lab has a stop reason;
+the notes the node made go into the state, also through a ``Command``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from langgraph.graph import END
+from langgraph.runtime import Runtime
+from langgraph.types import Command, interrupt
+
+from agentlab.lab.context import LabContext, LimitReached
+from agentlab.lab.report.claims import check_claims, spec_settings, verify_draft
+from agentlab.lab.report.paper import build_paper, write_outputs
+from agentlab.lab.report.tables import experiments_summary, results_summary, results_table
+from agentlab.lab.state import LabState
+from agentlab.llm.gateway import BudgetExceeded
+from agentlab.techniques import TechniqueSpec
+from agents import ml_engineer, phd_student, postdoc, professor, reviewer
+
+Node = Callable[[LabState, Runtime[LabContext]], Any]
+
+
+def lab_node(phase: str, skip_when_stopped: bool = False) -> Callable[[Node], Node]:
+    """A node of the lab in ``phase``; with ``skip_when_stopped`` it does nothing once the lab has a stop reason."""
+
+    def wrap(fn: Node) -> Node:
+        @functools.wraps(fn)
+        def node(state: LabState, runtime: Runtime[LabContext]) -> Any:
+            ctx = runtime.context
+            ctx.store.update_run(ctx.run_id, phase=phase, status="running")
+            ctx.emit("phase", phase=phase, node=fn.__name__)
+            if state.get("stop_reason") and skip_when_stopped:
+                return {"phase": phase}
+            try:
+                ctx.check_limits()
+                out = fn(state, runtime)
+            except (BudgetExceeded, LimitReached) as exc:
+                reason = str(exc)
+                ctx.note(f"stopped early in {phase}: {reason}")
+                ctx.emit("stopped", reason=reason)
+                return {"phase": phase, "stop_reason": reason, "notes": ctx.drain_notes()}
+            finally:
+                ctx.save_elapsed()
+            return _with_notes(out, ctx.drain_notes(), phase)
+
+        return node
+
+    return wrap
+
+
+def _with_notes(out: Command | dict | None, notes: list[str], phase: str) -> Command | dict:
+    if isinstance(out, Command):
+        upd = dict(out.update or {})
+        upd["notes"] = [*(upd.get("notes") or []), *notes]
+        upd["phase"] = phase
+        return Command(goto=out.goto, update=upd)
+    out = dict(out or {})
+    out["notes"] = [*(out.get("notes") or []), *notes]
+    out["phase"] = phase
+    return out
+
+
+# -- literature and plan ---------------------------------------------------------------------
+
+
+@lab_node("literature_review", skip_when_stopped=True)
+def literature_review(state: LabState, runtime: Runtime[LabContext]) -> dict:
+    return phd_student.literature_review(state, runtime.context)
+
+
+@lab_node("plan", skip_when_stopped=True)
+def plan(state: LabState, runtime: Runtime[LabContext]) -> dict:
+    return postdoc.plan_formulation(state, runtime.context)
+
+
+@lab_node("plan")
+def copilot_plan(state: LabState, runtime: Runtime[LabContext]) -> Command | dict:
+    """With ``--copilot``: a human approves, edits or sends feedback on the plan (an ``interrupt``)."""
+    ctx = runtime.context
+    if not ctx.config.copilot or state.get("stop_reason"):
+        return {}
+    action, decision = _decision(interrupt({"kind": "plan", "run_id": state["run_id"], "plan": state.get("plan")}))
+    if action == "edit" and isinstance(decision.get("plan"), dict):
+        old = state.get("plan") or {}
+        new_plan = {**old, **decision["plan"], "source": "human"}
+        names = set(ctx.technique_names())
+        new_plan["techniques"] = [t for t in new_plan.get("techniques", []) if t in names] or old.get("techniques", [])
+        return {"plan": new_plan, "notes": ["the plan was edited by a human (copilot mode)"]}
+    if action == "feedback" and decision.get("text") and len(state.get("human_feedback") or []) < 3:
+        return Command(goto="plan", update={"human_feedback": [str(decision["text"])],
+                                            "notes": ["the plan was revised after human feedback"]})
+    return {}
+
+
+def _decision(value: Any) -> tuple[str, dict[str, Any]]:
+    if isinstance(value, str):
+        return value.strip().lower() or "approve", {}
+    if isinstance(value, dict):
+        return str(value.get("action", "approve")).lower(), value
+    return "approve", {}
+
+
+# -- experiments -----------------------------------------------------------------------------
+
+
+@lab_node("experiments", skip_when_stopped=True)
+def experiment(state: LabState, runtime: Runtime[LabContext]) -> dict:
+    ctx = runtime.context
+    entry = ml_engineer.run_iteration(state, ctx)
+    experiments = [*(state.get("experiments") or []), entry]
+    best = ml_engineer.best_of(experiments)
+    if best:
+        ctx.store.update_run(ctx.run_id, best_accuracy=best["record"]["accuracy"],
+                             best_technique=best["spec"].get("name"))
+    return {"experiments": experiments, "best": best, "iteration": entry["iteration"]}
+
+
+@lab_node("final_evaluation", skip_when_stopped=True)
+def final_evaluation(state: LabState, runtime: Runtime[LabContext]) -> dict:
+    """The best dev technique and the baseline on the held-out report split; a paired comparison."""
+    ctx = runtime.context
+    best = state.get("best")
+    best_spec = TechniqueSpec.parse(best["spec"]) if best else None
+    base_spec = ctx.experiments.baseline_spec()
+    if not best:
+        ctx.note("no dev experiment succeeded; the report split is evaluated with the baseline only")
+    base = ctx.run_job("report-baseline", base_spec, "report")
+    tech = None
+    if best_spec and best_spec.spec_hash() != base_spec.spec_hash():
+        tech = ctx.run_job("report-best", best_spec, "report")
+    elif best:
+        ctx.note(f"the best dev technique is the baseline itself ({ctx.config.baseline})")
+    final: dict[str, Any] = {"baseline": base.get("record"), "technique": (tech or {}).get("record"),
+                             "technique_name": (best_spec.name if best_spec else None) or ctx.config.baseline}
+    for name, res in (("baseline", base), ("best technique", tech)):
+        if res is not None and res["status"] != "succeeded":
+            ctx.note(f"the {name} job on the report split failed: {str(res.get('error'))[:200]}")
+    if final["technique"] and final["baseline"]:
+        try:
+            final["comparison"] = ctx.experiments.compare(final["technique"], final["baseline"])
+        except Exception as exc:
+            ctx.note(f"paired comparison unavailable: {type(exc).__name__}: {exc}")
+    return {"final": final}
+
+
+@lab_node("interpretation", skip_when_stopped=True)
+def interpretation(state: LabState, runtime: Runtime[LabContext]) -> dict:
+    return postdoc.interpret(state, runtime.context, results_summary(state.get("final") or {}),
+                             experiments_summary(state.get("experiments") or []))
+
+
+# -- report and review -----------------------------------------------------------------------
+
+
+def _spec_settings(state: LabState) -> list[float]:
+    return spec_settings(TechniqueSpec.parse(e["spec"]) for e in state.get("experiments") or [] if e.get("spec"))
+
+
+def _write_report(state: LabState, ctx: LabContext, feedback: str = "") -> dict:
+    """The professor's draft (or one from the records alone), checked claim by claim, as paper files."""
+    final = state.get("final") or {}
+    results_text = results_summary(final)
+    best = state.get("best") or {}
+    method = f"technique {best.get('spec', {}).get('name', ctx.config.baseline)}: " \
+             f"{best.get('proposal', {}).get('rationale', '')}"
+    if state.get("stop_reason"):
+        draft, fell_back = professor.fallback_draft(state, ctx, results_text), True
+        ctx.note("the report was written from the records alone (the lab stopped early)")
+    else:
+        draft, fell_back = professor.write_report(state, ctx, results_text, method, feedback)
+    records = [r for r in (final.get("technique"), final.get("baseline")) if r]
+    records += [e["record"] for e in state.get("experiments") or [] if e.get("record")]
+    clean, claims = verify_draft(draft.model_dump(), records, final.get("comparison"), _spec_settings(state))
+    bad = [c for c in claims if c["status"] != "ok"]
+    if bad:
+        ctx.note(f"claim checker: {len(bad)} number(s) in the prose did not match any record and were "
+                 + ", ".join(sorted({c['status'] for c in bad})))
+    paper = build_paper({**state, "notes": [*(state.get("notes") or []), *ctx.pending_notes()]}, clean, ctx.config,
+                        ctx.out_dir)
+    paper.claims = claims
+    files = write_outputs(paper, ctx.out_dir)
+    ctx.store.update_run(ctx.run_id, out_dir=str(ctx.out_dir))
+    return {"report": {"draft": clean, "source": "fallback" if fell_back else "llm", "claims": claims,
+                       "markdown": paper.markdown, "latex": paper.latex, "files": files,
+                       "records": paper.records, "citations": paper.citations,
+                       "title": paper.title, "abstract": paper.abstract}}
+
+
+@lab_node("report")
+def report(state: LabState, runtime: Runtime[LabContext]) -> dict:
+    feedback = "; ".join((state.get("human_feedback") or [])[-1:]) if state.get("revised") else ""
+    return _write_report(state, runtime.context, feedback)
+
+
+@lab_node("review", skip_when_stopped=True)
+def review(state: LabState, runtime: Runtime[LabContext]) -> dict:
+    rep = state["report"]
+    table = results_table(rep.get("records", [])[:2], ids=False) if rep.get("records") else "no results"
+    return {"reviews": reviewer.review(state, runtime.context, rep["draft"], table)}
+
+
+@lab_node("review", skip_when_stopped=True)
+def revision(state: LabState, runtime: Runtime[LabContext]) -> dict:
+    ctx = runtime.context
+    feedback = " ".join(f"{r['persona']}: {r['weakness']}" for r in state.get("reviews") or [] if r.get("weakness"))
+    ctx.note(f"revised once after review (mean score {reviewer.mean_score(state['reviews']):.1f} "
+             f"below {ctx.config.review_threshold:g})")
+    upd = _write_report(state, ctx, feedback)
+    upd["revised"] = True
+    return upd
+
+
+# -- publishing ------------------------------------------------------------------------------
+
+
+@lab_node("publish")
+def copilot_publish(state: LabState, runtime: Runtime[LabContext]) -> Command | dict:
+    """With ``--copilot``: a human approves, edits (re-checked), sends feedback on or rejects the report."""
+    ctx = runtime.context
+    if not ctx.config.copilot:
+        return {}
+    rep = state["report"]
+    action, decision = _decision(interrupt({"kind": "publish", "run_id": state["run_id"], "title": rep["title"],
+                                            "markdown": rep["markdown"], "path": rep["files"].get("markdown")}))
+    if action == "edit" and decision.get("markdown"):
+        return _human_edit(state, str(decision["markdown"]))
+    if action == "feedback" and decision.get("text") and len(state.get("human_feedback") or []) < 3:
+        upd = _write_report({**state, "human_feedback": [*(state.get("human_feedback") or []), decision["text"]]},
+                            ctx, str(decision["text"]))
+        upd["human_feedback"] = [str(decision["text"])]
+        return Command(goto="copilot_publish", update=upd)
+    if action == "reject":
+        return Command(goto=END, update={"publication": {"status": "rejected by human"}})
+    return {}
+
+
+def _human_edit(state: LabState, markdown: str) -> Command | dict:
+    """A human's edit of the report, unless it brings in numbers no record supports."""
+    rep = state["report"]
+    res = check_claims(markdown, rep.get("records") or [], (state.get("final") or {}).get("comparison"),
+                       _spec_settings(state), fix=False)
+    bad = [c for c in res.claims if c.status != "ok"]
+    if bad:
+        return Command(goto="copilot_publish", update={
+            "notes": [f"human edit rejected: unverified numbers {[c.text for c in bad][:5]}"]})
+    new = {**rep, "markdown": markdown, "edited_by_human": True}
+    Path(rep["files"]["markdown"]).write_text(new["markdown"])
+    return {"report": new, "notes": ["the report was edited by a human before publishing"]}
+
+
+@lab_node("publish")
+def publish(state: LabState, runtime: Runtime[LabContext]) -> dict:
+    ctx = runtime.context
+    pub = ctx.publisher.publish_run(state, state["report"], ctx.config.benchmark)
+    ctx.store.update_run(ctx.run_id, paper_id=pub.get("paper_id"), paper_url=pub.get("url"))
+    return {"publication": pub}

@@ -1,0 +1,52 @@
+"""The accuracy figure (PNG) from harness records: the report split with 95% CIs, and the dev experiments."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+
+def accuracy_figure(records: list[dict[str, Any]], dev_records: list[dict[str, Any]], path: Path) -> Path | None:
+    """PNG: accuracy with 95% CI per technique on the report split, and accuracy per dev iteration."""
+    if not records and not dev_records:
+        return None
+    key = hashlib.sha256(json.dumps([records, dev_records], sort_keys=True, default=str).encode()).hexdigest()
+    stamp = path.with_suffix(".sha256")
+    if path.is_file() and stamp.is_file() and stamp.read_text() == key:
+        return path  # same records as the last render (a revision round): reuse the figure
+    path = _render_accuracy_figure(records, dev_records, path)
+    stamp.write_text(key)
+    return path
+
+
+def _render_accuracy_figure(records: list[dict[str, Any]], dev_records: list[dict[str, Any]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2 if dev_records else 1, figsize=(9 if dev_records else 5, 3.5), squeeze=False)
+    ax = axes[0][0]
+    if records:
+        names = [r["technique"] for r in records]
+        acc = [r["accuracy"] for r in records]
+        lo = [max(0.0, r["accuracy"] - (r.get("ci_low") if r.get("ci_low") is not None else r["accuracy"])) for r in records]
+        hi = [max(0.0, (r.get("ci_high") if r.get("ci_high") is not None else r["accuracy"]) - r["accuracy"]) for r in records]
+        ax.bar(range(len(names)), acc, yerr=[lo, hi], capsize=4, color=["#4c72b0", "#999999"][: len(names)])
+        ax.set_xticks(range(len(names)), names, rotation=10, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title("held-out report split (95% CI)", fontsize=9)
+    if dev_records:
+        ax2 = axes[0][1]
+        ax2.plot(range(1, len(dev_records) + 1), [r["accuracy"] for r in dev_records], marker="o")
+        ax2.set_ylim(0, 1)
+        ax2.set_xlabel("experiment")
+        ax2.set_title("dev split, per experiment", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,50 @@
+"""The paper as a LaTeX document (tables from records, escaped prose), and the TeX engine if one is installed."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from agentlab.lab.report.tables import comparison_text, pct
+
+_TEX_ESC = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def tex(s: Any) -> str:
+    return "".join(_TEX_ESC.get(ch, ch) for ch in str(s))
+
+
+def to_latex(draft: dict[str, Any], records: list[dict[str, Any]], lit: list[dict[str, Any]], *, lab_name: str,
+             stop_reason: str | None = None, comparison: dict[str, Any] | None = None) -> str:
+    rows = "\n".join(
+        f"{tex(r['technique'])} & {r['n']} & {r['correct']} & {tex(pct(r['accuracy']))} & "
+        f"[{tex(pct(r.get('ci_low')))}, {tex(pct(r.get('ci_high')))}] \\\\" for r in records)
+    bib = "\n".join(f"\\bibitem{{p{tex(p['id'])}}} {tex(p['title'])}. agentlab preprint {tex(p['id'])}."
+                    for p in lit)
+    parts = [
+        r"\documentclass{article}", r"\usepackage[margin=1in]{geometry}", r"\usepackage{graphicx}",
+        f"\\title{{{tex(draft['title'])}}}", f"\\author{{{tex(lab_name)}}}",
+        r"\begin{document}", r"\maketitle",
+        r"\begin{abstract}", tex(draft["abstract"]), r"\end{abstract}",
+    ]
+    if stop_reason:
+        parts.append(f"\\textbf{{Incomplete run:}} {tex(stop_reason)}.")
+    for name in ("introduction", "method"):
+        parts += [f"\\section{{{name.title()}}}", tex(draft[name])]
+    parts += [r"\section{Results}", r"\begin{tabular}{lrrrl}", r"Technique & n & Correct & Accuracy & 95\% CI \\ \hline",
+              rows, r"\end{tabular}"]
+    if comparison:
+        parts.append(tex(comparison_text(comparison)))
+    parts += [r"\section{Discussion}", tex(draft["discussion"]), r"\section{Conclusion}", tex(draft["conclusion"])]
+    if bib:
+        parts += [r"\begin{thebibliography}{9}", bib, r"\end{thebibliography}"]
+    parts.append(r"\end{document}")
+    return "\n".join(parts) + "\n"
+
+
+def tex_engine() -> str | None:
+    for name in ("tectonic", "pdflatex", "xelatex", "lualatex"):
+        if shutil.which(name):
+            return name
+    return None

@@ -27,13 +27,6 @@ def sandbox_options_for(config: SandboxConfig) -> SandboxOptions:
                           use_cgroups=config.use_cgroups)
 
 
-def configured_sandbox_options() -> SandboxOptions:
-    """Options from the config files and environment, for a scheduler built without explicit ones."""
-    from agentlab.config import load_settings
-
-    return sandbox_options_for(load_settings().sandbox)  # type: ignore[union-attr]
-
-
 def _package_dir(top: str) -> Path:
     spec = importlib.util.find_spec(top)
     if spec is None:

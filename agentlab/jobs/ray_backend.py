@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentlab.jobs.execute import configured_sandbox_options
 from agentlab.jobs.scheduler import JobError
 from agentlab.jobs.spec import Job, JobSpec
 from agentlab.jobs.store import JobStore
@@ -60,7 +59,7 @@ class RayScheduler:
             ray.init(address=address, **(init_kwargs or {}))
         self.store = store
         self.jobs_dir = Path(workspace) / "jobs"
-        self.options = sandbox_options or configured_sandbox_options()
+        self.options = sandbox_options or SandboxOptions()  # defaults = the config's defaults
         self.proxy_api_key = proxy_api_key
         self.id = store.register_scheduler([])
         self._remote = ray.remote(max_retries=0)(_run_on_node)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.errors import AgentlabError
-from agentlab.jobs.execute import configured_sandbox_options, execute_job, sandbox_options_for
+from agentlab.jobs.execute import execute_job, sandbox_options_for
 from agentlab.jobs.gpus import GpuInfo, inventory
 from agentlab.jobs.spec import Job, JobSpec
 from agentlab.jobs.store import JobStore
@@ -49,7 +49,7 @@ class LocalScheduler:
             self.gpus = list(gpus)  # type: ignore[arg-type]
         self.max_concurrent = max_concurrent
         self.cpus = cpus or float(os.cpu_count() or 1)
-        self.options = sandbox_options or configured_sandbox_options()
+        self.options = sandbox_options or SandboxOptions()  # defaults = the config's defaults
         self.heartbeat_s = heartbeat_s
         self.proxy_api_key = proxy_api_key
         self._secrets: dict[str, str] = {}

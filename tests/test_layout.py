@@ -70,3 +70,42 @@ def test_importing_lower_packages_loads_no_core_module():
                        check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout.strip().splitlines()[-1]) == [], "importing sandbox/preprint_server loaded these"
+
+
+# -- functions you can read at once; settings loaded only by the CLI ---------------------------------
+
+CODE_PACKAGES = ("agentlab", "agents", "sandbox", "preprint_server")
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 500, 100
+
+
+def python_files(*packages: str) -> list[Path]:
+    return [p for package in packages for p in sorted((REPO / package).rglob("*.py"))]
+
+
+def test_no_module_over_500_lines_and_no_function_over_100():
+    too_long = []
+    for path in python_files(*CODE_PACKAGES):
+        text = path.read_text()
+        if text.count("\n") > MAX_MODULE_LINES:
+            too_long.append(f"{path.relative_to(REPO)}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}(): {length} lines")
+    assert too_long == [], "split these so a reader sees them at once"
+
+
+def test_only_the_cli_loads_settings():
+    """Everything below the CLI receives a typed ``Settings`` (or the values it needs) instead of reading
+    the config files and environment itself."""
+    allowed = {REPO / "agentlab" / "config.py"}
+    callers = []
+    for path in python_files(*CODE_PACKAGES):
+        if path in allowed or (REPO / "agentlab" / "cli") in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Name) and node.id == "load_settings" or (
+                    isinstance(node, ast.alias) and node.name == "load_settings"):
+                callers.append(f"{path.relative_to(REPO)}:{getattr(node, 'lineno', '?')}")
+    assert callers == [], "pass Settings down from the CLI instead"

@@ -1,0 +1,29 @@
+"""The agent roles depend on a narrow interface: the gateway and the technique schema, nothing else of agentlab."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+AGENTS = Path(__file__).resolve().parents[2] / "agents"
+ALLOWED = {"agentlab.llm.gateway", "agentlab.techniques"}
+
+
+def _agentlab_imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        out.update(n for n in names if n == "agentlab" or n.startswith("agentlab."))
+    return out
+
+
+def test_agents_import_only_the_gateway_and_techniques():
+    files = sorted(AGENTS.glob("*.py"))
+    assert files
+    found = {f.name: _agentlab_imports(f) - ALLOWED for f in files}
+    assert not {k: v for k, v in found.items() if v}, found

@@ -59,9 +59,7 @@ class SandboxCodeSolver:
             self.on_submit(self.job_id)
         job = self.job = self.scheduler.wait(self.job_id)
         if job.state != "succeeded" or not isinstance(job.result, dict):
-            from agentlab.eval.sandbox_job import stderr_tail
-
-            tail = stderr_tail(job)
+            tail = job.stderr_tail()
             raise CodeJobFailed(f"code technique job {job.id} {job.state}: {job.error or 'no result'}"
                                 + (f"\n--- stderr (tail) ---\n{tail}" if tail else ""))
         tokens = metered_tokens(Path(job.log_dir)) if job.log_dir else 0

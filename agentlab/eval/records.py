@@ -245,3 +245,23 @@ def compare(a: EvalSummary | str, b: EvalSummary | str, *, db_path: Path | str) 
     return Comparison(run_a=ra, run_b=rb, record_a=sa.record_id, record_b=sb.record_id, n_paired=n, wins=wins,
                       losses=losses, both_correct=both, both_wrong=n - wins - losses - both, accuracy_a=acc_a,
                       accuracy_b=acc_b, delta=acc_a - acc_b, p_value=mcnemar(wins, losses))
+
+
+def ingest_job_result(db_path: Path | str, result: dict[str, Any], spec: TechniqueSpec,
+                      problem_ids: list[str]) -> EvalSummary:
+    """Store a finished evaluation job's summary and per-problem results (``agentlab.eval.sandbox_job``'s
+    return value) in the workspace's eval db, and write the run's files beside it."""
+    from agentlab.eval.outputs import write_run_files
+
+    summary = EvalSummary.model_validate(result["summary"])
+    results = [ProblemResult.model_validate(r) for r in result.get("results") or []]
+    rdir = Path(db_path).parent / "runs" / summary.run_id
+    summary.run_dir = str(rdir)
+    with ResultStore(db_path) as store:
+        store.ensure_run(summary.run_id, benchmark=summary.benchmark, subset=summary.subset, model=summary.model,
+                         spec=spec, problem_ids=problem_ids, job_id=summary.job_id, run_dir=str(rdir))
+        for r in results:
+            store.add_result(summary.run_id, r)
+        store.set_status(summary.run_id, "complete", summary)
+    write_run_files(summary, results, rdir)
+    return summary

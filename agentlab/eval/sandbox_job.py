@@ -1,4 +1,4 @@
-"""Evaluations as jobs: the job target that runs the harness, and the lab-side submit/ingest.
+"""Runs INSIDE the sandbox: the evaluation job's target, which runs the harness.
 
 The lab never runs the harness in its own process. Each evaluation is an ``agentlab.jobs`` job
 (kind ``eval``, ``target = "agentlab.eval.sandbox_job:run_eval"``) that runs in the bubblewrap sandbox with
@@ -11,8 +11,9 @@ sandbox and the job store, and meters every evaluation like agent-written code.
 
 Inside the job the harness writes its per-problem results to ``/job/eval.db`` as they complete (so a
 killed evaluation's workdir can seed the next attempt, problem by problem) and returns the
-``EvalSummary`` and the per-problem results as JSON. The lab ingests them into the workspace's
-``eval/eval.db`` (``ingest``) so reports, ``agentlab eval`` and paired comparisons see them.
+``EvalSummary`` and the per-problem results as JSON. The lab (host side) ingests them into the
+workspace's ``eval/eval.db`` (``agentlab.eval.records.ingest_job_result``) so reports, ``agentlab eval``
+and paired comparisons see them.
 The summary's ``job_id`` is the scheduler's job id.
 """
 
@@ -41,8 +42,8 @@ def run_eval(spec: dict[str, Any], problems: list[dict[str, Any]], model: str, b
     from agentlab.bench.registry import Problem
     from agentlab.eval.client import Endpoint
     from agentlab.eval.harness import evaluate
-    from agentlab.llm.transport import RetryPolicy
     from agentlab.eval.records import ResultStore
+    from agentlab.llm.transport import RetryPolicy
     from agentlab.techniques import TechniqueSpec
 
     sock = os.environ.get("AGENTLAB_MODEL_SOCKET")
@@ -73,42 +74,3 @@ def run_eval(spec: dict[str, Any], problems: list[dict[str, Any]], model: str, b
         store.close()
     print(f"done {summary.correct}/{summary.n} ({summary.errors} errors)", file=sys.stderr, flush=True)
     return {"summary": summary.model_dump(mode="json"), "results": results}
-
-
-def ingest(db_path: Path, result: dict[str, Any], spec: dict[str, Any], problem_ids: list[str]) -> Any:
-    """Store a finished job's summary and per-problem results in the workspace's eval db."""
-    from agentlab.eval.outputs import write_run_files
-    from agentlab.eval.records import EvalSummary, ProblemResult, ResultStore
-    from agentlab.techniques import TechniqueSpec
-
-    summary = EvalSummary.model_validate(result["summary"])
-    results = [ProblemResult.model_validate(r) for r in result.get("results") or []]
-    rdir = Path(db_path).parent / "runs" / summary.run_id
-    summary.run_dir = str(rdir)
-    store = ResultStore(db_path)
-    try:
-        store.ensure_run(summary.run_id, benchmark=summary.benchmark, subset=summary.subset, model=summary.model,
-                         spec=TechniqueSpec.parse(spec), problem_ids=problem_ids, job_id=summary.job_id,
-                         run_dir=str(rdir))
-        for r in results:
-            store.add_result(summary.run_id, r)
-        store.set_status(summary.run_id, "complete", summary)
-    finally:
-        store.close()
-    write_run_files(summary, results, rdir)
-    return summary
-
-
-def stderr_tail(job: Any, chars: int = 1500) -> str:
-    """The end of a job's stderr (what the agents see when it failed)."""
-    if not job.log_dir:
-        return ""
-    p = Path(job.log_dir) / "stderr.log"
-    try:
-        with open(p, "rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - chars))
-            return fh.read().decode("utf-8", "replace").strip()
-    except OSError:
-        return ""

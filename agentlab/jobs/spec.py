@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -97,6 +98,18 @@ class Job(BaseModel):
     @property
     def lab(self) -> str:
         return self.spec.lab
+
+    def stderr_tail(self, chars: int = 1500) -> str:
+        """The end of the job's stderr (what the agents see when it failed)."""
+        if not self.log_dir:
+            return ""
+        try:
+            with open(Path(self.log_dir) / "stderr.log", "rb") as fh:
+                fh.seek(0, 2)
+                fh.seek(max(0, fh.tell() - chars))
+                return fh.read().decode("utf-8", "replace").strip()
+        except OSError:
+            return ""
 
     @property
     def done(self) -> bool:

@@ -225,14 +225,14 @@ class Experiments:
             time.sleep(0.05)
 
     def _finish(self, job: Any, spec: TechniqueSpec, split: str, wall_s: float) -> dict[str, Any]:
-        from agentlab.eval.sandbox_job import ingest, stderr_tail
+        from agentlab.eval.records import ingest_job_result
 
         if job.state != "succeeded" or not isinstance(job.result, dict) or "summary" not in job.result:
-            tail = stderr_tail(job)
+            tail = job.stderr_tail()
             err = f"job {job.id} {job.state}: {job.error or 'no result'}" + (f"\n--- stderr (tail) ---\n{tail}" if tail else "")
             return {"status": "failed", "record": None, "job_id": job.id, "wall_s": wall_s, "error": err[-2000:]}
         ids = [p.id for p in self.problems(split)]
-        summary = ingest(self.eval_db, job.result, spec.model_dump(mode="json"), ids)
+        summary = ingest_job_result(self.eval_db, job.result, spec, ids)
         summary.job_id = job.id
         return self._outcome(summary, split, job.id, wall_s)
 

@@ -64,26 +64,7 @@ def run(
     if not problems:
         raise EvalError(f"the subset {subset.describe()!r} of {benchmark} is empty")
     spec = get_technique(technique, k=k, temperature=temperature, max_tokens=max_tokens)
-    sources = sum(x is not None for x in (model_url, litellm_model, serve))
-    if sources > 1:
-        raise typer.BadParameter("give one of --model-url, --litellm or --serve")
-    managed = None
-    if litellm_model:
-        endpoint = Endpoint.from_litellm(litellm_model, api_key=api_key)
-    elif model_url:
-        endpoint = _url_endpoint(model_url, model_name, api_key)
-    else:
-        engine = serve or "llama.cpp"
-        if engine != "llama.cpp":
-            raise typer.BadParameter("only llama.cpp can be started here; run vLLM with `agentlab models serve` and use --model-url", param_hint="--serve")
-        from agentlab.llm.serving import ServerSpec, ServingManager, managed_server
-
-        managed = managed_server(ServingManager(settings.workspace),
-                                 ServerSpec(engine="llama.cpp", model=model, n_ctx=settings.model_under_study.n_ctx),
-                                 reuse=True, timeout_s=600)
-        with console.status("starting llama.cpp..."):
-            server = managed.__enter__()
-        endpoint = Endpoint.from_server(server)
+    endpoint, managed = _choose_endpoint(settings, model_url, model_name, api_key, litellm_model, serve, model)
     try:
         summary = _run_with_progress(spec, problems, endpoint, benchmark, subset.describe(), settings, concurrency,
                                      timeout, not no_cache, job_id)
@@ -98,6 +79,28 @@ def run(
         chart = write_chart(summary, Path(summary.run_dir) / "accuracy.png", baseline=base)
         console.print(f"results: {summary.run_dir} (summary.json, results.jsonl, {chart.name})")
 
+
+
+def _choose_endpoint(settings, model_url, model_name, api_key, litellm_model, serve, model):
+    """The model under study: (endpoint, the managed server to stop afterwards or None)."""
+    if sum(x is not None for x in (model_url, litellm_model, serve)) > 1:
+        raise typer.BadParameter("give one of --model-url, --litellm or --serve")
+    if litellm_model:
+        return Endpoint.from_litellm(litellm_model, api_key=api_key), None
+    if model_url:
+        return _url_endpoint(model_url, model_name, api_key), None
+    engine = serve or "llama.cpp"
+    if engine != "llama.cpp":
+        raise typer.BadParameter("only llama.cpp can be started here; run vLLM with `agentlab models serve` and use "
+                                 "--model-url", param_hint="--serve")
+    from agentlab.llm.serving import ServerSpec, ServingManager, managed_server
+
+    managed = managed_server(ServingManager(settings.workspace),
+                             ServerSpec(engine="llama.cpp", model=model, n_ctx=settings.model_under_study.n_ctx),
+                             reuse=True, timeout_s=600)
+    with console.status("starting llama.cpp..."):
+        server = managed.__enter__()
+    return Endpoint.from_server(server), managed
 
 def _url_endpoint(url: str, name: Optional[str], api_key: Optional[str]) -> Endpoint:
     ep = Endpoint.openai(url, name or "default", api_key)

@@ -7,11 +7,16 @@
   thousands separators and currency signs dropped, compared exactly as a rational number.
 - ``reasoning_gym``: the task's own scorer on the extracted answer.
 
-math-verify's timeouts use SIGALRM, which only works in the main thread; elsewhere they are off.
+Grading never hangs: math-verify's timeouts use SIGALRM, which only works in the main thread, and a
+pathological answer (``9^{9^{9^9}}``) holds the GIL inside sympy's integer arithmetic, so no thread can
+bound it. Outside the main thread, math grading therefore runs in a child process (``_MathWorker``)
+that is killed at its deadline; the answer then counts as wrong.
 """
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import re
 import threading
 from dataclasses import dataclass
@@ -22,6 +27,7 @@ from typing import Any
 from agentlab.bench.registry import Problem, import_reasoning_gym
 
 MATH_TIMEOUT_S = 5
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,6 +73,57 @@ def _shown(parsed: list) -> str | None:
     if not parsed:
         return None
     return str(parsed[-1]) if isinstance(parsed[-1], str) else str(parsed[0])
+
+
+def _math_extract(text: str) -> str | None:
+    return _shown(_parse_pred(text))
+
+
+def _math_grade(gold: str, response: str) -> tuple[bool, str | None]:
+    pred = _parse_pred(response)
+    return _math_equal(_parse_gold(gold), pred), _shown(pred)
+
+
+def _math_equivalent(gold: str, predicted: str) -> bool:
+    pred = predicted if "\\boxed" in predicted else "\\boxed{" + predicted + "}"
+    return _math_equal(_parse_gold(gold), _parse_pred(pred))
+
+
+class _MathWorker:
+    """math-verify in a child process, one call at a time, for callers outside the main thread. A call
+    past its deadline kills the child (the next call starts a fresh one) and returns the default."""
+
+    START_S = 60.0  # a fresh child imports sympy and math-verify first (slow on a busy machine)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: Any = None
+
+    def call(self, fn: Any, args: tuple, default: Any) -> Any:
+        with self._lock:
+            fresh = self._pool is None
+            if fresh:
+                self._pool = multiprocessing.get_context("spawn").Pool(1)
+            # parse gold, parse prediction and verify each have math-verify's own SIGALRM timeout in the child
+            deadline = 4 * MATH_TIMEOUT_S + (self.START_S if fresh else 0.0)
+            try:
+                return self._pool.apply_async(fn, args).get(timeout=deadline)
+            except multiprocessing.TimeoutError:
+                log.warning("math grading passed %.0f s; the answer counts as wrong", deadline)
+                self._pool.terminate()
+                self._pool = None
+                return default
+
+
+_WORKER = _MathWorker()
+
+
+def _math(fn: Any, *args: Any, default: Any) -> Any:
+    """``fn(*args)`` here in the main thread (math-verify's SIGALRM timeouts work there), else in the
+    child process with a deadline."""
+    if threading.current_thread() is threading.main_thread():
+        return fn(*args)
+    return _WORKER.call(fn, args, default)
 
 
 # -- gsm8k (exact numbers) ------------------------------------------------------------------------
@@ -151,7 +208,7 @@ def _gym_score(problem: Problem, answer: str | None) -> float:
 def extract_answer(text: str, grader: str) -> str | None:
     """The answer a response commits to, as text (what votes are taken over)."""
     if grader == "math":
-        return _shown(_parse_pred(text))
+        return _math(_math_extract, text, default=None)
     if grader == "gsm8k":
         return extract_number(text)
     return extract_free_answer(text)
@@ -160,9 +217,8 @@ def extract_answer(text: str, grader: str) -> str | None:
 def grade(problem: Problem, response: str) -> Grade:
     """Grade a full model response against the problem's gold answer."""
     if problem.grader == "math":
-        pred = _parse_pred(response)
-        ok = _math_equal(_parse_gold(problem.answer), pred)
-        return Grade(ok, _shown(pred), float(ok))
+        ok, shown = _math(_math_grade, problem.answer, response, default=(False, None))
+        return Grade(ok, shown, float(ok))
     if problem.grader == "gsm8k":
         ans = extract_number(response)
         gold, got = to_number(problem.answer), to_number(ans)
@@ -182,8 +238,7 @@ def grade(problem: Problem, response: str) -> Grade:
 def is_equivalent(gold: str, predicted: str, grader: str = "math") -> bool:
     """Whether a predicted final answer (not a whole response) equals the gold answer."""
     if grader == "math":
-        pred = predicted if "\\boxed" in predicted else "\\boxed{" + predicted + "}"
-        return _math_equal(_parse_gold(gold), _parse_pred(pred))
+        return _math(_math_equivalent, gold, predicted, default=False)
     if grader == "gsm8k":
         a, b = to_number(gold), to_number(extract_number(predicted) if predicted else None)
         return a is not None and b is not None and a == b

@@ -31,7 +31,7 @@ ETC_FILES = [
     "mime.types", "os-release", "fonts", "matplotlibrc",
 ]
 MERGED_USR = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"]
-GPU_SHARED_NODES = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset"]
+GPU_SHARED_NODES = ["nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset"]  # names under /dev
 GPU_SYS_PATHS = ["/sys/devices", "/sys/bus/pci", "/sys/module/nvidia", "/sys/class/drm"]
 
 INSTALL_HINT = (
@@ -103,6 +103,7 @@ class _Argv:
 
 class BubblewrapBackend:
     name = "bubblewrap"
+    dev_root = "/dev"  # where the host's GPU device nodes are found (tests point it at a fake tree)
 
     def __init__(self, bwrap_path: str | None = None) -> None:
         self.bwrap = find_bwrap(bwrap_path)
@@ -116,7 +117,7 @@ class BubblewrapBackend:
         _system_files(argv)
         _run_files(argv, plan, isolation)
         if plan.gpus:
-            _gpu_devices(argv, plan, isolation)
+            _gpu_devices(argv, plan, isolation, Path(self.dev_root))
         argv.args += ["--remount-ro", "/", "--chdir", JOB_DIR]
         a = argv.args
         if drop:
@@ -188,13 +189,14 @@ def _run_files(argv: _Argv, plan, isolation: list[str]) -> None:
         isolation.append("model-proxy-socket")
 
 
-def _gpu_devices(argv: _Argv, plan, isolation: list[str]) -> None:
-    """Only the assigned GPUs' device nodes, plus the shared control nodes and the sysfs they need."""
-    for node in GPU_SHARED_NODES + [f"/dev/nvidia{g}" for g in plan.gpu_indices]:
-        if os.path.exists(node):
-            argv.args += ["--dev-bind", node, node]
-    if os.path.isdir("/dev/nvidia-caps"):
-        argv.args += ["--dev-bind", "/dev/nvidia-caps", "/dev/nvidia-caps"]
+def _gpu_devices(argv: _Argv, plan, isolation: list[str], dev_root: Path) -> None:
+    """Only the assigned GPUs' device nodes, plus the shared control nodes and the sysfs they need;
+    each found under ``dev_root`` on the host, bound at ``/dev/<name>`` inside."""
+    for name in GPU_SHARED_NODES + [f"nvidia{g}" for g in plan.gpu_indices]:
+        if (dev_root / name).exists():
+            argv.args += ["--dev-bind", str(dev_root / name), f"/dev/{name}"]
+    if (dev_root / "nvidia-caps").is_dir():
+        argv.args += ["--dev-bind", str(dev_root / "nvidia-caps"), "/dev/nvidia-caps"]
     for p in GPU_SYS_PATHS:
         if os.path.exists(p):
             argv.bind("--ro-bind", p, p)

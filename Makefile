@@ -15,7 +15,7 @@ export ANONYMIZED_TELEMETRY := False
 export AGENTLAB_DATA_DIR ?= $(abspath ../shared/data)
 SYSTEM_PACKAGES := bubblewrap chromium chromium-driver
 
-.PHONY: demo test setup system-deps bench clean
+.PHONY: demo test setup system-deps sandbox-deps bench clean
 
 setup: $(VENV)/.installed
 
@@ -37,7 +37,16 @@ system-deps:
 		echo "note: missing system packages:$$missing (sudo apt-get install -y $(SYSTEM_PACKAGES)); related tests will skip"; \
 	fi
 
-demo: setup
+# the demo's jobs run in bubblewrap: install it when we can, else stop before the run and say how
+sandbox-deps:
+	@command -v bwrap >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap; \
+	else \
+		echo "error: the demo runs its jobs in bubblewrap, which is not installed: run 'sudo apt-get install -y bubblewrap' (Debian/Ubuntu) and then 'make demo' again" >&2; exit 1; \
+	fi
+
+demo: sandbox-deps setup
 	$(VENV)/bin/agentlab demo
 
 test: system-deps setup

@@ -8,8 +8,13 @@ bound into the sandbox (``$AGENTLAB_MODEL_SOCKET``; ``agentlab_client`` speaks t
   ``CONNECT`` or method is refused (403/405) and never leaves the host;
 * adds the upstream API key on the host side (the sandbox never sees it) and drops the client's
   own ``Authorization`` and other headers;
-* enforces the run's request and token budgets (HTTP 429 ``budget_exhausted`` once spent) and caps
-  ``max_tokens`` of each request to what is left;
+* enforces the run's request and token budgets by reserving before it forwards: under one lock a request
+  reserves a request slot and its prompt estimate plus its ``max_tokens`` (capped to a share of the
+  unreserved remainder when it asks for more or names none), and settles to the usage the upstream
+  reports when the answer arrives (a request the upstream never answered gives its reservation back).
+  Concurrent requests therefore cannot together overshoot the budget. A request that cannot fit waits
+  while requests in flight may still give tokens back, and is refused with HTTP 429
+  ``budget_exhausted`` when even a minimal completion cannot fit;
 * logs every call (allowed or refused) with the job id: JSONL beside the run's logs, and the
   ``proxy_calls`` SQLite table when ``ledger_path`` is set.
 """
@@ -23,6 +28,7 @@ import socketserver
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -33,6 +39,122 @@ from sandbox.types import ProxyConfig, ProxyUsage
 POST_PATHS = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
 GET_PATHS = {"/v1/models"}
 MAX_BODY = 10 * 1024 * 1024
+MIN_COMPLETION_TOKENS = 1  # a request is refused when not even this many completion tokens fit
+PROMPT_KEYS = ("messages", "prompt", "input", "tools", "functions", "response_format")
+
+
+def prompt_tokens_estimate(payload: dict) -> int:
+    """A deliberately high estimate of a request's prompt tokens, with no tokenizer at hand: a token per
+    3 bytes of the request's prompt-side JSON (English text runs about 4 characters a token; the JSON
+    keys stand in for the chat template) plus 3 that prime the reply."""
+    prompt = {k: payload[k] for k in PROMPT_KEYS if k in payload}
+    return len(json.dumps(prompt, ensure_ascii=False).encode()) // 3 + 3
+
+
+def _asked_max_tokens(payload: dict) -> int | None:
+    """The completion limit a request asks for (the smaller of the two spellings); None when it names none."""
+    asked = []
+    for key in ("max_tokens", "max_completion_tokens"):
+        try:
+            value = int(payload.get(key) or 0)
+        except (TypeError, ValueError):
+            value = 0
+        if value > 0:
+            asked.append(value)
+    return min(asked) if asked else None
+
+
+@dataclass
+class _Hold:
+    """What one forwarded request reserved: a request slot and ``tokens`` (prompt estimate + max_tokens)."""
+
+    tokens: int
+
+
+class _Budget:
+    """The run's request and token budget: reserved before a request is forwarded, settled after.
+
+    ``usage`` counts settled tokens and the requests forwarded (in flight included); ``reserved_tokens``
+    what requests in flight may still use. Everything changes under ``lock``, so no two requests can
+    reserve the same tokens."""
+
+    def __init__(self, config: ProxyConfig, usage: ProxyUsage) -> None:
+        self.config, self.usage = config, usage
+        self.lock = threading.Lock()
+        self._changed = threading.Condition(self.lock)
+        self.reserved_tokens = 0
+        self.in_flight = 0
+
+    def free_tokens(self) -> int | None:
+        """Tokens neither used nor reserved (call under ``lock``); None without a token budget."""
+        if self.config.max_tokens is None:
+            return None
+        return max(self.config.max_tokens - self.usage.tokens - self.reserved_tokens, 0)
+
+    def reserve(self, payload: dict, path: str) -> _Hold | str:
+        """Reserve a request slot and its tokens, capping ``payload``'s max_tokens to what it got; the
+        refusal reason when it cannot fit. While requests in flight may give tokens back it waits for
+        them (at most the upstream timeout) instead of refusing."""
+        est = prompt_tokens_estimate(payload)
+        deadline = time.monotonic() + self.config.timeout_s
+        with self._changed:
+            while True:
+                if self.config.max_requests is not None and self.usage.requests >= self.config.max_requests:
+                    return f"request budget exhausted ({self.config.max_requests} requests)"
+                fit = self._fit(payload, path, est)
+                if fit is not None:
+                    break
+                left = deadline - time.monotonic()
+                if self.in_flight == 0 or left <= 0:
+                    return self._token_refusal(est)
+                self._changed.wait(left)
+            tokens, granted = fit
+            if granted is not None:
+                _set_max_tokens(payload, granted)
+            self.usage.requests += 1
+            self.reserved_tokens += tokens
+            self.in_flight += 1
+            return _Hold(tokens)
+
+    def _fit(self, payload: dict, path: str, est: int) -> tuple[int, int | None] | None:
+        """(tokens to reserve, max_tokens to send or None to leave the request as it is), or None when
+        it does not fit now. A request may take at most an equal share of the unreserved remainder with
+        the requests in flight; one that asks for less keeps what it asked for."""
+        free = self.free_tokens()
+        if free is None:
+            return 0, None
+        if path == "/v1/embeddings":
+            return (est, None) if est <= free else None
+        room = free - est
+        if room < MIN_COMPLETION_TOKENS:
+            return None
+        share = max(MIN_COMPLETION_TOKENS, room // (1 + self.in_flight))
+        asked = _asked_max_tokens(payload)
+        granted = share if asked is None else min(asked, share)
+        return est + granted, granted
+
+    def _token_refusal(self, est: int) -> str:
+        c = self.config
+        return (f"token budget exhausted ({c.max_tokens} tokens): {self.usage.tokens} used,"
+                f" {self.reserved_tokens} reserved by requests in flight; this request needs about {est}"
+                f" for its prompt and at least {MIN_COMPLETION_TOKENS} to answer")
+
+    def settle(self, hold: _Hold, prompt_tokens: int, completion_tokens: int, answered: bool) -> None:
+        """Replace ``hold`` by the real usage (call under ``lock``); a request the upstream never answered
+        gives its slot back too."""
+        self.usage.prompt_tokens += prompt_tokens
+        self.usage.completion_tokens += completion_tokens
+        self.reserved_tokens -= hold.tokens
+        self.in_flight -= 1
+        if not answered:
+            self.usage.requests -= 1
+        self._changed.notify_all()
+
+
+def _set_max_tokens(payload: dict, granted: int) -> None:
+    keys = [k for k in ("max_tokens", "max_completion_tokens") if k in payload] or ["max_tokens"]
+    for key in keys:
+        payload[key] = granted
 
 
 def _connect_ledger(path: Path, timeout_s: float = 30.0) -> sqlite3.Connection:
@@ -49,6 +171,9 @@ def _connect_ledger(path: Path, timeout_s: float = 30.0) -> sqlite3.Connection:
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 makes a unix-socket connect fail at once (EAGAIN) when more
+    # sandboxed requests than that arrive together
+    request_queue_size = 128
 
 
 class MeteredProxy:
@@ -57,7 +182,8 @@ class MeteredProxy:
         self.socket_path = Path(socket_path)
         self.log_path = log_path
         self.usage = ProxyUsage()
-        self._lock = threading.Lock()
+        self._budget = _Budget(config, self.usage)
+        self._lock = self._budget.lock
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         base = config.upstream.rstrip("/")
@@ -113,30 +239,27 @@ class MeteredProxy:
         self.stop()
 
     # --- accounting -------------------------------------------------------------------------------
-    def _reserve(self) -> str | None:
-        """Count a request against the budget; the refusal reason if none is left."""
-        c = self.config
-        with self._lock:
-            if c.max_requests is not None and self.usage.requests >= c.max_requests:
-                return f"request budget exhausted ({c.max_requests} requests)"
-            if c.max_tokens is not None and self.usage.tokens >= c.max_tokens:
-                return f"token budget exhausted ({c.max_tokens} tokens)"
-            self.usage.requests += 1
-            return None
+    def _reserve(self, payload: dict, path: str) -> _Hold | str:
+        """Reserve a request and its tokens before forwarding (see ``_Budget.reserve``)."""
+        return self._budget.reserve(payload, path)
 
     def remaining_tokens(self) -> int | None:
-        if self.config.max_tokens is None:
-            return None
+        """Tokens neither used nor reserved by requests in flight; None without a token budget."""
         with self._lock:
-            return max(self.config.max_tokens - self.usage.tokens, 0)
+            return self._budget.free_tokens()
 
     def record(self, method: str, path: str, model: str | None, status: int, usage: dict | None,
-               latency: float, refused: str | None) -> None:
+               latency: float, refused: str | None, hold: _Hold | None = None, answered: bool = True) -> None:
+        """Count and log one call; a forwarded one (``hold``) settles its reservation to ``usage`` in the
+        same step, so no other request ever sees the tokens neither reserved nor used."""
         pt = int((usage or {}).get("prompt_tokens") or 0)
         ct = int((usage or {}).get("completion_tokens") or 0)
         with self._lock:
-            self.usage.prompt_tokens += pt
-            self.usage.completion_tokens += ct
+            if hold is not None:
+                self._budget.settle(hold, pt, ct, answered)
+            else:
+                self.usage.prompt_tokens += pt
+                self.usage.completion_tokens += ct
             if refused:
                 self.usage.refused += 1
             entry = {"ts": time.time(), "job_id": self.config.job_id, "method": method, "path": path[:200],
@@ -218,18 +341,11 @@ class _Handler(BaseHTTPRequestHandler):
         if cfg.allowed_models is not None and model not in cfg.allowed_models:
             self._refuse(403, "forbidden_model", f"model {model!r} is not allowed for this job", model)
             return
-        refusal = self.owner._reserve()
-        if refusal:
-            self._refuse(429, "budget_exhausted", refusal, model)
+        hold = self.owner._reserve(payload, self.path)
+        if isinstance(hold, str):
+            self._refuse(429, "budget_exhausted", hold, model)
             return
-        left = self.owner.remaining_tokens()
-        if left is not None and self.path != "/v1/embeddings":
-            for key in ("max_tokens", "max_completion_tokens"):
-                if key in payload:
-                    payload[key] = max(1, min(int(payload[key] or left), left))
-            if "max_tokens" not in payload and "max_completion_tokens" not in payload:
-                payload["max_tokens"] = max(1, left)
-        self._forward("POST", payload, model)
+        self._forward("POST", payload, model, hold)
 
     def do_CONNECT(self) -> None:
         self._refuse(405, "forbidden_target", "CONNECT is not allowed")
@@ -239,12 +355,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _other
 
-    def _forward(self, method: str, payload: dict | None, model: str | None) -> None:
+    def _forward(self, method: str, payload: dict | None, model: str | None, hold: _Hold | None = None) -> None:
         t0 = time.monotonic()
         try:
             resp = self.owner._client.request(method, self.path, json=payload)
-        except httpx.HTTPError as exc:
-            self.owner.record(method, self.path, model, 502, None, time.monotonic() - t0, None)
+        except Exception as exc:  # no answer: the reservation goes back, whatever went wrong
+            self.owner.record(method, self.path, model, 502, None, time.monotonic() - t0, None, hold, answered=False)
             self._send(502, json.dumps({"error": {"type": "upstream_error", "message": str(exc)[:300]}}).encode())
             return
         body = resp.content
@@ -257,7 +373,7 @@ class _Handler(BaseHTTPRequestHandler):
         if usage is None and payload is not None and resp.status_code < 400:
             # no usage reported: estimate ~4 characters a token so the budget still binds
             usage = {"prompt_tokens": len(json.dumps(payload)) // 4, "completion_tokens": len(body) // 4}
-        self.owner.record(method, self.path, model, resp.status_code, usage, time.monotonic() - t0, None)
+        self.owner.record(method, self.path, model, resp.status_code, usage, time.monotonic() - t0, None, hold)
         self._send(resp.status_code, body, resp.headers.get("content-type", "application/json"))
 
 

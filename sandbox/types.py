@@ -55,7 +55,8 @@ class ProxyConfig(BaseModel):
     max_tokens: int | None = Field(200_000, ge=0, description="prompt + completion tokens over the whole run")
     allowed_models: list[str] | None = Field(None, description="refuse other model names; None = any")
     default_model: str | None = Field(None, description="filled in when a request names no model")
-    timeout_s: float = Field(300.0, gt=0, description="per upstream request")
+    timeout_s: float = Field(300.0, gt=0, description="per upstream request; also the longest a request waits"
+                                                       " for requests in flight to give budget back")
     job_id: str | None = Field(None, description="attribution in the call log")
     ledger_path: Path | None = Field(None, description="SQLite file for the call log; None = JSONL beside the logs")
 

@@ -9,7 +9,7 @@ import pytest
 
 from sandbox import Limits, ProxyConfig, run
 from sandbox.client_helper import BudgetExhausted, _UnixConnection
-from sandbox.proxy import MeteredProxy
+from sandbox.proxy import MeteredProxy, prompt_tokens_estimate
 from tests.sandbox.conftest import needs_bwrap
 from tests.sandbox.fake_upstream import FakeOpenAIUpstream
 
@@ -46,15 +46,17 @@ def test_refuses_other_targets_and_methods(tmp_path):
 
 
 def test_budget_requests_and_tokens(tmp_path):
+    msgs = [{"role": "user", "content": "2+2?"}]
+    prompt = prompt_tokens_estimate({"model": "m", "messages": msgs, "max_tokens": 100})
     with FakeOpenAIUpstream(prompt_tokens=10, completion_tokens=5) as up:
-        cfg = ProxyConfig(upstream=up.url, api_key=HOST_KEY, max_tokens=20, max_requests=10,
+        # room for one call (15 tokens), then the next call's prompt estimate and 5 completion tokens
+        cfg = ProxyConfig(upstream=up.url, api_key=HOST_KEY, max_tokens=15 + prompt + 5, max_requests=10,
                           ledger_path=tmp_path / "ledger.db", job_id="j1")
         with MeteredProxy(cfg, tmp_path / "p.sock") as px:
-            msgs = [{"role": "user", "content": "2+2?"}]
             from sandbox.client_helper import request
             request("POST", "/v1/chat/completions", {"model": "m", "messages": msgs, "max_tokens": 100},
                     socket_path=str(px.socket_path))
-            # 15 used, 5 left: the next request's max_tokens is capped to what is left
+            # 15 used: the next request's max_tokens is capped to what is left after its prompt
             request("POST", "/v1/chat/completions", {"model": "m", "messages": msgs, "max_tokens": 100},
                     socket_path=str(px.socket_path))
             assert up.requests[1]["json"]["max_tokens"] == 5

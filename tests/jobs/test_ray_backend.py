@@ -30,8 +30,8 @@ def test_ray_runs_jobs_in_the_sandbox(local_ray, tmp_path):
         code = ("import os, json; print('uid', os.getuid(), 'cwd', os.getcwd());"
                 "json.dump({'cuda': os.environ['CUDA_VISIBLE_DEVICES']}, open(os.environ['AGENTLAB_RESULT'], 'w'))")
         script = sched.submit(JobSpec(code=code, resources=Resources(cpus=1)))
-        slow = sched.submit(JobSpec(code="import time; print('tick', flush=True); time.sleep(60)",
-                                    resources=Resources(timeout_s=2)))
+        # a shell sleeper: it starts in milliseconds, so a short limit does not race a Python start-up
+        slow = sched.submit(JobSpec(command=["sh", "-c", "echo tick; exec sleep 60"], resources=Resources(timeout_s=2)))
         with pytest.raises(JobError, match="GPU"):
             sched.submit(JobSpec(command=["true"], resources=Resources(gpus=1)))
         a, b, c = (sched.wait(j, timeout=180) for j in (ok, script, slow))
@@ -41,4 +41,4 @@ def test_ray_runs_jobs_in_the_sandbox(local_ray, tmp_path):
     assert b.state == "succeeded" and b.result == {"cuda": ""}
     assert "cwd /job" in (Path(b.log_dir) / "stdout.log").read_text()
     assert c.state == "timed_out" and "wall-clock timeout 2 s" in c.error
-    assert "tick" in (Path(c.log_dir) / "stdout.log").read_text()
+    assert (Path(c.log_dir) / "stdout.log").read_text() == "tick\n"

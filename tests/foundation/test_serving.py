@@ -1,6 +1,8 @@
 """Integration: the real llama.cpp server with the embedded SmolLM2-135M, through litellm and the gateway."""
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -11,8 +13,9 @@ from pydantic import BaseModel, Field
 
 from agentlab.config import load_settings
 from agentlab.llm.gateway import Gateway
-from agentlab.procs import pid_alive
 from agentlab.llm.serving import ServerSpec, ServingError, ServingManager, embedded_model_path
+from agentlab.llm.structured import request_params
+from agentlab.procs import pid_alive
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -56,19 +59,30 @@ def test_structured_object_through_the_gateway(embedded, workspace, monkeypatch)
     monkeypatch.setenv("AGENTLAB_AGENTS__API_KEY", "sk-local")
     gw = Gateway(load_settings(), run_id="integration")
     # grammar-constrained decoding is what makes a 135M model reliable: ask for it like the embedded path does
-    obj = gw.structured("What is 7 + 8?", Arithmetic, max_tokens=96, temperature=0,
-                        response_format={"type": "json_object", "schema": Arithmetic.model_json_schema()})
-    assert isinstance(obj, Arithmetic)
+    gw.structured("What is 7 + 8?", Arithmetic, max_tokens=96, temperature=0,
+                  response_format={"type": "json_object", "schema": Arithmetic.model_json_schema()})
+    # one request to the server's model, answered validly the first time (the grammar): no re-ask
+    calls = gw.ledger.summary(run_id="integration")
+    assert [(c["key"], c["calls"], c["errors"]) for c in calls] == [(server.litellm_model, 1, 0)]
     assert gw.ledger.totals("integration").tokens > 0
 
 
 def test_embedded_default_gateway_starts_and_stops_its_server(workspace):
     settings = load_settings()
-    with Gateway(settings) as gw:
-        obj = gw.structured("What is 2+3?", Arithmetic, max_tokens=96, temperature=0)
-        assert isinstance(obj, Arithmetic)
-        review = gw.structured("Review this paper: 'CoT helps small models'.", Review, max_tokens=128)
-        assert 1 <= review.score <= 10 and 0 <= review.confidence <= 1
+    prompt = "Review this paper: 'CoT helps small models'."
+    with Gateway(settings, run_id="embedded") as gw:
+        gw.structured("What is 2+3?", Arithmetic, max_tokens=96, temperature=0)
+        gw.structured(prompt, Review, max_tokens=256, temperature=0)
+        # the bounds pydantic checks travel in the grammar (grammar_schema): llama.cpp's raw reply
+        # already respects them, so no structured call needed a re-ask
+        model = gw.target().model
+        raw = gw.complete(prompt, max_tokens=256, temperature=0, **request_params(model, True, Review)).text
+        fields = json.loads(raw, strict=False)
+        assert type(fields["score"]) is int and 1 <= fields["score"] <= 10, raw
+        confidence = fields["confidence"]  # a decimal string: the grammar's form of a number in [0, 1]
+        assert isinstance(confidence, str) and re.fullmatch(r"0(\.[0-9]{1,4})?|1(\.0{1,4})?", confidence), raw
+        assert gw.ledger.totals("embedded").calls == 3
+        assert "smollm2" in model
         pid = gw._embedded.server.pid
         assert pid_alive(pid)
     assert not pid_alive(pid)
@@ -131,7 +145,6 @@ def test_cli_errors_are_one_line_without_traceback(workspace):
 
 
 def test_a_server_does_not_outlive_its_owner_killed_with_sigkill(tmp_path):
-    import json
     import signal
     import time
 

@@ -43,12 +43,25 @@ def test_keyword_index_stems_weights_titles_replaces_and_filters(tmp_path):
 
 
 def test_query_words_are_never_query_syntax(tmp_path):
-    kw = KeywordIndex(tmp_path / "kw")
-    kw.add([_doc("a", body="title AND body OR NOT x")])
     from preprint_server.index import query_terms
 
-    for q in ['title:"x"', "a AND (b", "-minus +plus *", 'quote " inside', "body:title"]:
-        kw.search(query_terms(q), 5)  # no parse error
+    kw = KeywordIndex(tmp_path / "kw")
+    kw.add([
+        _doc("ops", body="title AND body OR NOT x"),
+        _doc("minus", body="a minus sign next to a plus sign"),
+        _doc("zebra", title="Stripes", body="the zebra grazes"),
+        _doc("quote", body="a quote inside a sentence"),
+    ])
+    # Every word is looked for as a word. Read as tantivy syntax, these queries would restrict
+    # to a field (nothing has "zebra" in its title), exclude ("-minus"), or fail to parse.
+    expected = {
+        "title:zebra": {"zebra", "ops"},
+        "-minus +plus *": {"minus"},
+        "NOT x": {"ops"},
+        "body AND (title": {"ops"},
+        'quote " inside': {"quote"},
+    }
+    assert {q: set(kw.search(query_terms(q), 5)) for q in expected} == expected
 
 
 def test_writers_from_two_instances_take_turns(tmp_path):

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from preprint_server.client import PreprintClient
-from preprint_server.serve import local_server
 from preprint_server.schemas import PaperCreate, ResultRecord
+from preprint_server.serve import local_server
 from tests.server.conftest import RESULT
 from tests.server.test_live import _key
 
@@ -27,12 +27,20 @@ We vote over $k$ sampled chains: $$\\hat a = \\arg\\max_a \\sum_i [a_i = a]$$
 
 <script>window.__pwned = 1; document.title = 'pwned';</script>
 <img src=x onerror="window.__pwned = 2">
-[click me](javascript:window.__pwned=3)
+[click me](javascript:void(window.__pwned=3))
+
+[obfuscated link](jav&#x09;ascript:void(window.__pwned=4))
 
 | step | value |
 |------|-------|
 | 1    | two   |
 """
+
+# What a click follows, recorded while the click is dispatched (a javascript: URL runs later, in a
+# task of its own, so checking only its effect right after the click could miss it).
+FOLLOWED_JS = """() => { window.__followed = "no click seen";
+  document.addEventListener("click", e => { const a = e.target.closest("a[href]"); window.__followed = a ? a.href : ""; },
+                            true); }"""
 
 
 def test_browse_search_and_read_a_paper(tmp_path, embedder):
@@ -73,8 +81,18 @@ def test_browse_search_and_read_a_paper(tmp_path, embedder):
                 assert "62.0%" in cells and "yes" in cells
                 assert page.locator(".markdown table td").first.inner_text() == "1"  # Markdown table rendered
                 assert page.locator(".markdown .math").count() >= 2
-                # the planted script, handler and javascript: link did nothing
-                page.click("text=click me") if page.locator("text=click me").count() else None
+                # the planted script, handler and javascript: links did nothing
+                planted = page.locator(".markdown").get_by_text("click me")
+                assert planted.count() == 1
+                here = page.url
+                page.evaluate(FOLLOWED_JS)
+                planted.click()
+                assert page.evaluate("window.__followed") == ""  # the click followed no link at all
+                assert page.url == here and page.evaluate("window.__pwned") is None
+                # links that reach the page point at http(s)/mailto only; the obfuscated one is among them
+                protocols = page.eval_on_selector_all(".markdown a[href]", "as => as.map(a => [a.textContent, a.protocol])")
+                assert ["obfuscated link", "http:"] in protocols
+                assert {proto for _, proto in protocols} <= {"http:", "https:", "mailto:"}, protocols
                 assert page.evaluate("window.__pwned") is None
                 assert page.title() != "pwned"
                 assert page.locator(".markdown script").count() == 0

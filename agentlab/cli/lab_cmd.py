@@ -254,12 +254,18 @@ def start(
     max_jobs: Optional[int] = typer.Option(None, "--max-jobs", help="Maximum jobs (budgets.max_jobs)."),
     max_wall_minutes: Optional[float] = typer.Option(None, "--max-wall-minutes", help="Wall-time budget (budgets.max_wall_minutes)."),
     run_id: Optional[str] = typer.Option(None, "--run-id", help="Use this run id (default: generated)."),
+    queue_if_server_down: bool = typer.Option(False, "--queue-if-server-down", help="Start even if the preprint "
+                                              "server is unreachable; the paper waits in the outbox."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live display."),
 ) -> None:
-    """Start a lab run. It is checkpointed: `agentlab lab resume RUN_ID` continues it after a crash."""
+    """Start a lab run. It is checkpointed: `agentlab lab resume RUN_ID` continues it after a crash.
+
+    Before the first LLM call the lab checks the benchmark data, the preprint server, the sandbox and the
+    model under study, and stops within seconds with the fix if one of them does not work."""
     config = LabConfig(benchmark=benchmark, baseline=baseline, dev_n=dev_n, report_n=report_n,
                        max_iterations=iterations, max_tokens_per_answer=max_answer_tokens,
-                       concurrency=concurrency, lab_name=lab_name, allow_code_techniques=allow_code)
+                       concurrency=concurrency, lab_name=lab_name, allow_code_techniques=allow_code,
+                       queue_if_server_down=queue_if_server_down)
     run_lab_command(goal, goal_id, copilot, server, config,
                     _budget_overrides(max_usd, max_tokens, max_jobs, max_wall_minutes), quiet, run_id)
 

@@ -24,6 +24,7 @@ from agentlab.lab.context import Event, LabContext
 from agentlab.lab.experiments import Experiments
 from agentlab.lab.graph import build_graph, checkpointer_for
 from agentlab.lab.outbox import Outbox
+from agentlab.lab.preflight import run_preflight
 from agentlab.lab.publishing import Publisher
 from agentlab.lab.state import LabConfig
 from agentlab.lab.store import LabStore
@@ -96,6 +97,7 @@ def _execute(settings: Settings, run_id: str, config: LabConfig, inp: Any, goal_
     ctx.emit("run", run_id=run_id, out_dir=str(ctx.out_dir))
     try:
         _flush_outbox(ctx)
+        run_preflight(ctx)  # before the first LLM call: stop in seconds, naming the fix
         for chunk in graph.stream(inp, cfg, context=ctx, stream_mode="updates"):
             for node, update in chunk.items():
                 if node == "__interrupt__":

@@ -56,6 +56,9 @@ class LabConfig(BaseModel):
     copilot: bool = False
     lab_name: str = "agentlab"
     server_url: str | None = None
+    queue_if_server_down: bool = Field(
+        False, description="start even when the preprint server is unreachable and keep the paper in the outbox "
+                           "(published by a later run); by default the preflight stops the lab instead")
 
 
 class LabState(TypedDict, total=False):

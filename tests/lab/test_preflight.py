@@ -1,0 +1,57 @@
+"""Preflight: a lab that cannot run its jobs, reach its model or server, or read its data stops before
+the first LLM call with one line naming the fix, marks the run failed and publishes nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentlab.lab.preflight import PreflightFailed
+from agentlab.lab.run import start_lab
+from agentlab.lab.store import LabStore
+from tests.lab.conftest import tiny_config
+
+
+def _start_expecting_failure(settings, cfg, key, match):
+    with pytest.raises(PreflightFailed, match=match) as info:
+        start_lab(settings, "goal", cfg, server_key=key, run_id="lab-preflight")
+    assert "\n" not in str(info.value)
+    with LabStore(settings.db_path) as store:
+        row = store.get_run("lab-preflight")
+    assert row["status"] == "failed" and row["paper_id"] is None
+    return str(info.value)
+
+
+def _settings_with(monkeypatch, lab_settings, **env):
+    from agentlab.config import load_settings
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return load_settings()
+
+
+def test_missing_bubblewrap_stops_before_any_llm_call(lab_settings, llm, preprint, monkeypatch):
+    settings = _settings_with(monkeypatch, lab_settings, AGENTLAB_SANDBOX__BWRAP_PATH="/nonexistent/bwrap")
+    msg = _start_expecting_failure(settings, tiny_config(server_url=preprint["url"]), preprint["key"],
+                                   "sandbox cannot run a job")
+    assert "bubblewrap" in msg and "apt-get install" in msg
+    assert llm.agent_calls == [] and llm.mus_calls == 0
+
+
+def test_unreachable_model_under_study(lab_settings, llm, preprint, monkeypatch):
+    settings = _settings_with(monkeypatch, lab_settings, AGENTLAB_MODEL_UNDER_STUDY__URL="http://127.0.0.1:9/v1")
+    msg = _start_expecting_failure(settings, tiny_config(server_url=preprint["url"]), preprint["key"],
+                                   "model under study at http://127.0.0.1:9/v1 does not answer")
+    assert "model_under_study.url" in msg and llm.agent_calls == []
+
+
+def test_unreachable_preprint_server(lab_settings, llm, preprint):
+    msg = _start_expecting_failure(lab_settings, tiny_config(server_url="http://127.0.0.1:9"), preprint["key"],
+                                   "preprint server http://127.0.0.1:9 is not reachable")
+    assert "--queue-if-server-down" in msg and llm.agent_calls == [] and llm.mus_calls == 0
+
+
+def test_missing_benchmark_data(lab_settings, llm, preprint, tmp_path, monkeypatch):
+    settings = _settings_with(monkeypatch, lab_settings, AGENTLAB_DATA_DIR=str(tmp_path / "no-data"))
+    msg = _start_expecting_failure(settings, tiny_config(server_url=preprint["url"], benchmark="gsm8k"),
+                                   preprint["key"], "benchmark data")
+    assert "gsm8k" in msg and llm.agent_calls == []

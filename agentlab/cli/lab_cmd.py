@@ -9,6 +9,7 @@ from typing import Any, Optional
 import typer
 from rich.live import Live
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -172,6 +173,11 @@ def _print_outcome(outcome, data_dir=None) -> None:
     final = st.get("final") or {}
     console.print(f"\n[b]run[/] {outcome.run_id}: {outcome.status}"
                   + (f" ([yellow]{st.get('stop_reason')}[/])" if st.get("stop_reason") else ""))
+    if st.get("failure"):
+        console.print(f"  [red]failed[/]: {escape(st['failure'])}")
+        if not pub:
+            console.print("  nothing was published (a run without report-split results is not a paper; "
+                          "--publish-failures publishes it marked as a failed run)")
     for key in ("technique", "baseline"):
         r = final.get(key)
         if r:
@@ -221,6 +227,8 @@ def run_lab_command(goal: Optional[str], goal_id: Optional[str], copilot: bool, 
             outcome = _drive(settings, lambda ev: start_lab(settings, goal, config, goal_id=goal_id, run_id=run_id,
                                                             on_event=ev, server_key=key), display, copilot)
         _print_outcome(outcome, data_dir)
+        if outcome.status == "failed":
+            raise typer.Exit(1)
         if stop and keep_server_s:
             console.print(f"  the local server stays up at {url} for {keep_server_s:.0f}s (Ctrl-C to stop)")
             try:
@@ -256,6 +264,8 @@ def start(
     run_id: Optional[str] = typer.Option(None, "--run-id", help="Use this run id (default: generated)."),
     queue_if_server_down: bool = typer.Option(False, "--queue-if-server-down", help="Start even if the preprint "
                                               "server is unreachable; the paper waits in the outbox."),
+    publish_failures: bool = typer.Option(False, "--publish-failures", help="Publish a run in which no "
+                                          "report-split evaluation finished, marked failed-run, without results."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live display."),
 ) -> None:
     """Start a lab run. It is checkpointed: `agentlab lab resume RUN_ID` continues it after a crash.
@@ -265,7 +275,7 @@ def start(
     config = LabConfig(benchmark=benchmark, baseline=baseline, dev_n=dev_n, report_n=report_n,
                        max_iterations=iterations, max_tokens_per_answer=max_answer_tokens,
                        concurrency=concurrency, lab_name=lab_name, allow_code_techniques=allow_code,
-                       queue_if_server_down=queue_if_server_down)
+                       queue_if_server_down=queue_if_server_down, publish_failures=publish_failures)
     run_lab_command(goal, goal_id, copilot, server, config,
                     _budget_overrides(max_usd, max_tokens, max_jobs, max_wall_minutes), quiet, run_id)
 
@@ -299,6 +309,8 @@ def resume(
             outcome = _drive(settings, lambda ev: resume_lab(settings, run_id, on_event=ev, server_key=key,
                                                              server_url=url), display, copilot)
         _print_outcome(outcome, data_dir)
+        if outcome.status == "failed":
+            raise typer.Exit(1)
     finally:
         if stop:
             stop()

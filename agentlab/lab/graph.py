@@ -35,6 +35,13 @@ def after_experiment(state: LabState, runtime: Runtime[LabContext]) -> Literal["
     return "experiment"
 
 
+def after_final_evaluation(state: LabState, runtime: Runtime[LabContext]) -> Literal["interpretation", "__end__"]:
+    """A run without any report-split result is not a paper: it ends failed, unless asked to publish failures."""
+    if state.get("failure") and not runtime.context.config.publish_failures:
+        return END
+    return "interpretation"
+
+
 def after_review(state: LabState, runtime: Runtime[LabContext]) -> Literal["revision", "copilot_publish"]:
     """One revision round when the reviewers' mean score is below ``review_threshold``."""
     score = reviewer.mean_score(state.get("reviews") or [])
@@ -63,7 +70,7 @@ def build_graph(checkpointer: SqliteSaver | None = None) -> CompiledStateGraph:
     g.add_edge("plan", "copilot_plan")
     g.add_edge("copilot_plan", "experiment")
     g.add_conditional_edges("experiment", after_experiment)
-    g.add_edge("final_evaluation", "interpretation")
+    g.add_conditional_edges("final_evaluation", after_final_evaluation)
     g.add_edge("interpretation", "report")
     g.add_edge("report", "review")
     g.add_conditional_edges("review", after_review)

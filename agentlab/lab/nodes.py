@@ -146,6 +146,10 @@ def final_evaluation(state: LabState, runtime: Runtime[LabContext]) -> dict:
     for name, res in (("baseline", base), ("best technique", tech)):
         if res is not None and res["status"] != "succeeded":
             ctx.note(f"the {name} job on the report split failed: {str(res.get('error'))[:200]}")
+    if not final["technique"] and not final["baseline"]:
+        errors = "; ".join(str(r.get("error"))[:300] for r in (base, tech) if r and r.get("error"))
+        return {"final": final, "failure": "no evaluation on the report split finished" + (f": {errors}" if errors
+                                                                                            else "")}
     if final["technique"] and final["baseline"]:
         try:
             final["comparison"] = ctx.experiments.compare(final["technique"], final["baseline"])

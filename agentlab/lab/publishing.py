@@ -68,6 +68,9 @@ class Publisher:
         tags = ["agentlab", benchmark]
         if state.get("stop_reason"):
             tags.append("incomplete")
+        if state.get("failure"):  # published on request only; its dev numbers never reach a leaderboard
+            tags.append("failed-run")
+            results = []
         return {
             "title": rep["title"][:500] or "Untitled report", "abstract": rep.get("abstract", ""),
             "body": rep["markdown"], "goal": str(state["goal_id"]) if state.get("goal_id") is not None else None,

@@ -110,8 +110,8 @@ def _execute(settings: Settings, run_id: str, config: LabConfig, inp: Any, goal_
         if snap.interrupts:
             ctx.store.update_run(run_id, status="paused")
             return LabOutcome(run_id, "paused", values, snap.interrupts[0].value, time.perf_counter() - started)
-        status = "wrapped_up" if values.get("stop_reason") else "done"
-        ctx.store.update_run(run_id, status=status, phase="done")
+        status = "failed" if values.get("failure") else "wrapped_up" if values.get("stop_reason") else "done"
+        ctx.store.update_run(run_id, status=status, phase="done", note=values.get("failure"))
         return LabOutcome(run_id, status, values, None, time.perf_counter() - started)
     except BaseException as exc:
         ctx.store.update_run(run_id, status="failed", note=f"{type(exc).__name__}: {exc}"[:500])

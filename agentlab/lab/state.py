@@ -56,6 +56,9 @@ class LabConfig(BaseModel):
     copilot: bool = False
     lab_name: str = "agentlab"
     server_url: str | None = None
+    publish_failures: bool = Field(
+        False, description="publish a run in which no report-split evaluation finished, marked as a failed run "
+                           "(tag failed-run, no results); by default such a run ends failed and publishes nothing")
     queue_if_server_down: bool = Field(
         False, description="start even when the preprint server is unreachable and keep the paper in the outbox "
                            "(published by a later run); by default the preflight stops the lab instead")
@@ -81,4 +84,5 @@ class LabState(TypedDict, total=False):
     publication: dict[str, Any]  # {"paper_id", "url"} or {"outbox": path}
     notes: Annotated[list[str], operator.add]  # fallbacks, fixes, budget stops: shown in the report
     stop_reason: str | None  # a budget or limit that made the lab wrap up early
+    failure: str | None  # why the run failed: no evaluation on the report split finished
     human_feedback: Annotated[list[str], operator.add]

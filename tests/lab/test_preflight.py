@@ -55,3 +55,48 @@ def test_missing_benchmark_data(lab_settings, llm, preprint, tmp_path, monkeypat
     msg = _start_expecting_failure(settings, tiny_config(server_url=preprint["url"], benchmark="gsm8k"),
                                    preprint["key"], "benchmark data")
     assert "gsm8k" in msg and llm.agent_calls == []
+
+
+# -- a run whose report split produced nothing is not a paper ------------------------------------------
+
+def _report_jobs_fail(monkeypatch):
+    from agentlab.lab.experiments import Experiments
+
+    real_run = Experiments.run
+
+    def run(self, key, spec, split, **kw):  # TEST DOUBLE at the experiments boundary: the report split fails
+        if split == "report":
+            return {"status": "failed", "record": None, "job_id": None, "error": "scripted report-split failure"}
+        return real_run(self, key, spec, split, **kw)
+
+    monkeypatch.setattr(Experiments, "run", run)
+
+
+def test_no_report_results_ends_failed_and_publishes_nothing(lab_settings, llm, preprint, monkeypatch):
+    from preprint_server.client import PreprintClient
+
+    _report_jobs_fail(monkeypatch)
+    cfg = tiny_config(server_url=preprint["url"], max_iterations=1, literature_top_n=0)
+    out = start_lab(lab_settings, "goal", cfg, server_key=preprint["key"], run_id="lab-failed")
+    assert out.status == "failed"
+    assert out.state["failure"].startswith("no evaluation on the report split finished: scripted report-split")
+    assert "report" not in out.state and "publication" not in out.state
+    assert "ReportDraft" not in llm.agent_calls and "Review" not in llm.agent_calls
+    with PreprintClient(preprint["url"]) as c:
+        assert c.list_papers(limit=10).total == 0
+    with LabStore(lab_settings.db_path) as store:
+        row = store.get_run("lab-failed")
+    assert row["status"] == "failed" and "scripted report-split failure" in row["note"]
+
+
+def test_publish_failures_publishes_a_marked_failed_run_without_results(lab_settings, llm, preprint, monkeypatch):
+    from preprint_server.client import PreprintClient
+
+    _report_jobs_fail(monkeypatch)
+    cfg = tiny_config(server_url=preprint["url"], max_iterations=1, literature_top_n=0, publish_failures=True)
+    out = start_lab(lab_settings, "goal", cfg, server_key=preprint["key"])
+    assert out.status == "failed" and out.state["publication"]["status"] == "published"
+    with PreprintClient(preprint["url"]) as c:
+        paper = c.get_paper(out.state["publication"]["paper_id"])
+        assert "failed-run" in paper.tags and paper.results == []
+        assert c.leaderboard() == []

@@ -9,9 +9,13 @@ chunk hits are aggregated per paper and fused with the keyword ranking (reciproc
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
-from collections.abc import Iterable, Sequence
+import shutil
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlparse
 
 from sqlalchemy.orm import Session
@@ -21,6 +25,8 @@ from preprint_server.embedding import MODEL_NAME, Embedder, default_embedder
 from preprint_server.keyword import KeywordDoc, KeywordIndex
 from preprint_server.models import Paper
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 COLLECTION = "papers"
 RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al.)
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
@@ -146,7 +152,10 @@ def keyword_snippet(body: str, terms: Sequence[str], words: int = 24) -> str:
 
 
 class SearchIndex:
-    def __init__(self, settings: ServerSettings, embedder: Embedder | None = None):
+    def __init__(self, settings: ServerSettings, embedder: Embedder | None = None, *,
+                 discard_unreadable: bool = False):
+        """`discard_unreadable`: index files on disk that cannot be opened (corrupt) are removed and
+        started afresh, for a rebuild from SQLite (`reindex`); otherwise the error is raised."""
         import chromadb
 
         self.settings = settings
@@ -157,11 +166,9 @@ class SearchIndex:
                 host=u.hostname or "127.0.0.1", port=u.port or 8000, ssl=u.scheme == "https"
             )
         else:
-            _forget_stale_chroma(settings.chroma_dir)
-            settings.chroma_dir.mkdir(parents=True, exist_ok=True)
-            self.client = chromadb.PersistentClient(path=str(settings.chroma_dir))
+            self.client = _open_or_discard(_local_chroma, settings.chroma_dir, discard_unreadable)
         self.collection = self._collection()
-        self.keywords = KeywordIndex(settings.keyword_dir)
+        self.keywords = _open_or_discard(KeywordIndex, settings.keyword_dir, discard_unreadable)
 
     def _collection(self):
         # embedding_function=None: Chroma's default would download a model; we embed ourselves.
@@ -333,6 +340,25 @@ def _sql(session: Session, sql: str, params: Sequence = ()) -> list[tuple]:
 
 def _marks(values: Sequence) -> str:
     return ", ".join("?" * len(values))
+
+
+def _open_or_discard(open_: Callable[[Path], T], path: Path, discard_unreadable: bool) -> T:
+    try:
+        return open_(path)
+    except Exception as exc:
+        if not discard_unreadable:
+            raise
+        log.warning("index files in %s cannot be read (%s): starting from empty ones", path, exc)
+        shutil.rmtree(path, ignore_errors=True)
+        return open_(path)
+
+
+def _local_chroma(path: Path):
+    import chromadb
+
+    _forget_stale_chroma(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(path))
 
 
 def _forget_stale_chroma(path) -> None:

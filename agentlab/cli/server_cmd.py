@@ -68,7 +68,8 @@ def reindex(data_dir: Path | None = DataDirOpt, chroma_url: str | None = ChromaO
     """Rebuild the search index (Chroma + keywords) from the papers in SQLite.
 
     With the on-disk index, stop the server first (Chroma files serve one process); a running
-    server also reconciles missing papers at its next start."""
+    server also reconciles missing papers at its next start. Index files that cannot be read
+    (corrupt) are removed and rebuilt."""
     from rich.progress import Progress
 
     from preprint_server import crud
@@ -79,7 +80,7 @@ def reindex(data_dir: Path | None = DataDirOpt, chroma_url: str | None = ChromaO
     settings = ServerSettings(data_dir=_data_dir(data_dir), chroma_url=chroma_url)
     db = _db(data_dir)
     with console.status("loading the embedding model..."):
-        index = SearchIndex(settings)
+        index = SearchIndex(settings, discard_unreadable=True)
     with Progress(console=console) as progress:
         task = progress.add_task("reindexing", total=None)
         try:

@@ -11,7 +11,7 @@ from preprint_server.client import PreprintClient
 from preprint_server.schemas import PaperCreate, ResultRecord
 from preprint_server.serve import local_server
 from tests.server.conftest import RESULT
-from tests.server.test_live import _key
+from tests.server.processes import lab_key
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -47,7 +47,7 @@ def test_browse_search_and_read_a_paper(tmp_path, embedder):
     from playwright.sync_api import sync_playwright
 
     data = tmp_path / "d"
-    key = _key(data)
+    key = lab_key(data)
     with local_server(data, embedder=embedder) as url:
         with PreprintClient(url, key) as c:
             base = c.publish(PaperCreate(title="Chain of thought baseline", body="We prompt step by step.",

@@ -114,7 +114,7 @@ class BubblewrapBackend:
         privileged = os.geteuid() == 0
         drop = privileged and plan.drop_privileges and self.setpriv is not None
         isolation = _namespaces(argv, plan, privileged, drop)
-        _system_files(argv)
+        _system_files(argv, plan.limits.tmp_mb * 1024 * 1024)
         _run_files(argv, plan, isolation)
         if plan.gpus:
             _gpu_devices(argv, plan, isolation, Path(self.dev_root))
@@ -147,8 +147,8 @@ def _namespaces(argv: _Argv, plan, privileged: bool, drop: bool) -> list[str]:
             "read-only-root", "new-session", "die-with-parent", "no-new-privs"]
 
 
-def _system_files(argv: _Argv) -> None:
-    """/usr and the merged-usr links, the listed /etc files, the Python runtime: all read-only."""
+def _system_files(argv: _Argv, tmp_bytes: int) -> None:
+    """/usr and the merged-usr links, the listed /etc files, a private /tmp, the Python runtime (read-only)."""
     a, made = argv.args, argv.made
     a += ["--ro-bind", "/usr", "/usr"]
     made.add("/usr")
@@ -165,6 +165,9 @@ def _system_files(argv: _Argv) -> None:
         p = Path("/etc") / name
         if p.exists():
             a += ["--ro-bind", str(p), str(p)]
+    # a private /tmp before the runtime: a venv or checkout under /tmp is bound on top of it, not hidden
+    a += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
+    made.add("/tmp")
     for p in runtime_paths():
         if Path(p).exists() and not any(p == m or p.startswith(m.rstrip("/") + "/") for m in ("/usr",)):
             if os.path.islink(p):
@@ -176,12 +179,10 @@ def _system_files(argv: _Argv) -> None:
 
 
 def _run_files(argv: _Argv, plan, isolation: list[str]) -> None:
-    """This run's mounts: its read-only binds, /dev, /proc, a private /tmp, the workdir, the client
-    helper and the proxy socket."""
+    """This run's mounts: its read-only binds, /dev, /proc, the workdir, the client helper and the proxy socket."""
     for src, dst in plan.ro_binds.items():
         argv.bind("--ro-bind", str(src), str(dst))
     argv.args += ["--dev", "/dev", "--proc", "/proc"]
-    argv.args += ["--perms", "1777", "--size", str(plan.limits.tmp_mb * 1024 * 1024), "--tmpfs", "/tmp"]
     argv.bind("--bind", str(plan.workdir), JOB_DIR)
     argv.bind("--ro-bind", str(plan.client_helper), f"{LIB_DIR}/agentlab_client.py")
     if plan.proxy_socket is not None:

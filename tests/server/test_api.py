@@ -128,21 +128,6 @@ def test_health_and_openapi(client, seeded):
     assert client.get("/docs").status_code == 200
 
 
-def test_private_mode_needs_a_key_to_read(tmp_path, embedder):
-    from fastapi.testclient import TestClient
-
-    from preprint_server.app import create_app
-    from preprint_server.core.config import ServerSettings
-
-    app = create_app(ServerSettings(data_dir=tmp_path / "p", private=True), embedder)
-    key = crud.create_key(app.state.services.db, "lab")
-    with TestClient(app) as c:
-        assert c.get("/api/papers").status_code == 401
-        assert c.get("/api/search", params={"q": "x"}).status_code == 401
-        assert c.get("/").status_code == 401
-        assert c.get("/api/papers", headers={"Authorization": f"Bearer {key}"}).status_code == 200
-
-
 def test_failed_index_write_leaves_no_half_paper(client, auth, app, monkeypatch):
     svc = app.state.services
 

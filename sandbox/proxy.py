@@ -9,7 +9,7 @@ bound into the sandbox (``$AGENTLAB_MODEL_SOCKET``; ``agentlab_client`` speaks t
 * adds the upstream API key on the host side (the sandbox never sees it) and drops the client's
   own ``Authorization`` and other headers;
 * enforces the run's request and token budgets by reserving before it forwards: under one lock a request
-  reserves a request slot and its prompt estimate plus its ``max_tokens`` (capped to a share of the
+  reserves a request slot and its prompt estimate plus its ``max_tokens`` (capped to half of the
   unreserved remainder when it asks for more or names none), and settles to the usage the upstream
   reports when the answer arrives (a request the upstream never answered gives its reservation back).
   Concurrent requests therefore cannot together overshoot the budget. A request that cannot fit waits
@@ -118,8 +118,9 @@ class _Budget:
 
     def _fit(self, payload: dict, path: str, est: int) -> tuple[int, int | None] | None:
         """(tokens to reserve, max_tokens to send or None to leave the request as it is), or None when
-        it does not fit now. A request may take at most an equal share of the unreserved remainder with
-        the requests in flight; one that asks for less keeps what it asked for."""
+        it does not fit now. A request may take at most half of the unreserved remainder after its prompt,
+        so that concurrent requests near the end of the budget each get a part instead of waiting for the
+        first one; one that asks for less keeps what it asked for."""
         free = self.free_tokens()
         if free is None:
             return 0, None
@@ -128,7 +129,7 @@ class _Budget:
         room = free - est
         if room < MIN_COMPLETION_TOKENS:
             return None
-        share = max(MIN_COMPLETION_TOKENS, room // (1 + self.in_flight))
+        share = max(MIN_COMPLETION_TOKENS, room // 2)
         asked = _asked_max_tokens(payload)
         granted = share if asked is None else min(asked, share)
         return est + granted, granted
@@ -298,7 +299,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _refuse(self, status: int, kind: str, message: str, model: str | None = None) -> None:
         self.owner.record(self.command, self.path, model, status, None, 0.0, message)
+        self._discard_unread_body()
         self._send(status, json.dumps({"error": {"type": kind, "message": message}}).encode())
+
+    def _discard_unread_body(self) -> None:
+        """Read a body nobody will use before answering: closing with it unread resets the connection,
+        and the client then gets a broken pipe instead of the refusal."""
+        if getattr(self, "_body_read", False):
+            return
+        self._body_read = True
+        try:
+            n = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            return
+        if 0 < n <= MAX_BODY:
+            self.rfile.read(n)
 
     def _target_ok(self, allowed: set[str]) -> bool:
         path = self.path
@@ -326,6 +341,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(413, "invalid_request", f"body must be 0..{MAX_BODY} bytes")
             return
         try:
+            self._body_read = True
             payload = json.loads(self.rfile.read(n) or b"{}")
             assert isinstance(payload, dict)
         except (ValueError, AssertionError):

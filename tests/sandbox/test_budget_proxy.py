@@ -77,19 +77,20 @@ def test_concurrent_requests_never_overshoot_the_request_budget(tmp_path):
 
 def test_a_request_that_cannot_fit_yet_waits_for_the_one_in_flight(tmp_path):
     est = prompt_tokens_estimate({"messages": MESSAGES})
-    budget = 40 + est + 41  # the first call uses 40 of its reservation; the second then gets 41
+    room = 2 * est - 2  # after a prompt: the first request takes half, too little is left for another
+    first_uses = 10 + min(30, room // 2)
     with FakeOpenAIUpstream(prompt_tokens=10, completion_tokens=30, honour_max_tokens=True, delay_s=0.5) as up:
-        cfg = ProxyConfig(upstream=up.url, max_tokens=budget)
+        cfg = ProxyConfig(upstream=up.url, max_tokens=est + room)
         with MeteredProxy(cfg, tmp_path / "p.sock") as px, ThreadPoolExecutor(2) as pool:
-            first = pool.submit(_call, px.socket_path, None)  # reserves everything that is left
+            first = pool.submit(_call, px.socket_path, None)
             deadline = time.monotonic() + 30
             while not up.requests and time.monotonic() < deadline:
                 time.sleep(0.01)
-            assert up.requests[0]["json"]["max_tokens"] == budget - est
-            second = pool.submit(_call, px.socket_path, 100)
+            assert px.remaining_tokens() < est + MIN_COMPLETION_TOKENS
+            second = pool.submit(_call, px.socket_path, 100)  # waits instead of being refused
             assert first.result(timeout=60)[0] == "ok" and second.result(timeout=60)[0] == "ok"
-    assert up.requests[1]["json"]["max_tokens"] == 41
-    assert px.usage.tokens == 80 <= budget and px.usage.refused == 0
+    assert [q["json"]["max_tokens"] for q in up.requests] == [room // 2, (room - first_uses) // 2]
+    assert px.usage.tokens <= est + room and px.usage.refused == 0
 
 
 def test_an_unanswered_request_gives_its_reservation_back(tmp_path):

@@ -49,14 +49,14 @@ def test_budget_requests_and_tokens(tmp_path):
     msgs = [{"role": "user", "content": "2+2?"}]
     prompt = prompt_tokens_estimate({"model": "m", "messages": msgs, "max_tokens": 100})
     with FakeOpenAIUpstream(prompt_tokens=10, completion_tokens=5) as up:
-        # room for one call (15 tokens), then the next call's prompt estimate and 5 completion tokens
-        cfg = ProxyConfig(upstream=up.url, api_key=HOST_KEY, max_tokens=15 + prompt + 5, max_requests=10,
+        # room for one call (15 tokens), then the next call's prompt estimate and 10 completion tokens
+        cfg = ProxyConfig(upstream=up.url, api_key=HOST_KEY, max_tokens=15 + prompt + 10, max_requests=10,
                           ledger_path=tmp_path / "ledger.db", job_id="j1")
         with MeteredProxy(cfg, tmp_path / "p.sock") as px:
             from sandbox.client_helper import request
             request("POST", "/v1/chat/completions", {"model": "m", "messages": msgs, "max_tokens": 100},
                     socket_path=str(px.socket_path))
-            # 15 used: the next request's max_tokens is capped to what is left after its prompt
+            # 15 used: the next request's max_tokens is capped to half of what is left after its prompt
             request("POST", "/v1/chat/completions", {"model": "m", "messages": msgs, "max_tokens": 100},
                     socket_path=str(px.socket_path))
             assert up.requests[1]["json"]["max_tokens"] == 5

@@ -7,6 +7,10 @@
   grammar-constrained decoding on llama.cpp, JSON schema / JSON mode where the provider supports it,
   and a bounded re-ask that shows the model its validation error;
 - a usage ledger row per call (SQLite), USD/token budgets per run, an optional response cache.
+  Budgets hold under concurrency: before each attempt a call reserves its worst case (prompt estimate +
+  max_tokens, and what that costs per litellm's offline cost map) under a lock shared by sync and async
+  calls and by every gateway of the run in this process; it settles to the real usage when it returns
+  and gives the reservation back when it fails (``agentlab.llm.usage.Reservations``).
 
 With no agents' model configured the gateway serves the embedded SmolLM2-135M with llama.cpp.
 """
@@ -14,6 +18,8 @@ With no agents' model configured the gateway serves the embedded SmolLM2-135M wi
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -37,7 +43,7 @@ from agentlab.llm.transport import (
     response_cost,
     usage_tokens,
 )
-from agentlab.llm.usage import CallRecord, UsageLedger
+from agentlab.llm.usage import CallNeed, CallRecord, Grant, Hold, Limits, UsageLedger, reservations_for
 
 litellm.suppress_debug_info = True
 litellm.telemetry = False
@@ -98,6 +104,7 @@ class Gateway:
         self.retry_policy = RetryPolicy.from_settings(settings.llm)
         self._session_tokens = 0
         self._session_usd = 0.0
+        self._reservations = reservations_for(self.ledger.path, run_id)
 
     # -- model resolution ------------------------------------------------------------------
     def target(self, role: str | None = None, model: str | None = None) -> Target:
@@ -140,7 +147,20 @@ class Gateway:
             return t.cost_usd, t.tokens
         return self._session_usd, self._session_tokens
 
+    def _limits(self) -> Limits:
+        return Limits(max_usd=self.settings.budgets.max_usd, max_tokens=self.settings.budgets.max_tokens)
+
+    def _reserve(self, need: CallNeed) -> Grant:
+        """Reserve one attempt's worst case, waiting (up to twice the call timeout) while calls in flight
+        may give budget back; ``BudgetExceeded`` when it cannot fit."""
+        return self._reservations.reserve(need, self._limits(), self.spent, 2 * self.settings.llm.timeout_s)
+
+    async def _areserve(self, need: CallNeed) -> Grant:
+        return await self._reservations.areserve(need, self._limits(), self.spent, 2 * self.settings.llm.timeout_s)
+
     def check_budget(self) -> None:
+        """Raise ``BudgetExceeded`` when the settled spend already reached a budget (calls themselves
+        reserve before they go out, see ``_reserve``)."""
         budgets = self.settings.budgets
         usd, tokens = self.spent()
         if budgets.max_usd is not None and usd >= budgets.max_usd:
@@ -172,25 +192,32 @@ class Gateway:
         return request_key({k: v for k, v in req.items() if k not in {"api_base", "api_key", "timeout",
                                                                         "num_retries", "max_retries"}})
 
-    def _finish(self, req: dict, raw: Any, started: float, role: str | None) -> LLMResponse:
+    def _finish(self, req: dict, raw: Any, started: float, role: str | None, hold: Hold) -> LLMResponse:
         latency = time.perf_counter() - started
         tin, tout = usage_tokens(getattr(raw, "usage", None))
         cost = response_cost(raw)
         text = raw.choices[0].message.content or ""
         resp = LLMResponse(text=text, model=req["model"], tokens_in=tin, tokens_out=tout, cost_usd=cost,
                            latency_s=latency)
-        self._account(resp, role)
+        self._account(resp, role, hold)
         return resp
 
-    def _account(self, resp: LLMResponse, role: str | None, error: str | None = None) -> None:
-        if not resp.cached:
-            self._session_tokens += resp.tokens_in + resp.tokens_out
-            self._session_usd += resp.cost_usd
-        self.ledger.record(CallRecord(
+    def _account(self, resp: LLMResponse, role: str | None, hold: Hold | None = None) -> None:
+        """The ledger row of an answer; a call's reservation (``hold``) settles to it in the same step."""
+        record = CallRecord(
             model=resp.model, role=role, lab=self.lab, run_id=self.run_id, tokens_in=resp.tokens_in,
-            tokens_out=resp.tokens_out, cost_usd=resp.cost_usd, latency_s=resp.latency_s,
-            cached=resp.cached, ok=error is None, error=error,
-        ))
+            tokens_out=resp.tokens_out, cost_usd=resp.cost_usd, latency_s=resp.latency_s, cached=resp.cached)
+
+        def write() -> None:
+            if not resp.cached:
+                self._session_tokens += resp.tokens_in + resp.tokens_out
+                self._session_usd += resp.cost_usd
+            self.ledger.record(record)
+
+        if hold is None:
+            write()
+        else:
+            self._reservations.settle(hold, write)
 
     def _cached(self, req: dict, role: str | None) -> tuple[str | None, LLMResponse | None]:
         if self.cache is None:
@@ -224,13 +251,21 @@ class Gateway:
         key, hit = self._cached(req, role)
         if hit:
             return hit
+        need, grants = call_need(req), []
+
+        def reserve() -> None:
+            grants.append(self._reserve(need))
 
         def attempt() -> LLMResponse:
+            grant = grants.pop()
             started = time.perf_counter()
-            return self._finish(req, litellm.completion(**req), started, role)
+            try:
+                return self._finish(req, litellm.completion(**granted(req, grant)), started, role, grant.hold)
+            finally:
+                self._reservations.release(grant.hold)  # a failed attempt gives it back (settled: nothing)
 
         try:
-            resp = call_with_retries(attempt, self.retry_policy, before_attempt=self.check_budget)
+            resp = call_with_retries(attempt, self.retry_policy, before_attempt=reserve)
         except GaveUp as failed:
             raise self._give_up(failed, req, role) from failed.cause
         self._store(key, resp)
@@ -246,13 +281,21 @@ class Gateway:
         key, hit = self._cached(req, role)
         if hit:
             return hit
+        need, grants = call_need(req), []
+
+        async def reserve() -> None:
+            grants.append(await self._areserve(need))
 
         async def attempt() -> LLMResponse:
+            grant = grants.pop()
             started = time.perf_counter()
-            return self._finish(req, await litellm.acompletion(**req), started, role)
+            try:
+                return self._finish(req, await litellm.acompletion(**granted(req, grant)), started, role, grant.hold)
+            finally:
+                self._reservations.release(grant.hold)
 
         try:
-            resp = await acall_with_retries(attempt, self.retry_policy, before_attempt=self.check_budget)
+            resp = await acall_with_retries(attempt, self.retry_policy, before_attempt=reserve)
         except GaveUp as failed:
             raise self._give_up(failed, req, role) from failed.cause
         self._store(key, resp)
@@ -287,6 +330,59 @@ class Gateway:
             if obj is not None:
                 return obj
         raise ask.failure()
+
+
+# -- what a call may use at most ------------------------------------------------------------------
+
+def call_need(req: dict[str, Any]) -> CallNeed:
+    """The worst case of one call, before it goes out: its prompt estimate, its max_tokens, the model's
+    largest completion and its prices per token (litellm's offline cost map; 0 for models it does not price)."""
+    model = req["model"]
+    asked = [int(req[k]) for k in ("max_tokens", "max_completion_tokens") if isinstance(req.get(k), int) and req[k] > 0]
+    usd_in, usd_out = _prices(model)
+    return CallNeed(prompt_tokens=prompt_estimate(model, req), asked=min(asked) if asked else None,
+                    model_max=_model_max(model), usd_in=usd_in, usd_out=usd_out)
+
+
+def prompt_estimate(model: str, req: dict[str, Any]) -> int:
+    """Prompt tokens of a call, on the high side: litellm's count of the messages (the model's tokenizer
+    where litellm has it, else OpenAI's) and of any schema or tools sent with them, plus a quarter for
+    servers whose tokenizer or chat template spends more."""
+    extras = {k: req[k] for k in ("response_format", "tools", "functions") if req.get(k)}
+    try:
+        n = litellm.token_counter(model=model, messages=req["messages"])
+        if extras:
+            n += litellm.token_counter(model=model, text=json.dumps(extras))
+    except Exception:  # content litellm cannot count: about 3 bytes a token
+        n = len(json.dumps([req["messages"], extras]).encode()) // 3
+    return int(n * 1.25)
+
+
+@functools.lru_cache(maxsize=256)
+def _prices(model: str) -> tuple[float, float]:
+    try:
+        usd_in, usd_out = litellm.cost_per_token(model=model, prompt_tokens=1, completion_tokens=1)
+        return float(usd_in or 0.0), float(usd_out or 0.0)
+    except Exception:  # not in the cost map (local servers): free
+        return 0.0, 0.0
+
+
+@functools.lru_cache(maxsize=256)
+def _model_max(model: str) -> int | None:
+    try:
+        return int(litellm.get_model_info(model).get("max_output_tokens") or 0) or None
+    except Exception:
+        return None
+
+
+def granted(req: dict[str, Any], grant: Grant) -> dict[str, Any]:
+    """The request as it goes out: with the completion limit its reservation allows."""
+    if grant.max_tokens is None:
+        return req
+    out = {**req, "max_tokens": grant.max_tokens}
+    if "max_completion_tokens" in req:
+        out["max_completion_tokens"] = grant.max_tokens
+    return out
 
 
 def _check_model(model: str, api_base: str | None, api_key: str | None) -> None:

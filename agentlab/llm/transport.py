@@ -9,6 +9,7 @@ Both the agents' gateway (``agentlab.llm.gateway``, over litellm) and the evalua
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
 import sys
 import time
@@ -82,11 +83,14 @@ def call_with_retries(call: Callable[[], T], policy: RetryPolicy, *,
 
 async def acall_with_retries(call: Callable[[], Awaitable[T]], policy: RetryPolicy, *,
                              retryable: Callable[[BaseException], bool] = is_retryable,
-                             before_attempt: Callable[[], None] | None = None) -> T:
-    """The async twin of ``call_with_retries`` (sleeps without blocking the event loop)."""
+                             before_attempt: Callable[[], Awaitable[None] | None] | None = None) -> T:
+    """The async twin of ``call_with_retries`` (sleeps without blocking the event loop);
+    ``before_attempt`` may be a coroutine function (a budget reservation that waits)."""
     for attempt in range(policy.max_retries + 1):
         if before_attempt is not None:
-            before_attempt()
+            pending = before_attempt()
+            if inspect.isawaitable(pending):
+                await pending
         try:
             return await call()
         except Exception as exc:

@@ -1,15 +1,29 @@
-"""The usage ledger: one row per agent LLM call, persisted to SQLite.
+"""The usage ledger: one row per agent LLM call, persisted to SQLite, and the reservations that keep
+concurrent calls within a run's budgets.
 
 Every gateway call records model, role, tokens, cost, latency and the lab/run it belongs to.
 Budgets are enforced from these rows, so a resumed run keeps counting what it already spent.
+Before a call goes out it reserves its worst case (prompt estimate + max_tokens, and what that costs)
+under one lock (``Reservations``); when it returns it settles: its ledger row is written and its
+reservation dropped in the same step. Calls in flight therefore never spend the same remainder twice.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
+import threading
 import time
+import weakref
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
+from agentlab.llm.errors import BudgetExceeded
 from agentlab.sqlite import SqliteStore
+
+MIN_COMPLETION_TOKENS = 1  # a call is refused when not even this many completion tokens fit
+DEFAULT_MAX_COMPLETION = 4096  # the completion limit of a call that names none, for models litellm does not know
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS llm_calls (
@@ -98,3 +112,172 @@ class UsageLedger(SqliteStore):
             f" FROM llm_calls WHERE {' AND '.join(where)} GROUP BY key ORDER BY cost_usd DESC, calls DESC"
         )
         return self.all(sql, args)
+
+
+# -- reservations --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Limits:
+    """A run's budgets (``Settings.budgets``); None = unlimited."""
+
+    max_usd: float | None = None
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class CallNeed:
+    """What one call may use at most, before it is sent."""
+
+    prompt_tokens: int  # an estimate on the high side
+    asked: int | None = None  # the call's own max_tokens
+    model_max: int | None = None  # the model's largest completion (litellm's model map); None = unknown
+    usd_in: float = 0.0  # USD per prompt token (0: a model litellm does not price)
+    usd_out: float = 0.0  # USD per completion token
+
+    def usd(self, completion_tokens: int) -> float:
+        return self.prompt_tokens * self.usd_in + completion_tokens * self.usd_out
+
+
+@dataclass
+class Hold:
+    """One call's reservation; settled or released once (later calls do nothing)."""
+
+    tokens: int = 0
+    usd: float = 0.0
+    open: bool = True
+
+
+@dataclass
+class Grant:
+    hold: Hold
+    max_tokens: int | None  # what to send as max_tokens; None: leave the call as it is
+
+
+class Reservations:
+    """What the calls in flight of one run may still spend (``tokens``, ``usd``); ``spent`` (passed in)
+    reads what is settled. Sync and async calls share ``lock``."""
+
+    def __init__(self) -> None:
+        self.tokens, self.usd, self.in_flight = 0, 0.0, 0
+        self.lock = threading.Lock()
+        self._changed = threading.Condition(self.lock)
+
+    def reserve(self, need: CallNeed, limits: Limits, spent: Callable[[], tuple[float, int]],
+                wait_s: float) -> Grant:
+        """Reserve ``need`` (capping an open-ended completion to a share of the remainder); while calls
+        in flight may give budget back it waits for them, at most ``wait_s``; raises ``BudgetExceeded``."""
+        deadline = time.monotonic() + wait_s
+        with self._changed:
+            while True:
+                grant = self._try(need, limits, spent)
+                if grant is not None:
+                    return grant
+                left = deadline - time.monotonic()
+                if self.in_flight == 0 or left <= 0:
+                    raise BudgetExceeded(self._refusal(need, limits, spent))
+                self._changed.wait(left)
+
+    async def areserve(self, need: CallNeed, limits: Limits, spent: Callable[[], tuple[float, int]],
+                       wait_s: float, poll_s: float = 0.05) -> Grant:
+        """``reserve`` for the event loop: it polls instead of blocking the loop while it waits."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            with self.lock:
+                grant = self._try(need, limits, spent)
+                if grant is not None:
+                    return grant
+                if self.in_flight == 0 or time.monotonic() >= deadline:
+                    raise BudgetExceeded(self._refusal(need, limits, spent))
+            await asyncio.sleep(poll_s)
+
+    def _try(self, need: CallNeed, limits: Limits, spent: Callable[[], tuple[float, int]]) -> Grant | None:
+        usd, tokens = spent()
+        free_tokens = None if limits.max_tokens is None else limits.max_tokens - tokens - self.tokens
+        free_usd = None if limits.max_usd is None else limits.max_usd - usd - self.usd
+        room = _completion_room(need, free_tokens, free_usd)
+        if room is not None and room < MIN_COMPLETION_TOKENS:
+            return None
+        granted, send = _completion_grant(need, room)
+        hold = Hold(tokens=need.prompt_tokens + granted, usd=need.usd(granted))
+        self.tokens += hold.tokens
+        self.usd += hold.usd
+        self.in_flight += 1
+        return Grant(hold, send)
+
+    def _refusal(self, need: CallNeed, limits: Limits, spent: Callable[[], tuple[float, int]]) -> str:
+        usd, tokens = spent()
+        busy = " reserved by calls in flight" if self.in_flight else ""
+        if limits.max_usd is not None and usd + self.usd + need.usd(MIN_COMPLETION_TOKENS) > limits.max_usd:
+            return (f"USD budget exhausted: spent {_usd(usd)} of {_usd(limits.max_usd)}"
+                    + (f", {_usd(self.usd)}{busy}" if busy else "")
+                    + f"; this call needs about {_usd(need.usd(MIN_COMPLETION_TOKENS))}"
+                    " (raise budgets.max_usd or AGENTLAB_BUDGETS__MAX_USD)")
+        return (f"token budget exhausted: used {tokens} of {limits.max_tokens} tokens"
+                + (f", {self.tokens}{busy}" if busy else "")
+                + f"; this call needs about {need.prompt_tokens + MIN_COMPLETION_TOKENS}"
+                " (raise budgets.max_tokens or AGENTLAB_BUDGETS__MAX_TOKENS)")
+
+    def settle(self, hold: Hold, write: Callable[[], None]) -> None:
+        """Write what the call really used (``write``: its ledger row) and drop its reservation, in one step."""
+        with self._changed:
+            write()
+            self._drop(hold)
+
+    def release(self, hold: Hold) -> None:
+        """Drop a reservation without spending it (the call failed); nothing if it is settled already."""
+        with self._changed:
+            self._drop(hold)
+
+    def _drop(self, hold: Hold) -> None:
+        if hold.open:
+            hold.open = False
+            self.tokens -= hold.tokens
+            self.usd -= hold.usd
+            self.in_flight -= 1
+            self._changed.notify_all()
+
+
+def _usd(x: float) -> str:
+    return f"${x:.4f}" if x == 0 or x >= 0.01 else f"${x:.6f}" if x >= 1e-6 else f"${x:.2e}"
+
+
+def _completion_room(need: CallNeed, free_tokens: int | None, free_usd: float | None) -> float | None:
+    """The most completion tokens the budgets leave for this call now; None when no budget binds it."""
+    rooms = []
+    if free_tokens is not None:
+        rooms.append(free_tokens - need.prompt_tokens)
+    if free_usd is not None and (need.usd_in or need.usd_out):
+        usd_left = free_usd - need.prompt_tokens * need.usd_in
+        rooms.append(math.floor(usd_left / need.usd_out) if need.usd_out else (math.inf if usd_left >= 0 else -1))
+    return min(rooms) if rooms else None
+
+
+def _completion_grant(need: CallNeed, room: float | None) -> tuple[int, int | None]:
+    """(completion tokens reserved, max_tokens to send or None). A call may take at most half of the room,
+    so that concurrent calls near the end of a budget each get a part instead of waiting for the first
+    one; a call that asks for less, or whose model stops earlier, keeps that."""
+    wanted = need.asked or need.model_max or DEFAULT_MAX_COMPLETION
+    if room is None:  # no budget binds this call: nothing to cap
+        return 0, None
+    share = max(MIN_COMPLETION_TOKENS, int(min(room, 1 << 40)) // 2)
+    granted = min(wanted, share)
+    if need.asked is None and granted == need.model_max:
+        return granted, None  # the model's own limit already bounds it
+    return granted, granted
+
+
+_RUNS: weakref.WeakValueDictionary[tuple[Path, str], Reservations] = weakref.WeakValueDictionary()
+_RUNS_LOCK = threading.Lock()
+
+
+def reservations_for(ledger_path: Path, run_id: str | None) -> Reservations:
+    """The reservations of one run, shared by every gateway of that run in this process; a gateway
+    without a run id has its own."""
+    if run_id is None:
+        return Reservations()
+    key = (Path(ledger_path).resolve(), run_id)
+    with _RUNS_LOCK:
+        found = _RUNS.get(key)
+        if found is None:
+            found = _RUNS[key] = Reservations()
+        return found

@@ -21,12 +21,19 @@ def server():
         yield srv
 
 
+# Calls that should succeed get a generous client timeout, so that a busy machine never turns a slow
+# answer into a timeout and an extra retry (the tests count requests exactly). A test that needs a
+# timeout to fire makes the scripted server hang far longer than that test's timeout instead.
+GENEROUS_TIMEOUT_S = 60
+HANG_S = 120  # a scripted hang: far past every timeout below
+
+
 def make_gateway(server, monkeypatch, run_id="run-1", **env):
     monkeypatch.setenv("AGENTLAB_AGENTS__MODEL", "openai/gpt-4o-mini")
     monkeypatch.setenv("AGENTLAB_AGENTS__API_BASE", server.url)
     monkeypatch.setenv("AGENTLAB_AGENTS__API_KEY", "sk-test")
     monkeypatch.setenv("AGENTLAB_LLM__BACKOFF_BASE_S", "0.01")
-    monkeypatch.setenv("AGENTLAB_LLM__TIMEOUT_S", "1")
+    monkeypatch.setenv("AGENTLAB_LLM__TIMEOUT_S", str(GENEROUS_TIMEOUT_S))
     for k, v in env.items():
         monkeypatch.setenv(f"AGENTLAB_{k}", str(v))
     return Gateway(load_settings(), lab="lab-a", run_id=run_id)
@@ -34,8 +41,9 @@ def make_gateway(server, monkeypatch, run_id="run-1", **env):
 
 def test_retries_429_500_timeout_and_invalid_json_then_succeeds(workspace, server, monkeypatch):
     gw = make_gateway(server, monkeypatch)
-    server.push(("status", 429), ("status", 500), ("sleep", 2.5), ("invalid_json",), ("text", "fine"))
-    resp = gw.complete("hello", role="postdoc")
+    server.push(("status", 429), ("status", 500), ("sleep", HANG_S), ("invalid_json",), ("text", "fine"))
+    # 5 s: the hang times out, and the quick answers have time to spare on a busy machine
+    resp = gw.complete("hello", role="postdoc", timeout=5)
     assert resp.text == "fine"
     assert len(server.requests) == 5
     rows = gw.ledger.summary(group_by="role")
@@ -112,11 +120,16 @@ def test_token_budget_stops_the_run(workspace, server, monkeypatch):
 
 
 def test_usd_budget_uses_the_offline_cost_map(workspace, server, monkeypatch):
-    gw = make_gateway(server, monkeypatch, BUDGETS__MAX_USD="0.000001")
+    # a call costs $0.0000045 (10 prompt + 5 completion tokens of gpt-4o-mini): two fit, a third does not
+    gw = make_gateway(server, monkeypatch, BUDGETS__MAX_USD="0.00001")
     first = gw.complete("one")
     assert first.cost_usd > 0  # gpt-4o-mini is priced in litellm's local cost map
-    with pytest.raises(BudgetExceeded, match="USD budget exhausted"):
-        gw.complete("two")
+    gw.complete("two")
+    with pytest.raises(BudgetExceeded, match=r"USD budget exhausted: spent \$0.000009 of \$0.000010"):
+        gw.complete("three")
+    assert len(server.requests) == 2 and gw.spent()[0] <= 0.00001
+    # each call was sent with no more completion tokens than the rest of the budget could pay for
+    assert 1 <= server.requests[0]["max_tokens"] <= (0.00001 - 0.0000015) / 0.0000006
 
 
 def test_response_cache_makes_reruns_free(workspace, server, monkeypatch):

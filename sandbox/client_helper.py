@@ -7,8 +7,10 @@ Inside the sandbox this file is importable as ``agentlab_client``::
     reply = agentlab_client.chat([{"role": "user", "content": "hi"}], temperature=0)
 
 The proxy listens on the unix socket ``$AGENTLAB_MODEL_SOCKET``; it adds credentials on the host,
-forwards only to the configured endpoint and enforces this job's token and request budget
-(HTTP 429 with ``budget_exhausted`` once spent, raised here as :class:`BudgetExhausted`).
+forwards only to the configured endpoint and enforces this job's token and request budget, also
+for concurrent requests (HTTP 429 with ``budget_exhausted`` once a request cannot fit, raised here as
+:class:`BudgetExhausted`; a request with no ``max_tokens``, or more than is left, is sent with a part of
+what is left).
 """
 
 import http.client

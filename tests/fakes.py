@@ -15,6 +15,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # concurrent-client tests connect many at once (the default backlog is 5)
+
+
 class ScriptedLLMServer:
     def __init__(self, default: str | Callable[[dict], str] = "ok", model: str = "scripted-test-double",
                  usage: Callable[[dict, str], tuple[int, int]] | None = None):
@@ -24,7 +28,7 @@ class ScriptedLLMServer:
         self.usage = usage or (lambda body, text: (10, 5))  # (prompt, completion) tokens per answer
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd = _Server(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 

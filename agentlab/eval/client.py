@@ -144,6 +144,8 @@ class ChatClient:
         assert self._http is not None
         r = await self._http.post("/chat/completions", json={"model": self.endpoint.model, "messages": messages,
                                                               "stream": False, **params})
+        if r.status_code == 429 and "budget_exhausted" in r.text:  # the metered proxy's refusal: final
+            raise RequestFailed(f"HTTP 429: {r.text[:300]}")
         if r.status_code == 429 or r.status_code >= 500:
             raise httpx.HTTPStatusError(f"HTTP {r.status_code}: {r.text[:200]}", request=r.request, response=r)
         if r.status_code >= 400:

@@ -22,6 +22,7 @@ class ScriptedLLMServer:
         self.script = script
         self.requests: list[dict] = []
         self.fail_status: int | None = None
+        self.fail_body: dict | None = None  # the body of those answers (default: a scripted failure)
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -46,7 +47,7 @@ class ScriptedLLMServer:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
                 outer.requests.append(body)
                 if outer.fail_status:
-                    self._send(outer.fail_status, {"error": {"message": "scripted failure"}})
+                    self._send(outer.fail_status, outer.fail_body or {"error": {"message": "scripted failure"}})
                     return
                 out = outer.script(body)
                 if isinstance(out, str):

@@ -192,6 +192,21 @@ def test_http_400_counts_as_an_error_not_a_crash(workspace, scripted_server):
     assert s.n == 2 and s.errors == 2 and s.correct == 0
 
 
+def test_a_spent_proxy_budget_is_final_not_retried(workspace, scripted_server):
+    srv = scripted_server(lambda b: "x")
+    srv.fail_status, srv.fail_body = 429, {"error": {"type": "budget_exhausted", "message": "token budget exhausted"}}
+    s = run(get_technique("direct"), [P(0, 1)], srv.endpoint, workspace, retry=RetryPolicy(max_retries=3))
+    assert s.errors == 1 and "budget_exhausted" in run_results(workspace, s)[0].error
+    assert len(srv.requests) == 1  # a plain 429 would have been tried 4 times
+
+
+def run_results(ws, summary):
+    from agentlab.eval.records import ResultStore
+
+    with ResultStore(ws / "eval.db") as store:
+        return store.results(summary.run_id)
+
+
 def test_pipeline_techniques_send_their_steps(workspace, scripted_server):
     def script(body):
         text = body["messages"][-1]["content"]

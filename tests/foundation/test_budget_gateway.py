@@ -50,7 +50,6 @@ def usage_like_openai(body: dict, text: str) -> tuple[int, int]:
 def server():
     answers = SlowCounter()
     with ScriptedLLMServer(default=answers, model="gpt-4o-mini", usage=usage_like_openai) as srv:
-        srv._httpd.socket.listen(128)  # many calls connect at once: more than the default backlog of 5
         srv.answers = answers
         yield srv
 

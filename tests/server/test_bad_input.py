@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -42,6 +43,41 @@ def test_oversized_file_is_413(small):
                files={"pdf": ("a.pdf", b"%PDF-" + b"0" * 2000, "application/pdf")})
     assert r.status_code == 413 and "pdf" in r.json()["detail"]
     assert c.get("/api/papers").json()["total"] == 0
+
+
+def _artifacts_upload(n: int, size: int = 900) -> httpx.Request:
+    """A multipart publication with `n` artifacts of `size` bytes: each under the per-file limit (1000)."""
+    files = [("artifacts", (f"part{i}.bin", bytes([65 + i]) * size, "application/octet-stream")) for i in range(n)]
+    req = httpx.Request("POST", "http://testserver/api/papers", data={"metadata": json.dumps(paper_json())},
+                        files=files)
+    req.read()
+    return req
+
+
+def _nothing_written(c) -> None:
+    svc = c.app.state.services
+    assert c.get("/api/papers").json()["total"] == 0
+    assert [p for p in svc.settings.blob_dir.rglob("*") if p.is_file()] == []
+    assert svc.index.collection.count() == 0 and svc.index.keywords.paper_ids() == set()
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["content-length", "chunked"])
+def test_multipart_over_the_total_limit_with_parts_that_fit_is_413_and_writes_nothing(small, streamed):
+    c, auth = small
+    req = _artifacts_upload(5)
+    assert len(req.content) > 4000  # the request limit; every file is under the 1000-byte file limit
+    headers = {**auth, "content-type": req.headers["content-type"]}
+    if streamed:  # no Content-Length: the limit is found while the form is read
+        body = req.content
+        r = c.post("/api/papers", content=(body[i:i + 512] for i in range(0, len(body), 512)), headers=headers)
+    else:
+        r = c.post("/api/papers", content=req.content, headers=headers)
+    assert r.status_code == 413 and "larger than 4000" in r.json()["detail"], r.text
+    _nothing_written(c)
+    # the same upload with fewer parts is accepted: the 413 was the total size, nothing else
+    fits = _artifacts_upload(3)
+    r = c.post("/api/papers", content=fits.content, headers={**auth, "content-type": fits.headers["content-type"]})
+    assert r.status_code == 201 and len(r.json()["files"]) == 3, r.text
 
 
 def test_invalid_fields_are_named(client, auth):

@@ -163,6 +163,10 @@ class PreprintClient(_Base):
     def get_paper(self, paper_id: str) -> PaperOut:
         return _parse(PaperOut, self._request("GET", f"/api/papers/{_seg(paper_id)}"))
 
+    def retract(self, paper_id: str) -> PaperOut:
+        """Retract one of this lab's papers (it leaves search results and leaderboards)."""
+        return _parse(PaperOut, self._request("POST", f"/api/papers/{_seg(paper_id)}/retract"))
+
     def list_papers(self, goal: str | None = None, lab: str | None = None, benchmark: str | None = None,
                     status: str | None = None, sort: str = "-created", limit: int = 20, offset: int = 0) -> PaperPage:
         params = self._params(goal=goal, lab=lab, benchmark=benchmark, status=status, sort=sort, limit=limit, offset=offset)
@@ -230,6 +234,9 @@ class AsyncPreprintClient(_Base):
 
     async def get_paper(self, paper_id: str) -> PaperOut:
         return _parse(PaperOut, await self._request("GET", f"/api/papers/{_seg(paper_id)}"))
+
+    async def retract(self, paper_id: str) -> PaperOut:
+        return _parse(PaperOut, await self._request("POST", f"/api/papers/{_seg(paper_id)}/retract"))
 
     async def list_papers(self, goal: str | None = None, lab: str | None = None, benchmark: str | None = None,
                           status: str | None = None, sort: str = "-created", limit: int = 20,

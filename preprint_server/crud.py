@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from preprint_server import schemas
 from preprint_server.db import Database
-from preprint_server.errors import Invalid, NotFound
+from preprint_server.errors import Forbidden, Invalid, NotFound
 from preprint_server.index import SearchIndex
 from preprint_server.models import ApiKey, Citation, Goal, Lab, Paper, PaperFile, Result, Review
 from preprint_server.storage import BlobStore
@@ -183,6 +183,18 @@ def get_paper(db: Database, paper_id: str) -> Paper:
         if paper is None:
             raise NotFound(f"no paper {paper_id!r}")
         return paper
+
+
+def retract_paper(db: Database, paper_id: str, lab: Lab) -> Paper:
+    """Retract one of `lab`'s papers: still readable by id, gone from search results and leaderboards."""
+    with db.write() as s:
+        paper = s.get(Paper, paper_id) if schemas.is_valid_id(paper_id) else None
+        if paper is None:
+            raise NotFound(f"no paper {paper_id!r}")
+        if paper.lab_id != lab.id:
+            raise Forbidden(f"paper {paper_id!r} belongs to another lab")
+        paper.status = "retracted"
+    return get_paper(db, paper_id)
 
 
 def citations(db: Database, paper_id: str, cited_by: bool = False) -> list[Paper]:

@@ -28,6 +28,12 @@ class NotFound(ServiceError):
     status = 404
 
 
+class Forbidden(ServiceError):
+    """The caller's lab may not change this (another lab's paper)."""
+
+    status = 403
+
+
 class Invalid(ServiceError):
     """A field's value is wrong in a way only the server can see (e.g. an unknown goal id)."""
 

@@ -255,7 +255,7 @@ class SearchIndex:
     def keyword(self, session: Session, q: str, limit: int, goal: str | None) -> list[str]:
         """Paper ids by BM25, best first, without retracted papers."""
         # Over-fetch by the number of retracted papers, so that dropping them afterwards still
-        # leaves `limit` ids when there are enough (status is set once, when a paper is stored).
+        # leaves `limit` ids when there are enough (a retracted paper keeps its index entries).
         retracted = {r[0] for r in _sql(session, "SELECT id FROM papers WHERE status = 'retracted'")}
         ids = self.keywords.search(query_terms(q), limit + len(retracted), goal)
         return [pid for pid in ids if pid not in retracted][:limit]

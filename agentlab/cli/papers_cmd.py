@@ -1,4 +1,4 @@
-"""`agentlab papers`: search, show and list papers on the preprint server."""
+"""`agentlab papers`: search, show, list and retract papers on the preprint server."""
 
 from __future__ import annotations
 
@@ -54,6 +54,14 @@ def show(paper_id: str = typer.Argument(..., help="Paper id.")) -> None:
     console.print(Markdown(p.body))
     if p.citations:
         console.print(f"builds on: {', '.join(p.citations)}")
+
+
+@app.command("retract")
+def retract(paper_id: str = typer.Argument(..., help="Id of a paper your lab published.")) -> None:
+    """Retract a paper of your lab (server.api_key): still readable by id, gone from search and leaderboards."""
+    with server_client() as c:
+        p = c.retract(paper_id)
+    console.print(f"retracted {p.id}: {p.title}", highlight=False)
 
 
 @app.command("list")

@@ -77,6 +77,54 @@ def test_leaderboard_best_verified_per_technique(client, auth):
     assert client.get("/api/leaderboard", params={"benchmark": "gsm8k"}).json() == []
 
 
+def test_retracted_papers_are_hidden_from_search_and_leaderboards(client, auth, seeded, app):
+    goal = client.post("/api/goals", json={"text": "beat math500", "benchmark": "math500"}, headers=auth).json()["id"]
+
+    def publish(title, body, correct):
+        rec = dict(RESULT, correct=correct, accuracy=correct / 100, ci_low=None, ci_high=None)
+        r = client.post("/api/papers", json=paper_json(title, "", body, goal=goal, results=[rec]), headers=auth)
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+    kept = publish("Modest voting", "We vote over five chains.", 60)
+    doomed = publish("Zebra stripes voting", "Majority voting over zebra stripes chains.", 90)
+    searches = [("zebra stripes", None), ("majority vote over sampled chains", None), ("voting", goal)]
+
+    def found():
+        return [[h["id"] for h in client.get("/api/search", params={"q": q, "k": 10, "goal": g}).json()]
+                for q, g in searches]
+
+    def boards():
+        return [[(e["paper_id"], e["accuracy"]) for e in client.get("/api/leaderboard", params=p).json()]
+                for p in ({}, {"benchmark": "math500"}, {"goal": goal})]
+
+    def html_boards():  # the leaderboard tables of the home page (math500) and of the goal's page
+        home, goal_page = client.get("/").text, client.get(f"/goals/{goal}").text
+        return [home.split('id="leaderboard-math500"')[1].split("</table>")[0],
+                goal_page.split("Best verified")[1].split("</table>")[0]]
+
+    # before: these searches and every leaderboard find it (its words, its meaning, its 90%)
+    assert all(doomed in ids for ids in found())
+    assert boards() == [[(doomed, 0.9)]] * 3
+    assert all(f"/papers/{doomed}" in html for html in html_boards())
+
+    other = {"Authorization": f"Bearer {crud.create_key(app.state.services.db, 'lab-b')}"}
+    assert client.post(f"/api/papers/{doomed}/retract", headers=other).status_code == 403  # not its lab's
+    assert client.post(f"/api/papers/{doomed}/retract").status_code == 401
+    assert client.post("/api/papers/nope/retract", headers=auth).status_code == 404
+    r = client.post(f"/api/papers/{doomed}/retract", headers=auth)
+    assert r.status_code == 200 and r.json()["status"] == "retracted"
+    assert client.post(f"/api/papers/{doomed}/retract", headers=auth).status_code == 200  # twice: no change
+
+    # after: still readable by id, but no search finds it and the leaderboards show the standing best
+    assert client.get(f"/api/papers/{doomed}").json()["status"] == "retracted"
+    assert all(ids and doomed not in ids for ids in found()), found()
+    assert [h["id"] for h in client.get("/api/search", params={"q": "zebra stripes", "k": 1}).json()] != [doomed]
+    assert "Zebra stripes" not in client.get("/search", params={"q": "zebra stripes"}).text
+    assert boards() == [[(kept, 0.6)]] * 3
+    for html in html_boards():
+        assert f"/papers/{kept}" in html and f"/papers/{doomed}" not in html and "90.0%" not in html
+
+
 def test_citations_and_cited_by(client, auth, seeded):
     r = client.post("/api/papers", json=paper_json("follow-up", citations=seeded[:2]), headers=auth)
     new = r.json()["id"]

@@ -194,6 +194,10 @@ def test_cli_keys_papers_goals(tmp_path, embedder, workspace, monkeypatch):
         assert pid in run(app, ["papers", "list"]).output
         r = run(app, ["papers", "show", "nope"])
         assert r.exit_code == 1 and isinstance(r.exception, NotFoundError)
+        r = run(app, ["papers", "retract", pid])
+        assert r.exit_code == 0 and f"retracted {pid}" in r.output, r.output
+        assert pid not in run(app, ["papers", "search", "majority vote"]).output
+        assert "retracted" in run(app, ["papers", "show", pid]).output
         r = run(app, ["server", "keys", "revoke", "lab-x", "--data-dir", str(data)])
         assert r.exit_code == 0 and "revoked 1" in r.output
         assert isinstance(run(app, ["goals", "add", "x"]).exception, AuthError)

@@ -1,4 +1,4 @@
-"""Papers: publish (JSON or multipart with files), list, read, files, citations, reviews."""
+"""Papers: publish (JSON or multipart with files), list, read, files, citations, reviews, retract."""
 
 from __future__ import annotations
 
@@ -164,6 +164,13 @@ def get_citations(paper_id: str, svc: ServicesDep) -> list[schemas.PaperSummary]
 def get_cited_by(paper_id: str, svc: ServicesDep) -> list[schemas.PaperSummary]:
     """Papers that build on this paper."""
     return [summary(p) for p in crud.citations(svc.db, paper_id, cited_by=True)]
+
+
+@router.post("/{paper_id}/retract", response_model=schemas.PaperOut)
+def retract(paper_id: str, lab: LabDep, svc: ServicesDep) -> schemas.PaperOut:
+    """Retract a paper of the calling lab (403 for another lab's): it stays readable by id but leaves
+    search results and leaderboards. Retracting twice changes nothing."""
+    return paper_out(svc.db, crud.retract_paper(svc.db, paper_id, lab))
 
 
 @router.post("/{paper_id}/reviews", status_code=201, response_model=schemas.ReviewOut)

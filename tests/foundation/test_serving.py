@@ -145,6 +145,7 @@ def test_cli_errors_are_one_line_without_traceback(workspace):
 
 
 def test_a_server_does_not_outlive_its_owner_killed_with_sigkill(tmp_path):
+    import select
     import signal
     import time
 
@@ -155,11 +156,15 @@ def test_a_server_does_not_outlive_its_owner_killed_with_sigkill(tmp_path):
         "print(s.pid, flush=True)\n"
         "time.sleep(600)\n"
     )], stdout=subprocess.PIPE, text=True)
-    pid = int(owner.stdout.readline())
-    assert pid_alive(pid)
-    owner.send_signal(signal.SIGKILL)
-    owner.wait()
-    deadline = time.monotonic() + 30
+    try:
+        ready, _, _ = select.select([owner.stdout], [], [], 300)  # bounded: a stuck start fails, not hangs
+        assert ready, "the owner did not report its server within 300 s"
+        pid = int(owner.stdout.readline())
+        assert pid_alive(pid)
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(60)
+    deadline = time.monotonic() + 120  # generous: returns as soon as the server is gone
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not pid_alive(pid)

@@ -20,7 +20,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
 
 from agentlab.lab.context import LabContext, LimitReached
-from agentlab.lab.report.claims import check_claims, spec_settings, verify_draft
+from agentlab.lab.report.claims import check_paper, spec_settings, verify_draft
 from agentlab.lab.report.paper import build_paper, write_outputs
 from agentlab.lab.report.tables import experiments_summary, results_summary, results_table
 from agentlab.lab.state import LabState
@@ -188,8 +188,9 @@ def _write_report(state: LabState, ctx: LabContext, feedback: str = "") -> dict:
     clean, claims = verify_draft(draft.model_dump(), records, final.get("comparison"), _spec_settings(state))
     bad = [c for c in claims if c["status"] != "ok"]
     if bad:
-        ctx.note(f"claim checker: {len(bad)} number(s) in the prose did not match any record and were "
-                 + ", ".join(sorted({c['status'] for c in bad})))
+        ctx.note(f"claim checker: {len(bad)} claim(s) in the prose did not match the records their sentences "
+                 "name (" + ", ".join(sorted({c['verdict'] for c in bad})) + ") and were "
+                 + ", ".join(sorted({c['status'] for c in bad})) + "; see claims in records.json")
     paper = build_paper({**state, "notes": [*(state.get("notes") or []), *ctx.pending_notes()]}, clean, ctx.config,
                         ctx.out_dir)
     paper.claims = claims
@@ -252,12 +253,12 @@ def copilot_publish(state: LabState, runtime: Runtime[LabContext]) -> Command | 
 def _human_edit(state: LabState, markdown: str) -> Command | dict:
     """A human's edit of the report, unless it brings in numbers no record supports."""
     rep = state["report"]
-    res = check_claims(markdown, rep.get("records") or [], (state.get("final") or {}).get("comparison"),
-                       _spec_settings(state), fix=False)
-    bad = [c for c in res.claims if c.status != "ok"]
+    claims = check_paper(markdown, rep.get("records") or [], (state.get("final") or {}).get("comparison"),
+                         _spec_settings(state))
+    bad = [c for c in claims if c["status"] != "ok"]
     if bad:
         return Command(goto="copilot_publish", update={
-            "notes": [f"human edit rejected: unverified numbers {[c.text for c in bad][:5]}"]})
+            "notes": [f"human edit rejected: claims the records do not support {[c['text'] for c in bad][:5]}"]})
     new = {**rep, "markdown": markdown, "edited_by_human": True}
     Path(rep["files"]["markdown"]).write_text(new["markdown"])
     return {"report": new, "notes": ["the report was edited by a human before publishing"]}

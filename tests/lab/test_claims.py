@@ -16,9 +16,12 @@ def test_planted_wrong_number_is_removed():
 
 
 def test_wrong_number_next_to_a_technique_is_fixed():
+    # the sentence is replaced by the generated sentence for the named record (never another record's value)
     res = check_claims("self_consistency reached 51% on the report split.", RECORDS)
-    assert res.text == "self_consistency reached 45% on the report split."
-    assert res.claims[0].status == "fixed" and res.claims[0].replacement == "45%"
+    assert res.text == "self_consistency reached 45.0% accuracy (9/20) on the report split."
+    assert res.claims[0].status == "fixed" and res.claims[0].replacement == res.text
+    assert res.claims[0].verdict == "unsupported" and "51%" in res.claims[0].note
+    assert all(c.status == "ok" for c in check_claims(res.text, RECORDS, fix=False).claims)
 
 
 def test_matching_numbers_pass():
@@ -41,8 +44,12 @@ def test_rounding_tolerance_follows_written_precision():
 
 
 def test_verify_draft_covers_every_section():
-    draft = {"title": "A 99% solution", "abstract": "We get 45%.", "introduction": "", "method": "",
+    draft = {"title": "A 99% solution", "abstract": "self_consistency gets 45%.", "introduction": "We get 45%.",
+             "method": "",
              "discussion": "It is 88% better.", "conclusion": ""}
     clean, claims = verify_draft(draft, RECORDS, None)
-    assert "99%" not in clean["title"] and "88%" not in clean["discussion"] and clean["abstract"] == "We get 45%."
-    assert {c["section"] for c in claims if c["status"] != "ok"} == {"title", "discussion"}
+    assert "99%" not in clean["title"] and "88%" not in clean["discussion"]
+    assert clean["abstract"] == "self_consistency gets 45%."
+    assert clean["introduction"] == ""  # a number no technique owns (unbound) is not published
+    assert {c["section"] for c in claims if c["status"] != "ok"} == {"title", "introduction", "discussion"}
+    assert {c["verdict"] for c in claims if c["section"] == "introduction"} == {"unbound"}

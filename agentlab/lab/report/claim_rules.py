@@ -87,10 +87,12 @@ def _judge(cm: re.Match, ctx: _Ctx, start: int, splits: set[str], ev: Evidence
     if cm.group("pv"):
         return _judge_p(Claim(cm.group(0), "p_value", float(cm.group("pnum")), s), cm, ev), []
     if cm.group("fold"):
-        return _judge_pair(Claim(cm.group(0), "fold", float(cm.group("f")), s), cm.group("f"), ctx, splits, ev), []
+        claim = Claim(cm.group(0), "fold", float(cm.group("f")), s)
+        at_least = bool(re.search(r"\b(?:more than|over|at least)\s*$", s[start:cm.start()], re.I))
+        return _judge_pair(claim, cm.group("f"), ctx, splits, ev, at_least), []
     if cm.group("pct"):
         raw = cm.group("p")
-        if re.match(r"p|point", cm.group("unit"), re.I):
+        if re.match(r"pp|point|percentage", cm.group("unit"), re.I):
             kind = "points"
         elif _DIFF_BEFORE.search(s[start:cm.start()]) or _DIFF_AFTER.match(s[cm.end():]):
             kind = "change"
@@ -181,7 +183,8 @@ def _pair_values(kind: str, a: float, b: float) -> list[float]:
     return ([a / b] if b else []) + ([b / a] if a else [])  # fold
 
 
-def _judge_pair(claim: Claim, raw: str, ctx: _Ctx, splits: set[str], ev: Evidence) -> Claim:
+def _judge_pair(claim: Claim, raw: str, ctx: _Ctx, splits: set[str], ev: Evidence, at_least: bool = False
+                ) -> Claim:
     pairs = _pairs(ctx, ev)
     if not pairs:
         return _unbound(claim, "the sentence names no pair of techniques with records")
@@ -194,7 +197,11 @@ def _judge_pair(claim: Claim, raw: str, ctx: _Ctx, splits: set[str], ev: Evidenc
                 bound.append(f"{describe(ra)} vs {describe(rb)}")
     if not bound:
         return _unbound(claim, "no records for the named pair on the named split")
-    return _set(claim, _close(claim.value, raw, values), bound, ", ".join(f"{v:.3g}" for v in values))
+    if claim.kind == "fold":  # "3-fold" is 2.75 to 3.25; "more than 2x" is at least 2
+        ok = any(v >= claim.value if at_least else abs(v - claim.value) <= _tol(raw) / 2 for v in values)
+    else:
+        ok = _close(claim.value, raw, values)
+    return _set(claim, ok, bound, ", ".join(f"{v:.3g}" for v in values))
 
 
 def _judge_p(claim: Claim, cm: re.Match, ev: Evidence) -> Claim:

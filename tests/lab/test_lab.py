@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from agentlab.lab.run import list_runs, resume_lab, run_status, start_lab
@@ -39,6 +42,9 @@ def test_full_lab_run_publishes_a_verified_paper(lab_settings, llm, preprint):
     rep = st["report"]
     assert "97.5%" not in rep["markdown"] and PLANTED_WRONG not in rep["markdown"]
     assert any(c["text"].startswith("97.5") and c["status"] == "removed" for c in rep["claims"])
+    # records.json carries the comparison that `agentlab report check` needs for p-values and significance words
+    saved = json.loads(Path(rep["files"]["records"]).read_text())
+    assert saved["comparison"]["p_value"] == st["final"]["comparison"]["p_value"]
     # published once, with its records, on the real server
     pub = st["publication"]
     assert pub["status"] == "published"

@@ -28,6 +28,7 @@ class Paper:
     records: list[dict[str, Any]]
     citations: list[str]
     claims: list[dict[str, Any]]
+    comparison: dict[str, Any] | None = None  # the paired McNemar comparison of the technique and the baseline
 
 
 def build_paper(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, out_dir: Path) -> Paper:
@@ -43,7 +44,7 @@ def build_paper(state: dict[str, Any], draft: dict[str, Any], config: LabConfig,
                      comparison=final.get("comparison"))
     citations = [str(p["id"]) for p in lit if p.get("id") is not None]
     return Paper(title=draft["title"], abstract=draft["abstract"], markdown=markdown, latex=latex, figure=fig,
-                 records=records + dev, citations=citations, claims=[])
+                 records=records + dev, citations=citations, claims=[], comparison=final.get("comparison"))
 
 
 def _front(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, lit: list[dict[str, Any]]) -> list[str]:
@@ -108,8 +109,9 @@ def write_outputs(paper: Paper, out_dir: Path) -> dict[str, str]:
     files = {"markdown": out_dir / "paper.md", "latex": out_dir / "paper.tex", "records": out_dir / "records.json"}
     files["markdown"].write_text(paper.markdown)
     files["latex"].write_text(paper.latex)
-    files["records"].write_text(json.dumps({"records": paper.records, "claims": paper.claims,
-                                            "citations": paper.citations}, indent=2, default=str))
+    files["records"].write_text(json.dumps({"records": paper.records, "comparison": paper.comparison,
+                                            "claims": paper.claims, "citations": paper.citations},
+                                           indent=2, default=str))
     out = {k: str(v) for k, v in files.items()}
     if paper.figure:
         out["figure"] = str(paper.figure)

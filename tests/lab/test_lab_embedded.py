@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+# a whole lab on a CPU model: about 90 s on 2 quiet cores, 9 minutes with both cores saturated
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(1800)]
 
 
 def test_embedded_lab_publishes_verified_paper(workspace, preprint, monkeypatch):

@@ -173,6 +173,20 @@ def test_a_bad_goals_file_is_rejected_in_one_line_and_adds_nothing(name, content
     assert len(server_env.list_goals()) == before
 
 
+def test_a_server_refusal_says_how_many_goals_went_in(server_env, tmp_path, monkeypatch, capsys):
+    from agentlab.cli import main
+
+    goals = tmp_path / "goals.yaml"
+    goals.write_text("- text: A goal the server refuses\n  benchmark: gsm8k\n")
+    monkeypatch.setenv("AGENTLAB_SERVER__API_KEY", "not-a-key")  # reads are public, adding needs a valid key
+    monkeypatch.setattr(sys, "argv", ["agentlab", "goals", "import", str(goals)])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "goals.yaml: item 1:" in err and "0 goal(s) added before it" in err, err
+
+
 def test_dry_run_validates_without_adding(server_env):
     before = len(server_env.list_goals())
     r = _cli(["goals", "import", "--dry-run", str(EXAMPLES / "goals" / "math500.yaml")])

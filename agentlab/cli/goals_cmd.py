@@ -12,6 +12,7 @@ from rich.table import Table
 from agentlab.cli.common import console
 from agentlab.cli.papers_cmd import server_client
 from agentlab.errors import AgentlabError
+from preprint_server.errors import PreprintServerError
 
 if TYPE_CHECKING:
     from preprint_server.schemas import GoalCreate
@@ -63,7 +64,7 @@ def import_(
                 continue
             try:
                 out = c.add_goal(g.text, benchmark=g.benchmark, baseline=g.baseline)
-            except AgentlabError as exc:
+            except PreprintServerError as exc:  # the client's errors (not AgentlabErrors: the server is a layer below)
                 raise GoalFileError(f"{file}: item {i}: {exc} ({added} goal(s) added before it; run the import "
                                     "again to add the rest, goals already added are skipped)") from None
             existing.add((g.text, g.benchmark))

@@ -158,22 +158,6 @@ class Gateway:
     async def _areserve(self, need: CallNeed) -> Grant:
         return await self._reservations.areserve(need, self._limits(), self.spent, 2 * self.settings.llm.timeout_s)
 
-    def check_budget(self) -> None:
-        """Raise ``BudgetExceeded`` when the settled spend already reached a budget (calls themselves
-        reserve before they go out, see ``_reserve``)."""
-        budgets = self.settings.budgets
-        usd, tokens = self.spent()
-        if budgets.max_usd is not None and usd >= budgets.max_usd:
-            raise BudgetExceeded(
-                f"USD budget exhausted: spent ${usd:.4f} of ${budgets.max_usd:.4f}"
-                f" (raise budgets.max_usd or AGENTLAB_BUDGETS__MAX_USD)"
-            )
-        if budgets.max_tokens is not None and tokens >= budgets.max_tokens:
-            raise BudgetExceeded(
-                f"token budget exhausted: used {tokens} of {budgets.max_tokens} tokens"
-                f" (raise budgets.max_tokens or AGENTLAB_BUDGETS__MAX_TOKENS)"
-            )
-
     # -- plain completions -----------------------------------------------------------------
     def _request(self, target: Target, messages: Messages, params: dict[str, Any]) -> dict[str, Any]:
         req = {"model": target.model, "messages": messages, **params}

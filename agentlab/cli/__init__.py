@@ -19,6 +19,7 @@ from agentlab.cli import goals_cmd, papers_cmd, server_cmd  # preprint server (i
 from agentlab.cli import lab_cmd  # research lab (issue 6)
 from agentlab.cli import report_cmd  # claim check (issue 11)
 from agentlab.cli import jobs_cmd, sandbox_cmd  # sandbox, jobs, GPUs (issue 5)
+from agentlab.cli import train_cmd  # training recipes (issue 13)
 from agentlab.cli.common import err_console, state
 from agentlab.errors import AgentlabError
 from preprint_server.errors import PreprintServerError
@@ -63,6 +64,7 @@ app.add_typer(goals_cmd.app, name="goals")
 app.add_typer(jobs_cmd.app, name="jobs")
 app.add_typer(sandbox_cmd.app, name="sandbox")
 app.add_typer(report_cmd.app, name="report")
+app.add_typer(train_cmd.app, name="train")
 app.command("gpus")(jobs_cmd.gpus)
 app.command("chat")(chat_cmd.chat)
 app.command("usage")(usage_cmd.usage)

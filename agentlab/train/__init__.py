@@ -1,0 +1,10 @@
+"""Training: TRL recipes (SFT, DPO, GRPO) run as sandboxed scheduler jobs of kind ``train``.
+
+    recipe.py         the validated spec (model, data source, LoRA or full, bounded hyperparameters, budgets)
+    data.py           training rows without leaks (never a problem of the protected report split)
+    runner.py, runs.py  host side: prepare a run, submit its job, collect checkpoint + records, resume
+    sandbox_train.py  inside the sandbox: the TRL trainer, per-step records, checkpoints, time budget
+    outputs.py        records, the PNG curve, the checkpoint's content hash
+    models.py         loading a base model (HF dir, .gguf, cached HF id) or a trained checkpoint
+    serve.py          a trained checkpoint as an OpenAI-compatible endpoint (transformers) for the harness
+"""

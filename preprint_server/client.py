@@ -24,6 +24,8 @@ from preprint_server.schemas import (
     PaperCreate,
     PaperOut,
     PaperPage,
+    ReplicationCreate,
+    ReplicationOut,
     ReviewCreate,
     ReviewOut,
     SearchHit,
@@ -175,9 +177,21 @@ class PreprintClient(_Base):
     def search(self, q: str, k: int = 5, goal: str | None = None) -> list[SearchHit]:
         return _parse(list[SearchHit], self._request("GET", "/api/search", params=self._params(q=q, k=k, goal=goal)))
 
-    def leaderboard(self, benchmark: str | None = None, goal: str | None = None) -> list[LeaderboardEntry]:
-        params = self._params(benchmark=benchmark, goal=goal)
+    def leaderboard(self, benchmark: str | None = None, goal: str | None = None,
+                    replicated: bool = False) -> list[LeaderboardEntry]:
+        params = self._params(benchmark=benchmark, goal=goal, replicated=replicated or None)
         return _parse(list[LeaderboardEntry], self._request("GET", "/api/leaderboard", params=params))
+
+    def artifact(self, paper_id: str, name: str) -> bytes:
+        return self._request("GET", f"/api/papers/{_seg(paper_id)}/artifacts/{_seg(name)}").content
+
+    def replicate(self, paper_id: str, record: ReplicationCreate | dict) -> ReplicationOut:
+        """Post this lab's re-run of one of the paper's report-split results; the server gives the verdict."""
+        body = ReplicationCreate.model_validate(record).model_dump(mode="json")
+        return _parse(ReplicationOut, self._request("POST", f"/api/papers/{_seg(paper_id)}/replications", json=body))
+
+    def replications(self, paper_id: str) -> list[ReplicationOut]:
+        return _parse(list[ReplicationOut], self._request("GET", f"/api/papers/{_seg(paper_id)}/replications"))
 
     def citations(self, paper_id: str, cited_by: bool = False) -> list:
         from preprint_server.schemas import PaperSummary

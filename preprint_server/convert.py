@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from preprint_server import crud, schemas
+from preprint_server import crud, replication, schemas
 from preprint_server.db import Database
 from preprint_server.models import Paper, Review
 
@@ -23,11 +23,7 @@ def review_out(r: Review) -> schemas.ReviewOut:
 def paper_out(db: Database, p: Paper) -> schemas.PaperOut:
     cites, cited_by = crud.citation_ids(db, p.id)
     results = [
-        schemas.ResultOut(
-            benchmark=r.benchmark, subset=r.subset, model=r.model, technique=r.technique,
-            spec_hash=r.spec_hash, n=r.n, correct=r.correct, accuracy=r.accuracy, ci_low=r.ci_low,
-            ci_high=r.ci_high, job_id=r.job_id, record_id=r.record_id, verified=r.verified,
-        )
+        schemas.ResultOut.model_validate(r)  # from_attributes: the row's columns and properties
         for r in p.results
     ]
     files = [
@@ -39,4 +35,6 @@ def paper_out(db: Database, p: Paper) -> schemas.PaperOut:
         reviews=[review_out(r) for r in p.reviews], files=files,
         has_pdf=any(f.kind == "pdf" for f in p.files), has_source=any(f.kind == "source" for f in p.files),
         idempotency_key=p.idempotency_key,
+        replications=[replication.replication_out(r) for r in p.replications],
+        replication=replication.summary(p.replications, p.lab_id),
     )

@@ -16,7 +16,8 @@ from preprint_server import schemas
 from preprint_server.db import Database
 from preprint_server.errors import Forbidden, Invalid, NotFound
 from preprint_server.index import SearchIndex
-from preprint_server.models import ApiKey, Citation, Goal, Lab, Paper, PaperFile, Result, Review
+from preprint_server.models import ApiKey, Citation, Goal, Lab, Paper, PaperFile, Replication, Result, Review
+from preprint_server.replication import counts_by_result
 from preprint_server.storage import BlobStore
 
 KEY_PREFIX = "alk_"
@@ -112,6 +113,8 @@ def _paper_query():
     return select(Paper).options(
         selectinload(Paper.lab), selectinload(Paper.results), selectinload(Paper.files),
         selectinload(Paper.reviews).selectinload(Review.lab),
+        selectinload(Paper.replications).selectinload(Replication.lab),
+        selectinload(Paper.replications).selectinload(Replication.original),
     )
 
 
@@ -252,40 +255,60 @@ def add_review(db: Database, paper_id: str, lab: Lab, data: schemas.ReviewCreate
     return review
 
 
-def leaderboard(db: Database, benchmark: str | None = None, goal: str | None = None) -> list[dict]:
-    """Best verified result per (benchmark, technique) among papers that are not retracted."""
-    q = (
-        select(Result, Paper, Lab).join(Paper, Paper.id == Result.paper_id).join(Lab, Lab.id == Paper.lab_id)
-        .where(Paper.status != "retracted", Result.job_id != "", Result.record_id != "")
-    )
+def _ranked(q):
+    """Only results that may be ranked: report split, complete, with harness ids, in a live paper."""
+    return q.where(Paper.status != "retracted", Result.split == "report", Result.complete.is_(True),
+                   Result.job_id != "", Result.record_id != "")
+
+
+def leaderboard(db: Database, benchmark: str | None = None, goal: str | None = None,
+                replicated: bool = False) -> list[dict]:
+    """Best ranked result per (benchmark, subset, model, technique); rows of one (benchmark, subset, model)
+    group are comparable, rows of different groups are not (another model, other problems)."""
+    q = _ranked(select(Result, Paper, Lab).join(Paper, Paper.id == Result.paper_id).join(Lab, Lab.id == Paper.lab_id))
     if benchmark:
         q = q.where(Result.benchmark == benchmark)
     if goal:
         q = q.where(Paper.goal_id == goal)
-    best: dict[tuple[str, str], dict] = {}
+    checked = counts_by_result(db)
+    best: dict[tuple[str, str, str, str], dict] = {}
     with db.read() as s:
         for r, p, lab in s.execute(q.order_by(Paper.created)):
-            key = (r.benchmark, r.technique)
+            consistent, failed = checked.get(r.id, (0, 0))
+            if replicated and not consistent:
+                continue
+            key = (r.benchmark, r.subset, r.model, r.technique)
             if key not in best or r.accuracy > best[key]["accuracy"]:
                 best[key] = dict(
                     benchmark=r.benchmark, subset=r.subset, technique=r.technique, spec_hash=r.spec_hash,
-                    model=r.model, accuracy=r.accuracy, ci_low=r.ci_low, ci_high=r.ci_high, n=r.n,
+                    model=r.model, model_id=r.model_id, split=r.split, accuracy=r.accuracy, ci_low=r.ci_low,
+                    ci_high=r.ci_high, n=r.n, errors=r.errors, tokens_per_problem=r.tokens_per_problem,
                     paper_id=p.id, paper_title=p.title, lab=lab.name, created=p.created,
+                    replications=consistent, not_reproduced=failed,
                 )
-    return sorted(best.values(), key=lambda e: (e["benchmark"], -e["accuracy"], e["technique"]))
+    return sorted(best.values(), key=lambda e: (e["benchmark"], e["subset"], e["model"], -e["accuracy"], e["technique"]))
 
 
-def progress(db: Database, benchmark: str) -> list[tuple[int, float]]:
-    """(papers published so far, best verified accuracy so far) after each paper with a new best."""
+def leaderboard_groups(entries: list[dict]) -> list[dict]:
+    """Leaderboard rows split into comparable groups: {"benchmark", "subset", "model", "entries"}."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for e in entries:
+        groups.setdefault((e["benchmark"], e["subset"], e["model"]), []).append(e)
+    return [{"benchmark": b, "subset": sub, "model": m, "entries": es} for (b, sub, m), es in groups.items()]
+
+
+def progress(db: Database, benchmark: str, subset: str | None = None, model: str | None = None) -> list[tuple[int, float]]:
+    """(papers published so far, best ranked accuracy so far) after each paper with a new best, for one
+    benchmark (and subset and model when given: only one comparable group makes an honest line)."""
+    q = _ranked(select(Result.paper_id, func.max(Result.accuracy)).join(Paper, Paper.id == Result.paper_id)
+                .where(Result.benchmark == benchmark))
+    if subset is not None:
+        q = q.where(Result.subset == subset)
+    if model is not None:
+        q = q.where(Result.model == model)
     with db.read() as s:
         papers = list(s.execute(select(Paper.id, Paper.created).where(Paper.status != "retracted").order_by(Paper.created)))
-        acc: dict[str, float] = {}
-        for pid, a in s.execute(
-            select(Result.paper_id, func.max(Result.accuracy)).where(
-                Result.benchmark == benchmark, Result.job_id != "", Result.record_id != ""
-            ).group_by(Result.paper_id)
-        ):
-            acc[pid] = a
+        acc: dict[str, float] = dict(s.execute(q.group_by(Result.paper_id)).all())
     points, best = [], None
     for i, (pid, _) in enumerate(papers, start=1):
         if pid in acc and (best is None or acc[pid] > best):

@@ -43,6 +43,21 @@ def init_db(engine: Engine) -> None:
     Base.metadata.create_all(engine)
     with engine.begin() as conn:
         conn.execute(text(DROP_OLD_FTS))
+        add_missing_columns(conn)
+
+
+def add_missing_columns(conn) -> None:
+    """Columns added to a table after a server's database was created (``create_all`` adds tables, not
+    columns): ALTER TABLE ADD COLUMN with the column's server default, so old rows stay readable."""
+    for table in Base.metadata.sorted_tables:
+        have = {row[1] for row in conn.exec_driver_sql(f"PRAGMA table_info({table.name})")}
+        for col in table.columns:
+            if col.name in have:
+                continue
+            ddl = f"ALTER TABLE {table.name} ADD COLUMN {col.name} {col.type.compile(conn.dialect)}"
+            if col.server_default is not None:
+                ddl += f" DEFAULT '{col.server_default.arg}'"
+            conn.exec_driver_sql(ddl)
 
 
 class Database:

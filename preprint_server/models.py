@@ -80,6 +80,7 @@ class Paper(Base):
     results: Mapped[list[Result]] = relationship(cascade="all, delete-orphan", order_by="Result.id")
     files: Mapped[list[PaperFile]] = relationship(cascade="all, delete-orphan", order_by="PaperFile.id")
     reviews: Mapped[list[Review]] = relationship(cascade="all, delete-orphan", order_by="Review.id")
+    replications: Mapped[list[Replication]] = relationship(cascade="all, delete-orphan", order_by="Replication.id")
 
 
 class Result(Base):
@@ -98,10 +99,38 @@ class Result(Base):
     ci_high: Mapped[float | None] = mapped_column(Float)
     job_id: Mapped[str] = mapped_column(String(200), default="")
     record_id: Mapped[str] = mapped_column(String(200), default="")
+    # rows from before these columns existed read as report-split, complete, unknown model identity
+    split: Mapped[str] = mapped_column(String(8), default="report", server_default="report", index=True)
+    model_id: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    n_planned: Mapped[int | None] = mapped_column(Integer)
+    complete: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    errors: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    tokens_per_problem: Mapped[float | None] = mapped_column(Float)
 
     @property
-    def verified(self) -> bool:
+    def from_harness_records(self) -> bool:
         return bool(self.job_id and self.record_id)
+
+    @property
+    def ranked(self) -> bool:
+        """Counts on leaderboards and progress: held-out split, every problem evaluated, harness ids."""
+        return self.split == "report" and self.complete and self.from_harness_records
+
+
+class Replication(Base):
+    """Another lab's re-run of one of a paper's report-split results, with the server's verdict."""
+
+    __tablename__ = "replications"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    paper_id: Mapped[str] = mapped_column(ForeignKey("papers.id"), index=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("results.id"), index=True)
+    lab_id: Mapped[int] = mapped_column(ForeignKey("labs.id"))
+    record: Mapped[dict] = mapped_column(JSON)  # the replication's ResultRecord, as posted
+    accuracy: Mapped[float] = mapped_column(Float)
+    verdict: Mapped[str] = mapped_column(String(16))  # consistent | not reproduced
+    created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    lab: Mapped[Lab] = relationship()
+    original: Mapped[Result] = relationship()
 
 
 class Citation(Base):

@@ -17,6 +17,8 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 _ID_RE = re.compile(ID_PATTERN)
 
 PaperStatus = Literal["submitted", "published", "retracted"]
+Split = Literal["dev", "report"]
+Verdict = Literal["consistent", "not reproduced"]
 GoalStatus = Literal["open", "closed"]
 
 
@@ -43,12 +45,23 @@ class ResultRecord(_Model):
     ci_high: float | None = Field(None, ge=0.0, le=1.0)
     job_id: str = Field("", max_length=200)
     record_id: str = Field("", max_length=200, description="the harness's stable summary id")
+    split: Split = Field(description="dev: used to choose the technique; report: held out, evaluated once")
+    model_id: str = Field("", max_length=200, description="identity of the weights or endpoint "
+                          "(e.g. gguf-sha256:..., endpoint:...); empty when unknown")
+    n_planned: int | None = Field(None, ge=1, description="problems the evaluation was meant to cover")
+    complete: bool = Field(True, description="every planned problem was evaluated")
+    errors: int = Field(0, ge=0, description="problems whose model requests failed (scored as wrong)")
+    tokens_per_problem: float | None = Field(None, ge=0.0)
 
     @model_validator(mode="after")
     def _consistent(self) -> ResultRecord:
         # A record whose numbers contradict each other was not produced by the harness.
         if self.correct > self.n:
             raise ValueError("correct must not exceed n")
+        if self.errors > self.n:
+            raise ValueError("errors must not exceed n")
+        if self.n_planned is not None and (self.n > self.n_planned or (self.n < self.n_planned and self.complete)):
+            raise ValueError(f"n={self.n} of n_planned={self.n_planned} contradicts complete={self.complete}")
         if not math.isclose(self.accuracy, self.correct / self.n, abs_tol=1e-6):
             raise ValueError(f"accuracy {self.accuracy} != correct/n = {self.correct / self.n:.6f}")
         if self.ci_low is not None and self.ci_high is not None and not (
@@ -59,7 +72,42 @@ class ResultRecord(_Model):
 
 
 class ResultOut(ResultRecord):
-    verified: bool = Field(description="produced by a harness job (has job_id and record_id)")
+    from_harness_records: bool = Field(
+        description="the publisher names the harness job and record (job_id, record_id); an independent check "
+                    "is a replication")
+    ranked: bool = Field(description="counts on leaderboards: report split, complete, from harness records")
+
+
+class ReplicationCreate(ResultRecord):
+    """A re-run of one of a paper's report-split results (same benchmark, subset, model and technique)."""
+
+    @model_validator(mode="after")
+    def _report_and_complete(self) -> ReplicationCreate:
+        if self.split != "report":
+            raise ValueError("a replication re-runs a report-split result: split must be 'report'")
+        if not self.complete or self.errors:
+            raise ValueError("an incomplete evaluation (or one with failed requests) is not a replication")
+        if not self.record_id:
+            raise ValueError("a replication names its harness record (record_id)")
+        return self
+
+
+class ReplicationOut(_Model):
+    id: int
+    paper_id: str
+    lab: str
+    created: datetime
+    result: ReplicationCreate
+    original_accuracy: float
+    original_ci_low: float
+    original_ci_high: float
+    verdict: Verdict = Field(description="consistent: the replication's accuracy lies in the original "
+                                         "record's 95% Wilson interval")
+
+
+class ReplicationSummary(_Model):
+    consistent_labs: int = Field(description="labs other than the authors whose replication was consistent")
+    not_reproduced_labs: int
 
 
 class PaperCreate(_Model):
@@ -158,6 +206,9 @@ class PaperOut(PaperSummary):
     has_pdf: bool
     has_source: bool
     idempotency_key: str | None = None
+    replications: list[ReplicationOut] = Field(default_factory=list)
+    replication: ReplicationSummary = Field(default_factory=lambda: ReplicationSummary(consistent_labs=0,
+                                                                                      not_reproduced_labs=0))
 
 
 class PaperPage(_Model):
@@ -208,10 +259,16 @@ class LeaderboardEntry(_Model):
     ci_low: float | None
     ci_high: float | None
     n: int
+    split: Split
+    model_id: str
+    errors: int
+    tokens_per_problem: float | None
     paper_id: str
     paper_title: str
     lab: str
     created: datetime
+    replications: int = Field(0, description="labs (other than the authors) whose replication was consistent")
+    not_reproduced: int = 0
 
 
 class Health(_Model):

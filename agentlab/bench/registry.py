@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,9 +86,33 @@ class Subset(BaseModel):
             parts.append(f"split={self.split}({self.dev_fraction:g})")
         if self.sample:
             parts.append(f"sample={self.sample}(seed={self.seed})")
+        elif self.seed:  # procedural benchmarks generate their problems from the seed
+            parts.append(f"seed={self.seed}")
         if self.limit:
             parts.append(f"first={self.limit}")
         return " ".join(parts) or "all"
+
+    @classmethod
+    def parse(cls, text: str) -> Subset:
+        """The subset a ``describe()`` text stands for (published records name their subset this way)."""
+        fields: dict[str, Any] = {}
+        if text.strip() in ("", "all"):
+            return cls()
+        for part in re.split(r" (?=(?:levels|subjects|split|sample|seed|first)=)", text.strip()):
+            key, _, value = part.partition("=")
+            if key in ("levels", "subjects"):
+                fields[key] = value.split(",")
+            elif key == "split" and (m := re.fullmatch(r"(dev|report|all)\(([0-9.]+)\)", value)):
+                fields.update(split=m[1], dev_fraction=float(m[2]))
+            elif key == "sample" and (m := re.fullmatch(r"(\d+)\(seed=(-?\d+)\)", value)):
+                fields.update(sample=int(m[1]), seed=int(m[2]))
+            elif key == "seed" and re.fullmatch(r"-?\d+", value):
+                fields["seed"] = int(value)
+            elif key == "first" and value.isdigit():
+                fields["limit"] = int(value)
+            else:
+                raise ValueError(f"not a subset description: {part!r} in {text!r}")
+        return cls.model_validate(fields)
 
 
 def in_dev_split(problem_id: str, dev_fraction: float, salt: str = "agentlab-split-v1") -> bool:

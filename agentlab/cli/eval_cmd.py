@@ -43,6 +43,7 @@ def run(
     litellm_model: Optional[str] = typer.Option(None, "--litellm", help="A litellm model string instead of a URL, e.g. openai/gpt-4o-mini."),
     serve: Optional[str] = typer.Option(None, "--serve", help="Start a server for the run: llama.cpp (default model: the embedded one)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model for --serve: a GGUF path for llama.cpp."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Evaluate a training run's checkpoint (RUN_ID from `agentlab train list`), served with transformers."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="First n problems (after other filters)."),
     levels: Optional[str] = typer.Option(None, "--levels", help="Comma-separated levels, e.g. 4,5."),
     subjects: Optional[str] = typer.Option(None, "--subjects", help="Comma-separated subjects, e.g. Algebra,Geometry."),
@@ -64,9 +65,9 @@ def run(
     if not problems:
         raise EvalError(f"the subset {subset.describe()!r} of {benchmark} is empty")
     spec = get_technique(technique, k=k, temperature=temperature, max_tokens=max_tokens)
-    endpoint, managed = _choose_endpoint(settings, model_url, model_name, api_key, litellm_model, serve, model)
+    endpoint, managed = choose_endpoint(settings, model_url, model_name, api_key, litellm_model, serve, model)
     try:
-        summary = _run_with_progress(spec, problems, endpoint, benchmark, subset.describe(), settings, concurrency,
+        summary = run_with_progress(spec, problems, endpoint, benchmark, subset.describe(), settings, concurrency,
                                      timeout, not no_cache, job_id)
     finally:
         if managed is not None:
@@ -81,7 +82,7 @@ def run(
 
 
 
-def _choose_endpoint(settings, model_url, model_name, api_key, litellm_model, serve, model):
+def choose_endpoint(settings, model_url, model_name, api_key, litellm_model, serve, model):
     """The model under study: (endpoint, the managed server to stop afterwards or None)."""
     if sum(x is not None for x in (model_url, litellm_model, serve)) > 1:
         raise typer.BadParameter("give one of --model-url, --litellm or --serve")
@@ -116,10 +117,10 @@ def _url_endpoint(url: str, name: Optional[str], api_key: Optional[str]) -> Endp
         raise EvalError(f"endpoint {ep.base_url} is not reachable: start the server or fix --model-url") from None
     if not models:
         raise EvalError(f"{ep.base_url}/models lists no model: pass --model-name")
-    return ep.model_copy(update={"model": models[0]})
+    return Endpoint.openai(url, models[0], api_key)
 
 
-def _run_with_progress(spec, problems, endpoint, benchmark, subset, settings, concurrency, timeout, cache, job_id):
+def run_with_progress(spec, problems, endpoint, benchmark, subset, settings, concurrency, timeout, cache, job_id):
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("acc {task.fields[acc]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=console, transient=False) as progress:

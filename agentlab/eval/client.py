@@ -36,22 +36,25 @@ class Endpoint(BaseModel):
     api_key: str | None = None
     litellm: bool = False
     uds: str | None = None  # reach base_url over this unix socket (the sandbox's metered model proxy)
+    identity: str = ""  # what records name as the model: weights hash, hub id or endpoint (see RunningServer.identity)
 
     @classmethod
-    def openai(cls, base_url: str, model: str, api_key: str | None = None) -> "Endpoint":
+    def openai(cls, base_url: str, model: str, api_key: str | None = None, identity: str | None = None) -> "Endpoint":
+        from agentlab.llm.serving import endpoint_identity
+
         url = base_url.rstrip("/")
         if not url.endswith("/v1"):
             url += "/v1"
-        return cls(model=model, base_url=url, api_key=api_key)
+        return cls(model=model, base_url=url, api_key=api_key, identity=identity or endpoint_identity(url, model))
 
     @classmethod
     def from_litellm(cls, model: str, api_base: str | None = None, api_key: str | None = None) -> "Endpoint":
-        return cls(model=model, base_url=api_base, api_key=api_key, litellm=True)
+        return cls(model=model, base_url=api_base, api_key=api_key, litellm=True, identity=f"api:{model}")
 
     @classmethod
     def from_server(cls, server: Any) -> "Endpoint":
         """From an ``agentlab.llm.serving.RunningServer``."""
-        return cls.openai(server.url, server.served_model)
+        return cls.openai(server.url, server.served_model, identity=server.identity)
 
     @property
     def where(self) -> str:

@@ -22,14 +22,15 @@ from agentlab.lab.state import LabConfig
 from agentlab.techniques import TechniqueSpec, builtin_techniques, get_technique
 
 
-def normalize_record(summary: Any, split: str) -> dict[str, Any]:
-    """The record a report cites, from an ``EvalSummary`` (field names of the server's ResultRecord)."""
+def normalize_record(summary: Any, split: str, model_id: str = "") -> dict[str, Any]:
+    """The record a report cites, from an ``EvalSummary`` (field names of the server's ResultRecord);
+    ``model_id`` is the model's identity (weights hash or endpoint, ``Endpoint.identity``)."""
     return {
         "record_id": summary.record_id, "eval_run_id": summary.run_id, "job_id": summary.job_id or "",
         "benchmark": summary.benchmark, "subset": summary.subset, "split": split, "model": summary.model,
-        "technique": summary.technique, "spec_hash": summary.spec_hash, "n": summary.n,
-        "correct": summary.correct, "accuracy": summary.accuracy, "ci_low": summary.ci_low,
-        "ci_high": summary.ci_high, "tokens_per_problem": summary.tokens_per_problem,
+        "model_id": model_id, "technique": summary.technique, "spec_hash": summary.spec_hash, "n": summary.n,
+        "n_planned": summary.n_planned, "correct": summary.correct, "accuracy": summary.accuracy,
+        "ci_low": summary.ci_low, "ci_high": summary.ci_high, "tokens_per_problem": summary.tokens_per_problem,
         "complete": summary.complete, "errors": summary.errors,
     }
 
@@ -240,7 +241,7 @@ class Experiments:
         if summary.errors and summary.errors >= summary.n:
             return {"status": "failed", "record": None, "job_id": job_id, "wall_s": wall_s,
                     "error": f"every request failed ({summary.errors} of {summary.n} problems had errors)"}
-        return {"status": "succeeded", "record": normalize_record(summary, split), "job_id": job_id,
+        return {"status": "succeeded", "record": normalize_record(summary, split, getattr(self.endpoint(), "identity", "")), "job_id": job_id,
                 "wall_s": wall_s}
 
     def _run_code(self, key: str, spec: TechniqueSpec, split: str, on_progress: Callable[..., None] | None,

@@ -20,7 +20,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
 
 from agentlab.lab.context import LabContext, LimitReached
-from agentlab.lab.report.claims import check_paper, spec_settings, verify_draft
+from agentlab.lab.report.claims import check_paper, spec_settings, verify_draft, verify_related_work
 from agentlab.lab.report.paper import build_paper, write_outputs
 from agentlab.lab.report.tables import experiments_summary, results_summary, results_table
 from agentlab.lab.state import LabState
@@ -142,7 +142,9 @@ def final_evaluation(state: LabState, runtime: Runtime[LabContext]) -> dict:
     elif best:
         ctx.note(f"the best dev technique is the baseline itself ({ctx.config.baseline})")
     final: dict[str, Any] = {"baseline": base.get("record"), "technique": (tech or {}).get("record"),
-                             "technique_name": (best_spec.name if best_spec else None) or ctx.config.baseline}
+                             "technique_name": (best_spec.name if best_spec else None) or ctx.config.baseline,
+                             # published with the paper (techniques.json), so another lab can replicate it
+                             "specs": {s.spec_hash(): s.model_dump(mode="json") for s in (base_spec, best_spec) if s}}
     for name, res in (("baseline", base), ("best technique", tech)):
         if res is not None and res["status"] != "succeeded":
             ctx.note(f"the {name} job on the report split failed: {str(res.get('error'))[:200]}")
@@ -186,12 +188,15 @@ def _write_report(state: LabState, ctx: LabContext, feedback: str = "") -> dict:
     records = [r for r in (final.get("technique"), final.get("baseline")) if r]
     records += [e["record"] for e in state.get("experiments") or [] if e.get("record")]
     clean, claims = verify_draft(draft.model_dump(), records, final.get("comparison"), _spec_settings(state))
+    literature, related_claims = verify_related_work(state.get("literature") or [])
+    claims += related_claims
     bad = [c for c in claims if c["status"] != "ok"]
     if bad:
         ctx.note(f"claim checker: {len(bad)} claim(s) in the prose did not match the records their sentences "
                  "name (" + ", ".join(sorted({c['verdict'] for c in bad})) + ") and were "
                  + ", ".join(sorted({c['status'] for c in bad})) + "; see claims in records.json")
-    paper = build_paper({**state, "notes": [*(state.get("notes") or []), *ctx.pending_notes()]}, clean, ctx.config,
+    paper = build_paper({**state, "literature": literature, "notes": [*(state.get("notes") or []),
+                                                                        *ctx.pending_notes()]}, clean, ctx.config,
                         ctx.out_dir)
     paper.claims = claims
     files = write_outputs(paper, ctx.out_dir)
@@ -212,7 +217,23 @@ def report(state: LabState, runtime: Runtime[LabContext]) -> dict:
 def review(state: LabState, runtime: Runtime[LabContext]) -> dict:
     rep = state["report"]
     table = results_table(rep.get("records", [])[:2], ids=False) if rep.get("records") else "no results"
-    return {"reviews": reviewer.review(state, runtime.context, rep["draft"], table)}
+    return {"reviews": _checked_reviews(state, runtime.context, reviewer.review(state, runtime.context, rep["draft"],
+                                                                                 table))}
+
+
+def _checked_reviews(state: LabState, ctx: LabContext, reviews: list[dict]) -> list[dict]:
+    """Reviews are published: their prose goes through the same claim checker as the paper's."""
+    records, final = state["report"].get("records") or [], state.get("final") or {}
+    out = []
+    for r in reviews:
+        clean, claims = verify_draft(r, records, final.get("comparison"), _spec_settings(state),
+                                     keys=("summary", "strength", "weakness"), section=f"review ({r['persona']})")
+        bad = [c for c in claims if c["status"] != "ok"]
+        if bad:
+            ctx.note(f"the {r['persona']} review stated {len(bad)} number(s) or comparison(s) the records do not "
+                     f"support; {', '.join(sorted({c['status'] for c in bad}))} before publishing")
+        out.append(clean)
+    return out
 
 
 @lab_node("review", skip_when_stopped=True)

@@ -42,7 +42,7 @@ class Publisher:
 
     # -- literature -------------------------------------------------------------------------
     def search(self, query: str, k: int, goal: str | None = None) -> list[dict[str, Any]]:
-        """Top-k papers for ``query``: id, title, abstract and their verified results."""
+        """Top-k papers for ``query``: id, title, abstract and their ranked results (report split, complete)."""
         if not self.url:
             return []
         client = self.client()
@@ -57,13 +57,14 @@ class Publisher:
                 log.warning("could not fetch paper %s from %s: %s", hid, self.url, exc)
             results = [_dump(r) for r in (_get(paper, "results") or [])] if paper is not None else []
             out.append({"id": hid, "title": _get(hit, "title"), "abstract": _get(hit, "abstract") or "",
-                        "lab": _get(hit, "lab"), "results": [r for r in results if r.get("verified", True)]})
+                        "lab": _get(hit, "lab"), "results": [r for r in results if r.get("ranked")]})
         return out
 
     # -- publishing -------------------------------------------------------------------------
     def payload(self, state: dict[str, Any], rep: dict[str, Any], benchmark: str) -> dict[str, Any]:
-        keep = ("benchmark", "subset", "model", "technique", "spec_hash", "n", "correct", "accuracy",
-                "ci_low", "ci_high", "job_id", "record_id")
+        keep = ("benchmark", "subset", "split", "model", "model_id", "technique", "spec_hash", "n", "n_planned",
+                "correct", "accuracy", "ci_low", "ci_high", "job_id", "record_id", "complete", "errors",
+                "tokens_per_problem")
         results = [{k: r.get(k) for k in keep if r.get(k) is not None} for r in rep.get("records") or []]
         tags = ["agentlab", benchmark]
         if state.get("stop_reason"):
@@ -82,7 +83,7 @@ class Publisher:
     def publish_run(self, state: dict[str, Any], rep: dict[str, Any], benchmark: str) -> dict[str, Any]:
         """The run's report into the outbox, then to the server: ``{"status": "published" | "queued", ...}``."""
         run_id = state["run_id"]
-        files = {k: v for k, v in (rep.get("files") or {}).items() if k in ("figure", "pdf")}
+        files = {k: v for k, v in (rep.get("files") or {}).items() if k in ("figure", "pdf", "techniques")}
         self.outbox.put(run_id, self.payload(state, rep, benchmark), files)
         try:
             result = self._publish_entry(self.outbox.get(run_id))
@@ -98,7 +99,7 @@ class Publisher:
         client = self.client()
         paper = PaperCreate.model_validate(entry["payload"])
         files = {k: Path(v) for k, v in (entry.get("files") or {}).items() if Path(v).is_file()}
-        artifacts = [files["figure"]] if "figure" in files else None
+        artifacts = [files[k] for k in ("figure", "techniques") if k in files] or None
         out = client.publish(paper, pdf=files.get("pdf"), artifacts=artifacts)
         pid = _get(out, "id")
         base = self.url.rstrip("/") if self.url else ""

@@ -7,6 +7,8 @@ other processes (the gateway, the harness) can find and reuse it.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import signal
@@ -92,6 +94,37 @@ class RunningServer:
     def litellm_model(self) -> str:
         """The litellm model string for this endpoint (OpenAI-compatible provider)."""
         return f"openai/{self.served_model}"
+
+    @property
+    def identity(self) -> str:
+        """What the records name as the model: the weights' content hash where they are a local file
+        (so a renamed or retrained model never passes as another), else the model id and the endpoint."""
+        path = Path(self.model).expanduser()
+        if path.is_file():
+            return f"{path.suffix.lstrip('.') or 'file'}-sha256:{file_digest(path)}"
+        if self.engine == "vllm":
+            return f"hf:{self.model}"  # a hub id (and its revision at load time) or a local folder
+        return endpoint_identity(self.url, self.model)
+
+
+def endpoint_identity(url: str, model: str) -> str:
+    """An endpoint we cannot look inside: the served model id at a URL (the best identity it gives)."""
+    return "endpoint:" + hashlib.sha256(f"{url.rstrip('/')}|{model}".encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=32)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    """First 16 hex digits of the file's SHA-256 (cached per path, size and mtime: weights are large)."""
+    st = path.stat()
+    return _digest(str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
 class ServingManager:

@@ -25,7 +25,9 @@ SCHEMA_MARK = "Answer with a single JSON object that matches this JSON schema"
 PLANTED_WRONG = "In our tests the technique reached 97.5% accuracy on every subset."
 
 DEFAULT_SCRIPT: dict[str, Any] = {
-    "PaperNote": {"summary": "An earlier lab compared prompting techniques.", "useful_idea": "sample several chains"},
+    # planted: the earlier paper reports no such number (its summary is checked against its own records)
+    "PaperNote": {"summary": "An earlier lab compared prompting techniques. Majority voting reached 88.5% there.",
+                  "useful_idea": "sample several chains"},
     "PlanProposal": {"hypothesis": "A careful instruction improves accuracy.", "technique": "zero_shot_cot"},
     "PlanCritique": {"feedback": "Testable; go ahead.", "approve": True},
     "ResearchPlan": {"hypothesis": "A careful instruction improves accuracy over the baseline.",
@@ -41,7 +43,9 @@ DEFAULT_SCRIPT: dict[str, Any] = {
                     "method": "We add an instruction to plan-and-solve prompting.",
                     "discussion": "The results table shows the measured accuracies. " + PLANTED_WRONG,
                     "conclusion": "Careful instructions are cheap to try."},
-    "Review": {"summary": "A small study.", "strength": "held-out split", "weakness": "tiny n", "soundness": 3,
+    # planted: a review is published, so its numbers are checked like the paper's
+    "Review": {"summary": "A small study. The technique reached 97.5% accuracy.", "strength": "held-out split",
+               "weakness": "tiny n", "soundness": 3,
                "presentation": 3, "contribution": 2, "overall": 6, "confidence": 3},
 }
 

@@ -137,3 +137,28 @@ def test_report_check_missing_and_bad_files(tmp_path):
     res = CliRunner().invoke(app, ["report", "check", str(tmp_path / "paper.md"), "--records", str(tmp_path / "r.json")])
     assert res.exit_code == 2 and "not a records.json file" in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_related_work_summaries_are_checked_against_the_cited_papers_own_records():
+    from agentlab.lab.report.claims import verify_related_work
+
+    cited = {"id": "p1", "title": "Voting", "results": [dict(RECORDS[0], split="report")]}
+    lit = [dict(cited, summary="self_consistency reached 45% (9/20) there."),  # true of p1
+           dict(cited, id="p2", summary="Voting helps. self_consistency reached 60% there."),  # p2 says 45%
+           {"id": "p3", "title": "No numbers", "results": [], "summary": "zero_shot_cot reached 30% there."}]
+    clean, claims = verify_related_work(lit)
+    assert clean[0]["summary"] == lit[0]["summary"]
+    assert "45.0% accuracy (9/20)" in clean[1]["summary"] and "60%" not in clean[1]["summary"]
+    assert clean[2]["summary"] == ""  # true of this run's records, but p3 itself reports nothing
+    assert [(c["section"], c["status"]) for c in claims if c["status"] != "ok"] == [
+        ("related work [p2]", "fixed"), ("related work [p3]", "removed")]
+
+
+def test_review_fields_go_through_the_same_checker():
+    review = {"persona": "skeptic", "summary": "zero_shot_cot reached 30%.", "strength": "clear",
+              "weakness": "self_consistency is said to reach 80% without support.", "overall": 6}
+    clean, claims = verify_draft(review, RECORDS, None, keys=("summary", "strength", "weakness"),
+                                 section="review (skeptic)")
+    assert clean["summary"] == review["summary"] and clean["overall"] == 6
+    assert "80%" not in clean["weakness"]
+    assert {c["section"] for c in claims} == {"review (skeptic)"}

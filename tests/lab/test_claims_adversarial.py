@@ -12,14 +12,14 @@ import pytest
 from agentlab.lab.report.claims import check_claims
 
 
-def _rec(tech, split, correct, n, lo, hi, rid):
+def _rec(tech, split, correct, n, lo, hi, rid, tokens=None):
     return {"record_id": rid, "technique": tech, "split": split, "n": n, "correct": correct,
-            "accuracy": correct / n, "ci_low": lo, "ci_high": hi}
+            "accuracy": correct / n, "ci_low": lo, "ci_high": hi, "tokens_per_problem": tokens}
 
 
 FIXTURES = {
-    "A": ([_rec("plan_and_solve", "report", 11, 20, 0.342, 0.742, "ra"),
-           _rec("zero_shot_cot", "report", 9, 20, 0.258, 0.658, "rb"),
+    "A": ([_rec("plan_and_solve", "report", 11, 20, 0.342, 0.742, "ra", tokens=412.3),
+           _rec("zero_shot_cot", "report", 9, 20, 0.258, 0.658, "rb", tokens=1980.0),
            _rec("plan_and_solve", "dev", 12, 20, 0.387, 0.781, "da"),
            _rec("zero_shot_cot", "dev", 8, 20, 0.219, 0.613, "db"),
            _rec("self_consistency", "dev", 6, 20, 0.145, 0.519, "dc")],
@@ -28,7 +28,7 @@ FIXTURES = {
            _rec("zero_shot_cot", "report", 6, 20, 0.145, 0.519, "rd")],
           {"n": 20, "wins": 10, "losses": 1, "delta": 0.45, "p_value": 0.0039, "record_a": "rc", "record_b": "rd"}),
 }
-EXTRA = [0.7, 1.0]
+EXTRA = [0.7, 1.0, 256.0]  # temperature, top_p, max_tokens of the specs
 
 WRONG = [  # (fixture, sentence, what is wrong)
     ("A", "zero_shot_cot reached 55% while plan_and_solve reached 45%.", "swapped numbers"),
@@ -81,9 +81,15 @@ WRONG = [  # (fixture, sentence, what is wrong)
     ("B", "few_shot_cot solved ninety percent of the problems.", "words for numbers"),
     ("B", "zero_shot_cot solved half of the problems.", "half"),
     ("B", "The baseline reached 75%.", "role bound to the baseline"),
+    ("A", "plan_and_solve used 1,980 tokens per problem.", "the other technique's token count"),
+    ("A", "zero_shot_cot used 412 tokens per problem while plan_and_solve used about 2k tokens.", "swapped tokens"),
+    ("A", "plan_and_solve needed only 300 tokens per problem.", "invented token count"),
 ]
 
 RIGHT = [  # (fixture, sentence)
+    ("A", "plan_and_solve used 412 tokens per problem while zero_shot_cot used about 2k tokens."),
+    ("A", "zero_shot_cot spent 1,980 tokens per problem on the held-out split."),
+    ("A", "Each answer was capped at 256 tokens."),
     ("A", "plan_and_solve reached 55% while zero_shot_cot reached 45%."),
     ("A", "plan_and_solve reached 55.0% (11/20) on the held-out split."),
     ("A", "zero_shot_cot solved 9 out of 20 held-out problems."),

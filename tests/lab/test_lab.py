@@ -53,10 +53,22 @@ def test_full_lab_run_publishes_a_verified_paper(lab_settings, llm, preprint):
     assert paper.title == rep["title"]
     recs = {r.record_id for r in paper.results}
     assert st["final"]["technique"]["record_id"] in recs and st["final"]["baseline"]["record_id"] in recs
-    assert all(r.verified for r in paper.results)
+    # every record says what it is: report records ranked, dev records not, the model's weights by hash
+    assert all(r.from_harness_records and r.complete and r.errors == 0 for r in paper.results)
+    assert {r.split for r in paper.results} == {"report", "dev"}
+    assert all(r.ranked == (r.split == "report") for r in paper.results)
+    assert all(r.model_id.startswith("endpoint:") and r.tokens_per_problem > 0 for r in paper.results)
+    # the exact specs of the report-split records are published, so another lab can replicate them
+    with PreprintClient(preprint["url"]) as c:
+        specs = json.loads(c.artifact(pub["paper_id"], "techniques.json"))
+    assert {r.spec_hash for r in paper.results if r.split == "report"} <= set(specs)
     acc = st["final"]["baseline"]["accuracy"]
     assert f"{100 * acc:.1f}%" in paper.body  # the generated table carries the harness's number
     assert len(paper.reviews) == 3
+    # a number a review or a related-work summary states without a record behind it is not published
+    assert not any("97.5" in r.text for r in paper.reviews) and "A small study." in paper.reviews[0].text
+    assert "88.5" not in paper.body and "compared prompting techniques" in paper.body
+    assert any(c["section"].startswith("related work") and c["status"] == "removed" for c in rep["claims"])
     # every evaluation ran as a scheduler job (kind eval, in the sandbox behind the metered proxy)
     from agentlab.jobs import JobStore
 

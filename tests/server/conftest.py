@@ -12,7 +12,7 @@ from preprint_server.embedding import default_embedder
 
 RESULT = dict(benchmark="math500", subset="test", model="qwen2.5-0.5b", technique="self-consistency",
               spec_hash="abc123", n=100, correct=62, accuracy=0.62, ci_low=0.52, ci_high=0.71,
-              job_id="job-1", record_id="rec-1")
+              job_id="job-1", record_id="rec-1", split="report")
 
 PAPERS = [
     ("Self-consistency voting improves math reasoning",

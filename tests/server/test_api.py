@@ -14,7 +14,7 @@ def test_publish_and_read_back(client, auth):
     assert paper["lab"] == "lab-a" and paper["status"] == "published" and paper["tags"] == ["math", "voting"]
     got = client.get(f"/api/papers/{paper['id']}").json()
     assert got["body"] == "# Method\n\nWe vote."
-    assert got["results"][0] | {"verified": True} == got["results"][0]
+    assert got["results"][0] | {"from_harness_records": True, "ranked": True} == got["results"][0]
     assert {k: got["results"][0][k] for k in RESULT} == RESULT
 
 
@@ -100,7 +100,7 @@ def test_retracted_papers_are_hidden_from_search_and_leaderboards(client, auth, 
     def html_boards():  # the leaderboard tables of the home page (math500) and of the goal's page
         home, goal_page = client.get("/").text, client.get(f"/goals/{goal}").text
         return [home.split('id="leaderboard-math500"')[1].split("</table>")[0],
-                goal_page.split("Best verified")[1].split("</table>")[0]]
+                goal_page.split("Best results")[1].split("</table>")[0]]
 
     # before: these searches and every leaderboard find it (its words, its meaning, its 90%)
     assert all(doomed in ids for ids in found())

@@ -77,8 +77,9 @@ def test_browse_search_and_read_a_paper(tmp_path, embedder):
                 rows = page.locator("#results tbody tr")
                 assert rows.count() == 1
                 cells = rows.first.locator("td").all_inner_texts()
-                assert cells[:4] == ["math500", "test", "qwen2.5-0.5b", "self-consistency"]
-                assert "62.0%" in cells and "yes" in cells
+                assert cells[:5] == ["math500", "test", "report", "qwen2.5-0.5b", "self-consistency"]
+                assert "62.0%" in cells and "job job-1" in cells
+                assert "Not replicated yet" in page.locator("#replication-summary").inner_text()
                 assert page.locator(".markdown table td").first.inner_text() == "1"  # Markdown table rendered
                 assert page.locator(".markdown .math").count() >= 2
                 # the planted script, handler and javascript: links did nothing

@@ -20,6 +20,7 @@ from agentlab.lab.report.evidence import Evidence, describe, splits_named
 _CLAIM = re.compile(
     r"(?P<pv>\bp(?:[- ]?value)?\s*(?P<op>=|<=|>=|<|>|≤|≥|\bof\b|\bwas\b|\bis\b)\s*(?P<pnum>\d*\.\d+(?:e-?\d+)?|[01]\b))"
     r"|(?P<ratio>(?P<a>\d+)\s*(?:/|out of|of)\s*(?:the\s+)?(?P<b>\d+)(?![\d.%]))"
+    r"|(?P<tok>(?P<t>\d[\d,]*(?:\.\d+)?)\s*(?P<k>k\s*)?(?:output\s+|completion\s+|generated\s+)?tokens?\b)"
     r"|(?P<fold>(?P<f>\d+(?:\.\d+)?)\s*(?:x\b|×|-?fold\b|times\s+(?=as\b|more\b|higher\b|better\b|the\b|larger\b)))"
     r"|(?P<pct>(?P<p>\d+(?:\.\d+)?)\s*(?P<unit>%|per ?cent\b|percentage points?\b|points?\b|pp\b)"
     r"(?!\s*(?:CI\b|confidence)))"
@@ -35,7 +36,7 @@ _SETTING = re.compile(r"temperature|top[_ -]?p\b|sampling", re.I)
 @dataclass
 class Claim:
     text: str
-    kind: str  # percent | change | points | decimal | ratio | fold | p_value | wording | setting
+    kind: str  # percent | change | points | decimal | ratio | fold | tokens | p_value | wording | setting
     value: Any
     sentence: str
     status: str = "ok"  # checking: ok | unsupported | unbound; fixing: ok | fixed | removed
@@ -86,6 +87,9 @@ def _judge(cm: re.Match, ctx: _Ctx, start: int, splits: set[str], ev: Evidence
     s = ctx.sentence
     if cm.group("pv"):
         return _judge_p(Claim(cm.group(0), "p_value", float(cm.group("pnum")), s), cm, ev), []
+    if cm.group("tok"):
+        value = float(cm.group("t").replace(",", "")) * (1000 if cm.group("k") else 1)
+        return _judge_tokens(Claim(cm.group(0), "tokens", value, s), cm, ctx, start, splits, ev)
     if cm.group("fold"):
         claim = Claim(cm.group(0), "fold", float(cm.group("f")), s)
         at_least = bool(re.search(r"\b(?:more than|over|at least)\s*$", s[start:cm.start()], re.I))
@@ -153,6 +157,23 @@ def _judge_level(claim: Claim, raw: str, cm: re.Match, ctx: _Ctx, start: int, sp
         return _unbound(claim, f"no {'/'.join(sorted(splits))} record of {name}"), []
     ok = any(_level_ok(claim, raw, r) for r in recs)
     return _set(claim, ok, [describe(r) for r in recs], "; ".join(describe(r) for r in recs)), recs
+
+
+def _judge_tokens(claim: Claim, cm: re.Match, ctx: _Ctx, start: int, splits: set[str], ev: Evidence
+                  ) -> tuple[Claim, list[dict[str, Any]]]:
+    """A token count is a budget the specs set (max_tokens) or the named record's tokens per problem (as
+    rounded in prose: within 2%, or 1000 for "k tokens")."""
+    if any(claim.value == x for x in ev.extra):
+        return _set(claim, True, "spec settings", "a max_tokens setting"), []
+    name = _bind(cm, ctx, start)
+    recs = [r for r in ev.recs(name, splits) if r.get("tokens_per_problem") is not None] if name else []
+    if not recs:
+        return _unbound(claim, "no record with token counts for the technique the sentence names"), []
+    tol = 500 if cm.group("k") else 0
+    ok = any(abs(claim.value - float(r["tokens_per_problem"])) <= max(tol, 0.02 * float(r["tokens_per_problem"]), 0.5)
+             for r in recs)
+    return _set(claim, ok, [describe(r) for r in recs],
+                "; ".join(f"{describe(r)}: {float(r['tokens_per_problem']):.0f} tokens per problem" for r in recs)), recs
 
 
 def _level_ok(claim: Claim, raw: str, r: dict[str, Any]) -> bool:

@@ -34,8 +34,10 @@ def word_value(word: str) -> int:
 
 
 def normalize(sentence: str) -> str:
-    """Number words as digits ("ninety percent" -> "90 percent", "nineteen of twenty" -> "19 of 20", "twice" -> 2x)."""
-    s = _WORD_NUM.sub(lambda m: str(word_value(m.group(0))), sentence)
+    """Number words as digits ("ninety percent" -> "90 percent", "nineteen of twenty" -> "19 of 20", "twice" -> 2x),
+    without thousands separators."""
+    s = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", sentence)  # thousands separators: 1,234 -> 1234
+    s = _WORD_NUM.sub(lambda m: str(word_value(m.group(0))), s)
     s = _WORD_AFTER_OF.sub(lambda m: m.group(1) + str(word_value(m.group(0)[len(m.group(1)):])), s)
     for rx, rep in _FOLD_WORDS:
         s = rx.sub(rep, s)

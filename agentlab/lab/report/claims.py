@@ -21,7 +21,8 @@ from agentlab.lab.report.claim_text import normalize, prose_sentences, sentences
 from agentlab.lab.report.evidence import Evidence, record_sentence
 from agentlab.techniques import TechniqueSpec
 
-__all__ = ["Claim", "CheckResult", "check_claims", "check_paper", "verify_draft", "spec_settings", "PROSE_SECTIONS"]
+__all__ = ["Claim", "CheckResult", "check_claims", "check_paper", "verify_draft", "verify_related_work", "spec_settings",
+           "PROSE_SECTIONS"]
 
 
 @dataclass
@@ -89,15 +90,29 @@ PROSE_SECTIONS = ("abstract", "introduction", "method", "discussion", "conclusio
 
 
 def verify_draft(draft: dict[str, Any], records: list[dict[str, Any]], comparison: dict[str, Any] | None,
-                 extra_values: Iterable[float] = ()) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Every prose section (and the title) through the claim checker; returns (clean draft, claims)."""
+                 extra_values: Iterable[float] = (), keys: Iterable[str] = ("title", *PROSE_SECTIONS),
+                 section: str = "") -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The text fields ``keys`` of a draft (every prose section and the title by default; a review's fields)
+    through the claim checker; returns (clean copy, claims), each claim tagged with ``section`` or its key."""
     clean, claims = dict(draft), []
     extra = list(extra_values)
-    for key in ("title", *PROSE_SECTIONS):
+    for key in keys:
         res = check_claims(str(draft.get(key) or ""), records, comparison, extra)
         clean[key] = res.text
         for c in res.as_dicts():
-            claims.append({**c, "section": key})
+            claims.append({**c, "section": section or key})
+    return clean, claims
+
+
+def verify_related_work(literature: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each cited paper's summary against that paper's own ranked records (fetched from the server with it):
+    a number the cited paper does not report is fixed from its record or removed, like in the lab's own prose."""
+    clean, claims = [], []
+    for paper in literature:
+        fixed, found = verify_draft(paper, paper.get("results") or [], None, keys=("summary",),
+                                    section=f"related work [{paper.get('id')}]")
+        clean.append(fixed)
+        claims += found
     return clean, claims
 
 
@@ -113,9 +128,9 @@ def check_paper(markdown: str, records: list[dict[str, Any]], comparison: dict[s
 
 
 def spec_settings(specs: Iterable[TechniqueSpec]) -> list[float]:
-    """Settings a report may mention (temperatures, top_p) without a record behind them."""
+    """Settings a report may mention (temperatures, top_p, max_tokens) without a record behind them."""
     out: set[float] = set()
     for s in specs:
-        out.update((float(s.sampling.temperature), float(s.sampling.top_p)))
+        out.update((float(s.sampling.temperature), float(s.sampling.top_p), float(s.sampling.max_tokens)))
         out.update(float(t) for t in s.chains.temperatures or [])
     return sorted(out)

@@ -29,6 +29,7 @@ class Paper:
     citations: list[str]
     claims: list[dict[str, Any]]
     comparison: dict[str, Any] | None = None  # the paired McNemar comparison of the technique and the baseline
+    techniques: dict[str, Any] | None = None  # spec hash -> spec of each report-split record
 
 
 def build_paper(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, out_dir: Path) -> Paper:
@@ -44,7 +45,8 @@ def build_paper(state: dict[str, Any], draft: dict[str, Any], config: LabConfig,
                      comparison=final.get("comparison"))
     citations = [str(p["id"]) for p in lit if p.get("id") is not None]
     return Paper(title=draft["title"], abstract=draft["abstract"], markdown=markdown, latex=latex, figure=fig,
-                 records=records + dev, citations=citations, claims=[], comparison=final.get("comparison"))
+                 records=records + dev, citations=citations, claims=[], comparison=final.get("comparison"),
+                 techniques=final.get("specs"))
 
 
 def _front(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, lit: list[dict[str, Any]]) -> list[str]:
@@ -107,6 +109,9 @@ def write_outputs(paper: Paper, out_dir: Path) -> dict[str, str]:
     """paper.md, paper.tex, (paper.pdf where a TeX engine is installed), records.json in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"markdown": out_dir / "paper.md", "latex": out_dir / "paper.tex", "records": out_dir / "records.json"}
+    if paper.techniques:  # the exact specs behind the report-split records: what a replication re-runs
+        files["techniques"] = out_dir / "techniques.json"
+        files["techniques"].write_text(json.dumps(paper.techniques, indent=2, sort_keys=True))
     files["markdown"].write_text(paper.markdown)
     files["latex"].write_text(paper.latex)
     files["records"].write_text(json.dumps({"records": paper.records, "comparison": paper.comparison,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from preprint_server import crud
+from preprint_server import crud, replication
 from preprint_server.api.deps import ServicesDep, read_access
 from preprint_server.api.routes.search import run_search
 from preprint_server.render import render_markdown
@@ -21,7 +21,7 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(read_access)])
 
 
 def progress_chart(points: list[tuple[int, float]], w: int = 360, h: int = 160, pad: int = 30) -> dict:
-    """Step-line coordinates for "best verified accuracy vs papers published" (drawn as SVG)."""
+    """Step-line coordinates for "best accuracy (ranked records) vs papers published" (drawn as SVG)."""
     if not points:
         return {}
     xmax = max(points[-1][0], 1)
@@ -48,9 +48,11 @@ def home(request: Request, svc: ServicesDep):
     recent, total = crud.list_papers(svc.db, limit=10)
     boards = []
     for bench in crud.benchmarks(svc.db):
-        entries = crud.leaderboard(svc.db, benchmark=bench)
-        if entries:
-            boards.append({"benchmark": bench, "entries": entries, "chart": progress_chart(crud.progress(svc.db, bench))})
+        groups = crud.leaderboard_groups(crud.leaderboard(svc.db, benchmark=bench))
+        for g in groups:
+            g["chart"] = progress_chart(crud.progress(svc.db, bench, g["subset"], g["model"]))
+        if groups:
+            boards.append({"benchmark": bench, "groups": groups})
     return _page(request, "home.html", papers=recent, total=total, goals=crud.list_goals(svc.db, "open"), boards=boards)
 
 
@@ -69,6 +71,8 @@ def paper_page(request: Request, paper_id: str, svc: ServicesDep):
         cites=crud.citations(svc.db, paper_id), cited_by=crud.citations(svc.db, paper_id, cited_by=True),
         has_pdf=any(f.kind == "pdf" for f in paper.files), has_source=any(f.kind == "source" for f in paper.files),
         artifacts=[f for f in paper.files if f.kind == "artifact"],
+        replications=[replication.replication_out(r) for r in paper.replications],
+        replication=replication.summary(paper.replications, paper.lab_id),
     )
 
 
@@ -84,4 +88,4 @@ def goal_page(request: Request, goal_id: str, svc: ServicesDep):
     goal = crud.get_goal(svc.db, goal_id)
     papers, total = crud.list_papers(svc.db, goal=goal_id, limit=100)
     return _page(request, "goal.html", goal=goal, papers=papers, total=total,
-                 entries=crud.leaderboard(svc.db, goal=goal_id))
+                 groups=crud.leaderboard_groups(crud.leaderboard(svc.db, goal=goal_id)))

@@ -1,4 +1,4 @@
-"""Papers: publish (JSON or multipart with files), list, read, files, citations, reviews, retract."""
+"""Papers: publish (JSON or multipart with files), list, read, files, citations, reviews, replications, retract."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from preprint_server import crud, schemas
+from preprint_server import crud, replication, schemas
 from preprint_server.api.deps import LabDep, ServicesDep, read_access
 from preprint_server.convert import paper_out, review_out, summary
 from preprint_server.errors import Invalid, NotFound, TooLarge
@@ -176,3 +176,18 @@ def retract(paper_id: str, lab: LabDep, svc: ServicesDep) -> schemas.PaperOut:
 @router.post("/{paper_id}/reviews", status_code=201, response_model=schemas.ReviewOut)
 def add_review(paper_id: str, review: schemas.ReviewCreate, lab: LabDep, svc: ServicesDep) -> schemas.ReviewOut:
     return review_out(crud.add_review(svc.db, paper_id, lab, review))
+
+
+@router.post("/{paper_id}/replications", status_code=201, response_model=schemas.ReplicationOut)
+def add_replication(paper_id: str, rec: schemas.ReplicationCreate, lab: LabDep, svc: ServicesDep) -> schemas.ReplicationOut:
+    """Record the calling lab's re-run of one of the paper's report-split results (same benchmark, subset,
+    model and technique). The server judges it: "consistent" when its accuracy lies in the original record's
+    95% interval, else "not reproduced". 422 names what does not match the original."""
+    return replication.replication_out(replication.add_replication(svc.db, paper_id, lab, rec))
+
+
+@public.get("/{paper_id}/replications", response_model=list[schemas.ReplicationOut])
+def get_replications(paper_id: str, svc: ServicesDep) -> list[schemas.ReplicationOut]:
+    """Every replication of the paper's results, oldest first."""
+    crud.get_paper(svc.db, paper_id)
+    return [replication.replication_out(r) for r in replication.replications(svc.db, paper_id)]

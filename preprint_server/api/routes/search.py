@@ -35,6 +35,10 @@ def search(
 
 
 @router.get("/leaderboard", response_model=list[schemas.LeaderboardEntry])
-def leaderboard(svc: ServicesDep, benchmark: str | None = None, goal: str | None = None) -> list[schemas.LeaderboardEntry]:
-    """Best verified result (a harness job and record id) per benchmark and technique."""
-    return [schemas.LeaderboardEntry(**e) for e in crud.leaderboard(svc.db, benchmark, goal)]
+def leaderboard(
+    svc: ServicesDep, benchmark: str | None = None, goal: str | None = None,
+    replicated: Annotated[bool, Query(description="only results another lab replicated consistently")] = False,
+) -> list[schemas.LeaderboardEntry]:
+    """Best result per benchmark, subset, model and technique, from report-split records that are complete and
+    name their harness job and record. Rows compare only within one (benchmark, subset, model)."""
+    return [schemas.LeaderboardEntry(**e) for e in crud.leaderboard(svc.db, benchmark, goal, replicated)]

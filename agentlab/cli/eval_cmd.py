@@ -65,7 +65,15 @@ def run(
     if not problems:
         raise EvalError(f"the subset {subset.describe()!r} of {benchmark} is empty")
     spec = get_technique(technique, k=k, temperature=temperature, max_tokens=max_tokens)
-    endpoint, managed = choose_endpoint(settings, model_url, model_name, api_key, litellm_model, serve, model)
+    if checkpoint:
+        if any(x is not None for x in (model_url, litellm_model, serve)):
+            raise typer.BadParameter("--checkpoint serves the model itself; drop --model-url, --litellm and --serve")
+        from agentlab.train.serve import checkpoint_endpoint
+
+        with console.status(f"starting a server for checkpoint {checkpoint}..."):
+            endpoint, managed = checkpoint_endpoint(settings.workspace, checkpoint)
+    else:
+        endpoint, managed = choose_endpoint(settings, model_url, model_name, api_key, litellm_model, serve, model)
     try:
         summary = run_with_progress(spec, problems, endpoint, benchmark, subset.describe(), settings, concurrency,
                                      timeout, not no_cache, job_id)

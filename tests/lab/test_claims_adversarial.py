@@ -84,12 +84,16 @@ WRONG = [  # (fixture, sentence, what is wrong)
     ("A", "plan_and_solve used 1,980 tokens per problem.", "the other technique's token count"),
     ("A", "zero_shot_cot used 412 tokens per problem while plan_and_solve used about 2k tokens.", "swapped tokens"),
     ("A", "plan_and_solve needed only 300 tokens per problem.", "invented token count"),
+    ("A", "plan_and_solve and zero_shot_cot reached 45% and 55%, respectively.", "swapped, respectively"),
+    ("A", "plan_and_solve and zero_shot_cot solved 9/20 and 11/20 problems, respectively.", "swapped counts"),
 ]
 
 RIGHT = [  # (fixture, sentence)
     ("A", "plan_and_solve used 412 tokens per problem while zero_shot_cot used about 2k tokens."),
     ("A", "zero_shot_cot spent 1,980 tokens per problem on the held-out split."),
     ("A", "Each answer was capped at 256 tokens."),
+    ("A", "plan_and_solve and zero_shot_cot reached 55% and 45%, respectively."),
+    ("A", "The accuracies of plan_and_solve and zero_shot_cot were 55% (11/20) and 45% (9/20), respectively."),
     ("A", "plan_and_solve reached 55% while zero_shot_cot reached 45%."),
     ("A", "plan_and_solve reached 55.0% (11/20) on the held-out split."),
     ("A", "zero_shot_cot solved 9 out of 20 held-out problems."),

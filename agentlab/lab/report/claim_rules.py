@@ -64,6 +64,7 @@ class _Ctx:
     mentions: list[tuple[int, int, str]]
     names: list[str]
     splits: set[str]
+    respectively: dict[int, str] = field(default_factory=dict)  # level claim start -> the technique it is about
 
 
 def sentence_claims(sentence: str, ev: Evidence) -> list[tuple[Claim, list[dict[str, Any]]]]:
@@ -71,6 +72,7 @@ def sentence_claims(sentence: str, ev: Evidence) -> list[tuple[Claim, list[dict[
     mentions = ev.mentions(sentence)
     names = list(dict.fromkeys(m[2] for m in mentions))
     ctx = _Ctx(sentence, mentions, names, splits_named(sentence))
+    ctx.respectively = _respectively(sentence, names)
     out: list[tuple[Claim, list[dict[str, Any]]]] = []
     for start, end in clauses(sentence, [(a, b) for a, b, _ in mentions]):
         clause_splits = splits_named(sentence[start:end]) or ctx.splits
@@ -80,6 +82,25 @@ def sentence_claims(sentence: str, ev: Evidence) -> list[tuple[Claim, list[dict[
     if wording:
         out.append((wording, []))
     return out
+
+
+def _is_level(cm: re.Match, s: str) -> bool:
+    """A claim about one record's value (a share, x/n, a decimal), not a change, fold, p-value or setting."""
+    if cm.group("pct"):
+        return not re.match(r"pp|point|percentage", cm.group("unit"), re.I) \
+            and not _DIFF_BEFORE.search(s[:cm.start()]) and not _DIFF_AFTER.match(s[cm.end():])
+    return bool(cm.group("ratio") or cm.group("dec")) and not _SETTING.search(s[max(0, cm.start() - 40):cm.start()])
+
+
+def _respectively(s: str, names: list[str]) -> dict[int, str]:
+    """"A and B reached 55% and 45%, respectively": the i-th group of level claims is about the i-th name."""
+    if len(names) < 2 or not re.search(r"\brespectively\b", s, re.I):
+        return {}
+    levels = [cm.start() for cm in _CLAIM.finditer(s) if _is_level(cm, s)]
+    if not levels or len(levels) % len(names):
+        return {}
+    per = len(levels) // len(names)
+    return {at: names[i // per] for i, at in enumerate(levels)}
 
 
 def _judge(cm: re.Match, ctx: _Ctx, start: int, splits: set[str], ev: Evidence
@@ -132,7 +153,10 @@ def _unbound(claim: Claim, why: str) -> Claim:
 
 
 def _bind(cm: re.Match, ctx: _Ctx, start: int) -> str | None:
-    """The technique a level claim is about: nearest named before it in its clause, else after, else the subject."""
+    """The technique a level claim is about: its place in a "respectively" list, else the nearest named before
+    it in its clause, else after, else the subject."""
+    if cm.start() in ctx.respectively:
+        return ctx.respectively[cm.start()]
     clause_end = len(ctx.sentence)
     before = [m for m in ctx.mentions if start <= m[0] and m[1] <= cm.start()]
     if before:

@@ -6,7 +6,7 @@ PY         := $(VENV)/bin/python
 PIP        := $(VENV)/bin/pip
 # CPU machines: an explicit CPU torch first, so nothing pulls a multi-GB CUDA build
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS     ?= local,dev,ray
+EXTRAS     ?= local,dev,ray,train
 # llama-cpp-python compiles from source: portable build; pip's wheel cache reuses it afterwards
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 export LITELLM_LOCAL_MODEL_COST_MAP := True

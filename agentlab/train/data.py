@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentlab.bench.registry import GymBenchmark, Problem, get_benchmark, load_benchmark
+from agentlab.bench.registry import GymBenchmark, Problem, Subset, apply_subset, get_benchmark, load_benchmark
 from agentlab.train.recipe import DataSource, Recipe, RecipeError
 
 _GYM_ID = re.compile(r"-s(\d+)-(\d+)$")
@@ -54,8 +54,11 @@ def protected_split(src: DataSource, data_dir: Path) -> Protected:
     """The report split (at every protected seed) whose problems must never be trained on."""
     p = src.protect
     prot = Protected(src.protected_benchmark, list(p.seeds))
+    bench = get_benchmark(prot.benchmark)
+    if p.size and isinstance(bench, GymBenchmark):
+        bench = dataclasses.replace(bench, size=p.size)
     for seed in p.seeds:
-        for prob in load_benchmark(prot.benchmark, data_dir, split="report", dev_fraction=p.dev_fraction, seed=seed):
+        for prob in apply_subset(bench.load(data_dir, seed=seed), Subset(split="report", dev_fraction=p.dev_fraction)):
             prot.ids.add(prob.id)
             prot.questions.add(norm_question(prob.question))
     return prot

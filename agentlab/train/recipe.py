@@ -43,6 +43,7 @@ class Protect(_Model):
     benchmark: str | None = Field(None, description="benchmark whose report split is protected (default: the data's)")
     seeds: list[int] = Field(default_factory=lambda: [0], description="seeds the report split is evaluated at")
     dev_fraction: float = Field(0.3, gt=0, lt=1, description="the dev/report split's dev share")
+    size: int | None = Field(None, ge=1, description="reasoning-gym: problems generated per seed (default: the registry's)")
 
 
 class DataSource(_Model):

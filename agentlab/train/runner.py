@@ -14,8 +14,9 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from agentlab.jobs.spec import Job, JobSpec, Resources
 from agentlab.train.data import build_data, write_rows
@@ -91,7 +92,8 @@ def job_spec(run: TrainRun, workspace: Path, resume_dir: Path | None = None, lab
     env.update({"OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"})
     return JobSpec(kind="train", name=f"train {run.name} ({run.run_id})", lab=lab, run_id=run.run_id, target=TARGET,
                    args={"recipe": run.recipe, "model_ref": model_ref, "data_file": f"{DATA_MOUNT}/train.jsonl",
-                         "resume_dir": RESUME_MOUNT if resume_dir is not None else None, "threads": threads},
+                         "resume_dir": RESUME_MOUNT if resume_dir is not None else None, "threads": threads,
+                         "base_ref": run.model},
                    env=env, ro_binds=binds,
                    resources=Resources(gpus=r.gpus, cpus=r.cpus, memory_mb=r.memory_mb, disk_mb=r.disk_mb,
                                        timeout_s=recipe.max_minutes * 60 + LOAD_OVERHEAD_S, max_procs=512))

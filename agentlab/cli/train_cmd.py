@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.markup import escape
@@ -16,7 +15,7 @@ app = typer.Typer(help="Fine-tune models with TRL (SFT, DPO, GRPO) as sandboxed 
                   no_args_is_help=True)
 
 
-def _gpu_list(gpus: Optional[str]) -> Optional[list[int]]:
+def _gpu_list(gpus: str | None) -> list[int] | None:
     if gpus is None:
         return None
     try:
@@ -25,7 +24,7 @@ def _gpu_list(gpus: Optional[str]) -> Optional[list[int]]:
         raise typer.BadParameter("use comma-separated GPU indices, e.g. 0,1", param_hint="--gpus") from None
 
 
-def _scheduler(settings, gpus: Optional[list[int]]):
+def _scheduler(settings, gpus: list[int] | None):
     from agentlab.jobs import LocalScheduler
 
     kw = {"gpus": gpus} if gpus is not None else {}
@@ -61,8 +60,8 @@ def _report(run) -> None:
 @app.command("run")
 def run(
     recipe: Path = typer.Argument(..., help="Recipe file (.yaml or .json), e.g. examples/train/sft_smollm2_cpu.yaml."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Override the recipe's max_steps."),
-    gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU indices to schedule on, e.g. 0,1 (default: config jobs.gpus)."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Override the recipe's max_steps."),
+    gpus: str | None = typer.Option(None, "--gpus", help="GPU indices to schedule on, e.g. 0,1 (default: config jobs.gpus)."),
 ) -> None:
     """Train: build leak-checked data, run the recipe as a sandboxed `train` job, collect the checkpoint."""
     from agentlab.eval.records import default_db_path
@@ -151,3 +150,18 @@ def show(run_id: str = typer.Argument(..., help="Training run id (or a unique pr
     for k, v in rows.items():
         if v not in (None, "", []):
             console.print(f"[bold]{k}:[/] {escape(str(v))}", highlight=False, soft_wrap=True)
+
+
+@app.command("export")
+def export(run_id: str = typer.Argument(..., help="Training run id (or a unique prefix)."),
+           out: Path = typer.Argument(..., help="Folder to write the merged model to.")) -> None:
+    """Write a run's checkpoint as merged weights (for `vllm serve` or llama.cpp's GGUF converter)."""
+    from agentlab.train.models import export_merged
+    from agentlab.train.runs import RunStore, TrainRunError
+
+    r = RunStore(get_settings().workspace).get(run_id)
+    if not r.checkpoint:
+        raise TrainRunError(f"training run {r.run_id} has no checkpoint (status {r.status})")
+    with console.status("merging and writing..."):
+        path = export_merged(r.checkpoint, out)
+    console.print(f"merged weights of {r.run_id} (checkpoint {r.short_hash}) in {path}", highlight=False)

@@ -60,3 +60,14 @@ def load_checkpoint(folder: Path | str, dtype: Any = None, device: str | None = 
         model.to(device)
     model.eval()
     return model, tok
+
+
+def export_merged(folder: Path | str, out: Path | str) -> Path:
+    """Write a checkpoint as plain merged weights (safetensors, config, tokenizer): what ``vllm serve`` and
+    llama.cpp's ``convert_hf_to_gguf.py`` take."""
+    model, tok = load_checkpoint(folder)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

@@ -87,6 +87,9 @@ def test_sft_cli_checkpoint_curve_records_and_eval(workspace):
     [row] = store.list_runs()
     store.close()
     assert row["model"] == f"ckpt:{run.name}@{run.short_hash}"
+    exported = cli("train", "export", run.run_id, str(workspace / "merged"))
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (workspace / "merged").iterdir()}
 
 
 def _kill_training(job_id: str) -> int:

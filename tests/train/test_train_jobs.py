@@ -142,3 +142,22 @@ def test_grpo_few_steps_with_the_grader_as_reward(workspace):
     assert [m["step"] for m in recs] == [1, 2]
     assert all(0.0 <= m["reward"] <= 1.5 and "rewards/correctness/mean" in m for m in recs)
     assert run.result["final_reward"] is not None and content_hash(run.checkpoint) == run.checkpoint_hash
+
+
+@pytest.mark.timeout(1800)
+@needs_bwrap
+@pytest.mark.integration
+@pytest.mark.slow
+def test_dpo_from_graded_pairs(workspace, tmp_path):
+    from tests.train.test_recipe_data import _trace_db
+
+    db, dev_id = _trace_db(tmp_path)
+    rec = tiny(method="dpo", data={"source": "traces", "task": None, "eval_run": "run-traces",
+                                   "protect": {"benchmark": "basic_arithmetic"}})
+    run = prepare_run(rec, workspace, SHARED_DATA, eval_db=db)
+    assert json.loads((RunStore(workspace).dir(run.run_id) / "data" / "manifest.json").read_text())["problem_ids"] == [dev_id]
+    with scheduler(workspace) as s:
+        run = execute_run(run, workspace, s, poll_s=0.5)
+    assert run.status == "succeeded", run.error
+    recs = read_metrics(RunStore(workspace).dir(run.run_id) / "metrics.jsonl")
+    assert [m["step"] for m in recs] == [1, 2] and all("loss" in m for m in recs)

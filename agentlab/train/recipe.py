@@ -117,6 +117,7 @@ class Recipe(_Model):
     reward: Reward = Field(default_factory=Reward)
     max_steps: int = Field(100, ge=1, le=1_000_000)
     max_minutes: float = Field(30.0, gt=0, le=7 * 24 * 60, description="training time budget (wall clock)")
+    max_gpu_minutes: float | None = Field(None, gt=0, description="GPU budget: wall minutes x assigned GPUs")
     save_steps: int = Field(25, ge=1, le=1_000_000, description="checkpoint every n steps (resume point)")
     seed: int = Field(0, ge=0)
     resources: TrainResources = Field(default_factory=TrainResources)
@@ -129,6 +130,13 @@ class Recipe(_Model):
             raise ValueError(f"hyper.batch_size ({self.hyper.batch_size}) must be a multiple of "
                              f"hyper.num_generations ({self.hyper.num_generations}) for grpo")
         return self
+
+    def time_budget_s(self, gpus: int) -> float:
+        """Training seconds allowed: ``max_minutes``, and ``max_gpu_minutes`` spread over the assigned GPUs."""
+        minutes = self.max_minutes
+        if self.max_gpu_minutes is not None and gpus > 0:
+            minutes = min(minutes, self.max_gpu_minutes / gpus)
+        return minutes * 60
 
     def recipe_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]

@@ -96,7 +96,7 @@ def job_spec(run: TrainRun, workspace: Path, resume_dir: Path | None = None, lab
                          "base_ref": run.model},
                    env=env, ro_binds=binds,
                    resources=Resources(gpus=r.gpus, cpus=r.cpus, memory_mb=r.memory_mb, disk_mb=r.disk_mb,
-                                       timeout_s=recipe.max_minutes * 60 + LOAD_OVERHEAD_S, max_procs=512))
+                                       timeout_s=recipe.time_budget_s(r.gpus) + LOAD_OVERHEAD_S, max_procs=512))
 
 
 def _job_output(job: Job) -> Path | None:

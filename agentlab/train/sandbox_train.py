@@ -184,7 +184,7 @@ def run_train(recipe: dict[str, Any], model_ref: str, data_file: str = "train.js
           f"resume from step {resumed_step}", file=sys.stderr, flush=True)
     state["t0"] = time.monotonic()
     trainer = _trainer(rec, model, tok, Dataset.from_list(rows), use_cpu,
-                       _callbacks(rec.max_minutes * 60, state))
+                       _callbacks(rec.time_budget_s(0 if use_cpu else torch.cuda.device_count()), state))
     out = trainer.train(resume_from_checkpoint=resume_from)
     wall = time.monotonic() - state["t0"]
     trainer.save_model(FINAL)

@@ -123,3 +123,8 @@ def test_traces_give_sft_samples_and_dpo_pairs_outside_the_report_split(tmp_path
                                                              "protect": {"benchmark": "basic_arithmetic"}}}), SHARED_DATA, db)
     assert dpo.problem_ids == [dev_id]
     assert "99999" in dpo.rows[0]["rejected"][0]["content"] and "99999" not in dpo.rows[0]["chosen"][0]["content"]
+
+
+def test_budgets_in_steps_minutes_and_gpu_minutes():
+    r = recipe(max_steps=10, max_minutes=30, max_gpu_minutes=20)
+    assert r.time_budget_s(0) == 30 * 60 and r.time_budget_s(1) == 20 * 60 and r.time_budget_s(4) == 5 * 60

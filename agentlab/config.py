@@ -42,6 +42,9 @@ class AgentsConfig(_Section):
     api_base: str | None = Field(None, description="base URL for the agents' model (e.g. a vLLM server)")
     api_key: SecretStr | None = Field(None, description="API key for the agents' model, if not in the provider's env var")
     temperature: float = Field(0.7, ge=0.0, le=2.0)
+    context_window: int | None = Field(
+        None, ge=512, description="tokens the agents' model reads; empty = litellm's model info, or n_ctx for the "
+                                  "embedded model (4096 when unknown); sizes the context agents are given")
 
 
 class EndpointConfig(_Section):

@@ -10,7 +10,7 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Protocol, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 from agentlab.llm.gateway import BudgetExceeded, GatewayError
 from agentlab.techniques import TechniqueSpec
@@ -37,7 +37,7 @@ class RunConfig(Protocol):
     max_fix_attempts: int
     literature_top_n: int
     plan_turns: int
-    context_scale: float
+    context_scale: float | None
     max_tokens_per_answer: int
     allow_code_techniques: bool
 
@@ -75,6 +75,19 @@ def Text(n: int, description: str | None = None) -> Any:
     return Annotated[str, BeforeValidator(cut), Field(max_length=n, description=description)]
 
 
+def Limited(n: int, what: str, description: str | None = None) -> Any:
+    """A string of at most ``n`` characters that is never cut: a longer answer fails validation with a message
+    naming the limit and by how much it was exceeded, which the structured re-ask shows the model (for code,
+    where a cut would silently break it). ``maxLength`` still bounds llama.cpp's grammar."""
+
+    def check(v: str) -> str:
+        if len(v) > n:
+            raise ValueError(f"{what} is {len(v)} characters, {len(v) - n} over the limit of {n}: shorten it")
+        return v
+
+    return Annotated[str, AfterValidator(check), Field(description=description, json_schema_extra={"maxLength": n})]
+
+
 def Clamp(lo: float, hi: float) -> Any:
     """Out-of-range numbers are clamped, not re-asked: llama.cpp's grammar cannot bound a wide numeric range
     (see ``agentlab.llm.structured.grammar_schema``), and a re-ask costs a small CPU model the whole prompt again.
@@ -110,9 +123,10 @@ def clip(text: Any, n: int = 600) -> str:
 
 
 def cclip(ctx: AgentContext, text: Any, n: int = 600) -> str:
-    """``clip`` to ``n`` characters scaled by the run's ``context_scale`` (shorter prompts for the demo)."""
-    scale = float(ctx.config.context_scale)
-    return clip(text, n if scale >= 1 else max(40, int(n * scale)))
+    """``clip`` to ``n`` characters scaled by the run's ``context_scale``: the agents' context window over the
+    4096 tokens the defaults were tuned for (more for a large model, less for the demo)."""
+    scale = float(ctx.config.context_scale or 1.0)
+    return clip(text, max(40, int(n * scale)))
 
 
 def ask(ctx: AgentContext, role: str, prompt: str, schema: type[T], fallback: Callable[[], T],

@@ -2,31 +2,57 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from agentlab.techniques import TechniqueError, TechniqueSpec
 from agents import sw_engineer
-from agents.base import AgentContext, Clamp, Text, ask, cclip, clip, restrict_choices
+from agents.base import AgentContext, Clamp, Limited, Text, ask, cclip, clip, restrict_choices
 
 ROLE = "ml_engineer"
 
 
+class StepDraft(BaseModel):
+    name: Text(30, "lowercase identifier; later templates use it as {name}")
+    template: Text(800, "the step's prompt; may use {question} and earlier steps")
+
+
 class TechniqueProposal(BaseModel):
-    technique: str = Field(description="a technique name from the list")
+    """The next experiment: a technique to start from and its settings; optionally the technique written out
+    (every optional field left empty keeps the starting technique's own)."""
+
+    technique: str = Field(description="the technique to start from (a name from the list)")
     num_chains: int = Field(1, ge=1, le=8, description="sampled chains (1 = a single answer)")
     temperature: Annotated[float, Clamp(0.0, 1.5)] = Field(0.0, ge=0.0, le=1.5)
     max_tokens: Annotated[int, Clamp(32, 2048)] = Field(512, ge=32, le=2048)
     instruction: Text(160, "one extra instruction line for the prompt, or empty") = ""
+    system: Text(800, "a system prompt you write, or empty") = ""
+    template: Text(1500, "the solving prompt you write, or empty; must contain {question}; may use {examples}, "
+                         "{answer_instruction} and your steps' names") = ""
+    steps: list[StepDraft] = Field(default_factory=list, max_length=3, description="pre-steps run before solving "
+                                   "(e.g. a plan), or none")
+    few_shot: Annotated[int, Clamp(0, 8)] = Field(0, ge=0, le=8, description="worked examples to show (from the dev "
+                                                                              "pool), 0 = none")
+    aggregation: Literal["", "majority", "weighted", "embedding_consensus"] = Field(
+        "", description="how chains are combined when num_chains > 1; empty = the technique's")
+    refine_rounds: Annotated[int, Clamp(0, 3)] = Field(0, ge=0, le=3, description="critique-and-revise rounds")
     rationale: Text(200, "one sentence") = ""
+
+    def knobs_only(self) -> TechniqueProposal:
+        """The same proposal without what was written out (when that does not validate)."""
+        return self.model_copy(update={"system": "", "template": "", "steps": [], "few_shot": 0, "aggregation": "",
+                                       "refine_rounds": 0})
 
 
 CUSTOM_CODE = "custom_code"  # the proposal's technique name for "write a code technique"
 
 
+CODE_LIMIT = 6000  # characters of solve() source an engineer may write
+
+
 class CodeTechnique(BaseModel):
-    code: Text(3000, "Python source defining solve(problem, client)")
+    code: Limited(CODE_LIMIT, "the code", "Python source defining solve(problem, client)")
     rationale: Text(200, "one sentence") = ""
 
 
@@ -43,7 +69,26 @@ def _history(experiments: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
-def propose(state: dict, ctx: AgentContext) -> tuple[TechniqueProposal, bool]:
+def evidence_text(evidence: dict[str, Any] | None) -> str:
+    """A dev evaluation's evidence (``agentlab.lab.dev_evidence``) as prompt text; clipped to the context budget."""
+    if not evidence:
+        return "none yet"
+    parts = []
+    for dim, groups in (evidence.get("breakdown") or {}).items():
+        parts.append(f"accuracy by {dim}: " + ", ".join(f"{k} {v}" for k, v in groups.items()))
+    parts.append(f"tokens per problem: {evidence.get('tokens_per_problem')}")
+    if evidence.get("errors"):
+        parts.append(f"{evidence['errors']} problem(s) had failed requests")
+    wrong = evidence.get("wrong") or []
+    if wrong:
+        parts.append(f"{len(wrong)} of {evidence.get('wrong_total', len(wrong))} wrong answers:")
+        for i, w in enumerate(wrong, 1):
+            parts.append(f"[{i}] question: {w['question']} | model output: {w['output']} | extracted answer: "
+                         f"{w['answer']} | gold: {w['gold']}" + (f" | error: {w['error']}" if w.get("error") else ""))
+    return "\n".join(parts)
+
+
+def propose(state: dict, ctx: AgentContext, error: str = "") -> tuple[TechniqueProposal, bool]:
     cfg = ctx.config
     techniques = ctx.technique_names()
     plan = state.get("plan") or {}
@@ -59,9 +104,17 @@ def propose(state: dict, ctx: AgentContext) -> tuple[TechniqueProposal, bool]:
         techniques = [*techniques, CUSTOM_CODE]
     schema = restrict_choices(TechniqueProposal, "technique", techniques)
     plan_text = f"{plan.get('hypothesis', '')} Techniques: {', '.join(planned) or cfg.baseline}"
-    return ask(ctx, ROLE, "ml_engineer_propose", schema, fallback, "technique proposal",
-               goal=clip(state["goal"], 300), plan=cclip(ctx, plan_text, 400),
-               history=cclip(ctx, _history(state.get("experiments") or []), 700), techniques=", ".join(techniques))
+    return ask(ctx, ROLE, "ml_engineer_propose", schema, fallback, "technique proposal", error=error,
+               max_tokens=400 if (cfg.context_scale or 1.0) < 1 else 1500,
+               goal=cclip(ctx, state["goal"], 300), plan=cclip(ctx, plan_text, 400),
+               history=cclip(ctx, _history(state.get("experiments") or []), 700), techniques=", ".join(techniques),
+               evidence=cclip(ctx, evidence_text(_last_evidence(state)), 1500))
+
+
+def _last_evidence(state: dict) -> dict[str, Any] | None:
+    """The evidence of the latest dev experiment that finished."""
+    done = [e for e in state.get("experiments") or [] if e.get("evidence")]
+    return done[-1]["evidence"] if done else None
 
 
 def run_iteration(state: dict, ctx: AgentContext) -> dict:
@@ -78,13 +131,14 @@ def run_iteration(state: dict, ctx: AgentContext) -> dict:
                                   "error": clip(result.get("error"), 300) or None})
         if result["status"] == "succeeded":
             entry.update(spec=spec.model_dump(mode="json"), record=result["record"], job_id=result.get("job_id"),
-                         error=None)
+                         error=None, evidence=result.get("evidence"))
             break
         entry.update(spec=spec.model_dump(mode="json"), record=None, job_id=result.get("job_id"),
                      error=result.get("error"))
         if attempt == max_fixes:
             break
-        fixed = sw_engineer.fix(ctx, spec, result.get("error") or "")
+        fixed = debug_code(state, ctx, spec, result.get("error") or "", iteration) if spec.kind == "code" else None
+        fixed = fixed or sw_engineer.fix(ctx, spec, result.get("error") or "")
         if fixed is None:
             ctx.note(f"experiment {iteration}: job failed and the software engineer gave up")
             break
@@ -110,7 +164,25 @@ def _proposal(state: dict, ctx: AgentContext, iteration: int) -> tuple[Technique
         plan = [t for t in (state.get("plan") or {}).get("techniques", []) if t in ctx.technique_names()]
         proposal.technique = plan[0] if plan else ctx.config.baseline
         fell_back = True
-    return proposal, fell_back, ctx.build_spec(proposal.model_dump(), iteration)
+    return proposal, fell_back, _authored_spec(state, ctx, proposal, iteration)
+
+
+def _authored_spec(state: dict, ctx: AgentContext, proposal: TechniqueProposal, iteration: int) -> TechniqueSpec:
+    """The proposal's spec; an invalid written-out technique is re-asked once with the validation error
+    (it names the field), then run with its settings only (noted)."""
+    try:
+        return ctx.build_spec(proposal.model_dump(), iteration)
+    except TechniqueError as exc:
+        error = str(exc)
+    again, fell_back = propose(state, ctx, error=f"Your last technique was invalid: {clip(error, 400)}. Fix it.")
+    if not fell_back:
+        try:
+            return ctx.build_spec(again.model_dump(), iteration)
+        except TechniqueError as exc:
+            error = str(exc)
+    ctx.note(f"experiment {iteration}: the written-out technique did not validate ({clip(error, 160)}); "
+             "ran the starting technique with the proposed settings")
+    return ctx.build_spec(proposal.knobs_only().model_dump(), iteration)
 
 
 def write_code(state: dict, ctx: AgentContext, iteration: int) -> TechniqueSpec | None:
@@ -118,10 +190,11 @@ def write_code(state: dict, ctx: AgentContext, iteration: int) -> TechniqueSpec 
     plan, err = state.get("plan") or {}, ""
     for attempt in range(2):  # one bounded re-ask with the validation error
         obj, fell_back = ask(ctx, ROLE, "ml_engineer_code", CodeTechnique, lambda: CodeTechnique(code=""),
-                             "code technique", goal=clip(state["goal"], 300),
-                             plan=clip(plan.get("hypothesis", ""), 300) + (f" (previous code was rejected: {err})"
+                             "code technique", goal=cclip(ctx, state["goal"], 300),
+                             plan=cclip(ctx, plan.get("hypothesis", ""), 300) + (f" (previous code was rejected: {err})"
                                                                           if attempt else ""),
-                             history=clip(_history(state.get("experiments") or []), 600), max_calls=4,
+                             history=cclip(ctx, _history(state.get("experiments") or []), 600), max_calls=4,
+                             evidence=cclip(ctx, evidence_text(_last_evidence(state)), 1500),
                              max_tokens=1200)
         if fell_back or not obj.code.strip():
             break
@@ -130,6 +203,28 @@ def write_code(state: dict, ctx: AgentContext, iteration: int) -> TechniqueSpec 
         except TechniqueError as exc:
             err = clip(str(exc), 160)
     ctx.note(f"ml_engineer: no usable code technique in experiment {iteration}; used the plan's technique")
+    return None
+
+
+def debug_code(state: dict, ctx: AgentContext, spec: TechniqueSpec, error: str, iteration: int) -> TechniqueSpec | None:
+    """The engineer reads its own code and the failed job's error (with the stack tail) and revises the code;
+    None when it gives no usable revision (the software engineer's generic fix follows)."""
+    err = ""
+    for _ in range(2):  # one bounded re-ask when the revision does not validate
+        obj, fell_back = ask(ctx, ROLE, "ml_engineer_debug", CodeTechnique, lambda: CodeTechnique(code=""),
+                             "code revision", goal=cclip(ctx, state["goal"], 300), code=spec.code or "",
+                             error=cclip(ctx, error[-3000:], 1500) + (f"\nYour last revision was rejected: {err}"
+                                                                      if err else ""),
+                             max_calls=4, max_tokens=2000)
+        if fell_back or not obj.code.strip():
+            return None
+        try:
+            fixed = ctx.code_spec(obj.code, iteration, obj.rationale)
+        except TechniqueError as exc:
+            err = clip(str(exc), 300)
+            continue
+        ctx.note(f"experiment {iteration}: the code failed; the ML engineer revised it from the error")
+        return fixed
     return None
 
 

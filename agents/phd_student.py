@@ -45,7 +45,7 @@ def literature_review(state: dict, ctx: AgentContext) -> dict:
             return PaperNote(summary=clip(p.get("abstract") or p.get("title"), 300), useful_idea="")
 
         note, _ = ask(ctx, ROLE, "phd_paper_note", PaperNote, fallback, "paper summary",
-                      goal=clip(state["goal"], 300), title=clip(paper.get("title"), 200),
+                      goal=cclip(ctx, state["goal"], 300), title=clip(paper.get("title"), 200),
                       abstract=cclip(ctx, paper.get("abstract"), 700), results=format_results(results))
         notes.append({
             "id": paper.get("id"), "title": paper.get("title", ""), "summary": clip(note.summary, 400),
@@ -65,7 +65,7 @@ def propose(state: dict, ctx: AgentContext, techniques: list[str], feedback: str
                             technique=default)
 
     obj, _ = ask(ctx, ROLE, "phd_plan_proposal", schema, fallback, "plan proposal",
-                 goal=clip(state["goal"], 300), benchmark=cfg.benchmark, baseline=cfg.baseline,
+                 goal=cclip(ctx, state["goal"], 300), benchmark=cfg.benchmark, baseline=cfg.baseline,
                  literature=cclip(ctx, lit, 700), feedback=cclip(ctx, feedback or "none", 300),
                  techniques=", ".join(techniques))
     return obj

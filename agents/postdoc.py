@@ -48,7 +48,7 @@ def plan_formulation(state: dict, ctx: AgentContext) -> dict:
             break
         critique, _ = ask(ctx, ROLE, "postdoc_critique", PlanCritique,
                           lambda: PlanCritique(feedback="proceed", approve=True), "critique",
-                          goal=clip(state["goal"], 300), proposal=cclip(ctx, dialogue[-1]["text"], 400))
+                          goal=cclip(ctx, state["goal"], 300), proposal=cclip(ctx, dialogue[-1]["text"], 400))
         dialogue.append({"role": "postdoc", "text": clip(critique.feedback, 300)})
         if critique.approve:
             break
@@ -61,7 +61,7 @@ def plan_formulation(state: dict, ctx: AgentContext) -> dict:
                             rationale="proposed by the PhD student")
 
     plan, fell_back = ask(ctx, ROLE, "postdoc_plan", schema, fallback, "research plan",
-                          goal=clip(state["goal"], 300), benchmark=cfg.benchmark, baseline=cfg.baseline,
+                          goal=cclip(ctx, state["goal"], 300), benchmark=cfg.benchmark, baseline=cfg.baseline,
                           dialogue=cclip(ctx, " | ".join(f"{d['role']}: {d['text']}" for d in dialogue), 900),
                           techniques=", ".join(techniques))
     out = plan.model_dump()
@@ -82,6 +82,6 @@ def interpret(state: dict, ctx: AgentContext, results_text: str, experiments_tex
                               limitation="small evaluation subsets")
 
     obj, fell_back = ask(ctx, ROLE, "postdoc_interpret", Interpretation, fallback, "interpretation",
-                         goal=clip(state["goal"], 300), hypothesis=clip(plan.get("hypothesis"), 300),
-                         results=clip(results_text, 600), experiments=cclip(ctx, experiments_text, 600))
+                         goal=cclip(ctx, state["goal"], 300), hypothesis=cclip(ctx, plan.get("hypothesis"), 300),
+                         results=cclip(ctx, results_text, 600), experiments=cclip(ctx, experiments_text, 600))
     return {"interpretation": {**obj.model_dump(), "source": "fallback" if fell_back else "llm"}}

@@ -40,8 +40,8 @@ def write_report(state: dict, ctx: AgentContext, results_text: str, method_text:
     plan = state.get("plan") or {}
     lit = "; ".join(f"[{p['id']}] {p['title']}" for p in state.get("literature", [])[:5]) or "none"
     draft, fell_back = ask(ctx, ROLE, "professor_report", ReportDraft, lambda: fallback_draft(state, ctx, results_text),
-               "report draft", goal=clip(state["goal"], 300), hypothesis=clip(plan.get("hypothesis"), 300),
-               method=cclip(ctx, method_text, 400), results=clip(results_text, 700),
+               "report draft", goal=cclip(ctx, state["goal"], 300), hypothesis=cclip(ctx, plan.get("hypothesis"), 300),
+               method=cclip(ctx, method_text, 400), results=cclip(ctx, results_text, 700),
                interpretation=cclip(ctx, (state.get("interpretation") or {}).get("summary"), 400),
                literature=cclip(ctx, lit, 400),
                feedback=("Reviewer feedback to address: " + cclip(ctx, feedback, 600)) if feedback else "",

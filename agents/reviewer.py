@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agents.base import AgentContext, Text, ask, cclip, clip
+from agents.base import AgentContext, Text, ask, cclip
 
 ROLE = "reviewer"
 
@@ -38,8 +38,8 @@ def review(state: dict, ctx: AgentContext, draft: dict[str, Any], table: str) ->
             ctx, ROLE, "reviewer", Review,
             lambda: Review(summary="no usable review", strength="", weakness="", soundness=2, presentation=2,
                            contribution=2, overall=5, confidence=1),
-            f"review ({name})", persona=persona, title=clip(draft.get("title"), 200),
-            abstract=cclip(ctx, draft.get("abstract"), 600), table=clip(table, 600),
+            f"review ({name})", persona=persona, title=cclip(ctx, draft.get("title"), 200),
+            abstract=cclip(ctx, draft.get("abstract"), 600), table=cclip(ctx, table, 600),
             discussion=cclip(ctx, draft.get("discussion"), 500))
         out.append({"persona": name, **obj.model_dump(), "fallback": fell_back})
     return out

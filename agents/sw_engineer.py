@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field
 
 from agentlab.techniques import TechniqueSpec
-from agents.base import AgentContext, Clamp, Text, ask, clip
+from agents.base import AgentContext, Clamp, Text, ask, cclip
 
 ROLE = "sw_engineer"
 
@@ -23,7 +23,8 @@ def fix(ctx: AgentContext, spec: TechniqueSpec, error: str) -> TechniqueSpec | N
     """A changed spec to rerun, or None to give up. Unusable model output: simplify (safe default)."""
     obj, _ = ask(ctx, ROLE, "sw_engineer_fix", JobFix,
                  lambda: JobFix(action="simplify", explanation="fallback"), "job fix",
-                 spec=clip(json.dumps(spec.model_dump(mode="json"), default=str), 500), error=clip(error[-1200:], 700))
+                 spec=cclip(ctx, json.dumps(spec.model_dump(mode="json"), default=str), 500),
+                 error=cclip(ctx, error[-1200:], 700))
     if obj.action == "give_up":
         return None
     if obj.action == "reduce_tokens":

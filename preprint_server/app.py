@@ -107,7 +107,7 @@ def create_app(settings: ServerSettings | None = None, embedder: Embedder | None
         store=BlobStore(settings.blob_dir),
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for r in (papers.router, papers.public, search.router, goals.router, pages.router):
+    for r in (papers.router, papers.public, papers.techniques, search.router, goals.router, pages.router):
         app.include_router(r)
 
     @app.get("/health", response_model=schemas.Health, tags=["health"])

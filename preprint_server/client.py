@@ -29,6 +29,7 @@ from preprint_server.schemas import (
     ReviewCreate,
     ReviewOut,
     SearchHit,
+    TechniqueOut,
 )
 
 T = TypeVar("T")
@@ -189,6 +190,14 @@ class PreprintClient(_Base):
         """Post this lab's re-run of one of the paper's report-split results; the server gives the verdict."""
         body = ReplicationCreate.model_validate(record).model_dump(mode="json")
         return _parse(ReplicationOut, self._request("POST", f"/api/papers/{_seg(paper_id)}/replications", json=body))
+
+    def techniques(self, paper_id: str) -> list[TechniqueOut]:
+        """The techniques a paper evaluated, as full specs (with the results that measured them)."""
+        return _parse(list[TechniqueOut], self._request("GET", f"/api/papers/{_seg(paper_id)}/techniques"))
+
+    def technique(self, spec_hash: str) -> list[TechniqueOut]:
+        """Every paper that published the technique with this content hash."""
+        return _parse(list[TechniqueOut], self._request("GET", f"/api/techniques/{_seg(spec_hash)}"))
 
     def replications(self, paper_id: str) -> list[ReplicationOut]:
         return _parse(list[ReplicationOut], self._request("GET", f"/api/papers/{_seg(paper_id)}/replications"))

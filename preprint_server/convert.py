@@ -35,6 +35,15 @@ def paper_out(db: Database, p: Paper) -> schemas.PaperOut:
         reviews=[review_out(r) for r in p.reviews], files=files,
         has_pdf=any(f.kind == "pdf" for f in p.files), has_source=any(f.kind == "source" for f in p.files),
         idempotency_key=p.idempotency_key,
+        techniques=[schemas.TechniqueArtifact.model_validate(t) for t in p.techniques],
         replications=[replication.replication_out(r) for r in p.replications],
         replication=replication.summary(p.replications, p.lab_id),
+    )
+
+
+def technique_out(p: Paper, t) -> schemas.TechniqueOut:
+    """One of paper ``p``'s techniques, with the paper's results that measured it."""
+    return schemas.TechniqueOut(
+        **schemas.TechniqueArtifact.model_validate(t).model_dump(), paper_id=p.id, lab=p.lab.name,
+        results=[schemas.ResultOut.model_validate(r) for r in p.results if r.spec_hash == t.spec_hash],
     )

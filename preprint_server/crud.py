@@ -16,7 +16,8 @@ from preprint_server import schemas
 from preprint_server.db import Database
 from preprint_server.errors import Forbidden, Invalid, NotFound
 from preprint_server.index import SearchIndex
-from preprint_server.models import ApiKey, Citation, Goal, Lab, Paper, PaperFile, Replication, Result, Review
+from preprint_server.models import (ApiKey, Citation, Goal, Lab, Paper, PaperFile, PaperTechnique, Replication, Result,
+                                    Review)
 from preprint_server.replication import counts_by_result
 from preprint_server.storage import BlobStore
 
@@ -114,7 +115,7 @@ def _paper_query():
         selectinload(Paper.lab), selectinload(Paper.results), selectinload(Paper.files),
         selectinload(Paper.reviews).selectinload(Review.lab),
         selectinload(Paper.replications).selectinload(Replication.lab),
-        selectinload(Paper.replications).selectinload(Replication.original),
+        selectinload(Paper.replications).selectinload(Replication.original), selectinload(Paper.techniques),
     )
 
 
@@ -170,6 +171,7 @@ def create_paper(
             ]
             s.add_all(Citation(citing_id=paper_id, cited_id=c) for c in data.citations)
             s.add_all(Review(paper_id=paper_id, lab_id=lab.id, scores=r.scores, text=r.text) for r in data.reviews)
+            s.add_all(PaperTechnique(paper_id=paper_id, **t.model_dump()) for t in data.techniques)
             s.flush()
             index.add([prepared])  # last step before commit: a failure above leaves no index entries
             indexed = True
@@ -178,6 +180,14 @@ def create_paper(
             index.delete([paper_id])
         raise
     return get_paper(db, paper_id), True
+
+
+def techniques_by_hash(db: Database, spec_hash: str) -> list[PaperTechnique]:
+    """Every published copy of the technique with this hash (in papers that are not retracted), oldest first."""
+    with db.read() as s:
+        return list(s.scalars(select(PaperTechnique).join(Paper, Paper.id == PaperTechnique.paper_id)
+                              .where(PaperTechnique.spec_hash == spec_hash, Paper.status != "retracted")
+                              .order_by(Paper.created)))
 
 
 def get_paper(db: Database, paper_id: str) -> Paper:

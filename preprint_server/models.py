@@ -81,6 +81,7 @@ class Paper(Base):
     files: Mapped[list[PaperFile]] = relationship(cascade="all, delete-orphan", order_by="PaperFile.id")
     reviews: Mapped[list[Review]] = relationship(cascade="all, delete-orphan", order_by="Review.id")
     replications: Mapped[list[Replication]] = relationship(cascade="all, delete-orphan", order_by="Replication.id")
+    techniques: Mapped[list[PaperTechnique]] = relationship(cascade="all, delete-orphan", order_by="PaperTechnique.id")
 
 
 class Result(Base):
@@ -131,6 +132,19 @@ class Replication(Base):
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     lab: Mapped[Lab] = relationship()
     original: Mapped[Result] = relationship()
+
+
+class PaperTechnique(Base):
+    """A technique spec a paper evaluated (the full spec JSON; its hash was checked on publish)."""
+
+    __tablename__ = "paper_techniques"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    paper_id: Mapped[str] = mapped_column(ForeignKey("papers.id"), index=True)
+    name: Mapped[str] = mapped_column(String(80))
+    spec_hash: Mapped[str] = mapped_column(String(128), index=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    spec: Mapped[dict] = mapped_column(JSON)
+    record_ids: Mapped[list] = mapped_column(JSON, default=list)
 
 
 class Citation(Base):

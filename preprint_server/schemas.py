@@ -5,10 +5,12 @@ Nothing here imports the lab core, so any process can depend on it cheaply.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -110,6 +112,38 @@ class ReplicationSummary(_Model):
     not_reproduced_labs: int
 
 
+def spec_content_hash(spec: dict[str, Any]) -> str:
+    """A technique spec's content hash as agentlab computes it: SHA-256 of its canonical JSON without name and
+    description, first 16 hex digits. The server checks it, so a published hash always names its content."""
+    content = {k: v for k, v in spec.items() if k not in ("name", "description")}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+class TechniqueArtifact(_Model):
+    """A technique a paper evaluated, as a structured object: another lab can pull it and run it as is."""
+
+    name: str = Field(min_length=1, max_length=80)
+    spec_hash: str = Field(min_length=1, max_length=128)
+    kind: Literal["prompt", "code"] = "prompt"
+    spec: dict[str, Any] = Field(description="the full technique spec (agentlab TechniqueSpec as JSON, all fields)")
+    record_ids: list[str] = Field(default_factory=list, max_length=100, description="the records that measured it")
+
+    @model_validator(mode="after")
+    def _hash_names_content(self) -> TechniqueArtifact:
+        if len(json.dumps(self.spec)) > 200_000:
+            raise ValueError("spec: larger than 200,000 characters of JSON")
+        got = spec_content_hash(self.spec)
+        if got != self.spec_hash:
+            raise ValueError(f"spec_hash {self.spec_hash!r} is not the hash of this spec ({got}); send the full spec")
+        return self
+
+
+class TechniqueOut(TechniqueArtifact):
+    paper_id: str
+    lab: str
+    results: list[ResultOut] = Field(default_factory=list, description="the paper's results with this spec hash")
+
+
 class PaperCreate(_Model):
     title: str = Field(min_length=1, max_length=500)
     abstract: str = Field("", max_length=20_000)
@@ -125,6 +159,9 @@ class PaperCreate(_Model):
     )
     reviews: list[ReviewCreate] = Field(
         default_factory=list, max_length=20, description="reviews by the publishing lab, stored with the paper"
+    )
+    techniques: list[TechniqueArtifact] = Field(
+        default_factory=list, max_length=50, description="the techniques the paper evaluated, as specs"
     )
 
     @field_validator("title")
@@ -206,6 +243,7 @@ class PaperOut(PaperSummary):
     has_pdf: bool
     has_source: bool
     idempotency_key: str | None = None
+    techniques: list[TechniqueArtifact] = Field(default_factory=list)
     replications: list[ReplicationOut] = Field(default_factory=list)
     replication: ReplicationSummary = Field(default_factory=lambda: ReplicationSummary(consistent_labs=0,
                                                                                       not_reproduced_labs=0))

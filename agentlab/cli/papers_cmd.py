@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 from rich.markdown import Markdown
 from rich.table import Table
@@ -88,17 +86,12 @@ def replicate(
     from agentlab.bench import load_benchmark
     from agentlab.cli.eval_cmd import choose_endpoint, run_with_progress
     from agentlab.eval import replicate as rep
-    from preprint_server.client import NotFoundError
 
     settings = get_settings()
     with server_client() as c:
         paper = c.get_paper(paper_id)
-        try:
-            published = json.loads(c.artifact(paper_id, "techniques.json"))
-        except (NotFoundError, ValueError):
-            published = {}
         result = rep.choose_result(paper, technique)
-        spec = rep.spec_for(result, published, paper.body)
+        spec = rep.spec_for(result, {t.spec_hash: t.spec for t in paper.techniques}, paper.body)
         problems = load_benchmark(result.benchmark, settings, subset=rep.subset_of(result))
         rep.check_same_problems(result, problems)
         endpoint, managed = choose_endpoint(settings, model_url, model_name, api_key, None, None, model)

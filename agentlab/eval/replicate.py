@@ -32,8 +32,8 @@ def choose_result(paper: Any, technique: str | None = None) -> Any:
 
 
 def spec_for(result: Any, published: dict[str, Any], body: str = "") -> TechniqueSpec:
-    """The exact spec that produced ``result`` (its ``spec_hash``): the paper's published techniques.json,
-    else a built-in or a JSON spec in the paper's body with the same hash."""
+    """The exact spec that produced ``result`` (its ``spec_hash``): one of the paper's published techniques
+    (``published``: hash -> spec), else a built-in or a JSON spec in the paper's body with the same hash."""
     candidates: list[Any] = []
     if result.spec_hash in published:
         candidates.append(published[result.spec_hash])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.config import Settings
+from agentlab.lab.dev_evidence import dev_evidence
 from agentlab.lab.state import LabConfig
 from agentlab.techniques import TechniqueSpec, builtin_techniques, get_technique
 
@@ -71,10 +72,41 @@ class Experiments:
         instruction = " ".join(str(proposal.get("instruction") or "").split())[:160]
         if instruction:
             spec = spec.model_copy(update={"system": instruction})
+        spec = self.authored(spec, proposal)
         changed = spec.spec_hash() != base.spec_hash()
         return spec.model_copy(update={
             "name": f"{name}_e{iteration}" if changed else name,
             "description": (base.description + (" Tuned by the lab's ML engineer." if changed else ""))[:300]})
+
+    def authored(self, spec: TechniqueSpec, proposal: dict[str, Any]) -> TechniqueSpec:
+        """``spec`` with what the engineer wrote itself: system prompt, solving template, pre-steps, few-shot
+        exemplars (drawn by the lab from the dev pool beyond the dev split's evaluated problems, never from the
+        report split), aggregation and critique/revise rounds. Raises TechniqueError naming the bad field."""
+        data = spec.model_dump(mode="json")
+        if proposal.get("system"):
+            data["system"] = "\n".join(x for x in (proposal["system"], data.get("system")) if x)
+        if proposal.get("template"):
+            data["template"] = proposal["template"]
+        if proposal.get("steps"):
+            data["steps"] = [{"name": st.get("name"), "template": st.get("template")} for st in proposal["steps"]]
+        if proposal.get("few_shot"):
+            data["few_shot"] = self.exemplars(int(proposal["few_shot"]))
+            if "{examples}" not in data["template"]:
+                data["template"] = "{examples}\n\n" + data["template"]
+        if proposal.get("aggregation") and data["chains"]["n"] > 1:
+            data["chains"]["aggregation"] = proposal["aggregation"]
+        if proposal.get("refine_rounds"):
+            data["refine"] = {**(data.get("refine") or {}), "rounds": int(proposal["refine_rounds"])}
+        return TechniqueSpec.parse(data)
+
+    def exemplars(self, n: int) -> list[dict[str, str]]:
+        """``n`` worked examples from the dev split's problems after the ones the dev evaluation uses."""
+        from agentlab.bench import load_benchmark
+
+        subset = {**self.config.subset, "split": "dev", "limit": self.config.dev_n + n, "seed": self.config.seed}
+        pool = load_benchmark(self.config.benchmark, self.settings, subset=subset)[self.config.dev_n:]
+        return [{"question": p.question,
+                 "solution": p.metadata.get("solution") or f"The answer is \\boxed{{{p.answer}}}."} for p in pool[:n]]
 
     def simplify_spec(self, spec: TechniqueSpec) -> TechniqueSpec:
         """The baseline's single-chain form with the failing spec's token limit (a safe rerun)."""
@@ -241,8 +273,11 @@ class Experiments:
         if summary.errors and summary.errors >= summary.n:
             return {"status": "failed", "record": None, "job_id": job_id, "wall_s": wall_s,
                     "error": f"every request failed ({summary.errors} of {summary.n} problems had errors)"}
-        return {"status": "succeeded", "record": normalize_record(summary, split, getattr(self.endpoint(), "identity", "")), "job_id": job_id,
-                "wall_s": wall_s}
+        out = {"status": "succeeded", "record": normalize_record(summary, split, getattr(self.endpoint(), "identity", "")),
+               "job_id": job_id, "wall_s": wall_s}
+        if split == "dev":  # never the report split: its questions and answers must not reach the agents
+            out["evidence"] = dev_evidence(summary, self._results(summary.run_id), self.problems("dev"))
+        return out
 
     def _run_code(self, key: str, spec: TechniqueSpec, split: str, on_progress: Callable[..., None] | None,
                   on_submit: Callable[[str], None] | None, started: float) -> dict[str, Any]:

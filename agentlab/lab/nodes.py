@@ -157,7 +157,39 @@ def final_evaluation(state: LabState, runtime: Runtime[LabContext]) -> dict:
             final["comparison"] = ctx.experiments.compare(final["technique"], final["baseline"])
         except Exception as exc:
             ctx.note(f"paired comparison unavailable: {type(exc).__name__}: {exc}")
+    if ctx.config.compare_prior_best:
+        final.update(_prior_best(ctx, final, {base_spec.spec_hash(), best_spec.spec_hash() if best_spec else ""}))
     return {"final": final}
+
+
+def _prior_best(ctx: LabContext, final: dict[str, Any], ours: set[str]) -> dict[str, Any]:
+    """The best published technique for this benchmark and model, re-run on this run's report split (a second
+    baseline: the gain over the state of the art, not only over the baseline), compared with ours."""
+    try:
+        prior = ctx.publisher.prior_best(ctx.config.benchmark, ctx.experiments.endpoint().model)
+    except Exception as exc:
+        ctx.note(f"the prior best result could not be read from the server ({type(exc).__name__}: {exc})")
+        return {}
+    if prior is None:
+        return {}
+    spec = TechniqueSpec.parse(prior["spec"])
+    if spec.spec_hash() in ours:
+        ctx.note(f"the prior best ({prior['technique']}, paper {prior['paper_id']}) is one of this run's techniques")
+        return {}
+    spec = spec.model_copy(update={"name": f"prior_{spec.name}"[:80]})  # its records never pass as ours
+    res = ctx.run_job("report-prior", spec, "report")
+    if res["status"] != "succeeded":
+        ctx.note(f"the prior best's job on the report split failed: {str(res.get('error'))[:200]}")
+        return {}
+    out: dict[str, Any] = {"prior_best": {**res["record"], "paper_id": prior["paper_id"], "lab": prior["lab"],
+                                          "published_accuracy": prior["accuracy"]},
+                           "specs": {**final.get("specs", {}), spec.spec_hash(): spec.model_dump(mode="json")}}
+    ours_rec = final.get("technique") or final.get("baseline")
+    try:
+        out["comparison_prior"] = ctx.experiments.compare(ours_rec, res["record"])
+    except Exception as exc:
+        ctx.note(f"paired comparison with the prior best unavailable: {type(exc).__name__}: {exc}")
+    return out
 
 
 @lab_node("interpretation", skip_when_stopped=True)
@@ -185,7 +217,7 @@ def _write_report(state: LabState, ctx: LabContext, feedback: str = "") -> dict:
         ctx.note("the report was written from the records alone (the lab stopped early)")
     else:
         draft, fell_back = professor.write_report(state, ctx, results_text, method, feedback)
-    records = [r for r in (final.get("technique"), final.get("baseline")) if r]
+    records = [r for r in (final.get("technique"), final.get("baseline"), final.get("prior_best")) if r]
     records += [e["record"] for e in state.get("experiments") or [] if e.get("record")]
     clean, claims = verify_draft(draft.model_dump(), records, final.get("comparison"), _spec_settings(state))
     literature, related_claims = verify_related_work(state.get("literature") or [])
@@ -203,7 +235,7 @@ def _write_report(state: LabState, ctx: LabContext, feedback: str = "") -> dict:
     ctx.store.update_run(ctx.run_id, out_dir=str(ctx.out_dir))
     return {"report": {"draft": clean, "source": "fallback" if fell_back else "llm", "claims": claims,
                        "markdown": paper.markdown, "latex": paper.latex, "files": files,
-                       "records": paper.records, "citations": paper.citations,
+                       "records": paper.records, "citations": paper.citations, "techniques": paper.techniques,
                        "title": paper.title, "abstract": paper.abstract}}
 
 

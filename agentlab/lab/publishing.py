@@ -60,6 +60,21 @@ class Publisher:
                         "lab": _get(hit, "lab"), "results": [r for r in results if r.get("ranked")]})
         return out
 
+    def prior_best(self, benchmark: str, model: str) -> dict[str, Any] | None:
+        """The best ranked published result for ``benchmark`` with the model ``model``, with the full spec of its
+        technique (``{"paper_id", "lab", "title", "technique", "accuracy", "spec"}``), or None."""
+        if not self.url:
+            return None
+        client = self.client()
+        entries = [e for e in client.leaderboard(benchmark=benchmark) if _get(e, "model") == model]
+        for entry in sorted(entries, key=lambda e: -_get(e, "accuracy")):
+            specs = {_get(t, "spec_hash"): _get(t, "spec") for t in client.techniques(_get(entry, "paper_id"))}
+            if _get(entry, "spec_hash") in specs:  # a paper that published its spec can be re-run exactly
+                return {"paper_id": _get(entry, "paper_id"), "lab": _get(entry, "lab"),
+                        "title": _get(entry, "paper_title"), "technique": _get(entry, "technique"),
+                        "accuracy": _get(entry, "accuracy"), "spec": specs[_get(entry, "spec_hash")]}
+        return None
+
     # -- publishing -------------------------------------------------------------------------
     def payload(self, state: dict[str, Any], rep: dict[str, Any], benchmark: str) -> dict[str, Any]:
         keep = ("benchmark", "subset", "split", "model", "model_id", "technique", "spec_hash", "n", "n_planned",
@@ -78,12 +93,13 @@ class Publisher:
             "tags": tags, "results": results, "citations": [str(c) for c in rep.get("citations") or []],
             "latex_source": rep.get("latex"), "idempotency_key": state["run_id"],
             "reviews": review_payloads(state.get("reviews") or []),  # stored with the paper: one round trip
+            "techniques": technique_payloads(rep.get("techniques") or {}, results),
         }
 
     def publish_run(self, state: dict[str, Any], rep: dict[str, Any], benchmark: str) -> dict[str, Any]:
         """The run's report into the outbox, then to the server: ``{"status": "published" | "queued", ...}``."""
         run_id = state["run_id"]
-        files = {k: v for k, v in (rep.get("files") or {}).items() if k in ("figure", "pdf", "techniques")}
+        files = {k: v for k, v in (rep.get("files") or {}).items() if k in ("figure", "pdf")}
         self.outbox.put(run_id, self.payload(state, rep, benchmark), files)
         try:
             result = self._publish_entry(self.outbox.get(run_id))
@@ -99,7 +115,7 @@ class Publisher:
         client = self.client()
         paper = PaperCreate.model_validate(entry["payload"])
         files = {k: Path(v) for k, v in (entry.get("files") or {}).items() if Path(v).is_file()}
-        artifacts = [files[k] for k in ("figure", "techniques") if k in files] or None
+        artifacts = [files["figure"]] if "figure" in files else None
         out = client.publish(paper, pdf=files.get("pdf"), artifacts=artifacts)
         pid = _get(out, "id")
         base = self.url.rstrip("/") if self.url else ""
@@ -110,6 +126,13 @@ class Publisher:
         if not self.url:
             return {}
         return self.outbox.flush(self._publish_entry)
+
+
+def technique_payloads(specs: dict[str, dict[str, Any]], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every evaluated technique as the server's TechniqueArtifact: its full spec and the records that measured it."""
+    return [{"name": spec.get("name") or h, "spec_hash": h, "kind": spec.get("kind", "prompt"), "spec": spec,
+             "record_ids": [r["record_id"] for r in results if r.get("spec_hash") == h and r.get("record_id")]}
+            for h, spec in specs.items()]
 
 
 def review_payloads(reviews: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from agentlab.lab.preflight import run_preflight
 from agentlab.lab.publishing import Publisher
 from agentlab.lab.state import LabConfig
 from agentlab.lab.store import LabStore
-from agentlab.llm.gateway import Gateway
+from agentlab.llm.gateway import BASE_CONTEXT_TOKENS, Gateway, context_window
 from agentlab.llm.usage import UsageLedger
 from agentlab.procs import pid_alive
 
@@ -129,6 +129,9 @@ def _execute(settings: Settings, run_id: str, config: LabConfig, inp: Any, goal_
 def _context(settings: Settings, run_id: str, config: LabConfig, goal_id: str | None, on_event: Event | None,
              gateway: Any, endpoint: Any, server_key: str | None) -> LabContext:
     """This session's runtime context: the gateway, experiments, publisher and store of the run."""
+    if config.context_scale is None:  # sized by the agents' model, not by constants tuned for a 135M model
+        window = context_window(settings)
+        config = config.model_copy(update={"context_scale": min(16.0, max(0.25, window / BASE_CONTEXT_TOKENS))})
     store = LabStore(settings.db_path)
     gw = gateway or Gateway(settings, lab=config.lab_name, run_id=run_id)
     experiments = Experiments(settings, config, run_id, config.lab_name, endpoint)

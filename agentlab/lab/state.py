@@ -38,11 +38,15 @@ class LabConfig(BaseModel):
     max_iterations: int = Field(3, ge=1, description="experiment loop iterations (dev split)")
     max_fix_attempts: int = Field(1, ge=0, description="fixes of a failed job per iteration")
     literature_top_n: int = Field(5, ge=0)
+    compare_prior_best: bool = Field(
+        True, description="re-evaluate the best published technique for this benchmark and model on the run's own "
+                          "report split, as a second baseline (\"prior best\")")
     plan_turns: int = Field(2, ge=1, description="postdoc/PhD dialogue turns")
     review_threshold: float = Field(5.0, description="mean reviewer score below which one revision round runs")
-    context_scale: float = Field(1.0, gt=0, le=1, description="fraction of the default context lengths (summaries, "
-                                 "tables, drafts) sent to the agents; the demo sends less, since prompt processing "
-                                 "dominates a small model's time on CPU")
+    context_scale: float | None = Field(
+        None, gt=0, le=16, description="multiple of the default context lengths (summaries, history, tables, drafts; "
+        "tuned for a 4096-token model) sent to the agents; empty = the agents' context window / 4096. The demo sends "
+        "less, since prompt processing dominates a small model's time on CPU")
     max_tokens_per_answer: int = Field(512, ge=16, description="default max tokens of the model under study")
     max_chains: int = Field(5, ge=1, le=16, description="cap on sampled chains per problem")
     concurrency: int = Field(4, ge=1)

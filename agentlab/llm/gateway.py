@@ -351,6 +351,24 @@ def _prices(model: str) -> tuple[float, float]:
         return 0.0, 0.0
 
 
+BASE_CONTEXT_TOKENS = 4096  # the window the agents' default prompt sizes were tuned for
+
+
+def context_window(settings: Settings, role: str | None = None) -> int:
+    """Tokens the agents' model reads: configured, else litellm's model info, else the embedded model's n_ctx
+    (4096 for a model litellm does not know, such as a local server behind an OpenAI-compatible URL)."""
+    if settings.agents.context_window:
+        return settings.agents.context_window
+    model = settings.model_for_role(role)
+    if not model:
+        return settings.model_under_study.n_ctx
+    try:
+        info = litellm.get_model_info(model)
+        return int(info.get("max_input_tokens") or info.get("max_tokens") or BASE_CONTEXT_TOKENS)
+    except Exception:
+        return BASE_CONTEXT_TOKENS
+
+
 @functools.lru_cache(maxsize=256)
 def _model_max(model: str) -> int | None:
     try:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -33,17 +32,17 @@ def record(summary, endpoint, correct=None):
             "job_id": "job-a", "record_id": summary.record_id, "complete": True, "errors": 0}
 
 
-def papers_cli(tmp_path, server_url, key, *args):
-    """`agentlab papers ARGS` as lab-b, in a process and workspace of its own."""
+def cli(tmp_path, server_url, key, *args):
+    """`agentlab ARGS` as lab-b, in a process and workspace of its own."""
     env = {**os.environ, "AGENTLAB_WORKSPACE": str(tmp_path / "lab-b"), "AGENTLAB_DATA_DIR": str(SHARED_DATA),
            "AGENTLAB_SERVER__URL": server_url, "AGENTLAB_SERVER__API_KEY": key, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "agentlab", "papers", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "agentlab", *args], capture_output=True, text=True,
                           env=env, cwd=tmp_path, timeout=900)
 
 
 def replicate(tmp_path, server_url, key, endpoint, *args):
-    return papers_cli(tmp_path, server_url, key, "replicate", *args, "--model-url", endpoint.base_url,
-                      "--concurrency", "2")
+    return cli(tmp_path, server_url, key, "papers", "replicate", *args, "--model-url", endpoint.base_url,
+               "--concurrency", "2")
 
 
 @pytest.mark.timeout(1200)
@@ -55,16 +54,16 @@ def test_a_second_lab_replicates_a_published_result_with_the_real_model(tmp_path
                              subset=subset.describe(), db_path=tmp_path / "lab-a.db", concurrency=2, timeout_s=120,
                              retry=RetryPolicy(max_retries=1))
     assert summary.complete and summary.n == N
-    (tmp_path / "techniques.json").write_text(json.dumps({spec.spec_hash(): spec.model_dump(mode="json")}))
+    technique = {"name": spec.name, "spec_hash": spec.spec_hash(), "spec": spec.model_dump(mode="json"),
+                 "record_ids": [summary.record_id]}
     data_dir = tmp_path / "server"
     key_a, key_b = lab_key(data_dir, "lab-a"), lab_key(data_dir, "lab-b")
     with server_process(data_dir) as server:
         with PreprintClient(server.url, key_a) as a:
             honest = a.publish(PaperCreate(title="Zero-shot CoT on arithmetic", body="We ran it.",
-                                           results=[record(summary, embedded_endpoint)]),
-                               artifacts=[tmp_path / "techniques.json"]).id
+                                           results=[record(summary, embedded_endpoint)], techniques=[technique])).id
             # a paper that inflates (or deflates) its number far outside what the model does; its spec is only
-            # in its body (no techniques.json), which the replication also reads
+            # in its body (not published as a technique), which the replication also reads
             claimed = N if summary.correct <= N // 2 else 0
             body = "Method:\n\n```json\n" + spec.to_json() + "\n```\n"
             inflated = a.publish(PaperCreate(title="Too good", body=body,
@@ -85,8 +84,15 @@ def test_a_second_lab_replicates_a_published_result_with_the_real_model(tmp_path
             [rep] = reader.replications(honest)
             assert rep.lab == "lab-b" and rep.result.correct == summary.correct and rep.verdict == "consistent"
             assert [e.paper_id for e in reader.leaderboard(replicated=True)] == [honest]
-        board = papers_cli(tmp_path, server.url, key_b, "leaderboard", "--replicated")
+        board = cli(tmp_path, server.url, key_b, "papers", "leaderboard", "--replicated")
         assert board.returncode == 0 and honest in board.stdout and inflated not in board.stdout, board.stdout
+
+        # the published technique runs as is elsewhere: pull it, evaluate it
+        pulled = cli(tmp_path, server.url, key_b, "techniques", "pull", f"{honest}:zero_shot_cot", "-o", "cot.yaml")
+        assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+        ran = cli(tmp_path, server.url, key_b, "eval", "run", "-b", "basic_arithmetic", "-t", "cot.yaml", "--limit",
+                  "2", "--model-url", embedded_endpoint.base_url, "--no-cache")
+        assert ran.returncode == 0 and spec.spec_hash() in ran.stdout, ran.stdout + ran.stderr
         page = httpx.get(f"{server.url}/papers/{honest}").text
         assert "Replicated by 1 lab, consistent within the confidence interval" in page
         assert "Not reproduced by 1 lab" in httpx.get(f"{server.url}/papers/{inflated}").text

@@ -58,6 +58,7 @@ class ScriptedLabLLM(ScriptedLLMServer):
         self.script = {**DEFAULT_SCRIPT, **(script or {})}
         self.mus_delay_s, self.agent_delay_s = mus_delay_s, agent_delay_s
         self.agent_calls: list[str] = []
+        self.agent_prompts: list[str] = []  # every message the agents sent (what they were shown)
         self.mus_calls = 0
         self._lock = threading.Lock()
 
@@ -75,6 +76,7 @@ class ScriptedLabLLM(ScriptedLLMServer):
         title = schema.get("title", "")
         with self._lock:
             self.agent_calls.append(title)
+            self.agent_prompts.append("\n".join(str(m.get("content", "")) for m in body["messages"]))
         obj = self.script.get(title)
         obj = obj(body) if callable(obj) else json.loads(json.dumps(obj if obj is not None else {}))
         for name, prop in schema.get("properties", {}).items():  # keep enum fields valid

@@ -49,6 +49,29 @@ def test_scripted_llm_proposes_code_technique_that_runs_in_sandbox(lab_settings,
     assert out.state["publication"]["status"] == "published"
 
 
+def test_failing_code_is_revised_from_its_own_error(lab_settings, llm, preprint):
+    # an "expert" test double: its first solve() crashes in the sandbox; shown its code and the error, it fixes it
+    shown = []
+
+    def code(body):
+        prompt = "\n".join(str(m.get("content", "")) for m in body["messages"])
+        shown.append(prompt)
+        bad = GOOD_CODE.replace("return text", "return txet")
+        return {"code": bad if len(shown) == 1 else GOOD_CODE, "rationale": "a careful prefix"}
+
+    llm.script["TechniqueProposal"] = {"technique": "custom_code", "num_chains": 1, "max_tokens": 64}
+    llm.script["CodeTechnique"] = code
+    cfg = tiny_config(server_url=preprint["url"], max_iterations=1, literature_top_n=0, allow_code_techniques=True,
+                      max_fix_attempts=1)
+    out = start_lab(lab_settings, "Improve arithmetic accuracy", cfg, server_key=preprint["key"])
+    assert out.status == "done", out.state.get("stop_reason")
+    e = out.state["experiments"][0]
+    assert [a["status"] for a in e["attempts"]] == ["failed", "succeeded"]
+    assert len(shown) == 2 and "return txet" in shown[1] and "NameError" in shown[1]  # its code and its error
+    assert e["spec"]["kind"] == "code" and "return text" in e["spec"]["code"] and e["record"]["n"] == cfg.dev_n
+    assert any("revised it from the error" in n for n in out.state["notes"])
+
+
 def _experiments(settings, **kw):
     return Experiments(settings, tiny_config(**kw), "code-test", "test-lab")
 

@@ -38,6 +38,17 @@ def test_full_lab_run_publishes_a_verified_paper(lab_settings, llm, preprint):
     assert {"PaperNote", "ResearchPlan", "TechniqueProposal", "Interpretation", "ReportDraft", "Review"} <= \
         set(llm.agent_calls)
     assert prior.id in {p["id"] for p in st["literature"]}  # the literature review read the earlier paper
+    # the agents saw the dev split's wrong answers (question, output, gold), never a report-split problem
+    from agentlab.bench import load_benchmark
+    from tests.conftest import SHARED_DATA
+
+    evidence = st["experiments"][0]["evidence"]
+    assert evidence["wrong"] and all(w["gold"] and w["output"] for w in evidence["wrong"])
+    assert any(evidence["wrong"][0]["question"] in p for p in llm.agent_prompts if "got wrong" in p)
+    report = load_benchmark(cfg.benchmark, SHARED_DATA, subset={"split": "report", "limit": cfg.report_n,
+                                                                "seed": cfg.seed})
+    leaked = [p.question for p in report if any(p.question in text for text in llm.agent_prompts)]
+    assert leaked == []
     # the planted wrong number was caught and removed
     rep = st["report"]
     assert "97.5%" not in rep["markdown"] and PLANTED_WRONG not in rep["markdown"]
@@ -58,10 +69,10 @@ def test_full_lab_run_publishes_a_verified_paper(lab_settings, llm, preprint):
     assert {r.split for r in paper.results} == {"report", "dev"}
     assert all(r.ranked == (r.split == "report") for r in paper.results)
     assert all(r.model_id.startswith("endpoint:") and r.tokens_per_problem > 0 for r in paper.results)
-    # the exact specs of the report-split records are published, so another lab can replicate them
-    with PreprintClient(preprint["url"]) as c:
-        specs = json.loads(c.artifact(pub["paper_id"], "techniques.json"))
-    assert {r.spec_hash for r in paper.results if r.split == "report"} <= set(specs)
+    # every evaluated technique is published as a full spec with the records that measured it
+    assert {t.spec_hash for t in paper.techniques} == {r.spec_hash for r in paper.results}
+    assert all(set(t.record_ids) == {r.record_id for r in paper.results if r.spec_hash == t.spec_hash}
+               for t in paper.techniques)
     acc = st["final"]["baseline"]["accuracy"]
     assert f"{100 * acc:.1f}%" in paper.body  # the generated table carries the harness's number
     assert len(paper.reviews) == 3
@@ -88,13 +99,23 @@ def test_full_lab_run_publishes_a_verified_paper(lab_settings, llm, preprint):
     assert list_runs(lab_settings)[0]["run_id"] == out.run_id
     assert "phase" in events and "job_finished" in events
 
-    # a second lab on the same goal reads the first paper and cites it
+    # a second lab on the same goal reads the first paper and cites it; it tries another technique, and re-runs
+    # the first lab's best published technique (the prior best) on its own report split as a second baseline
+    llm.script["TechniqueProposal"] = {"technique": "zero_shot_cot", "num_chains": 1, "max_tokens": 64}
     out2 = start_lab(lab_settings, "Improve arithmetic accuracy of a small model", cfg, server_key=preprint["key"])
     assert out2.status == "done"
     assert {p["id"] for p in out2.state["literature"]} == {pub["paper_id"], prior.id}
     with PreprintClient(preprint["url"]) as c:
         second = c.get_paper(out2.state["publication"]["paper_id"])
+        board = c.leaderboard(benchmark=cfg.benchmark)
     assert pub["paper_id"] in second.citations
+    final2 = out2.state["final"]
+    best_published = max((e for e in board if e.paper_id == pub["paper_id"]), key=lambda e: e.accuracy)
+    assert final2["prior_best"]["paper_id"] == pub["paper_id"]
+    assert final2["prior_best"]["technique"] == f"prior_{best_published.technique}"
+    assert final2["prior_best"]["spec_hash"] == best_published.spec_hash and final2["prior_best"]["split"] == "report"
+    assert final2["comparison_prior"]["n"] == cfg.report_n
+    assert "Prior best:" in second.body and any(r.technique.startswith("prior_") for r in second.results)
     assert _papers(preprint["url"]).total == 3  # the seeded paper and the two labs' papers
 
 

@@ -130,3 +130,43 @@ def test_a_database_from_before_the_record_fields_opens_and_reads_its_results(tm
     assert (r.split, r.complete, r.errors, r.model_id, r.ranked) == ("report", True, 0, "", True)
     assert [e["accuracy"] for e in crud.leaderboard(db)] == [0.5]
     db.close()
+
+
+def spec_json(**kw):
+    """A technique spec as agentlab dumps it (every field), without importing agentlab into server tests."""
+    spec = {"name": "careful_cot", "description": "", "kind": "prompt", "system": "Be careful.",
+            "template": "{question}\n\n{answer_instruction}", "answer_instruction": "Put the final answer in \\boxed{}.",
+            "few_shot": [], "steps": [], "sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 256},
+            "chains": {"n": 1, "temperatures": None, "aggregation": "first"}, "refine": None, "code": None, **kw}
+    return spec
+
+
+def test_techniques_are_published_as_specs_whose_hash_names_their_content(client, auth):
+    from preprint_server.schemas import spec_content_hash
+
+    spec = spec_json()
+    h = spec_content_hash(spec)
+    technique = {"name": "careful_cot", "spec_hash": h, "spec": spec, "record_ids": ["rec-1"]}
+    lying = dict(technique, spec=spec_json(system="Be sloppy."))  # same hash claimed, other content
+    r = client.post("/api/papers", json=paper_json("liar", techniques=[lying]), headers=auth)
+    assert r.status_code == 422 and "is not the hash of this spec" in r.text
+    paper = client.post("/api/papers", json=paper_json("careful", techniques=[technique],
+                                                         results=[rec(technique="careful_cot", correct=60, spec_hash=h),
+                                                                  rec(technique="zero_shot_cot", correct=50)]),
+                        headers=auth).json()
+    pid = paper["id"]
+    assert paper["techniques"] == [dict(technique, kind="prompt")]
+    [got] = client.get(f"/api/papers/{pid}/techniques").json()
+    assert got["spec"] == spec and got["lab"] == "lab-a" and [r["technique"] for r in got["results"]] == ["careful_cot"]
+    assert [t["paper_id"] for t in client.get(f"/api/techniques/{h}").json()] == [pid]
+    assert client.get("/api/techniques/0000000000000000").status_code == 404
+    page = client.get(f"/papers/{pid}").text
+    assert 'id="techniques"' in page and h in page and "Be careful." in page
+
+
+def test_the_servers_spec_hash_is_agentlabs():
+    from agentlab.techniques import builtin_techniques
+    from preprint_server.schemas import spec_content_hash
+
+    for spec in builtin_techniques().values():
+        assert spec_content_hash(spec.model_dump(mode="json")) == spec.spec_hash(), spec.name

@@ -14,6 +14,7 @@ from agentlab.lab.report.figures import accuracy_figure
 from agentlab.lab.report.latex import tex_engine, to_latex
 from agentlab.lab.report.tables import comparison_text, results_table
 from agentlab.lab.state import LabConfig
+from agentlab.techniques import TechniqueSpec
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +30,13 @@ class Paper:
     citations: list[str]
     claims: list[dict[str, Any]]
     comparison: dict[str, Any] | None = None  # the paired McNemar comparison of the technique and the baseline
-    techniques: dict[str, Any] | None = None  # spec hash -> spec of each report-split record
+    techniques: dict[str, Any] | None = None  # spec hash -> spec of every evaluated technique (published with it)
 
 
 def build_paper(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, out_dir: Path) -> Paper:
     """Markdown + LaTeX (+ PNG figure) from a verified draft and the records in the state."""
     final = state.get("final") or {}
-    records = [r for r in (final.get("technique"), final.get("baseline")) if r]
+    records = [r for r in (final.get("technique"), final.get("baseline"), final.get("prior_best")) if r]
     dev = [e["record"] for e in state.get("experiments") or [] if e.get("record")]
     fig = accuracy_figure(records, dev, out_dir / "figures" / "accuracy.png")
     lit = state.get("literature") or []
@@ -44,9 +45,13 @@ def build_paper(state: dict[str, Any], draft: dict[str, Any], config: LabConfig,
     latex = to_latex(draft, records, lit, lab_name=config.lab_name, stop_reason=state.get("stop_reason"),
                      comparison=final.get("comparison"))
     citations = [str(p["id"]) for p in lit if p.get("id") is not None]
+    if final.get("prior_best") and str(final["prior_best"]["paper_id"]) not in citations:
+        citations.append(str(final["prior_best"]["paper_id"]))  # compared against: cited
+    specs = {**{TechniqueSpec.parse(e["spec"]).spec_hash(): e["spec"] for e in state.get("experiments") or []
+                if e.get("record") and e.get("spec")}, **(final.get("specs") or {})}
     return Paper(title=draft["title"], abstract=draft["abstract"], markdown=markdown, latex=latex, figure=fig,
                  records=records + dev, citations=citations, claims=[], comparison=final.get("comparison"),
-                 techniques=final.get("specs"))
+                 techniques=specs or None)
 
 
 def _front(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, lit: list[dict[str, Any]]) -> list[str]:
@@ -67,8 +72,12 @@ def _front(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, lit:
     lines += ["", "## 3 Method", "", draft["method"], ""]
     best = state.get("best") or {}
     if best.get("spec"):
-        lines += ["Technique specification (as run by the harness):", "", "```json",
-                  json.dumps(best["spec"], indent=2, default=str)[:3000], "```", ""]
+        text = json.dumps(best["spec"], indent=2, default=str)
+        if len(text) <= 3000:
+            lines += ["Technique specification (as run by the harness):", "", "```json", text, "```", ""]
+        else:  # long (code) specs are published whole as techniques of the paper, not pasted into its body
+            lines += [f"The technique's full specification ({len(text)} characters) is published with this paper "
+                      f"(`agentlab techniques pull PAPER_ID:{best['spec'].get('name')}`).", ""]
     return lines
 
 
@@ -84,6 +93,12 @@ def _results(state: dict[str, Any], config: LabConfig, records: list[dict[str, A
         lines += [results_table(records)]
         if final.get("comparison"):
             lines += [comparison_text(final["comparison"]), ""]
+        prior = final.get("prior_best")
+        if prior:
+            lines += [(f"Prior best: `{prior['technique']}` is the best published technique for this benchmark and "
+                       f"model (paper [{prior['paper_id']}], lab {prior['lab']}), re-run here on the same report "
+                       "split." + (" " + comparison_text(final["comparison_prior"]) if final.get("comparison_prior")
+                                   else "")), ""]
     else:
         lines += ["No evaluation finished on the report split.", ""]
     if fig:
@@ -109,7 +124,7 @@ def write_outputs(paper: Paper, out_dir: Path) -> dict[str, str]:
     """paper.md, paper.tex, (paper.pdf where a TeX engine is installed), records.json in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"markdown": out_dir / "paper.md", "latex": out_dir / "paper.tex", "records": out_dir / "records.json"}
-    if paper.techniques:  # the exact specs behind the report-split records: what a replication re-runs
+    if paper.techniques:  # the exact specs behind the records: what another lab pulls or replicates
         files["techniques"] = out_dir / "techniques.json"
         files["techniques"].write_text(json.dumps(paper.techniques, indent=2, sort_keys=True))
     files["markdown"].write_text(paper.markdown)

@@ -39,12 +39,14 @@ def comparison_text(comp: dict[str, Any] | None) -> str:
 def results_summary(final: dict[str, Any]) -> str:
     """One line per record for prompts: the only numbers an agent is shown."""
     parts = []
-    for key in ("technique", "baseline"):
+    for key, label in (("technique", "technique"), ("baseline", "baseline"), ("prior_best", "prior best")):
         r = final.get(key)
         if r:
-            parts.append(f"{r['technique']} ({key}): accuracy {pct(r['accuracy'])} ({r['correct']}/{r['n']})")
+            parts.append(f"{r['technique']} ({label}): accuracy {pct(r['accuracy'])} ({r['correct']}/{r['n']})")
     if final.get("comparison"):
         parts.append(comparison_text(final["comparison"]))
+    if final.get("comparison_prior"):
+        parts.append("Against the prior best: " + comparison_text(final["comparison_prior"]))
     return "; ".join(parts) or "no results"
 
 

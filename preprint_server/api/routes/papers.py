@@ -12,11 +12,12 @@ from starlette.datastructures import UploadFile
 
 from preprint_server import crud, replication, schemas
 from preprint_server.api.deps import LabDep, ServicesDep, read_access
-from preprint_server.convert import paper_out, review_out, summary
+from preprint_server.convert import paper_out, review_out, summary, technique_out
 from preprint_server.errors import Invalid, NotFound, TooLarge
 
 router = APIRouter(prefix="/api/papers", tags=["papers"])
 public = APIRouter(prefix="/api/papers", tags=["papers"], dependencies=[Depends(read_access)])
+techniques = APIRouter(prefix="/api/techniques", tags=["techniques"], dependencies=[Depends(read_access)])
 
 FILE_FIELDS = {"pdf": "pdf", "source": "source", "artifacts": "artifact"}
 _PUBLISH_DOC = {
@@ -191,3 +192,20 @@ def get_replications(paper_id: str, svc: ServicesDep) -> list[schemas.Replicatio
     """Every replication of the paper's results, oldest first."""
     crud.get_paper(svc.db, paper_id)
     return [replication.replication_out(r) for r in replication.replications(svc.db, paper_id)]
+
+
+@public.get("/{paper_id}/techniques", response_model=list[schemas.TechniqueOut])
+def get_techniques(paper_id: str, svc: ServicesDep) -> list[schemas.TechniqueOut]:
+    """The techniques the paper evaluated, as full specs with the results that measured them."""
+    paper = crud.get_paper(svc.db, paper_id)
+    return [technique_out(paper, t) for t in paper.techniques]
+
+
+@techniques.get("/{spec_hash}", response_model=list[schemas.TechniqueOut])
+def get_technique_by_hash(spec_hash: str, svc: ServicesDep) -> list[schemas.TechniqueOut]:
+    """Every paper that published the technique with this content hash (oldest first), with its results."""
+    rows = crud.techniques_by_hash(svc.db, spec_hash)
+    if not rows:
+        raise NotFound(f"no published technique with hash {spec_hash!r}")
+    papers = {pid: crud.get_paper(svc.db, pid) for pid in dict.fromkeys(t.paper_id for t in rows)}
+    return [technique_out(papers[t.paper_id], t) for t in rows]

@@ -1,0 +1,39 @@
+"""What the agents learn from a dev-split evaluation beyond its accuracy: accuracy per level and subject,
+tokens per problem, and a sample of wrong answers (question, the model's output trimmed, gold answer).
+
+Only dev-split evaluations produce evidence: a report-split question or answer never reaches an agent's prompt
+(the report split is evaluated once, at the end, and must stay unseen)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+WRONG_SAMPLE = 3
+OUTPUT_CHARS = 600  # of the model's output: its head and its tail, where the final answer is
+
+
+def dev_evidence(summary: Any, results: list[Any], problems: list[Any], sample: int = WRONG_SAMPLE) -> dict[str, Any]:
+    """Evidence of one dev evaluation (``summary``: EvalSummary, ``results``: its ProblemResults)."""
+    questions = {p.id: p.question for p in problems}
+    wrong = [r for r in sorted(results, key=lambda r: r.idx) if not r.correct and r.problem_id in questions]
+    return {
+        "breakdown": {dim: {k: f"{g.correct}/{g.n}" for k, g in groups.items()}
+                      for dim, groups in (summary.breakdown or {}).items()},
+        "tokens_per_problem": round(float(summary.tokens_per_problem or 0.0), 1),
+        "errors": summary.errors,
+        "wrong": [{"question": questions[r.problem_id], "output": _trim(_output(r)), "answer": r.answer,
+                   "gold": r.gold, **({"error": r.error[-200:]} if r.error else {})} for r in wrong[:sample]],
+        "wrong_total": len(wrong),
+    }
+
+
+def _output(r: Any) -> str:
+    chains = r.chains or []
+    return str(chains[0].get("text") or "") if chains else ""
+
+
+def _trim(text: str, n: int = OUTPUT_CHARS) -> str:
+    if len(text) <= n:
+        return text
+    half = n // 2
+    return f"{text[:half]} [... {len(text) - n} characters cut ...] {text[-half:]}"

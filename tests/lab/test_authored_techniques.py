@@ -1,0 +1,59 @@
+"""Techniques the ML engineer writes out (not only picks): a scripted "expert" test double composes few-shot
+exemplars, a planning pre-step, its own template, self-consistency and a critique round; an invalid first draft
+is re-asked with the validation error, and the fixed technique runs, is reported and published as a spec."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agentlab.bench import load_benchmark
+from agentlab.lab.run import start_lab
+from preprint_server.client import PreprintClient
+from tests.conftest import SHARED_DATA
+from tests.lab.conftest import tiny_config
+
+pytestmark = pytest.mark.integration
+
+EXPERT = {"technique": "zero_shot_cot", "num_chains": 2, "temperature": 0.7, "max_tokens": 64,
+          "system": "You are a careful arithmetician.",
+          "template": "{examples}\n\nPlan: {plan}\n\nQuestion: {question}\nWork it out. {answer_instruction}",
+          "steps": [{"name": "plan", "template": "Write a one-line plan for: {question}"}],
+          "few_shot": 2, "aggregation": "majority", "refine_rounds": 1,
+          "rationale": "worked examples, a plan, a vote and a self-check"}
+
+
+def test_an_expert_writes_a_composed_technique_and_fixes_an_invalid_draft(lab_settings, llm, preprint):
+    proposals = []
+
+    def expert(body):  # the first draft forgets {question}; the re-ask carries the error, the second is fixed
+        prompt = "\n".join(str(m.get("content", "")) for m in body["messages"])
+        proposals.append(prompt)
+        if len(proposals) == 1:
+            return dict(EXPERT, template="Solve it. {answer_instruction}")
+        return EXPERT
+
+    llm.script["TechniqueProposal"] = expert
+    cfg = tiny_config(server_url=preprint["url"], max_iterations=1, literature_top_n=0)
+    out = start_lab(lab_settings, "Improve arithmetic accuracy of a small model", cfg, server_key=preprint["key"])
+    assert out.status == "done", out.state.get("stop_reason")
+    assert len(proposals) == 2 and "must contain {question}" in proposals[1]  # the error named the field
+    e = out.state["experiments"][0]
+    spec = e["spec"]
+    assert spec["system"].startswith("You are a careful arithmetician.") and spec["template"] == EXPERT["template"]
+    assert [s["name"] for s in spec["steps"]] == ["plan"]
+    assert spec["chains"]["n"] == 2 and spec["chains"]["aggregation"] == "majority"
+    assert spec["refine"]["rounds"] == 1 and e["record"]["n"] == cfg.dev_n
+    # exemplars come from the dev pool beyond the evaluated dev problems, never from the report split
+    shots = {x["question"] for x in spec["few_shot"]}
+    assert len(shots) == 2
+    for split, n in (("dev", cfg.dev_n), ("report", cfg.report_n)):
+        evaluated = {p.question for p in load_benchmark(cfg.benchmark, SHARED_DATA,
+                                                        subset={"split": split, "limit": n, "seed": cfg.seed})}
+        assert not shots & evaluated, split
+    # the paper carries the written technique as a spec another lab can pull
+    with PreprintClient(preprint["url"]) as c:
+        published = c.techniques(out.state["publication"]["paper_id"])
+    mine = [t for t in published if t.spec["steps"]]
+    assert mine and json.dumps(mine[0].spec["few_shot"]) == json.dumps(spec["few_shot"])

@@ -8,13 +8,12 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from preprint_server import __version__, crud, schemas
+from preprint_server import __version__, contract, crud, schemas
 from preprint_server.api.deps import Services
 from preprint_server.api.routes import goals, pages, papers, search
 from preprint_server.core.config import ServerSettings
@@ -119,7 +118,8 @@ def create_app(settings: ServerSettings | None = None, embedder: Embedder | None
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.openapi = lambda: _openapi(app)
+    app.openapi = lambda: contract.openapi(app, settings.private)
+    app.add_middleware(contract.JsonBodyCheck, document=app.openapi)  # bodies as the document says
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)  # before any form parser buffers
     return app
 
@@ -140,16 +140,7 @@ async def _invalid(request: Request, exc: RequestValidationError):
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException):
-    return _error(request, exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
-
-
-def _openapi(app: FastAPI) -> dict:
-    # POST /api/papers reads its body itself (JSON or multipart); publish its schema here.
-    if app.openapi_schema is None:
-        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        comps = schema.setdefault("components", {}).setdefault("schemas", {})
-        paper = schemas.PaperCreate.model_json_schema(ref_template="#/components/schemas/{model}")
-        comps.update(paper.pop("$defs", {}))
-        comps["PaperCreate"] = paper
-        app.openapi_schema = schema
-    return app.openapi_schema
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405 and (allowed := contract.allowed_methods(request.app.openapi(), request.url.path)):
+        headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+    return _error(request, exc.status_code, str(exc.detail), headers=headers)

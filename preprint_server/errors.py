@@ -7,6 +7,8 @@ JSON answers."""
 
 from __future__ import annotations
 
+from pydantic import BaseModel, Field
+
 
 class PreprintServerError(Exception):
     """A user-fixable problem reaching or starting a preprint server; the message names cause and fix."""
@@ -46,3 +48,19 @@ class Invalid(ServiceError):
 
 class TooLarge(ServiceError):
     status = 413
+
+
+# -- what an error answer carries (the app's handlers build these; the OpenAPI document declares them) --
+class FieldError(BaseModel):
+    field: str = Field(description="dotted name of the field, or 'body'")
+    loc: list[str | int] = Field(description="where the field is: ['query', 'k'], ['body', 'results', 0, 'n']")
+    msg: str
+    type: str = Field(description="pydantic's error type, e.g. 'missing', 'value_error'")
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx JSON answer: `detail` says what is wrong and how to fix it; a 422 also names the fields."""
+
+    detail: str
+    fields: list[str] | None = Field(None, description="the fields at fault (422)")
+    errors: list[FieldError] | None = Field(None, description="one entry per problem (422 on request validation)")

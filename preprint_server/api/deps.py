@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from preprint_server import crud
 from preprint_server.core.config import ServerSettings
@@ -48,9 +49,13 @@ def require_lab(svc: ServicesDep, creds: Annotated[HTTPAuthorizationCredentials 
     return _lab(svc, creds)
 
 
-def read_access(svc: ServicesDep, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+def read_access(request: Request, svc: ServicesDep) -> None:
+    """Reads need a key only on a private server. The header is read here rather than through the
+    `bearer` dependency, which would declare a key for every read in the OpenAPI document (app.py
+    declares it on reads when the server is private)."""
     if svc.settings.private:
-        _lab(svc, creds)
+        scheme, token = get_authorization_scheme_param(request.headers.get("Authorization"))
+        _lab(svc, HTTPAuthorizationCredentials(scheme=scheme, credentials=token) if scheme else None)
 
 
 LabDep = Annotated[Lab, Depends(require_lab)]

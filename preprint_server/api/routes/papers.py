@@ -114,7 +114,7 @@ def list_papers(
     status: schemas.PaperStatus | None = None,
     sort: Literal["created", "-created", "title", "-title"] = "-created",
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,  # SQLite integers are 64-bit
 ) -> schemas.PaperPage:
     rows, total = crud.list_papers(svc.db, goal=goal, lab=lab, benchmark=benchmark, status=status,
                                    sort=sort, limit=limit, offset=offset)

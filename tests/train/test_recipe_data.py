@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agentlab.bench.registry import load_benchmark
-from agentlab.bench.registry import Problem
+from agentlab.bench.registry import Problem, load_benchmark
 from agentlab.eval.records import ProblemResult, ResultStore
 from agentlab.techniques import get_technique
 from agentlab.train.data import LeakError, build_data, check_disjoint, norm_question, protected_split
@@ -51,7 +50,7 @@ def test_cli_bad_recipe_is_one_line(workspace, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("method: sft\ndata: {source: reasoning_gym, task: basic_arithmetic}\nhyper: {batch_size: 0}\n")
     r = subprocess.run([sys.executable, "-m", "agentlab", "train", "run", str(bad)], capture_output=True, text=True,
-                       timeout=300, env={**os.environ, "COLUMNS": "250"})
+                       timeout=300, env={**os.environ, "COLUMNS": "250"}, check=False)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "hyper.batch_size: Input should be greater than or equal to 1" in r.stderr, r.stderr
 

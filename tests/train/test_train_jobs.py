@@ -32,7 +32,7 @@ EXAMPLE = REPO / "examples" / "train" / "sft_smollm2_cpu.yaml"
 
 def cli(*args, timeout=1500):
     return subprocess.run([sys.executable, "-m", "agentlab", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "COLUMNS": "250"})
+                          env={**os.environ, "COLUMNS": "250"}, check=False)
 
 
 def tiny(**kw) -> Recipe:

@@ -100,6 +100,7 @@ def propose(state: dict, ctx: AgentContext, error: str = "") -> tuple[TechniqueP
         return TechniqueProposal(technique=default_name, max_tokens=cfg.max_tokens_per_answer,
                                  rationale="the plan's technique (fallback)")
 
+    techniques = [*techniques, *published_techniques(state)]
     if cfg.allow_code_techniques:
         techniques = [*techniques, CUSTOM_CODE]
     schema = restrict_choices(TechniqueProposal, "technique", techniques)
@@ -109,6 +110,17 @@ def propose(state: dict, ctx: AgentContext, error: str = "") -> tuple[TechniqueP
                goal=cclip(ctx, state["goal"], 300), plan=cclip(ctx, plan_text, 400),
                history=cclip(ctx, _history(state.get("experiments") or []), 700), techniques=", ".join(techniques),
                evidence=cclip(ctx, evidence_text(_last_evidence(state)), 1500))
+
+
+def published_techniques(state: dict) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Prompt techniques other labs published, found by the literature review: ``NAME@PAPER_ID`` -> (paper id,
+    spec). Starting from one extends that paper (it is cited as "extends")."""
+    out = {}
+    for paper in state.get("literature") or []:
+        for t in paper.get("techniques") or []:
+            if t.get("kind", "prompt") == "prompt" and t.get("spec"):
+                out[f"{t['name']}@{paper['id']}"] = (str(paper["id"]), t["spec"])
+    return out
 
 
 def _last_evidence(state: dict) -> dict[str, Any] | None:
@@ -123,6 +135,8 @@ def run_iteration(state: dict, ctx: AgentContext) -> dict:
     proposal, fell_back, spec = _proposal(state, ctx, iteration)
     entry: dict[str, Any] = {"iteration": iteration, "proposal": proposal.model_dump(),
                              "proposal_source": "fallback" if fell_back else "llm", "attempts": []}
+    if proposal.technique in published_techniques(state):
+        entry["extends"] = published_techniques(state)[proposal.technique][0]
     max_fixes = ctx.config.max_fix_attempts
     for attempt in range(max_fixes + 1):
         key = f"dev-{iteration}-{attempt}"
@@ -170,19 +184,27 @@ def _proposal(state: dict, ctx: AgentContext, iteration: int) -> tuple[Technique
 def _authored_spec(state: dict, ctx: AgentContext, proposal: TechniqueProposal, iteration: int) -> TechniqueSpec:
     """The proposal's spec; an invalid written-out technique is re-asked once with the validation error
     (it names the field), then run with its settings only (noted)."""
+    published = published_techniques(state)
+
+    def build(p: TechniqueProposal) -> TechniqueSpec:
+        data = p.model_dump()
+        if p.technique in published:  # start from another lab's published spec, not a built-in
+            data["base_spec"] = published[p.technique][1]
+        return ctx.build_spec(data, iteration)
+
     try:
-        return ctx.build_spec(proposal.model_dump(), iteration)
+        return build(proposal)
     except TechniqueError as exc:
         error = str(exc)
     again, fell_back = propose(state, ctx, error=f"Your last technique was invalid: {clip(error, 400)}. Fix it.")
     if not fell_back:
         try:
-            return ctx.build_spec(again.model_dump(), iteration)
+            return build(again)
         except TechniqueError as exc:
             error = str(exc)
     ctx.note(f"experiment {iteration}: the written-out technique did not validate ({clip(error, 160)}); "
              "ran the starting technique with the proposed settings")
-    return ctx.build_spec(proposal.knobs_only().model_dump(), iteration)
+    return build(proposal.knobs_only())
 
 
 def write_code(state: dict, ctx: AgentContext, iteration: int) -> TechniqueSpec | None:

@@ -50,6 +50,7 @@ def literature_review(state: dict, ctx: AgentContext) -> dict:
         notes.append({
             "id": paper.get("id"), "title": paper.get("title", ""), "summary": clip(note.summary, 400),
             "useful_idea": clip(note.useful_idea, 200), "results": results,
+            "techniques": paper.get("techniques") or [],  # published specs another experiment may start from
         })
     return {"literature": notes}
 

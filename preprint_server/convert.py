@@ -32,6 +32,7 @@ def paper_out(db: Database, p: Paper) -> schemas.PaperOut:
     ]
     return schemas.PaperOut(
         **summary(p).model_dump(), body=p.body, results=results, citations=cites, cited_by=cited_by,
+        relations=crud.citation_relations(db, p.id),
         reviews=[review_out(r) for r in p.reviews], files=files,
         has_pdf=any(f.kind == "pdf" for f in p.files), has_source=any(f.kind == "source" for f in p.files),
         idempotency_key=p.idempotency_key,

@@ -169,7 +169,8 @@ def create_paper(
                 PaperFile(kind=u.kind, name=u.name, sha256=sha, size=len(u.data), content_type=u.content_type)
                 for u, sha in stored
             ]
-            s.add_all(Citation(citing_id=paper_id, cited_id=c) for c in data.citations)
+            s.add_all(Citation(citing_id=paper_id, cited_id=c, relation=data.relations.get(c, "background"))
+                      for c in data.citations)
             s.add_all(Review(paper_id=paper_id, lab_id=lab.id, scores=r.scores, text=r.text) for r in data.reviews)
             s.add_all(PaperTechnique(paper_id=paper_id, **t.model_dump()) for t in data.techniques)
             s.flush()
@@ -226,6 +227,12 @@ def citation_ids(db: Database, paper_id: str) -> tuple[list[str], list[str]]:
         cites = list(s.scalars(select(Citation.cited_id).where(Citation.citing_id == paper_id).order_by(in_order)))
         cited_by = list(s.scalars(select(Citation.citing_id).where(Citation.cited_id == paper_id).order_by(in_order)))
     return cites, cited_by
+
+
+def citation_relations(db: Database, paper_id: str) -> dict[str, str]:
+    """cited paper id -> relation, for the papers ``paper_id`` cites."""
+    with db.read() as s:
+        return dict(s.execute(select(Citation.cited_id, Citation.relation).where(Citation.citing_id == paper_id)).all())
 
 
 SORTS = {

@@ -151,6 +151,8 @@ class Citation(Base):
     __tablename__ = "citations"
     citing_id: Mapped[str] = mapped_column(ForeignKey("papers.id"), primary_key=True)
     cited_id: Mapped[str] = mapped_column(ForeignKey("papers.id"), primary_key=True, index=True)
+    # extends (builds its technique on the cited one) | compares (measured against it) | background
+    relation: Mapped[str] = mapped_column(String(16), default="background", server_default="background")
 
 
 class PaperFile(Base):

@@ -20,6 +20,7 @@ _ID_RE = re.compile(ID_PATTERN)
 
 PaperStatus = Literal["submitted", "published", "retracted"]
 Split = Literal["dev", "report"]
+Relation = Literal["extends", "compares", "background"]
 Verdict = Literal["consistent", "not reproduced"]
 GoalStatus = Literal["open", "closed"]
 
@@ -153,6 +154,9 @@ class PaperCreate(_Model):
     tags: list[str] = Field(default_factory=list, max_length=50)
     results: list[ResultRecord] = Field(default_factory=list, max_length=1000)
     citations: list[str] = Field(default_factory=list, max_length=500, description="ids of papers built on")
+    relations: dict[str, Relation] = Field(
+        default_factory=dict, description="cited paper id -> extends (its technique was built on), compares "
+                                          "(measured against) or background (the default)")
     latex_source: str | None = Field(None, description="LaTeX source as text (or upload it as a file)")
     idempotency_key: str | None = Field(
         None, max_length=200, description="publishing twice with the same key returns the first paper"
@@ -189,6 +193,13 @@ class PaperCreate(_Model):
         if bad:
             raise ValueError(f"not a paper id: {bad[0]!r}")
         return list(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _relations_name_citations(self) -> PaperCreate:
+        stray = sorted(set(self.relations) - set(self.citations))
+        if stray:
+            raise ValueError(f"relations: {stray[0]!r} is not among the citations")
+        return self
 
 
 class FileOut(_Model):
@@ -237,6 +248,7 @@ class PaperOut(PaperSummary):
     body: str
     results: list[ResultOut]
     citations: list[str]
+    relations: dict[str, Relation] = Field(default_factory=dict, description="cited paper id -> how it was used")
     cited_by: list[str]
     reviews: list[ReviewOut]
     files: list[FileOut]

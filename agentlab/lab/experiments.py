@@ -20,7 +20,7 @@ from typing import Any
 from agentlab.config import Settings
 from agentlab.lab.dev_evidence import dev_evidence
 from agentlab.lab.state import LabConfig
-from agentlab.techniques import TechniqueSpec, builtin_techniques, get_technique
+from agentlab.techniques import TechniqueSpec, apply_overrides, builtin_techniques, get_technique
 
 
 def normalize_record(summary: Any, split: str, model_id: str = "") -> dict[str, Any]:
@@ -56,9 +56,14 @@ class Experiments:
         return get_technique(self.config.baseline, max_tokens=self.config.max_tokens_per_answer)
 
     def build_spec(self, proposal: dict[str, Any], iteration: int) -> TechniqueSpec:
-        """A validated spec from a proposal: a built-in technique with bounded overrides."""
+        """A validated spec from a proposal: a built-in technique (or a published spec, ``base_spec``) with
+        bounded overrides and what the engineer wrote out."""
         name = proposal["technique"]
-        base = builtin_techniques()[name]
+        if proposal.get("base_spec"):
+            base = TechniqueSpec.parse(proposal["base_spec"])
+            name = base.name
+        else:
+            base = builtin_techniques()[name]
         k = int(proposal.get("num_chains") or 1)
         k = base.chains.n if k <= 1 else k  # multi-chain techniques keep their k unless raised
         k = max(1, min(k, self.config.max_chains))
@@ -68,7 +73,7 @@ class Experiments:
         temp = proposal.get("temperature")
         if temp is not None and not (k > 1 and float(temp) == 0.0) and not base.chains.temperatures:
             overrides["temperature"] = float(temp)
-        spec = get_technique(name, **overrides)
+        spec = apply_overrides(base.model_copy(deep=True), **overrides)
         instruction = " ".join(str(proposal.get("instruction") or "").split())[:160]
         if instruction:
             spec = spec.model_copy(update={"system": instruction})

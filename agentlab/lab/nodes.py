@@ -236,6 +236,7 @@ def _write_report(state: LabState, ctx: LabContext, feedback: str = "") -> dict:
     return {"report": {"draft": clean, "source": "fallback" if fell_back else "llm", "claims": claims,
                        "markdown": paper.markdown, "latex": paper.latex, "files": files,
                        "records": paper.records, "citations": paper.citations, "techniques": paper.techniques,
+                       "relations": paper.relations,
                        "title": paper.title, "abstract": paper.abstract}}
 
 

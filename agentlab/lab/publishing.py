@@ -56,8 +56,10 @@ class Publisher:
             except Exception as exc:  # the hit is still read, without its results
                 log.warning("could not fetch paper %s from %s: %s", hid, self.url, exc)
             results = [_dump(r) for r in (_get(paper, "results") or [])] if paper is not None else []
+            techniques = [_dump(t) for t in (_get(paper, "techniques") or [])] if paper is not None else []
             out.append({"id": hid, "title": _get(hit, "title"), "abstract": _get(hit, "abstract") or "",
-                        "lab": _get(hit, "lab"), "results": [r for r in results if r.get("ranked")]})
+                        "lab": _get(hit, "lab"), "results": [r for r in results if r.get("ranked")],
+                        "techniques": [{k: t.get(k) for k in ("name", "spec_hash", "kind", "spec")} for t in techniques]})
         return out
 
     def prior_best(self, benchmark: str, model: str) -> dict[str, Any] | None:
@@ -91,6 +93,7 @@ class Publisher:
             "title": rep["title"][:500] or "Untitled report", "abstract": rep.get("abstract", ""),
             "body": rep["markdown"], "goal": str(state["goal_id"]) if state.get("goal_id") is not None else None,
             "tags": tags, "results": results, "citations": [str(c) for c in rep.get("citations") or []],
+            "relations": {str(k): v for k, v in (rep.get("relations") or {}).items()},
             "latex_source": rep.get("latex"), "idempotency_key": state["run_id"],
             "reviews": review_payloads(state.get("reviews") or []),  # stored with the paper: one round trip
             "techniques": technique_payloads(rep.get("techniques") or {}, results),

@@ -57,3 +57,32 @@ def test_an_expert_writes_a_composed_technique_and_fixes_an_invalid_draft(lab_se
         published = c.techniques(out.state["publication"]["paper_id"])
     mine = [t for t in published if t.spec["steps"]]
     assert mine and json.dumps(mine[0].spec["few_shot"]) == json.dumps(spec["few_shot"])
+
+
+def test_a_second_lab_extends_a_published_technique_and_cites_it_as_extends(lab_settings, llm, preprint):
+    llm.script["TechniqueProposal"] = dict(EXPERT)
+    cfg = tiny_config(server_url=preprint["url"], max_iterations=1, literature_top_n=0)
+    first = start_lab(lab_settings, "Improve arithmetic accuracy of a small model", cfg, server_key=preprint["key"])
+    first_id = first.state["publication"]["paper_id"]
+    written = first.state["experiments"][0]["spec"]
+
+    def extend(body):  # start from the first lab's published technique (offered as NAME@PAPER_ID), add a round
+        system = next(m["content"] for m in body["messages"] if m["role"] == "system")
+        choices = json.loads(system[system.index("{", system.index("JSON schema")):])["properties"]["technique"]["enum"]
+        published = [c for c in choices if c.endswith(f"@{first_id}") and c.startswith(written["name"])]
+        assert published, choices
+        return {"technique": published[0], "num_chains": 2, "temperature": 0.7, "max_tokens": 64, "refine_rounds": 2}
+
+    llm.script["TechniqueProposal"] = extend
+    cfg2 = tiny_config(server_url=preprint["url"], max_iterations=1, literature_top_n=2)
+    second = start_lab(lab_settings, "Improve arithmetic accuracy of a small model", cfg2, server_key=preprint["key"])
+    assert second.status == "done", second.state.get("stop_reason")
+    e = second.state["experiments"][0]
+    assert e["extends"] == first_id
+    spec = e["spec"]  # the first lab's spec (its template, steps, exemplars) with the change
+    assert spec["template"] == written["template"] and spec["few_shot"] == written["few_shot"]
+    assert spec["refine"]["rounds"] == 2
+    with PreprintClient(preprint["url"]) as c:
+        paper = c.get_paper(second.state["publication"]["paper_id"])
+    assert first_id in paper.citations and paper.relations[first_id] == "extends"
+    assert "We build on its published technique." in paper.body

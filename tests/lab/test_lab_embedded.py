@@ -28,7 +28,7 @@ def test_embedded_lab_publishes_verified_paper(workspace, preprint, monkeypatch)
     assert st["publication"]["status"] == "published"
     with PreprintClient(preprint["url"]) as c:
         paper = c.get_paper(st["publication"]["paper_id"])
-    assert all(r.verified for r in paper.results)
+    assert all(r.from_harness_records for r in paper.results)
     # what was published is the checked draft, and every number left in its prose matches a record
     assert paper.abstract.strip() == st["report"]["draft"]["abstract"].strip()
     from agentlab.lab.report.claims import check_claims

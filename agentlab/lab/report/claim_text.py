@@ -72,7 +72,8 @@ _SKIP_SECTIONS = re.compile(r"related work|notes on this run|provenance|referenc
 _GENERATED_LINE = re.compile(
     r"^\s*(?:\||!\[|\*Lab:\*|> \*\*Incomplete run\.\*\*|Paired comparison on the same \d+ problems \(exact McNemar"
     r"|Benchmark `[^`]*`; the technique was tuned on a dev split|No evaluation finished on the report split\."
-    r"|Technique specification \(as run by the harness\):|No earlier papers on this goal)")
+    r"|Technique specification \(as run by the harness\):|No earlier papers on this goal"
+    r"|Prior best: `[^`]*` is the best published technique|The technique's full specification \(\d+ characters\))")
 
 
 def prose_sentences(markdown: str) -> Iterator[tuple[str, str]]:

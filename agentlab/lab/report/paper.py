@@ -31,6 +31,17 @@ class Paper:
     claims: list[dict[str, Any]]
     comparison: dict[str, Any] | None = None  # the paired McNemar comparison of the technique and the baseline
     techniques: dict[str, Any] | None = None  # spec hash -> spec of every evaluated technique (published with it)
+    relations: dict[str, str] | None = None  # cited paper id -> extends | compares (others: background)
+
+
+def citation_relations(state: dict[str, Any]) -> dict[str, str]:
+    """How this run used earlier papers: "extends" for one whose published technique an experiment started
+    from, "compares" for the prior best it was measured against."""
+    out = {str(e["extends"]): "extends" for e in state.get("experiments") or [] if e.get("extends")}
+    prior = (state.get("final") or {}).get("prior_best")
+    if prior and str(prior["paper_id"]) not in out:
+        out[str(prior["paper_id"])] = "compares"
+    return out
 
 
 def build_paper(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, out_dir: Path) -> Paper:
@@ -44,14 +55,13 @@ def build_paper(state: dict[str, Any], draft: dict[str, Any], config: LabConfig,
                           *_back(state, draft, records + dev)])
     latex = to_latex(draft, records, lit, lab_name=config.lab_name, stop_reason=state.get("stop_reason"),
                      comparison=final.get("comparison"))
-    citations = [str(p["id"]) for p in lit if p.get("id") is not None]
-    if final.get("prior_best") and str(final["prior_best"]["paper_id"]) not in citations:
-        citations.append(str(final["prior_best"]["paper_id"]))  # compared against: cited
+    relations = citation_relations(state)
+    citations = list(dict.fromkeys([*(str(p["id"]) for p in lit if p.get("id") is not None), *relations]))
     specs = {**{TechniqueSpec.parse(e["spec"]).spec_hash(): e["spec"] for e in state.get("experiments") or []
                 if e.get("record") and e.get("spec")}, **(final.get("specs") or {})}
     return Paper(title=draft["title"], abstract=draft["abstract"], markdown=markdown, latex=latex, figure=fig,
                  records=records + dev, citations=citations, claims=[], comparison=final.get("comparison"),
-                 techniques=specs or None)
+                 techniques=specs or None, relations=relations)
 
 
 def _front(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, lit: list[dict[str, Any]]) -> list[str]:
@@ -65,8 +75,11 @@ def _front(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, lit:
     lines += ["## Abstract", "", draft["abstract"], "", "## 1 Introduction", "", draft["introduction"], ""]
     lines += ["## 2 Related work", ""]
     if lit:
+        used = citation_relations(state)
         for p in lit:
-            lines.append(f"- [{p['id']}] *{p['title']}*: {p['summary']}")
+            how = {"extends": " We build on its published technique.",
+                   "compares": " We re-ran its technique as the prior best."}.get(used.get(str(p["id"])), "")
+            lines.append(f"- [{p['id']}] *{p['title']}*: {p['summary']}{how}")
     else:
         lines.append("No earlier papers on this goal were found on the preprint server.")
     lines += ["", "## 3 Method", "", draft["method"], ""]

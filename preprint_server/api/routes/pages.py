@@ -69,6 +69,7 @@ def paper_page(request: Request, paper_id: str, svc: ServicesDep):
     return _page(
         request, "paper.html", paper=paper, body_html=render_markdown(paper.body),
         cites=crud.citations(svc.db, paper_id), cited_by=crud.citations(svc.db, paper_id, cited_by=True),
+        relations=crud.citation_relations(svc.db, paper_id),
         has_pdf=any(f.kind == "pdf" for f in paper.files), has_source=any(f.kind == "source" for f in paper.files),
         artifacts=[f for f in paper.files if f.kind == "artifact"],
         replications=[replication.replication_out(r) for r in paper.replications],

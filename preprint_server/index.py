@@ -13,7 +13,7 @@ import contextlib
 import logging
 import re
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from preprint_server.core.config import ServerSettings
 from preprint_server.embedding import MODEL_NAME, Embedder, default_embedder
-from preprint_server.keyword import HEAD, KeywordDoc, KeywordHit, KeywordIndex, passages
+from preprint_server.keyword import HEAD, KeywordDoc, KeywordHit, KeywordIndex, passage
 from preprint_server.models import Paper
 from preprint_server.ranking import fuse
 
@@ -119,33 +119,39 @@ def _word_starts(body: str, stems: Sequence[str], per_stem: int = 40) -> list[tu
     return hits
 
 
-def keyword_snippet(body: str, terms: Sequence[str], words: int = 24) -> str:
-    """About `words` words of `body` around the densest cluster of query terms ("" if none occurs).
+def keyword_snippet(body: str, terms: Sequence[str], words: int = 24, weights: Mapping[str, float] | None = None) -> str:
+    """About `words` words of `body` around the best cluster of query terms ("" if none occurs): the
+    most distinct terms, each counting its weight (1 unless `weights` gives one: rarer words count
+    more, so the sentence that made the paper match is the one shown).
 
     Made in Python from the text already loaded (the keyword index stores no text)."""
     if not terms:
         return ""
     # the index stems: match the words sharing a term's plain stem, and count them as that term
-    stems = list(dict.fromkeys(_SUFFIX_RE.sub("", t) if len(t) > 4 else t for t in terms))
-    hits = _word_starts(body, stems)
+    weight_of: dict[str, float] = {}
+    for t in terms:
+        stem = _SUFFIX_RE.sub("", t) if len(t) > 4 else t
+        weight_of[stem] = max(weight_of.get(stem, 0.0), (weights or {}).get(t, 1.0))
+    hits = _word_starts(body, list(weight_of))
     if not hits:
         return ""
     span = words * 5  # characters a window of `words` words covers, roughly
-    # The window starting at each hit: most distinct terms wins, first on ties. Two pointers and
-    # per-term counts of the window [i, j): linear in the number of hits.
-    best, best_n, j = 0, 0, 0
+    # The window starting at each hit: the highest total weight of distinct terms wins, first on
+    # ties. Two pointers and per-term counts of the window [i, j): linear in the number of hits.
+    best, best_w, window_w, j = 0, 0.0, 0.0, 0
     counts: dict[str, int] = {}
-    for i, (pos, term) in enumerate(hits):
+    for pos, term in hits:
         while j < len(hits) and hits[j][0] < pos + span:
-            counts[hits[j][1]] = counts.get(hits[j][1], 0) + 1
+            stem = hits[j][1]
+            counts[stem] = counts.get(stem, 0) + 1
+            window_w += weight_of[stem] if counts[stem] == 1 else 0.0
             j += 1
-        if len(counts) > best_n:
-            best, best_n = pos, len(counts)
-            if best_n == len(stems):
-                break
+        if window_w > best_w + 1e-9:
+            best, best_w = pos, window_w
         counts[term] -= 1
         if not counts[term]:
             del counts[term]
+            window_w -= weight_of[term]
     start = body.rfind(" ", 0, max(0, best - 20)) + 1  # a few words of context before the first hit
     picked = body[start:].split(None, words)
     out = " ".join(picked[:words])
@@ -316,7 +322,9 @@ class SearchIndex:
                     candidates)
         visible = {r[0]: r for r in rows}
         top = [pid for pid in ranked if pid in visible][:k]
-        snippets = self._snippets(session, query_terms(q), [kw[pid] for pid in top if pid in kw], visible)
+        terms = query_terms(q)
+        snippets = self._snippets(session, terms, self.keywords.term_weights(terms),
+                                  [kw[pid] for pid in top if pid in kw], visible)
         chunks = self.chunk_texts([sem[pid].chunk for pid in top if not snippets.get(pid) and pid in sem])
         out = []
         for pid in top:
@@ -327,7 +335,8 @@ class SearchIndex:
         return out
 
     @staticmethod
-    def _snippets(session: Session, terms: list[str], hits: list[KeywordHit], rows: dict) -> dict[str, str]:
+    def _snippets(session: Session, terms: list[str], weights: dict[str, float], hits: list[KeywordHit],
+                  rows: dict) -> dict[str, str]:
         """Paper id -> the query's words in context, from the paper's best keyword passage."""
         in_body = [h.paper_id for h in hits if h.passage != HEAD]
         bodies = dict(_sql(session, f"SELECT id, body FROM papers WHERE id IN ({_marks(in_body)})", in_body))
@@ -336,9 +345,8 @@ class SearchIndex:
             if h.passage == HEAD:
                 text = rows[h.paper_id][2]  # the abstract (a title match shows the title already)
             else:
-                parts = passages(bodies.get(h.paper_id, ""))
-                text = parts[h.passage - 1] if h.passage <= len(parts) else ""
-            out[h.paper_id] = keyword_snippet(text, terms)
+                text = passage(bodies.get(h.paper_id, ""), h.passage)
+            out[h.paper_id] = keyword_snippet(text, terms, weights=weights)
         return out
 
 

@@ -70,6 +70,13 @@ def passages(body: str) -> list[str]:
     return out
 
 
+def passage(body: str, number: int) -> str:
+    """Passage `number` (from 1) of `body`: `passages(body)[number - 1]`, without splitting the rest."""
+    start = (number - 1) * (PASSAGE_WORDS - PASSAGE_OVERLAP)
+    tokens = body.split(maxsplit=start + PASSAGE_WORDS)
+    return " ".join(tokens[start : start + PASSAGE_WORDS]) if number >= 1 and start < len(tokens) else ""
+
+
 def _schema():
     import tantivy
 
@@ -158,17 +165,24 @@ class KeywordIndex:
             w.delete_all_documents()
 
     # -- reading -------------------------------------------------------------------------
+    def _idf(self, searcher, stem: str) -> float:
+        n, df = max(1, searcher.num_docs), searcher.doc_freq("text", stem)
+        return math.log(1 + (n - df + 0.5) / (df + 0.5))
+
+    def term_weights(self, terms: Sequence[str]) -> dict[str, float]:
+        """term -> how rare it is among the passages (BM25's idf of its rarest stem)."""
+        searcher = self.index.searcher()
+        return {t: max((self._idf(searcher, s) for s in self._analyzer.analyze(t)), default=0.0) for t in terms}
+
     def _query(self, searcher, terms: Sequence[str]):
         """Any stem of `terms` in any field, each stem weighted by idf ** RARE_TERM_POWER on top of
         BM25's own idf: a passage matching one word that only a few passages hold outranks one
         matching several words that many hold."""
         Query, Occur = self._tantivy.Query, self._tantivy.Occur
-        n = max(1, searcher.num_docs)
         stems = dict.fromkeys(s for t in terms for s in self._analyzer.analyze(t))
         subqueries = []
         for stem in stems:
-            df = searcher.doc_freq("text", stem)
-            weight = math.log(1 + (n - df + 0.5) / (df + 0.5)) ** RARE_TERM_POWER
+            weight = self._idf(searcher, stem) ** RARE_TERM_POWER
             for name, boost in FIELD_BOOSTS.items():
                 term = Query.term_query(self.schema, name, stem, index_option="freq")
                 subqueries.append((Occur.Should, Query.boost_query(term, boost * weight)))

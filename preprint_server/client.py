@@ -17,10 +17,16 @@ from pydantic import TypeAdapter
 
 from preprint_server.errors import PreprintServerError
 from preprint_server.schemas import (
+    GoalClaim,
+    GoalClose,
     GoalCreate,
     GoalOut,
+    GoalProgress,
     Health,
     LeaderboardEntry,
+    LeaseOut,
+    LeaseRelease,
+    LeaseRenew,
     PaperCreate,
     PaperOut,
     PaperPage,
@@ -63,7 +69,12 @@ class TooLargeError(PreprintError):
     pass
 
 
-_BY_STATUS = {401: AuthError, 403: AuthError, 404: NotFoundError, 413: TooLargeError, 422: ValidationFailed}
+class ConflictError(PreprintError):
+    """409: a goal lease that has ended, or a goal that is closed or claimed by another lab."""
+
+
+_BY_STATUS = {401: AuthError, 403: AuthError, 404: NotFoundError, 409: ConflictError, 413: TooLargeError,
+              422: ValidationFailed}
 _RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)
 
 
@@ -207,12 +218,43 @@ class PreprintClient(_Base):
         path = f"/api/papers/{_seg(paper_id)}/{'cited-by' if cited_by else 'citations'}"
         return _parse(list[PaperSummary], self._request("GET", path))
 
-    def add_goal(self, text: str, benchmark: str | None = None, baseline: float | None = None) -> GoalOut:
-        body = GoalCreate(text=text, benchmark=benchmark, baseline=baseline).model_dump(mode="json")
+    def add_goal(self, text: str, benchmark: str | None = None, baseline: float | None = None,
+                 target: float | None = None, max_papers: int | None = None) -> GoalOut:
+        body = GoalCreate(text=text, benchmark=benchmark, baseline=baseline, target=target,
+                          max_papers=max_papers).model_dump(mode="json")
         return _parse(GoalOut, self._request("POST", "/api/goals", json=body))
 
     def list_goals(self, status: str | None = None) -> list[GoalOut]:
         return _parse(list[GoalOut], self._request("GET", "/api/goals", params=self._params(status=status)))
+
+    def get_goal(self, goal_id: str) -> GoalOut:
+        return _parse(GoalOut, self._request("GET", f"/api/goals/{_seg(goal_id)}"))
+
+    def claim_goal(self, lease_s: float = 300.0, goal: str | None = None, benchmark: str | None = None,
+                   holder: str = "") -> LeaseOut | None:
+        """Claim the next open goal (or `goal`) under a lease; None when no goal is open."""
+        body = GoalClaim(goal=goal, benchmark=benchmark, lease_s=lease_s, holder=holder).model_dump(mode="json")
+        resp = self._request("POST", "/api/goals/claim", json=body)
+        return None if resp.status_code == 204 else _parse(LeaseOut, resp)
+
+    def heartbeat_goal(self, lease_id: str, lease_s: float | None = None) -> LeaseOut:
+        """Renew a lease; `ConflictError` once it has ended (expired, released, its goal closed)."""
+        body = LeaseRenew(lease_s=lease_s).model_dump(mode="json")
+        return _parse(LeaseOut, self._request("POST", f"/api/goals/leases/{_seg(lease_id)}/heartbeat", json=body))
+
+    def release_goal(self, lease_id: str, reason: str = "released") -> LeaseOut:
+        body = LeaseRelease(reason=reason).model_dump(mode="json")
+        return _parse(LeaseOut, self._request("POST", f"/api/goals/leases/{_seg(lease_id)}/release", json=body))
+
+    def close_goal(self, goal_id: str, reason: str) -> GoalOut:
+        body = GoalClose(reason=reason).model_dump(mode="json")
+        return _parse(GoalOut, self._request("POST", f"/api/goals/{_seg(goal_id)}/close", json=body))
+
+    def goal_leases(self, goal_id: str) -> list[LeaseOut]:
+        return _parse(list[LeaseOut], self._request("GET", f"/api/goals/{_seg(goal_id)}/leases"))
+
+    def goal_progress(self, goal_id: str) -> GoalProgress:
+        return _parse(GoalProgress, self._request("GET", f"/api/goals/{_seg(goal_id)}/progress"))
 
     def add_review(self, paper_id: str, text: str, scores: dict[str, float] | None = None) -> ReviewOut:
         body = ReviewCreate(text=text, scores=scores or {}).model_dump(mode="json")
@@ -275,9 +317,26 @@ class AsyncPreprintClient(_Base):
         params = self._params(benchmark=benchmark, goal=goal)
         return _parse(list[LeaderboardEntry], await self._request("GET", "/api/leaderboard", params=params))
 
-    async def add_goal(self, text: str, benchmark: str | None = None, baseline: float | None = None) -> GoalOut:
-        body = GoalCreate(text=text, benchmark=benchmark, baseline=baseline).model_dump(mode="json")
+    async def add_goal(self, text: str, benchmark: str | None = None, baseline: float | None = None,
+                       target: float | None = None, max_papers: int | None = None) -> GoalOut:
+        body = GoalCreate(text=text, benchmark=benchmark, baseline=baseline, target=target,
+                          max_papers=max_papers).model_dump(mode="json")
         return _parse(GoalOut, await self._request("POST", "/api/goals", json=body))
+
+    async def claim_goal(self, lease_s: float = 300.0, goal: str | None = None, benchmark: str | None = None,
+                         holder: str = "") -> LeaseOut | None:
+        body = GoalClaim(goal=goal, benchmark=benchmark, lease_s=lease_s, holder=holder).model_dump(mode="json")
+        resp = await self._request("POST", "/api/goals/claim", json=body)
+        return None if resp.status_code == 204 else _parse(LeaseOut, resp)
+
+    async def heartbeat_goal(self, lease_id: str, lease_s: float | None = None) -> LeaseOut:
+        body = LeaseRenew(lease_s=lease_s).model_dump(mode="json")
+        resp = await self._request("POST", f"/api/goals/leases/{_seg(lease_id)}/heartbeat", json=body)
+        return _parse(LeaseOut, resp)
+
+    async def release_goal(self, lease_id: str, reason: str = "released") -> LeaseOut:
+        body = LeaseRelease(reason=reason).model_dump(mode="json")
+        return _parse(LeaseOut, await self._request("POST", f"/api/goals/leases/{_seg(lease_id)}/release", json=body))
 
     async def list_goals(self, status: str | None = None) -> list[GoalOut]:
         return _parse(list[GoalOut], await self._request("GET", "/api/goals", params=self._params(status=status)))

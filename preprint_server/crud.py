@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, literal_column, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from preprint_server import schemas
+from preprint_server import goals, schemas
 from preprint_server.db import Database
 from preprint_server.errors import Forbidden, Invalid, NotFound
 from preprint_server.index import SearchIndex
@@ -86,6 +86,7 @@ def create_goal(db: Database, data: schemas.GoalCreate, created_by: str) -> Goal
 
 
 def list_goals(db: Database, status: str | None = None) -> list[Goal]:
+    goals.expire_due(db)  # leases past their expiry end first: their goals are open again
     with db.read() as s:
         q = select(Goal).order_by(Goal.created.desc(), Goal.id)
         if status:
@@ -94,6 +95,7 @@ def list_goals(db: Database, status: str | None = None) -> list[Goal]:
 
 
 def get_goal(db: Database, goal_id: str) -> Goal:
+    goals.expire_due(db)
     with db.read() as s:
         goal = s.get(Goal, goal_id) if schemas.is_valid_id(goal_id) else None
         if goal is None:
@@ -174,6 +176,7 @@ def create_paper(
             s.add_all(Review(paper_id=paper_id, lab_id=lab.id, scores=r.scores, text=r.text) for r in data.reviews)
             s.add_all(PaperTechnique(paper_id=paper_id, **t.model_dump()) for t in data.techniques)
             s.flush()
+            goals.after_publish(s, paper_id, data.goal)  # the goal closes at its target or its paper budget
             index.add([prepared])  # last step before commit: a failure above leaves no index entries
             indexed = True
     except BaseException:

@@ -57,9 +57,32 @@ class Goal(Base):
     text: Mapped[str] = mapped_column(Text)
     benchmark: Mapped[str | None] = mapped_column(String(100), index=True)
     baseline: Mapped[float | None] = mapped_column(Float)
-    status: Mapped[str] = mapped_column(String(16), default="open")
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | claimed | closed
     created_by: Mapped[str] = mapped_column(String(100))
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    target: Mapped[float | None] = mapped_column(Float)
+    max_papers: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    closed_reason: Mapped[str | None] = mapped_column(String(500))
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class GoalLease(Base):
+    """A lab's claim on a goal: live while `ended` is empty and `expires_at` is ahead (server time)."""
+
+    __tablename__ = "goal_leases"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    goal_id: Mapped[str] = mapped_column(ForeignKey("goals.id"), index=True)
+    lab_id: Mapped[int] = mapped_column(ForeignKey("labs.id"))
+    holder: Mapped[str] = mapped_column(String(200), default="")
+    attempt: Mapped[int] = mapped_column(Integer)
+    lease_s: Mapped[float] = mapped_column(Float)
+    created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    ended: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_reason: Mapped[str | None] = mapped_column(String(500))
+    lab: Mapped[Lab] = relationship()
 
 
 class Paper(Base):

@@ -22,7 +22,7 @@ PaperStatus = Literal["submitted", "published", "retracted"]
 Split = Literal["dev", "report"]
 Relation = Literal["extends", "compares", "background"]
 Verdict = Literal["consistent", "not reproduced"]
-GoalStatus = Literal["open", "closed"]
+GoalStatus = Literal["open", "claimed", "closed"]
 
 
 def is_valid_id(value: str) -> bool:
@@ -283,6 +283,9 @@ class GoalCreate(_Model):
     text: str = Field(min_length=1, max_length=5_000)
     benchmark: str | None = Field(None, max_length=100)
     baseline: float | None = Field(None, ge=0.0, le=1.0, description="baseline accuracy to beat")
+    target: float | None = Field(None, ge=0.0, le=1.0, description="the goal closes when a ranked report-split "
+                                 "result on it reaches this accuracy")
+    max_papers: int | None = Field(None, ge=1, le=100_000, description="the goal closes after this many papers")
 
     @field_validator("text")
     @classmethod
@@ -294,9 +297,92 @@ class GoalCreate(_Model):
 
 class GoalOut(GoalCreate):
     id: str
-    status: GoalStatus
+    status: GoalStatus = Field(description="open: in the queue; claimed: a lab holds a live lease; closed: done")
     created_by: str
     created: datetime
+    attempts: int = Field(0, description="leases granted so far (claims)")
+    papers: int = Field(0, description="papers published on the goal (retracted ones excluded)")
+    closed_reason: str | None = None
+    closed_at: datetime | None = None
+    claimed_by: str | None = Field(None, description="the lab holding the live lease")
+    lease_expires: datetime | None = None
+
+
+class GoalClaim(_Model):
+    """Take the next open goal (oldest first), or the goal named, under a lease the holder renews."""
+
+    goal: str | None = Field(None, pattern=ID_PATTERN, description="claim this goal; empty = the next open one")
+    benchmark: str | None = Field(None, max_length=100, description="only goals on this benchmark")
+    lease_s: float = Field(300.0, ge=1.0, le=86_400.0, description="the lease lapses this long after the last heartbeat")
+    holder: str = Field("", max_length=200, description="who holds it, e.g. the lab run id (shown, not checked)")
+
+
+class LeaseRenew(_Model):
+    lease_s: float | None = Field(None, ge=1.0, le=86_400.0, description="new length; empty = the claim's")
+
+
+class LeaseRelease(_Model):
+    reason: str = Field("released", min_length=1, max_length=500, description="e.g. done, failed, interrupted")
+
+
+class GoalClose(_Model):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class LeaseOut(_Model):
+    id: str = Field(description="the lease token: heartbeat and release name it")
+    goal_id: str
+    lab: str
+    holder: str
+    attempt: int = Field(description="the goal's claim count when this lease was granted")
+    lease_s: float
+    created: datetime
+    heartbeat_at: datetime
+    expires_at: datetime
+    ended: datetime | None = None
+    end_reason: str | None = Field(None, description="released reason, expired, or the goal's closing reason")
+    active: bool
+    goal: GoalOut
+
+
+class ProgressPoint(_Model):
+    index: int = Field(description="the paper's position among the goal's papers (1 = first published)")
+    lab_index: int = Field(description="its position among its lab's papers on the goal")
+    paper_id: str
+    lab: str
+    created: datetime
+    elapsed_s: float = Field(description="seconds from the goal's creation to the paper")
+    accuracy: float = Field(description="the paper's best ranked accuracy in the group")
+    best: float = Field(description="best so far on this line")
+
+
+class TargetReached(_Model):
+    index: int
+    elapsed_s: float
+    paper_id: str
+    lab: str
+    accuracy: float
+
+
+class ProgressLine(_Model):
+    lab: str | None = Field(description="None: every lab combined")
+    papers: int = Field(description="papers of this line in the group")
+    points: list[ProgressPoint]
+    reached: TargetReached | None = Field(None, description="the first paper at or above the goal's target")
+
+
+class ProgressGroup(_Model):
+    benchmark: str
+    subset: str
+    model: str
+    lines: list[ProgressLine] = Field(description="combined first, then one per lab")
+
+
+class GoalProgress(_Model):
+    goal: GoalOut
+    papers: int = Field(description="papers on the goal (x axis: paper index 1..papers)")
+    span_s: float = Field(description="seconds from the goal's creation to its latest paper")
+    groups: list[ProgressGroup] = Field(description="one per comparable (benchmark, subset, model), most papers first")
 
 
 class LeaderboardEntry(_Model):

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from preprint_server import crud, replication
+from preprint_server import crud, goals, progress, replication
 from preprint_server.api.deps import ServicesDep, read_access
 from preprint_server.api.routes.search import run_search
 from preprint_server.render import render_markdown
@@ -86,7 +86,10 @@ def lab_page(request: Request, lab: str, svc: ServicesDep):
 
 @router.get("/goals/{goal_id}", response_class=HTMLResponse)
 def goal_page(request: Request, goal_id: str, svc: ServicesDep):
-    goal = crud.get_goal(svc.db, goal_id)
+    crud.get_goal(svc.db, goal_id)
     papers, total = crud.list_papers(svc.db, goal=goal_id, limit=100)
-    return _page(request, "goal.html", goal=goal, papers=papers, total=total,
-                 groups=crud.leaderboard_groups(crud.leaderboard(svc.db, goal=goal_id)))
+    prog = progress.goal_progress(svc.db, goal_id)
+    return _page(request, "goal.html", goal=prog.goal, papers=papers, total=total,
+                 groups=crud.leaderboard_groups(crud.leaderboard(svc.db, goal=goal_id)),
+                 charts=progress.page_charts(prog), leases=goals.leases(svc.db, goal_id)[:20],
+                 duration=progress.duration)

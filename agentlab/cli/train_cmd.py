@@ -137,7 +137,8 @@ def show(run_id: str = typer.Argument(..., help="Training run id (or a unique pr
         "data": f"{r.n_train} rows; {r.dropped_leaks} dropped as leaks; disjoint from the report split of "
                 f"{prot.get('benchmark')} at seeds {prot.get('seeds')} ({prot.get('n')} problems)",
         "steps": f"{res.get('steps', '-')}/{r.max_steps}" + (f" (resumed at {res['resumed_from_step']})"
-                                                             if res.get("resumed_from_step") else ""),
+                                                             if res.get("resumed_from_step") else "")
+        + (" (stopped by the time budget)" if res.get("stopped_by") == "time" else ""),
         "final loss": res.get("final_loss"), "final reward": res.get("final_reward"),
         "tokens/s": res.get("tokens_per_s"), "peak memory MB": res.get("peak_memory_mb"),
         "train wall s": res.get("train_wall_s"), "gpus": r.gpus or "cpu", "gpu minutes": r.gpu_minutes,

@@ -37,6 +37,8 @@ class TechniqueProposal(BaseModel):
     aggregation: Literal["", "majority", "weighted", "embedding_consensus"] = Field(
         "", description="how chains are combined when num_chains > 1; empty = the technique's")
     refine_rounds: Annotated[int, Clamp(0, 3)] = Field(0, ge=0, le=3, description="critique-and-revise rounds")
+    parent: Annotated[int, Clamp(0, 99)] = Field(0, ge=0, le=99, description="branch from experiment #parent's "
+                                                 "technique (its spec, then these changes); 0 = from `technique`")
     rationale: Text(200, "one sentence") = ""
 
     def knobs_only(self) -> TechniqueProposal:
@@ -60,11 +62,12 @@ def _history(experiments: list[dict[str, Any]]) -> str:
     if not experiments:
         return "none yet"
     parts = []
-    for e in experiments[-4:]:
+    for e in experiments[-12:]:
         p = e.get("proposal", {})
         rec = e.get("record")
         res = f"accuracy {rec['accuracy']:.3f} (n={rec['n']})" if rec else f"failed: {clip(e.get('error'), 80)}"
-        parts.append(f"#{e['iteration']} {p.get('technique')} chains={p.get('num_chains')} "
+        branch = f" (branch of #{e['parent']})" if e.get("parent") else ""
+        parts.append(f"#{e['iteration']} {p.get('technique')}{branch} chains={p.get('num_chains')} "
                      f"T={p.get('temperature')}: {res}")
     return "; ".join(parts)
 
@@ -123,6 +126,14 @@ def published_techniques(state: dict) -> dict[str, tuple[str, dict[str, Any]]]:
     return out
 
 
+def _parent_spec(state: dict, parent: int) -> dict[str, Any] | None:
+    """The prompt spec of earlier experiment #parent that ran (a branch point of the search tree), or None."""
+    for e in state.get("experiments") or []:
+        if parent and e.get("iteration") == parent and e.get("record") and (e.get("spec") or {}).get("kind") != "code":
+            return e["spec"]
+    return None
+
+
 def _last_evidence(state: dict) -> dict[str, Any] | None:
     """The evidence of the latest dev experiment that finished."""
     done = [e for e in state.get("experiments") or [] if e.get("evidence")]
@@ -137,6 +148,8 @@ def run_iteration(state: dict, ctx: AgentContext) -> dict:
                              "proposal_source": "fallback" if fell_back else "llm", "attempts": []}
     if proposal.technique in published_techniques(state):
         entry["extends"] = published_techniques(state)[proposal.technique][0]
+    if _parent_spec(state, proposal.parent):
+        entry["parent"] = proposal.parent
     max_fixes = ctx.config.max_fix_attempts
     for attempt in range(max_fixes + 1):
         key = f"dev-{iteration}-{attempt}"
@@ -188,7 +201,9 @@ def _authored_spec(state: dict, ctx: AgentContext, proposal: TechniqueProposal, 
 
     def build(p: TechniqueProposal) -> TechniqueSpec:
         data = p.model_dump()
-        if p.technique in published:  # start from another lab's published spec, not a built-in
+        if _parent_spec(state, p.parent):  # a branch of an earlier experiment: its spec, then the changes
+            data["base_spec"] = _parent_spec(state, p.parent)
+        elif p.technique in published:  # start from another lab's published spec, not a built-in
             data["base_spec"] = published[p.technique][1]
         return ctx.build_spec(data, iteration)
 

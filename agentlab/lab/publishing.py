@@ -102,7 +102,7 @@ class Publisher:
     def publish_run(self, state: dict[str, Any], rep: dict[str, Any], benchmark: str) -> dict[str, Any]:
         """The run's report into the outbox, then to the server: ``{"status": "published" | "queued", ...}``."""
         run_id = state["run_id"]
-        files = {k: v for k, v in (rep.get("files") or {}).items() if k in ("figure", "pdf")}
+        files = {k: v for k, v in (rep.get("files") or {}).items() if k in ("figure", "tree", "pdf")}
         self.outbox.put(run_id, self.payload(state, rep, benchmark), files)
         try:
             result = self._publish_entry(self.outbox.get(run_id))
@@ -118,7 +118,7 @@ class Publisher:
         client = self.client()
         paper = PaperCreate.model_validate(entry["payload"])
         files = {k: Path(v) for k, v in (entry.get("files") or {}).items() if Path(v).is_file()}
-        artifacts = [files["figure"]] if "figure" in files else None
+        artifacts = [files[k] for k in ("figure", "tree") if k in files] or None
         out = client.publish(paper, pdf=files.get("pdf"), artifacts=artifacts)
         pid = _get(out, "id")
         base = self.url.rstrip("/") if self.url else ""

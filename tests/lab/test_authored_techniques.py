@@ -86,3 +86,22 @@ def test_a_second_lab_extends_a_published_technique_and_cites_it_as_extends(lab_
         paper = c.get_paper(second.state["publication"]["paper_id"])
     assert first_id in paper.citations and paper.relations[first_id] == "extends"
     assert "We build on its published technique." in paper.body
+
+
+def test_experiments_branch_from_earlier_ones_and_the_paper_draws_the_tree(lab_settings, llm, preprint):
+    turns = iter([dict(EXPERT, refine_rounds=0), {"technique": "zero_shot_cot", "parent": 1, "num_chains": 2,
+                                                   "max_tokens": 64, "refine_rounds": 1}])
+    llm.script["TechniqueProposal"] = lambda body: next(turns)
+    cfg = tiny_config(server_url=preprint["url"], max_iterations=2, literature_top_n=0)
+    out = start_lab(lab_settings, "Improve arithmetic accuracy of a small model", cfg, server_key=preprint["key"])
+    assert out.status == "done", out.state.get("stop_reason")
+    first, second = out.state["experiments"]
+    assert "parent" not in first and second["parent"] == 1
+    # the branch is the parent's technique (its template, steps, exemplars) with the change
+    assert second["spec"]["template"] == first["spec"]["template"] and second["spec"]["steps"] == first["spec"]["steps"]
+    assert second["spec"]["refine"]["rounds"] == 1 and not first["spec"].get("refine")
+    assert "![Experiment tree](figures/experiments.png)" in out.state["report"]["markdown"]
+    with PreprintClient(preprint["url"]) as c:
+        paper = c.get_paper(out.state["publication"]["paper_id"])
+        png = c.artifact(paper.id, "experiments.png")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

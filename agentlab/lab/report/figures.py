@@ -50,3 +50,44 @@ def _render_accuracy_figure(records: list[dict[str, Any]], dev_records: list[dic
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def experiment_tree_figure(experiments: list[dict[str, Any]], path: Path) -> Path | None:
+    """PNG: the search tree of the dev experiments (an edge from the experiment a technique branched from),
+    each node with its technique and dev accuracy; None for fewer than two experiments."""
+    if len(experiments) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_iter = {e["iteration"]: e for e in experiments}
+    depth: dict[int, int] = {}
+    for e in sorted(experiments, key=lambda e: e["iteration"]):
+        parent = e.get("parent")
+        depth[e["iteration"]] = depth.get(parent, -1) + 1 if parent in by_iter else 0
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.55 * len(experiments)))
+    y = {it: -i for i, it in enumerate(sorted(by_iter))}
+    for it, e in by_iter.items():
+        if e.get("parent") in by_iter:
+            ax.plot([depth[e["parent"]], depth[it]], [y[e["parent"]], y[it]], color="#999999", zorder=1)
+    best = max((e["record"]["accuracy"] for e in experiments if e.get("record")), default=None)
+    for it, e in by_iter.items():
+        rec = e.get("record")
+        acc = f"{100 * rec['accuracy']:.1f}%" if rec else "failed"
+        color = "#4c72b0" if rec and rec["accuracy"] == best else ("#bbbbbb" if not rec else "#8fb0d9")
+        ax.scatter([depth[it]], [y[it]], s=120, color=color, zorder=2)
+        name = (e.get("spec") or {}).get("name") or (e.get("proposal") or {}).get("technique", "?")
+        extends = f" (extends {e['extends']})" if e.get("extends") else ""
+        ax.annotate(f"#{it} {name}{extends}: {acc}", (depth[it], y[it]), xytext=(10, -4),
+                    textcoords="offset points", fontsize=8)
+    ax.set_xlim(-0.5, max(depth.values()) + 3.5)
+    ax.set_ylim(min(y.values()) - 0.7, 0.7)
+    ax.axis("off")
+    ax.set_title("dev experiments: each branch starts from its parent's technique", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

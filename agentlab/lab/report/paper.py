@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentlab.lab.report.figures import accuracy_figure
+from agentlab.lab.report.figures import accuracy_figure, experiment_tree_figure
 from agentlab.lab.report.latex import tex_engine, to_latex
 from agentlab.lab.report.tables import comparison_text, results_table
 from agentlab.lab.state import LabConfig
@@ -32,6 +32,7 @@ class Paper:
     comparison: dict[str, Any] | None = None  # the paired McNemar comparison of the technique and the baseline
     techniques: dict[str, Any] | None = None  # spec hash -> spec of every evaluated technique (published with it)
     relations: dict[str, str] | None = None  # cited paper id -> extends | compares (others: background)
+    tree: Path | None = None  # the experiment tree figure
 
 
 def citation_relations(state: dict[str, Any]) -> dict[str, str]:
@@ -50,8 +51,9 @@ def build_paper(state: dict[str, Any], draft: dict[str, Any], config: LabConfig,
     records = [r for r in (final.get("technique"), final.get("baseline"), final.get("prior_best")) if r]
     dev = [e["record"] for e in state.get("experiments") or [] if e.get("record")]
     fig = accuracy_figure(records, dev, out_dir / "figures" / "accuracy.png")
+    tree = experiment_tree_figure(state.get("experiments") or [], out_dir / "figures" / "experiments.png")
     lit = state.get("literature") or []
-    markdown = "\n".join([*_front(state, draft, config, lit), *_results(state, config, records, dev, fig),
+    markdown = "\n".join([*_front(state, draft, config, lit), *_results(state, config, records, dev, fig, tree),
                           *_back(state, draft, records + dev)])
     latex = to_latex(draft, records, lit, lab_name=config.lab_name, stop_reason=state.get("stop_reason"),
                      comparison=final.get("comparison"))
@@ -61,7 +63,7 @@ def build_paper(state: dict[str, Any], draft: dict[str, Any], config: LabConfig,
                 if e.get("record") and e.get("spec")}, **(final.get("specs") or {})}
     return Paper(title=draft["title"], abstract=draft["abstract"], markdown=markdown, latex=latex, figure=fig,
                  records=records + dev, citations=citations, claims=[], comparison=final.get("comparison"),
-                 techniques=specs or None, relations=relations)
+                 techniques=specs or None, relations=relations, tree=tree)
 
 
 def _front(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, lit: list[dict[str, Any]]) -> list[str]:
@@ -95,7 +97,7 @@ def _front(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, lit:
 
 
 def _results(state: dict[str, Any], config: LabConfig, records: list[dict[str, Any]], dev: list[dict[str, Any]],
-             fig: Path | None) -> list[str]:
+             fig: Path | None, tree: Path | None = None) -> list[str]:
     """The results section: generated tables, the McNemar line, the figure, the dev experiments."""
     final = state.get("final") or {}
     lines = ["## 4 Results", "",
@@ -118,6 +120,8 @@ def _results(state: dict[str, Any], config: LabConfig, records: list[dict[str, A
         lines += ["![Accuracy](figures/accuracy.png)", ""]
     if dev:
         lines += ["### Dev-split experiments", "", results_table(dev)]
+    if tree:
+        lines += ["", "![Experiment tree](figures/experiments.png)", ""]
     return lines
 
 
@@ -148,6 +152,8 @@ def write_outputs(paper: Paper, out_dir: Path) -> dict[str, str]:
     out = {k: str(v) for k, v in files.items()}
     if paper.figure:
         out["figure"] = str(paper.figure)
+    if paper.tree:
+        out["tree"] = str(paper.tree)
     engine = tex_engine()
     if engine:
         cmd = [engine, "paper.tex"] if engine == "tectonic" else [engine, "-interaction=nonstopmode", "paper.tex"]

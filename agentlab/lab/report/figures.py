@@ -45,6 +45,12 @@ def _render_accuracy_figure(records: list[dict[str, Any]], dev_records: list[dic
         ax2.set_ylim(0, 1)
         ax2.set_xlabel("experiment")
         ax2.set_title("dev split, per experiment", fontsize=9)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -86,8 +92,4 @@ def experiment_tree_figure(experiments: list[dict[str, Any]], path: Path) -> Pat
     ax.set_ylim(min(y.values()) - 0.7, 0.7)
     ax.axis("off")
     ax.set_title("dev experiments: each branch starts from its parent's technique", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

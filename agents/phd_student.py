@@ -46,7 +46,9 @@ def literature_review(state: dict, ctx: AgentContext) -> dict:
 
         note, _ = ask(ctx, ROLE, "phd_paper_note", PaperNote, fallback, "paper summary",
                       goal=cclip(ctx, state["goal"], 300), title=clip(paper.get("title"), 200),
-                      abstract=cclip(ctx, paper.get("abstract"), 700), results=format_results(results))
+                      abstract=cclip(ctx, paper.get("abstract"), 700), passage=cclip(ctx, paper.get("passage"), 500),
+                      techniques=", ".join(t.get("name", "?") for t in paper.get("techniques") or []) or "none",
+                      results=format_results(results))
         notes.append({
             "id": paper.get("id"), "title": paper.get("title", ""), "summary": clip(note.summary, 400),
             "useful_idea": clip(note.useful_idea, 200), "results": results,

@@ -58,6 +58,7 @@ class Publisher:
             results = [_dump(r) for r in (_get(paper, "results") or [])] if paper is not None else []
             techniques = [_dump(t) for t in (_get(paper, "techniques") or [])] if paper is not None else []
             out.append({"id": hid, "title": _get(hit, "title"), "abstract": _get(hit, "abstract") or "",
+                        "passage": _get(hit, "snippet") or "",  # where in the paper the search matched
                         "lab": _get(hit, "lab"), "results": [r for r in results if r.get("ranked")],
                         "techniques": [{k: t.get(k) for k in ("name", "spec_hash", "kind", "spec")} for t in techniques]})
         return out

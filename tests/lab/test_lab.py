@@ -38,6 +38,8 @@ def test_full_lab_run_publishes_a_verified_paper(lab_settings, llm, preprint):
     assert {"PaperNote", "ResearchPlan", "TechniqueProposal", "Interpretation", "ReportDraft", "Review"} <= \
         set(llm.agent_calls)
     assert prior.id in {p["id"] for p in st["literature"]}  # the literature review read the earlier paper
+    notes = [p for p in llm.agent_prompts if "The passage that matched the goal:" in p]
+    assert notes and all(p.split("The passage that matched the goal:")[1].split("\n")[0].strip() for p in notes)
     # the agents saw the dev split's wrong answers (question, output, gold), never a report-split problem
     from agentlab.bench import load_benchmark
     from tests.conftest import SHARED_DATA

@@ -8,6 +8,14 @@ A job starts when a concurrency slot, its CPU share and enough free GPUs are ava
 are the inventory minus the GPUs of every running job in the store (so two schedulers sharing a
 workspace never hand out the same GPU).
 
+Ownership. A job carries its lab and run (``JobSpec.lab``, ``run_id``) and the scheduler that queued it
+(``submitted_by``). In a workspace that several schedulers share (labs in separate processes), a
+scheduler starts only the jobs it queued itself, and jobs nobody runs any more (queued by hand, or by
+a scheduler that is gone) that lie within its scope (``labs``/``runs``; None = any). So one lab's
+scheduler never runs, and so never cancels, another lab's job; ``cancel_jobs(lab=..., run_id=...)``
+cancels one lab's or one run's jobs wherever they run, which is what a lab's cleanup does on a
+scheduler that serves several labs.
+
 Recovery. Each scheduler registers itself and heartbeats. On start, running jobs whose scheduler is
 gone (process dead or heartbeat stale) are marked failed with a message naming the cause; ``retry``
 queues them again. Their sandboxes died with the old scheduler (die-with-parent).
@@ -20,6 +28,7 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +49,8 @@ class JobError(AgentlabError):
 class LocalScheduler:
     def __init__(self, store: JobStore, workspace: Path | str, *, gpus: list[int] | list[GpuInfo] | None = None,
                  max_concurrent: int = 2, cpus: float | None = None, sandbox_options: SandboxOptions | None = None,
-                 heartbeat_s: float = 2.0, proxy_api_key: str | None = None, start: bool = True) -> None:
+                 heartbeat_s: float = 2.0, proxy_api_key: str | None = None, start: bool = True,
+                 labs: Iterable[str] | None = None, runs: Iterable[str] | None = None) -> None:
         self.store = store
         self.jobs_dir = Path(workspace) / "jobs"
         if gpus is None or (gpus and isinstance(gpus[0], int)):
@@ -52,6 +62,8 @@ class LocalScheduler:
         self.options = sandbox_options or SandboxOptions()  # defaults = the config's defaults
         self.heartbeat_s = heartbeat_s
         self.proxy_api_key = proxy_api_key
+        self.labs = set(labs) if labs is not None else None  # scope: the jobs it may run (None = any)
+        self.runs = set(runs) if runs is not None else None
         self._secrets: dict[str, str] = {}
         self._started: Counter[str] = Counter()
         self._running: dict[str, tuple[threading.Thread, threading.Event]] = {}
@@ -79,7 +91,7 @@ class LocalScheduler:
     # --- public API ---------------------------------------------------------------------------------
     def submit(self, spec: JobSpec) -> str:
         self._check_fits(spec)
-        job_id = self.store.add(spec)
+        job_id = self.store.add(spec, submitted_by=self.id)
         if spec.proxy is not None and spec.proxy.api_key:
             self._secrets[job_id] = spec.proxy.api_key
         self._wake.set()
@@ -110,6 +122,18 @@ class LocalScheduler:
         self._wake.set()
         return state or "unknown"
 
+    def cancel_jobs(self, *, lab: str | None = None, run_id: str | None = None) -> list[str]:
+        """Cancel the queued and running jobs of a lab or a run (both when both are given), whichever
+        scheduler runs them; returns their ids. A lab's cleanup calls this, never a blanket cancel."""
+        ids = self.store.owned(lab=lab, run_id=run_id)
+        for job_id in ids:
+            self.cancel(job_id)
+        return ids
+
+    def owns(self, spec: JobSpec) -> bool:
+        """Within this scheduler's scope (labs, runs)."""
+        return (self.labs is None or spec.lab in self.labs) and (self.runs is None or spec.run_id in self.runs)
+
     def retry(self, job_id: str) -> str:
         old = self.get(job_id)
         if not old.done:
@@ -118,7 +142,7 @@ class LocalScheduler:
         if old.id in self._secrets and spec.proxy is not None:
             spec = spec.model_copy(update={"proxy": spec.proxy.model_copy(update={"api_key": self._secrets[old.id]})})
         self._check_fits(spec)
-        new_id = self.store.add(spec, retry_of=old.id, attempt=old.attempt + 1)
+        new_id = self.store.add(spec, retry_of=old.id, attempt=old.attempt + 1, submitted_by=self.id)
         if old.id in self._secrets:
             self._secrets[new_id] = self._secrets[old.id]
         self._wake.set()
@@ -136,7 +160,11 @@ class LocalScheduler:
             self._thread.start()
 
     def shutdown(self, wait: bool = True, cancel_running: bool = False) -> None:
+        """Stop. With `cancel_running`: cancel the jobs this scheduler runs and the ones it queued (its own;
+        other schedulers' jobs are never touched)."""
         if cancel_running:
+            for job_id in self.store.owned(submitted_by=self.id, states=("queued",)):
+                self.store.request_cancel(job_id)
             with self._lock:
                 for _, ev in self._running.values():
                     ev.set()
@@ -162,6 +190,10 @@ class LocalScheduler:
 
     # --- internals -----------------------------------------------------------------------------------------
     def _check_fits(self, spec: JobSpec) -> None:
+        if not self.owns(spec):
+            raise JobError(f"job of lab {spec.lab!r}, run {spec.run_id!r} is outside this scheduler's scope "
+                           f"(labs {sorted(self.labs) if self.labs is not None else 'any'}, "
+                           f"runs {sorted(self.runs) if self.runs is not None else 'any'})")
         need = spec.resources.gpus
         if need > len(self.gpus):
             have = ", ".join(str(g.index) for g in self.gpus) or "none"
@@ -194,7 +226,7 @@ class LocalScheduler:
             mine = len(self._running)
         if mine >= self.max_concurrent:
             return
-        queued = self.store.list(state="queued")
+        queued = self._claimable(self.store.list(state="queued"))
         if not queued:
             return
         running = self.store.list(state="running")
@@ -227,6 +259,21 @@ class LocalScheduler:
             with self._lock:  # started under the lock: shutdown() may join any thread it sees here
                 self._running[job.id] = (t, ev)
                 t.start()
+
+    def _claimable(self, queued: list[Job]) -> list[Job]:
+        """The queued jobs this scheduler may start: its own, and in its scope the ones no live scheduler
+        will run (queued by hand, or by a scheduler that has stopped or died)."""
+        live: set[str] | None = None
+        out = []
+        for job in queued:
+            if job.submitted_by == self.id:
+                out.append(job)
+            elif self.owns(job.spec):
+                if job.submitted_by is not None and live is None:
+                    live = self.store.live_schedulers(max(self.heartbeat_s * 5, 30.0))  # a dead pid: at once
+                if job.submitted_by is None or job.submitted_by not in (live or set()):
+                    out.append(job)
+        return out
 
     def _work(self, job: Job, gpus: list[int], workdir: Path, log_dir: Path, ev: threading.Event) -> None:
         try:

@@ -88,6 +88,7 @@ class Job(BaseModel):
     workdir: str | None = None
     log_dir: str | None = None
     scheduler_id: str | None = None
+    submitted_by: str | None = None  # the scheduler that queued it (it runs its own jobs; others only orphans)
     attempt: int = 1
     retry_of: str | None = None
     cancel_requested: bool = False

@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     workdir TEXT, log_dir TEXT, scheduler_id TEXT,
     attempt INTEGER NOT NULL DEFAULT 1, retry_of TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
-    wall_s REAL, cpu_s REAL, peak_rss_mb REAL
+    wall_s REAL, cpu_s REAL, peak_rss_mb REAL,
+    submitted_by TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
 CREATE INDEX IF NOT EXISTS jobs_lab ON jobs(lab, seq);
@@ -42,15 +43,18 @@ _COLS = ("exit_code", "killed_by", "error", "result", "workdir", "log_dir", "wal
 
 class JobStore(SqliteStore):
     schema = SCHEMA
+    added_columns = {"jobs": {"submitted_by": "TEXT"}}  # stores from before jobs named their submitter
 
     # --- jobs ---------------------------------------------------------------------------------
-    def add(self, spec: JobSpec, *, retry_of: str | None = None, attempt: int = 1) -> str:
+    def add(self, spec: JobSpec, *, retry_of: str | None = None, attempt: int = 1,
+            submitted_by: str | None = None) -> str:
+        """Queue a job; `submitted_by` is the scheduler that will run it (None: any scheduler may)."""
         job_id = "job-" + uuid.uuid4().hex[:12]
         self.conn.execute(
-            "INSERT INTO jobs (id, kind, name, lab, run_id, spec, state, submitted_at, retry_of, attempt)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO jobs (id, kind, name, lab, run_id, spec, state, submitted_at, retry_of, attempt, submitted_by)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (job_id, spec.kind, spec.name, spec.lab, spec.run_id, spec.public_json(), "queued", time.time(),
-             retry_of, attempt),
+             retry_of, attempt, submitted_by),
         )
         return job_id
 
@@ -131,6 +135,19 @@ class JobStore(SqliteStore):
             self.conn.execute("ROLLBACK")
             raise
         return self.conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()["state"]
+
+    def owned(self, *, lab: str | None = None, run_id: str | None = None, submitted_by: str | None = None,
+              states: tuple[str, ...] = ("queued", "running")) -> list[str]:
+        """Ids of the jobs of a lab, of a run, or submitted by a scheduler (every filter given must hold)."""
+        q = f"SELECT id FROM jobs WHERE state IN ({','.join('?' * len(states))})"
+        args: list[Any] = list(states)
+        for col, value in (("lab", lab), ("run_id", run_id), ("submitted_by", submitted_by)):
+            if value is not None:
+                q += f" AND {col} = ?"
+                args.append(value)
+        if len(args) == len(states):
+            raise ValueError("owned() needs a lab, a run or a scheduler")
+        return [r["id"] for r in self.conn.execute(q + " ORDER BY seq", args).fetchall()]
 
     def cancel_requested(self, scheduler_id: str) -> list[str]:
         rows = self.conn.execute("SELECT id FROM jobs WHERE state='running' AND cancel_requested=1 AND scheduler_id=?",

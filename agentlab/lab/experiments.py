@@ -40,11 +40,13 @@ class Experiments:
     """A run's experiments: specs from proposals, the splits, the model under study, evaluation jobs."""
 
     def __init__(self, settings: Settings, config: LabConfig, run_id: str, lab: str,
-                 endpoint: Any = None):
+                 endpoint: Any = None, scheduler: Any = None):
         self.settings, self.config, self.run_id, self.lab = settings, config, run_id, lab
         self._endpoint = endpoint  # an agentlab.eval.client.Endpoint, or None = from settings
         self._served = None  # managed_server the lab started for the model under study
-        self._sched = None  # agentlab.jobs.LocalScheduler, started on the first job
+        # agentlab.jobs.LocalScheduler: one shared by several labs (given), or this run's own, started on the
+        # first job and scoped to this run (it runs no other lab's jobs, so its shutdown cancels none)
+        self._sched, self._shared = scheduler, scheduler is not None
         self._problems: dict[str, list] = {}
         self.eval_db = Path(settings.workspace) / "eval" / "eval.db"
 
@@ -166,8 +168,12 @@ class Experiments:
         return self._endpoint
 
     def close(self) -> None:
+        """Cancel this run's jobs (only them), stop its own scheduler, stop the model it served."""
         if self._sched is not None:
-            self._sched.shutdown(wait=False, cancel_running=True)
+            if self._shared:
+                self._sched.cancel_jobs(run_id=self.run_id)
+            else:
+                self._sched.shutdown(wait=False, cancel_running=True)
             self._sched = None
         if self._served is not None:
             self._served.__exit__(None, None, None)
@@ -178,7 +184,7 @@ class Experiments:
         if self._sched is None:
             from agentlab.jobs import LocalScheduler
 
-            self._sched = LocalScheduler.from_settings(self.settings)
+            self._sched = LocalScheduler.from_settings(self.settings, runs=[self.run_id])
         return self._sched
 
     def _proxy(self, endpoint: Any, max_requests: int | None, max_tokens: int | None):

@@ -115,6 +115,14 @@ class JobsConfig(_Section):
     ray_address: str | None = Field(None, description="Ray cluster address; empty = a local Ray instance")
 
 
+class GoalsConfig(_Section):
+    """The goal queue on the preprint server (labs started with ``--from-queue``)."""
+
+    lease_s: float = Field(300.0, ge=1.0, le=86_400.0, description="a claimed goal returns to the queue this long "
+                           "after the lab's last heartbeat (a killed lab's goal comes back then)")
+    heartbeat_s: float | None = Field(None, gt=0, description="seconds between heartbeats; empty = a third of lease_s")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
 
@@ -132,6 +140,7 @@ class Settings(BaseSettings):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
+    goals: GoalsConfig = Field(default_factory=GoalsConfig)
 
     def model_for_role(self, role: str | None) -> str | None:
         """The agents' model for a role: its override, else the default (None = embedded)."""

@@ -201,13 +201,21 @@ def _print_outcome(outcome, data_dir=None) -> None:
 
 def run_lab_command(goal: Optional[str], goal_id: Optional[str], copilot: bool, server_url: Optional[str],
                     config: LabConfig, overrides: dict[str, Any], quiet: bool = False,
-                    run_id: Optional[str] = None, keep_server_s: float = 0):
-    from agentlab.lab.run import start_lab
+                    run_id: Optional[str] = None, keep_server_s: float = 0, from_queue: bool = False):
+    from agentlab.cli.goal_queue import claim_from_queue, release_goal
+    from agentlab.lab.run import new_run_id, start_lab
 
     settings = get_settings(**overrides) if overrides else get_settings()
     url, key, stop, data_dir = _server(settings, server_url, config.lab_name, settings.workspace)
+    hold, released = None, "interrupted"
     try:
-        if goal_id is not None:
+        if from_queue:
+            run_id = run_id or new_run_id()
+            hold = claim_from_queue(settings, url, key, run_id)
+            goal, goal_id = hold.goal.text, hold.goal_id
+            if hold.goal.benchmark and "benchmark" not in config.model_fields_set:
+                config.benchmark = hold.goal.benchmark
+        elif goal_id is not None:
             from preprint_server.client import PreprintClient
 
             with PreprintClient(url, api_key=key) as client:
@@ -219,13 +227,17 @@ def run_lab_command(goal: Optional[str], goal_id: Optional[str], copilot: bool, 
             if g.benchmark and "benchmark" not in config.model_fields_set:
                 config.benchmark = g.benchmark
         if not goal:
-            raise AgentlabError("give a research goal: --goal \"...\" or --goal-id N")
+            raise AgentlabError("give a research goal: --goal \"...\", --goal-id N or --from-queue")
+        if "benchmark" not in config.model_fields_set:
+            config.benchmark = DEFAULT_BENCHMARK
         config.server_url, config.copilot = url, copilot
         display = LabDisplay(goal, quiet=quiet)
         display.server_key, display.server_url = key, url
         with display:
             outcome = _drive(settings, lambda ev: start_lab(settings, goal, config, goal_id=goal_id, run_id=run_id,
-                                                            on_event=ev, server_key=key), display, copilot)
+                                                            on_event=ev, server_key=key, from_queue=from_queue),
+                             display, copilot)
+        released = outcome.status if outcome.status != "paused" else "interrupted"
         _print_outcome(outcome, data_dir)
         if outcome.status == "failed":
             raise typer.Exit(1)
@@ -236,18 +248,30 @@ def run_lab_command(goal: Optional[str], goal_id: Optional[str], copilot: bool, 
             except KeyboardInterrupt:
                 pass
         return outcome
+    except Exception as exc:
+        if not isinstance(exc, typer.Exit):
+            released = f"failed: {type(exc).__name__}: {exc}"
+        raise
     finally:
+        if hold is not None:
+            release_goal(hold, released)
         if stop:
             stop()
+
+
+DEFAULT_BENCHMARK = "basic_arithmetic"
 
 
 @app.command("start")
 def start(
     goal: Optional[str] = typer.Option(None, "--goal", "-g", help="The research goal, in words."),
     goal_id: Optional[str] = typer.Option(None, "--goal-id", help="Take the goal from the preprint server (`agentlab goals list`)."),
+    from_queue: bool = typer.Option(False, "--from-queue", help="Claim the next open goal from the server's queue; "
+                                    "the lease is renewed while the lab runs and released when it ends."),
     copilot: bool = typer.Option(False, "--copilot", help="Pause after the plan and before publishing for your approval."),
     server: Optional[str] = typer.Option(None, "--server", help="Preprint server URL (config: server.url); empty = a local server for this run."),
-    benchmark: str = typer.Option("basic_arithmetic", "--benchmark", "-b", help="Benchmark (`agentlab eval` names: math500, gsm8k, basic_arithmetic, rg:TASK...)."),
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", help="Benchmark (`agentlab eval` names: math500, "
+                                            "gsm8k, basic_arithmetic, rg:TASK...); default: the goal's, else basic_arithmetic."),
     baseline: str = typer.Option("zero_shot_cot", "--baseline", help="Baseline technique."),
     dev_n: int = typer.Option(20, "--dev-n", help="Problems in the dev split (tuning)."),
     report_n: int = typer.Option(20, "--report-n", help="Problems in the held-out report split."),
@@ -272,12 +296,15 @@ def start(
 
     Before the first LLM call the lab checks the benchmark data, the preprint server, the sandbox and the
     model under study, and stops within seconds with the fix if one of them does not work."""
-    config = LabConfig(benchmark=benchmark, baseline=baseline, dev_n=dev_n, report_n=report_n,
+    if from_queue and (goal or goal_id):
+        raise AgentlabError("--from-queue claims its goal from the server: drop --goal/--goal-id")
+    config = LabConfig(**({"benchmark": benchmark} if benchmark else {}), baseline=baseline, dev_n=dev_n, report_n=report_n,
                        max_iterations=iterations, max_tokens_per_answer=max_answer_tokens,
                        concurrency=concurrency, lab_name=lab_name, allow_code_techniques=allow_code,
                        queue_if_server_down=queue_if_server_down, publish_failures=publish_failures)
     run_lab_command(goal, goal_id, copilot, server, config,
-                    _budget_overrides(max_usd, max_tokens, max_jobs, max_wall_minutes), quiet, run_id)
+                    _budget_overrides(max_usd, max_tokens, max_jobs, max_wall_minutes), quiet, run_id,
+                    from_queue=from_queue)
 
 
 @app.command("resume")
@@ -286,7 +313,10 @@ def resume(
     server: Optional[str] = typer.Option(None, "--server", help="Publish to this server instead of the run's."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live display."),
 ) -> None:
-    """Continue a run after a crash, a kill or a copilot pause; finished jobs are not rerun, nothing is published twice."""
+    """Continue a run after a crash, a kill or a copilot pause; finished jobs are not rerun, nothing is published twice.
+
+    A run started with --from-queue claims its goal back first (it runs on without a lease when another lab holds it)."""
+    from agentlab.cli.goal_queue import reclaim_goal, release_goal
     from agentlab.lab.run import resume_lab
     from agentlab.lab.store import LabStore
 
@@ -295,23 +325,34 @@ def resume(
         row = store.get_run(run_id)
     if row is None:
         raise AgentlabError(f"no lab run {run_id!r}: see `agentlab lab list`")
-    saved = json.loads(row.get("config") or "{}").get("lab") or {}
+    run_config = json.loads(row.get("config") or "{}")
+    saved = run_config.get("lab") or {}
     url = server or settings.server.url
-    stop = data_dir = None
+    stop = data_dir = hold = None
+    released = "interrupted"
     key = settings.server.api_key.get_secret_value() if settings.server.api_key else None
     if not url:
         url, key, stop, data_dir = _server(settings, None, saved.get("lab_name", "agentlab"), settings.workspace)
     try:
+        if run_config.get("from_queue") and run_config.get("goal_id") and row["status"] not in ("done", "wrapped_up"):
+            hold = reclaim_goal(settings, url, key, run_config["goal_id"], run_id)
         display = LabDisplay(row["goal"], quiet=quiet)
         display.server_key, display.server_url = key, url
         copilot = bool(saved.get("copilot"))
         with display:
             outcome = _drive(settings, lambda ev: resume_lab(settings, run_id, on_event=ev, server_key=key,
                                                              server_url=url), display, copilot)
+        released = outcome.status if outcome.status != "paused" else "interrupted"
         _print_outcome(outcome, data_dir)
         if outcome.status == "failed":
             raise typer.Exit(1)
+    except Exception as exc:
+        if not isinstance(exc, typer.Exit):
+            released = f"failed: {type(exc).__name__}: {exc}"
+        raise
     finally:
+        if hold is not None:
+            release_goal(hold, released)
         if stop:
             stop()
 

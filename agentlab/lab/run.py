@@ -58,11 +58,12 @@ class LabOutcome:
 
 def start_lab(settings: Settings, goal: str, config: LabConfig, *, goal_id: str | None = None,
               run_id: str | None = None, on_event: Event | None = None, gateway: Any = None,
-              endpoint: Any = None, server_key: str | None = None) -> LabOutcome:
+              endpoint: Any = None, server_key: str | None = None, from_queue: bool = False) -> LabOutcome:
+    """``from_queue``: the goal was claimed from the server's queue (``lab resume`` claims it back)."""
     run_id = run_id or new_run_id()
+    saved = {"lab": config.model_dump(), "goal_id": goal_id, "from_queue": from_queue}
     with LabStore(settings.db_path) as store:
-        store.create_run(run_id, goal, goal_id=goal_id, lab=config.lab_name,
-                         config=json.dumps({"lab": config.model_dump(), "goal_id": goal_id}), pid=os.getpid())
+        store.create_run(run_id, goal, goal_id=goal_id, lab=config.lab_name, config=json.dumps(saved), pid=os.getpid())
     initial = {"run_id": run_id, "goal": goal, "goal_id": goal_id, "phase": "literature_review",
                "started_at": time.time(), "experiments": [], "notes": [], "human_feedback": [], "stop_reason": None,
                "revised": False}

@@ -20,6 +20,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
 
 from agentlab.lab.context import LabContext, LimitReached
+from agentlab.lab.new_papers import refresh_literature
 from agentlab.lab.report.claims import check_paper, spec_settings, verify_draft, verify_related_work
 from agentlab.lab.report.paper import build_paper, write_outputs
 from agentlab.lab.report.tables import experiments_summary, results_summary, results_table
@@ -117,13 +118,18 @@ def _decision(value: Any) -> tuple[str, dict[str, Any]]:
 @lab_node("experiments", skip_when_stopped=True)
 def experiment(state: LabState, runtime: Runtime[LabContext]) -> dict:
     ctx = runtime.context
+    literature = refresh_literature(state, ctx)  # papers other labs published on the goal since the last look
+    if literature is not None:
+        state = {**state, "literature": literature}
     entry = ml_engineer.run_iteration(state, ctx)
+    entry["papers_read"] = [p.get("id") for p in state.get("literature") or []]  # what this iteration could see
     experiments = [*(state.get("experiments") or []), entry]
     best = ml_engineer.best_of(experiments)
     if best:
         ctx.store.update_run(ctx.run_id, best_accuracy=best["record"]["accuracy"],
                              best_technique=best["spec"].get("name"))
-    return {"experiments": experiments, "best": best, "iteration": entry["iteration"]}
+    return {"experiments": experiments, "best": best, "iteration": entry["iteration"],
+            **({"literature": literature} if literature is not None else {})}
 
 
 @lab_node("final_evaluation", skip_when_stopped=True)

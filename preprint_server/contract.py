@@ -4,8 +4,9 @@
   reads too on a private server), every error status an operation can answer is declared with the
   body it has (`errors.ErrorOut`), and the publish form's `metadata` part is the JSON it is.
 * `JsonBodyCheck`: a JSON request body the document calls invalid gets a 422 before any handler
-  sees it. pydantic validates after this in lax mode, which would take `false` for 0.0 or "3" for 3;
-  checking against the document first means exactly what it calls valid gets through.
+  sees it. The handlers validate with pydantic in lax mode, which takes `false` for 0.0 or "3" for
+  3; checked against the document too, exactly what it calls valid gets through. (A body that
+  pydantic refuses anyway goes on to the handler, whose 422 names the fields as it always has.)
 * `allowed_methods`: the `Allow` header of a 405 lists every method of the path.
 
 tests/server/test_api_contract.py runs schemathesis, with all its checks, against a live server.
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from preprint_server import schemas
@@ -128,15 +130,17 @@ class JsonBodyCheck:
                 if key not in self._validators:
                     body = ops.get(method.lower(), {}).get("requestBody", {}).get("content", {})
                     schema = body.get("application/json", {}).get("schema")
-                    self._validators[key] = schema and Draft202012Validator({**schema, "components": doc["components"]})
+                    model = getattr(schemas, (schema or {}).get("$ref", "").rsplit("/", 1)[-1], None)
+                    self._validators[key] = schema and (
+                        Draft202012Validator({**schema, "components": doc["components"]}), model)
                 return self._validators[key]
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope.get("headers", ())) if scope["type"] == "http" else {}
         media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        validator = self._validator(scope["path"], scope["method"]) if media == b"application/json" else None
-        if validator is None:
+        checks = self._validator(scope["path"], scope["method"]) if media == b"application/json" else None
+        if checks is None:
             return await self.app(scope, receive, send)
         messages, chunks = [], []
         while True:  # the whole body: BodyLimit, outside this, stops one over the limit
@@ -151,10 +155,8 @@ class JsonBodyCheck:
             data = json.loads(b"".join(chunks))
         except ValueError:  # not JSON, not UTF-8: the handler answers that (400 or 422)
             data = _UNPARSED
-        if data is not _UNPARSED:
-            errors = list(validator.iter_errors(data))
-            if errors:
-                return await _rejection(errors)(scope, receive, send)
+        if data is not _UNPARSED and (errors := _violations(data, *checks)):
+            return await _rejection(errors)(scope, receive, send)
 
         async def replay():
             return messages.pop(0) if messages else await receive()
@@ -163,6 +165,17 @@ class JsonBodyCheck:
 
 
 _UNPARSED = object()
+
+
+def _violations(data, validator, model) -> list:
+    """The document's objections to `data`, when the handler's model would accept it."""
+    errors = list(validator.iter_errors(data))
+    if errors and model is not None:
+        try:
+            model.model_validate(data)
+        except ValidationError:
+            return []  # the handler refuses it too, and says so in its own words
+    return errors
 
 
 def _rejection(errors: list) -> JSONResponse:

@@ -5,11 +5,12 @@ The base model and the checkpoint are served the same way (transformers behind a
 endpoint, greedy) and evaluated by the same harness on the same report-split problems; training runs as a
 real sandboxed `train` job through the local scheduler, with the recipe in examples/train/.
 
-    nice -n 10 .venv/bin/python benchmarks/bench_train.py [--n 200] [--max-steps 60] [--workspace DIR]
+    nice -n 10 .venv/bin/python benchmarks/bench_train.py [--n 200] [--max-steps 60] [--max-minutes 18] [--workspace DIR]
 
 The task ``arith_pm`` is reasoning-gym ``basic_arithmetic`` with + and - only (2-3 terms of 1-2 digits, no
 parentheses or negation), registered for this process; training problems come from seed 1000, the report
-split from seed 0, and any training question equal to a report question is dropped.
+split from seed 0, and any training question equal to a report question is dropped. The SFT target is a
+worked solution (one operation a line, then the boxed answer); ``--target boxed`` trains the bare answer.
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ def train(args, ws: Path, data_dir: Path, report_size: int):
     from sandbox import SandboxOptions
 
     base = Recipe.load(REPO / "examples" / "train" / "sft_smollm2_cpu.yaml").model_dump(mode="json")
-    base["data"].update(task=TASK, size=args.train_size, protect={"benchmark": TASK, "seeds": [0], "size": report_size})
+    base["data"].update(task=TASK, size=args.train_size, target=args.target,
+                        protect={"benchmark": TASK, "seeds": [0], "size": report_size})
     base["hyper"].update(batch_size=args.batch, learning_rate=args.lr)
-    base.update(max_steps=args.max_steps, save_steps=max(10, args.max_steps // 3))
+    base.update(max_steps=args.max_steps, save_steps=max(10, args.max_steps // 3), max_minutes=args.max_minutes)
     recipe = Recipe.parse(base)
     run = prepare_run(recipe, ws, data_dir)
     print(f"training data: {run.n_train} rows, {run.dropped_leaks} dropped as report-split leaks", flush=True)
@@ -98,7 +100,9 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=200, help="report-split problems evaluated")
     ap.add_argument("--max-steps", type=int, default=60)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--target", default="worked", help="SFT target: worked (one +/- step a line), boxed or gold")
+    ap.add_argument("--max-minutes", type=float, default=18.0, help="training time budget")
     ap.add_argument("--train-size", type=int, default=2000)
     ap.add_argument("--max-tokens", type=int, default=48, help="completion budget of both evaluations")
     ap.add_argument("--workspace", type=Path, default=None)

@@ -83,8 +83,34 @@ def prompt_messages(technique: str, question: str) -> list[dict[str, str]]:
     return [*msgs, {"role": "user", "content": spec.render(spec.template, question=question)}]
 
 
+_PLUS_MINUS = re.compile(r"^\s*\d+(\s*[-+]\s*\d+)+\s*$")
+
+
+def worked_solution(problem: Problem) -> str | None:
+    """A left-to-right worked solution of a +/- expression (reasoning-gym arithmetic), one operation a line;
+    None when the problem has no such expression or the steps do not reach the gold answer."""
+    expr = ((problem.metadata.get("gym_entry") or {}).get("metadata") or {}).get("expression")
+    if not isinstance(expr, str) or not _PLUS_MINUS.match(expr):
+        return None
+    toks = re.findall(r"[-+]|\d+", expr)
+    acc, lines = int(toks[0]), []
+    for op, num in zip(toks[1::2], toks[2::2]):
+        new = acc + int(num) if op == "+" else acc - int(num)
+        lines.append(f"{acc} {op} {num} = {new}")
+        acc = new
+    if str(acc) != problem.answer.strip():
+        return None
+    return "\n".join(lines) + f"\nThe final answer is \\boxed{{{acc}}}."
+
+
 def sft_target(problem: Problem, style: str) -> str:
-    return problem.answer if style == "gold" else f"The final answer is \\boxed{{{problem.answer}}}."
+    if style == "gold":
+        return problem.answer
+    if style == "worked":
+        worked = worked_solution(problem)
+        if worked is not None:
+            return worked
+    return f"The final answer is \\boxed{{{problem.answer}}}."
 
 
 def build_data(recipe: Recipe, data_dir: Path, eval_db: Path | None = None) -> TrainData:

@@ -56,7 +56,8 @@ class DataSource(_Model):
     size: int = Field(1000, ge=1, le=1_000_000, description="problems to generate or take")
     seed: int = Field(1000, ge=0, description="generation seed (keep it apart from the report seeds)")
     technique: str = Field("direct", description="technique whose prompt the training prompts use")
-    target: Literal["boxed", "gold"] = Field("boxed", description="SFT target: 'The final answer is \\boxed{x}.' or the bare gold")
+    target: Literal["boxed", "gold", "worked"] = Field(
+        "boxed", description="SFT target: 'The final answer is \\boxed{x}.', the bare gold, or a worked +/- solution")
     protect: Protect = Field(default_factory=Protect)
 
     @model_validator(mode="after")

@@ -127,3 +127,17 @@ def test_traces_give_sft_samples_and_dpo_pairs_outside_the_report_split(tmp_path
 def test_budgets_in_steps_minutes_and_gpu_minutes():
     r = recipe(max_steps=10, max_minutes=30, max_gpu_minutes=20)
     assert r.time_budget_s(0) == 30 * 60 and r.time_budget_s(1) == 20 * 60 and r.time_budget_s(4) == 5 * 60
+
+
+def test_worked_targets_reach_the_gold_answer():
+    from agentlab.train.data import sft_target, worked_solution
+
+    probs = load_benchmark("chain_sum", SHARED_DATA, seed=0, limit=20) + load_benchmark("basic_arithmetic", SHARED_DATA, limit=50)
+    worked = [(p, worked_solution(p)) for p in probs]
+    assert any(w for _, w in worked)
+    for p, w in worked:
+        if w is not None:
+            lines = w.splitlines()
+            assert all(" = " in ln for ln in lines[:-1]) and lines[-1] == f"The final answer is \\boxed{{{p.answer}}}."
+        else:
+            assert sft_target(p, "worked") == sft_target(p, "boxed")

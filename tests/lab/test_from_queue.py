@@ -57,6 +57,21 @@ def test_a_hold_whose_goal_closes_stops_and_says_why(preprint):
         assert c.get_goal(goal.id).status == "closed"
 
 
+def test_from_queue_with_no_open_goal_stops_with_one_line(workspace, preprint, monkeypatch):
+    from typer.testing import CliRunner
+
+    from agentlab.cli import app
+    from agentlab.cli.common import state
+
+    monkeypatch.setenv("AGENTLAB_SERVER__URL", preprint["url"])
+    monkeypatch.setenv("AGENTLAB_SERVER__API_KEY", preprint["key"])
+    monkeypatch.setattr(state, "_settings", None)
+    r = CliRunner().invoke(app, ["lab", "start", "--from-queue", "--quiet"])
+    assert r.exit_code == 1 and "no open goal in the queue" in str(r.exception)
+    r = CliRunner().invoke(app, ["lab", "start", "--from-queue", "--goal", "x", "--quiet"])
+    assert r.exit_code == 1 and "drop --goal" in str(r.exception)
+
+
 @pytest.mark.integration
 def test_sigkilled_lab_loses_its_lease_at_expiry_and_resume_claims_it_back(workspace, llm, preprint):
     llm.mus_delay_s = 0.12  # each dev job takes about a second: room to kill mid-experiments

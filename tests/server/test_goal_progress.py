@@ -85,12 +85,19 @@ def test_goals_cli_queue_and_progress(tmp_path, embedder, workspace, monkeypatch
                       "--max-papers", "10"])
         assert r.exit_code == 0, r.output
         gid = r.output.split()[1]
+        queue = tmp_path / "queue.jsonl"
+        queue.write_text('{"text": "later goal", "benchmark": "math500", "target": 0.9, "max_papers": 3}\n')
+        r = run(app, ["goals", "import", str(queue)])
+        assert r.exit_code == 0 and "1 goal(s) added" in r.output, r.output
+        with PreprintClient(url, keys["lab-a"]) as c:
+            later = next(g for g in c.list_goals() if g.text == "later goal")
+        assert (later.target, later.max_papers, later.status) == (0.9, 3, "open")
         r = run(app, ["goals", "claim", "--lease-s", "60", "--holder", "by-hand"])
         assert r.exit_code == 0 and f"goal {gid} claimed (attempt 1)" in r.output, r.output
         lease = r.output.split("lease ")[1].split()[0]
         assert "claimed (lab-a)" in run(app, ["goals", "list", "--status", "claimed"]).output
-        r = run(app, ["goals", "claim"])
-        assert r.exit_code == 1 and "no open goal" in str(r.exception)
+        r = run(app, ["goals", "claim", "--benchmark", "gsm8k"])
+        assert r.exit_code == 1 and "no open goal on gsm8k" in str(r.exception)
         assert "is open" in run(app, ["goals", "release", lease]).output
         assert run(app, ["goals", "list", "--status", "nonsense"]).exit_code == 1
 

@@ -54,6 +54,8 @@ class GoalHold:
             return cls.claim(url, api_key, lease_s=lease_s, heartbeat_s=heartbeat_s, goal=goal_id, holder=holder), ""
         except ConflictError as exc:
             return None, str(exc).split(": 409 ", 1)[-1]
+        except PreprintServerError as exc:  # unreachable: the run's preflight says so, or it queues its paper
+            return None, str(exc)
 
     @property
     def goal(self) -> Any:

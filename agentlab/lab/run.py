@@ -58,8 +58,11 @@ class LabOutcome:
 
 def start_lab(settings: Settings, goal: str, config: LabConfig, *, goal_id: str | None = None,
               run_id: str | None = None, on_event: Event | None = None, gateway: Any = None,
-              endpoint: Any = None, server_key: str | None = None, from_queue: bool = False) -> LabOutcome:
-    """``from_queue``: the goal was claimed from the server's queue (``lab resume`` claims it back)."""
+              endpoint: Any = None, server_key: str | None = None, from_queue: bool = False,
+              scheduler: Any = None) -> LabOutcome:
+    """``from_queue``: the goal was claimed from the server's queue (``lab resume`` claims it back).
+    ``scheduler``: a ``LocalScheduler`` shared by several labs in this process (the run cancels only its own
+    jobs on it when it ends); None = the run's own scheduler."""
     run_id = run_id or new_run_id()
     saved = {"lab": config.model_dump(), "goal_id": goal_id, "from_queue": from_queue}
     with LabStore(settings.db_path) as store:
@@ -67,12 +70,12 @@ def start_lab(settings: Settings, goal: str, config: LabConfig, *, goal_id: str 
     initial = {"run_id": run_id, "goal": goal, "goal_id": goal_id, "phase": "literature_review",
                "started_at": time.time(), "experiments": [], "notes": [], "human_feedback": [], "stop_reason": None,
                "revised": False}
-    return _execute(settings, run_id, config, initial, goal_id, on_event, gateway, endpoint, server_key)
+    return _execute(settings, run_id, config, initial, goal_id, on_event, gateway, endpoint, server_key, scheduler)
 
 
 def resume_lab(settings: Settings, run_id: str, *, resume: Any = None, on_event: Event | None = None,
                gateway: Any = None, endpoint: Any = None, server_key: str | None = None,
-               server_url: str | None = None) -> LabOutcome:
+               server_url: str | None = None, scheduler: Any = None) -> LabOutcome:
     with LabStore(settings.db_path) as store:
         row = store.get_run(run_id)
     if row is None:
@@ -84,13 +87,15 @@ def resume_lab(settings: Settings, run_id: str, *, resume: Any = None, on_event:
     if server_url:
         config.server_url = server_url
     inp = Command(resume=resume) if resume is not None else None
-    return _execute(settings, run_id, config, inp, saved.get("goal_id"), on_event, gateway, endpoint, server_key)
+    return _execute(settings, run_id, config, inp, saved.get("goal_id"), on_event, gateway, endpoint, server_key,
+                    scheduler)
 
 
 def _execute(settings: Settings, run_id: str, config: LabConfig, inp: Any, goal_id: str | None,
-             on_event: Event | None, gateway: Any, endpoint: Any, server_key: str | None) -> LabOutcome:
+             on_event: Event | None, gateway: Any, endpoint: Any, server_key: str | None,
+             scheduler: Any = None) -> LabOutcome:
     started = time.perf_counter()
-    ctx = _context(settings, run_id, config, goal_id, on_event, gateway, endpoint, server_key)
+    ctx = _context(settings, run_id, config, goal_id, on_event, gateway, endpoint, server_key, scheduler)
     saver = checkpointer_for(settings)
     graph = build_graph(saver)
     cfg = {"configurable": {"thread_id": run_id}, "recursion_limit": 200}
@@ -128,14 +133,14 @@ def _execute(settings: Settings, run_id: str, config: LabConfig, inp: Any, goal_
 
 
 def _context(settings: Settings, run_id: str, config: LabConfig, goal_id: str | None, on_event: Event | None,
-             gateway: Any, endpoint: Any, server_key: str | None) -> LabContext:
+             gateway: Any, endpoint: Any, server_key: str | None, scheduler: Any = None) -> LabContext:
     """This session's runtime context: the gateway, experiments, publisher and store of the run."""
     if config.context_scale is None:  # sized by the agents' model, not by constants tuned for a 135M model
         window = context_window(settings)
         config = config.model_copy(update={"context_scale": min(16.0, max(0.25, window / BASE_CONTEXT_TOKENS))})
     store = LabStore(settings.db_path)
     gw = gateway or Gateway(settings, lab=config.lab_name, run_id=run_id)
-    experiments = Experiments(settings, config, run_id, config.lab_name, endpoint)
+    experiments = Experiments(settings, config, run_id, config.lab_name, endpoint, scheduler=scheduler)
     key = server_key or (settings.server.api_key.get_secret_value() if settings.server.api_key else None)
     publisher = Publisher(config.server_url, key, Outbox(settings.workspace), config.lab_name, goal_id)
     row = store.get_run(run_id) or {}

@@ -39,13 +39,14 @@ def test_two_labs_compose_repair_and_extend_with_the_real_model(workspace, llm, 
         monkeypatch.setenv(k, v)
     settings = load_settings()
     assert settings.model_under_study.engine == "llama.cpp"  # the embedded model is under study
-    composed = dict(EXPERT, max_tokens=48, refine_rounds=1)
+    composed = dict(EXPERT, max_tokens=32, refine_rounds=1)
     turns = iter([composed, {"technique": "custom_code", "max_tokens": 48}])
     llm.script["TechniqueProposal"] = lambda body: next(turns)
     codes = iter([BROKEN, BROKEN.replace("return txet", "return text")])
     llm.script["CodeTechnique"] = lambda body: {"code": next(codes), "rationale": "one careful call"}
-    cfg = tiny_config(server_url=preprint["url"], dev_n=3, report_n=4, max_iterations=2, concurrency=1,
-                      literature_top_n=0, max_tokens_per_answer=48, allow_code_techniques=True, max_fix_attempts=1)
+    # tiny sizes: every part is real, and the test stays a few minutes on 2 CPU cores
+    cfg = tiny_config(server_url=preprint["url"], dev_n=2, report_n=2, max_iterations=2, concurrency=2, plan_turns=1,
+                      literature_top_n=0, max_tokens_per_answer=32, allow_code_techniques=True, max_fix_attempts=1)
     a = start_lab(settings, "Improve arithmetic accuracy of a small model", cfg, server_key=preprint["key"])
     assert a.status == "done", a.state.get("stop_reason")
     composed_run, code_run = a.state["experiments"]
@@ -57,7 +58,7 @@ def test_two_labs_compose_repair_and_extend_with_the_real_model(workspace, llm, 
     def extend(body):
         choices = _schema(body)["properties"]["technique"]["enum"]
         mine = [c for c in choices if c.endswith(f"@{a_id}") and c.startswith(composed_run["spec"]["name"])]
-        return {"technique": mine[0], "num_chains": 2, "temperature": 0.7, "max_tokens": 48, "refine_rounds": 2}
+        return {"technique": mine[0], "num_chains": 2, "temperature": 0.9, "max_tokens": 32}  # another temperature
 
     llm.script["TechniqueProposal"] = extend
     b = start_lab(settings, "Improve arithmetic accuracy of a small model",

@@ -12,9 +12,12 @@ import pytest
 from preprint_server.app import create_app
 from preprint_server.client import PreprintClient
 from preprint_server.core.config import ServerSettings
-from preprint_server.schemas import PaperCreate, ResultRecord
+from preprint_server.schemas import PaperCreate, ResultRecord, TechniqueArtifact, spec_content_hash
 from tests.server.conftest import RESULT
 from tests.server.processes import agentlab, lab_key, server_process
+
+_SPEC = {"name": "vote", "kind": "prompt", "template": "{question}"}
+TECHNIQUE = TechniqueArtifact(name="vote", spec_hash=spec_content_hash(_SPEC), spec=_SPEC)
 
 pytestmark = pytest.mark.integration
 
@@ -66,10 +69,11 @@ def test_private_flag_guards_every_read_endpoint_and_revocation_applies_at_once(
             goal = c.add_goal("improve MATH-500", benchmark="math500")
             base = c.publish(PaperCreate(title="Chain of thought", body="step by step"))
             paper = c.publish(PaperCreate(title="Majority vote", body="We vote.", goal=goal.id, citations=[base.id],
-                                          results=[ResultRecord(**RESULT)], latex_source="\\section{x}"),
+                                          results=[ResultRecord(**RESULT)], latex_source="\\section{x}",
+                                          techniques=[TECHNIQUE]),
                               pdf=b"%PDF-1.4\n", artifacts=[artifact])
-        paths = [fill(t, {"paper_id": paper.id, "name": artifact.name, "goal_id": goal.id, "lab": "lab-a"})
-                 for t in templates]
+        paths = [fill(t, {"paper_id": paper.id, "name": artifact.name, "goal_id": goal.id, "lab": "lab-a",
+                          "spec_hash": TECHNIQUE.spec_hash}) for t in templates]
 
         assert httpx.get(srv.url + "/health").status_code == 200
         assert statuses(srv.url, paths, None) == dict.fromkeys(paths, 401)

@@ -149,7 +149,7 @@ class PaperCreate(_Model):
     title: str = Field(min_length=1, max_length=500)
     abstract: str = Field("", max_length=20_000)
     body: str = Field("", description="Markdown")
-    goal: str | None = Field(None, description="id of the research goal this paper addresses")
+    goal: str | None = Field(None, pattern=ID_PATTERN, description="id of the research goal this paper addresses")
     status: Literal["submitted", "published"] = "published"
     tags: list[str] = Field(default_factory=list, max_length=50)
     results: list[ResultRecord] = Field(default_factory=list, max_length=1000)

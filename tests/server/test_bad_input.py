@@ -168,3 +168,10 @@ def test_review_validation(client, auth, seeded):
     r = client.post(f"/api/papers/{seeded[0]}/reviews", json={"scores": {"overall": 11}, "text": "x"}, headers=auth)
     assert r.status_code == 422 and r.json()["fields"] == ["scores"]
     assert client.post("/api/papers/nope/reviews", json={"text": "x"}, headers=auth).status_code == 404
+
+
+def test_an_empty_or_malformed_goal_id_is_a_422_not_a_500(client, auth):
+    for goal in ("", "../x", "a" * 65):
+        r = client.post("/api/papers", json=paper_json("p", goal=goal), headers=auth)
+        assert r.status_code == 422 and "goal" in r.text, (goal, r.status_code, r.text)
+    assert client.get("/api/papers").json()["total"] == 0

@@ -120,9 +120,12 @@ def main() -> int:
     print(f"workspace {ws}; {len(problems)} report-split problems of {TASK}", flush=True)
     run, backend = train(args, ws, data_dir, report_size)
     t_train = time.monotonic() - t0
+    t1 = time.monotonic()
     before, res_b = evaluate_model(problems, ws, "smollm2-135m-base", args.max_tokens, model=str(embedded_model_path()))
+    t2 = time.monotonic()
     after, res_a = evaluate_model(problems, ws, f"ckpt:{run.name}@{run.short_hash}", args.max_tokens,
                                   checkpoint=run.checkpoint)
+    t3 = time.monotonic()
     wins = sum(1 for k in res_a if res_a[k] and not res_b.get(k, False))
     losses = sum(1 for k in res_a if not res_a[k] and res_b.get(k, False))
     r = run.result or {}
@@ -134,7 +137,8 @@ def main() -> int:
     print(f"training: {r.get('steps')} steps x batch {args.batch}, {run.n_train} rows ({run.dropped_leaks} leaks "
           f"dropped), final loss {r.get('final_loss'):.4f}, {r.get('tokens_per_s')} tokens/s, peak memory "
           f"{r.get('peak_memory_mb')} MB, train {r.get('train_wall_s')} s (job {r.get('wall_s', 0):.0f} s, {backend})")
-    print(f"checkpoint sha256 {run.checkpoint_hash}; wall time: training phase {t_train:.0f} s, "
+    print(f"checkpoint sha256 {run.checkpoint_hash}; wall time: training phase {t_train:.0f} s, evaluation "
+          f"before {t2 - t1:.0f} s (0 when resumed from an earlier run in --workspace), after {t3 - t2:.0f} s, "
           f"total {time.monotonic() - t0:.0f} s")
     return 0
 

@@ -12,8 +12,9 @@ Printed: recall@5 and recall@10 (the share of the 3 right papers in the top k), 
 paper in the top 5), MRR (of the first right paper), and the ranks of the misses.
 
 Chunk embeddings are real (all-MiniLM-L6-v2) and cached on disk by chunk text
-(~/.cache/agentlab/bench-search-quality, or --cache): the first run at 10,000 papers embeds ~70,000
-chunks (about 30 to 60 minutes on 2 cores); later runs only index and search.
+(~/.cache/agentlab/bench-search-quality, or --cache): the first run at 10,000 papers embeds ~64,000
+chunks (15 chunks/s on 2 idle cores, about 70 minutes; 5-7/s on a busy machine; `--embed-only`
+fills the cache and can be interrupted and resumed); later runs only index and search.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -227,6 +229,8 @@ def evaluate(n: int, cache: EmbeddingCache, explore: bool) -> dict[str, dict[str
         for q in queries:
             for name, ranked in rankings(index, baseline, s, q.text, explore).items():
                 per.setdefault(name, []).append((ranked, q.relevant))
+    db.close()
+    shutil.rmtree(settings.data_dir, ignore_errors=True)
     results = {name: metrics(r) for name, r in per.items()}
     misses = [(q.topic, min((i + 1 for i, pid in enumerate(r) if pid in q.relevant), default=None))
               for q, (r, _) in zip(queries, per["current"]) if not set(r[:5]) & q.relevant]

@@ -109,7 +109,7 @@ def propose(state: dict, ctx: AgentContext, error: str = "") -> tuple[TechniqueP
     schema = restrict_choices(TechniqueProposal, "technique", techniques)
     plan_text = f"{plan.get('hypothesis', '')} Techniques: {', '.join(planned) or cfg.baseline}"
     return ask(ctx, ROLE, "ml_engineer_propose", schema, fallback, "technique proposal", error=error,
-               max_tokens=400 if (cfg.context_scale or 1.0) < 1 else 1500,
+               max_tokens=400 if (cfg.context_scale or 1.0) <= 1 else min(1500, int(400 * cfg.context_scale)),
                goal=cclip(ctx, state["goal"], 300), plan=cclip(ctx, plan_text, 400),
                history=cclip(ctx, _history(state.get("experiments") or []), 700), techniques=", ".join(techniques),
                evidence=cclip(ctx, evidence_text(_last_evidence(state)), 1500))

@@ -149,8 +149,8 @@ BAD_GOALS = [
     ("bad.yaml", ("- text: A good goal that must not be added\n  benchmark: gsm8k\n"
                   "- text: Beat the baseline\n  benchmark: math500\n  baseline: 70.2\n"),
      "bad.yaml: item 2: baseline: Input should be less than or equal to 1"),
-    ("bad.jsonl", '{"text": "A good goal that must not be added"}\n\n{"text": "x", "target": 0.8}\n',
-     "bad.jsonl: item 2 (line 3): unknown field 'target'"),
+    ("bad.jsonl", '{"text": "A good goal that must not be added"}\n\n{"text": "x", "deadline": "May"}\n',
+     "bad.jsonl: item 2 (line 3): unknown field 'deadline'"),
     ("typo.yaml", "- text: Improve MATH-500\n  benchmark: math-500\n",
      "typo.yaml: item 1: benchmark: unknown benchmark 'math-500'"),
 ]

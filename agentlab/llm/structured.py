@@ -70,8 +70,12 @@ def compact_instruction(schema: type[BaseModel]) -> str:
 _UNIT_INTERVAL_PATTERN = r"^(0([.][0-9]{1,4})?|1([.]0{1,4})?)$"
 
 
+GRAMMAR_MAX_LENGTH = 400  # longest string a llama.cpp grammar bounds character by character
+
+
 def grammar_schema(schema: Any) -> Any:
-    """Rewrite numeric bounds that llama.cpp's schema-to-grammar converter ignores into forms it enforces.
+    """Rewrite numeric bounds that llama.cpp's schema-to-grammar converter ignores into forms it enforces, and
+    drop string lengths it would unroll into grammars too large for the server.
 
     Its converter drops minimum/maximum, so a small model happily writes ``"confidence": 7``.
     Integers with a small closed range become an ``enum``; numbers bounded to [0, 1] become a
@@ -90,6 +94,10 @@ def grammar_schema(schema: Any) -> Any:
         if 0 <= hi_i - lo_i <= 100:
             return {k: v for k, v in out.items() if k not in {"type", "minimum", "maximum", "exclusiveMinimum",
                                                              "exclusiveMaximum"}} | {"enum": list(range(lo_i, hi_i + 1))}
+    if out.get("type") == "string" and out.get("maxLength", 0) > GRAMMAR_MAX_LENGTH:
+        # the converter unrolls maxLength into one nested rule per character: thousands of them crash the
+        # llama.cpp server. Long fields are bounded by validation instead (Text cuts, Limited re-asks).
+        return {k: v for k, v in out.items() if k != "maxLength"}
     if out.get("type") == "number" and lo == 0 and hi == 1 and "minimum" in out and "maximum" in out:
         return {k: v for k, v in out.items() if k not in {"type", "minimum", "maximum"}} | {
             "type": "string", "pattern": _UNIT_INTERVAL_PATTERN}

@@ -188,6 +188,21 @@ def test_grammar_schema_turns_bounds_into_enforceable_forms():
     assert Review.model_validate_json('{"score": 10, "confidence": "0.25", "tokens": 3, "note": ""}').confidence == 0.25
 
 
+def test_grammar_schema_drops_string_lengths_that_would_crash_llama_cpp():
+    # llama.cpp unrolls maxLength into one nested grammar rule per character; a 1500-character field made the
+    # embedded server die mid-run (connection refused for every later call)
+    from pydantic import Field
+
+    from agentlab.llm.structured import GRAMMAR_MAX_LENGTH, grammar_schema
+
+    class Draft(BaseModel):
+        title: str = Field(max_length=200)
+        template: str = Field(max_length=1500)
+
+    s = grammar_schema(Draft.model_json_schema())["properties"]
+    assert s["title"]["maxLength"] == 200 <= GRAMMAR_MAX_LENGTH and "maxLength" not in s["template"]
+
+
 def test_grammar_constrained_target_gets_a_one_line_instruction_instead_of_the_schema():
     from agentlab.llm.structured import request_params, with_instruction
 

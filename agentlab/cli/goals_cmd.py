@@ -85,13 +85,12 @@ def list_(status: str | None = typer.Option(None, "--status", help="open, claime
         raise AgentlabError(f"--status: use one of {', '.join(STATUSES)}, not {status!r}")
     with server_client() as c:
         goals = c.list_goals(status=status)
-    t = Table("id", "benchmark", "status", "papers", "claims", "baseline", "target")
+    t = Table("id", "benchmark", "status", "papers", "claims", "target")
     t.add_column("goal", min_width=24, ratio=1)
     for g in goals:
         state = f"{g.status} ({g.claimed_by})" if g.claimed_by else g.status
         papers = f"{g.papers}/{g.max_papers}" if g.max_papers else str(g.papers)
-        baseline = "" if g.baseline is None else f"{g.baseline:.3f}"
-        t.add_row(g.id, g.benchmark or "", state, papers, str(g.attempts), baseline, _pct(g.target), g.text)
+        t.add_row(g.id, g.benchmark or "", state, papers, str(g.attempts), _pct(g.target), g.text)
     console.print(t)
 
 

@@ -6,17 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from preprint_server.progress import duration
+
 MARKS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
-def duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
 
 
 def _x(point: Any, by: str) -> float:

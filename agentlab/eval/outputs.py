@@ -51,9 +51,16 @@ def write_chart(summary: EvalSummary, path: Path | str, baseline: EvalSummary | 
     ax.set_xlabel(dim or "")
     ax.set_title(f"{summary.benchmark} [{summary.subset}] · {summary.model}", fontsize=9)
     ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: Path | str, dpi: int | None = None) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure; the figure's own dpi unless given."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from agentlab.eval.outputs import save_figure
+
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "curve.png"
 
@@ -58,9 +60,4 @@ def write_curve(records: list[dict[str, Any]], path: Path | str, title: str = ""
         ax.set_ylabel(key.replace("_", " "))
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from agentlab.eval.outputs import save_figure
+
 
 def accuracy_figure(records: list[dict[str, Any]], dev_records: list[dict[str, Any]], path: Path) -> Path | None:
     """PNG: accuracy with 95% CI per technique on the report split, and accuracy per dev iteration."""
@@ -49,13 +51,7 @@ def _render_accuracy_figure(records: list[dict[str, Any]], dev_records: list[dic
 
 
 def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def experiment_tree_figure(experiments: list[dict[str, Any]], path: Path) -> Path | None:

@@ -146,8 +146,9 @@ def run_iteration(state: dict, ctx: AgentContext) -> dict:
     proposal, fell_back, spec = _proposal(state, ctx, iteration)
     entry: dict[str, Any] = {"iteration": iteration, "proposal": proposal.model_dump(),
                              "proposal_source": "fallback" if fell_back else "llm", "attempts": []}
-    if proposal.technique in published_techniques(state):
-        entry["extends"] = published_techniques(state)[proposal.technique][0]
+    published = published_techniques(state)
+    if proposal.technique in published:
+        entry["extends"] = published[proposal.technique][0]
     if _parent_spec(state, proposal.parent):
         entry["parent"] = proposal.parent
     max_fixes = ctx.config.max_fix_attempts

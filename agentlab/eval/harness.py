@@ -22,7 +22,7 @@ from agentlab.bench.registry import Problem
 from agentlab.eval.client import ChatClient, Endpoint
 from agentlab.eval.errors import EndpointError, EvalError, RequestFailed
 from agentlab.eval.outputs import write_run_files
-from agentlab.eval.prompting import Embedder, Outcome, run_prompt_technique
+from agentlab.eval.prompting import Chain, Embedder, Outcome, run_prompt_technique
 from agentlab.eval.records import EvalSummary, ProblemResult, ResultStore, run_key, summarize
 from agentlab.llm.cache import SqliteCache
 from agentlab.llm.transport import RetryPolicy
@@ -135,9 +135,18 @@ async def _solve_problem(idx: int, problem: Problem, spec: TechniqueSpec, client
         gold=problem.answer, level=problem.level, subject=problem.subject, tokens_in=out.tokens_in,
         tokens_out=out.tokens_out, latency_s=time.perf_counter() - started, calls=out.calls,
         cached=out.calls > 0 and out.cached_calls == out.calls, error=error,
-        chains=[{"answer": c.answer, "temperature": c.temperature, "weight": round(c.weight, 4),
-                 "text": c.text[-2000:]} for c in out.chains]
+        chains=[_chain_record(c) for c in out.chains]
         or [{"answer": g.extracted if g else None, "text": out.response[-2000:]}])
+
+
+def _chain_record(c: Chain) -> dict[str, Any]:
+    """What a result keeps of one chain; a verified chain also keeps its verdict and every judge reply."""
+    rec: dict[str, Any] = {"answer": c.answer, "temperature": c.temperature, "weight": round(c.weight, 4),
+                           "text": c.text[-2000:]}
+    if c.judgments:
+        rec["verdict"] = c.verdict
+        rec["judgments"] = [{**j, "reply": j["reply"][-1000:]} for j in c.judgments]
+    return rec
 
 
 class _Progress:

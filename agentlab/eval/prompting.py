@@ -1,18 +1,19 @@
-"""Running a prompt technique on one problem: pre-steps, chains (with critique/revise rounds), and the
-aggregation that picks the answer (first, majority, logprob-weighted, embedding consensus)."""
+"""Running a prompt technique on one problem: pre-steps, chains (each with its own prompt and temperature,
+critique/revise rounds, an optional verifier's verdict), and the aggregation that picks the answer (first,
+majority, logprob-weighted, embedding consensus) among the chains the verifier did not reject."""
 
 from __future__ import annotations
 
 import asyncio
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from agentlab.bench.grading import answers_equivalent, extract_answer
 from agentlab.bench.registry import Problem
 from agentlab.eval.client import ChatClient, Completion
 from agentlab.eval.errors import EvalError
-from agentlab.techniques.spec import TechniqueSpec
+from agentlab.techniques.spec import TechniqueSpec, parse_verdict
 
 Embedder = Callable[[list[str]], Any]
 
@@ -24,6 +25,8 @@ class Chain:
     temperature: float
     mean_logprob: float | None = None
     weight: float = 1.0
+    verdict: str | None = None  # the verifier's last: "correct", "incorrect", None (abstained, or no verifier)
+    judgments: list[dict[str, Any]] = field(default_factory=list)  # per judge call: verdict, reply, revised
 
 
 @dataclass
@@ -69,9 +72,9 @@ async def run_prompt_technique(spec: TechniqueSpec, problem: Problem, client: Ch
 
     async def one_chain(i: int) -> Chain:
         t = temps[i]
-        c = usage.add(await client.chat(_messages(spec, spec.render(spec.template, **values)), temperature=t,
-                                        top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed + i,
-                                        logprobs=want_logprobs))
+        prompt = spec.render(spec.chain_template(i), **values)
+        c = usage.add(await client.chat(_messages(spec, prompt), temperature=t, top_p=s.top_p,
+                                        max_tokens=s.max_tokens, seed=s.seed + i, logprobs=want_logprobs))
         text, lp = c.text, c.mean_logprob
         if spec.refine:
             r = spec.refine
@@ -84,10 +87,41 @@ async def run_prompt_technique(spec: TechniqueSpec, problem: Problem, client: Ch
                     temperature=t, top_p=s.top_p, max_tokens=r.max_tokens or s.max_tokens, seed=s.seed + i,
                     logprobs=want_logprobs))
                 text, lp = rev.text, rev.mean_logprob
-        return Chain(text=text, answer=extract_answer(text, problem.grader), temperature=t, mean_logprob=lp)
+        chain = Chain(text=text, answer=extract_answer(text, problem.grader), temperature=t, mean_logprob=lp)
+        if spec.verifier:
+            await verify(chain, i)
+        return chain
+
+    async def judge(chain: Chain, i: int) -> str:
+        v = spec.verifier
+        assert v is not None
+        c = usage.add(await client.chat(_messages(spec, spec.render(v.template, answer=chain.text, **values)),
+                                        temperature=v.temperature, top_p=s.top_p,
+                                        max_tokens=v.max_tokens or s.max_tokens, seed=s.seed + i))
+        chain.verdict = parse_verdict(c.text)
+        chain.judgments.append({"verdict": chain.verdict, "reply": c.text})
+        return c.text
+
+    async def verify(chain: Chain, i: int) -> None:
+        """Judge the chain's final solution; with ``on_reject: revise`` a rejected solution is revised once,
+        using the judge's reply as feedback, and the revision is judged again."""
+        v = spec.verifier
+        assert v is not None
+        reply = await judge(chain, i)
+        if chain.verdict != "incorrect" or v.on_reject != "revise":
+            return
+        rev = usage.add(await client.chat(
+            _messages(spec, spec.render(v.revise_template, answer=chain.text, critique=reply, **values)),
+            temperature=chain.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed + i,
+            logprobs=want_logprobs))
+        chain.judgments[-1]["revised"] = True
+        chain.text, chain.mean_logprob = rev.text, rev.mean_logprob
+        chain.answer = extract_answer(rev.text, problem.grader)
+        await judge(chain, i)
 
     chains = list(await asyncio.gather(*(one_chain(i) for i in range(spec.chains.n))))
-    best = await aggregate(chains, spec.chains.aggregation, problem.grader, embedder)
+    pool = [i for i, ch in enumerate(chains) if ch.verdict != "incorrect"] or list(range(len(chains)))
+    best = pool[await aggregate([chains[i] for i in pool], spec.chains.aggregation, problem.grader, embedder)]
     return Outcome(response=chains[best].text, answer=chains[best].answer, chains=chains, tokens_in=usage.tin,
                    tokens_out=usage.tout, calls=usage.calls, cached_calls=usage.cached)
 

@@ -9,10 +9,12 @@ from agentlab.techniques.spec import (
     Step,
     TechniqueError,
     TechniqueSpec,
+    Verifier,
     format_validation_error,
+    parse_verdict,
 )
 
 __all__ = [
-    "Chains", "FewShotExample", "Refine", "Sampling", "Step", "TechniqueError", "TechniqueSpec",
-    "apply_overrides", "builtin_techniques", "format_validation_error", "get_technique",
+    "Chains", "FewShotExample", "Refine", "Sampling", "Step", "TechniqueError", "TechniqueSpec", "Verifier",
+    "apply_overrides", "builtin_techniques", "format_validation_error", "get_technique", "parse_verdict",
 ]

@@ -12,6 +12,7 @@ from agentlab.techniques.spec import (
     Step,
     TechniqueError,
     TechniqueSpec,
+    Verifier,
 )
 
 _COT = "{question}\n\nLet's think step by step. {answer_instruction}"
@@ -49,6 +50,12 @@ def _builtins() -> dict[str, TechniqueSpec]:
             description="k chain-of-thought samples at temperature 0.7; majority vote over graded-equivalent answers.",
             template=_COT, sampling=Sampling(temperature=0.7),
             chains=Chains(n=5, aggregation="majority")),
+        TechniqueSpec(
+            name="self_consistency_verified",
+            description="Self-consistency with a judge: the model checks each chain's solution (VERDICT: "
+                        "correct/incorrect) and the majority vote counts only the accepted chains.",
+            template=_COT, sampling=Sampling(temperature=0.7),
+            chains=Chains(n=5, aggregation="majority"), verifier=Verifier()),
         TechniqueSpec(
             name="confidence_weighted",
             description="k samples; each vote weighted by the chain's mean token probability (logprobs).",
@@ -91,8 +98,8 @@ def builtin_techniques() -> dict[str, TechniqueSpec]:
 
 def get_technique(name: str, /, **overrides: Any) -> TechniqueSpec:
     """A built-in technique by name (or a path to a JSON/YAML spec), with overrides:
-    ``k`` (chains; mixed temperatures are re-spread over the new k), ``temperature``, ``top_p``,
-    ``max_tokens``, ``seed``, ``rounds`` (refine), ``aggregation``, ``name``."""
+    ``k`` (chains; mixed temperatures are re-spread and per-chain templates cycled over the new k),
+    ``temperature``, ``top_p``, ``max_tokens``, ``seed``, ``rounds`` (refine), ``aggregation``, ``name``."""
     from pathlib import Path
 
     if name in _BUILTINS:
@@ -116,6 +123,8 @@ def apply_overrides(spec: TechniqueSpec, **overrides: Any) -> TechniqueSpec:
         if ch.get("temperatures"):
             lo, hi = min(ch["temperatures"]), max(ch["temperatures"])
             ch["temperatures"] = [round(lo + (hi - lo) * i / max(1, k - 1), 3) for i in range(k)]
+        if ch.get("templates"):  # per-chain prompts are cycled over the new k
+            ch["templates"] = [ch["templates"][i % len(ch["templates"])] for i in range(k)]
         ch["n"] = k
         if k > 1 and ch["aggregation"] == "first":
             ch["aggregation"] = "majority"

@@ -6,7 +6,12 @@ client)`` written by an agent; it runs only inside the sandbox (see ``agentlab.e
 
 Templates are ``str.format`` templates. Variables: ``{question}``, ``{examples}`` (rendered few-shot
 examples), ``{answer_instruction}``, every earlier pre-step's output by its name, and in refine
-prompts ``{answer}`` (the current solution) and ``{critique}``.
+prompts ``{answer}`` (the current solution) and ``{critique}``. ``chains.templates`` gives each chain
+its own solving prompt (same variables as ``template``). A ``verifier`` judges each chain's final
+solution (``{answer}``; its revise prompt also gets the judge's reply as ``{critique}``).
+
+Optional fields added after specs were first published (``chains.templates``, ``verifier``) are left
+out of the serialized spec when unset, so every older spec keeps its content hash.
 """
 
 from __future__ import annotations
@@ -14,12 +19,13 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import re
 import string
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from agentlab.errors import AgentlabError
 
@@ -68,10 +74,21 @@ class Refine(_Model):
     max_tokens: int | None = Field(None, ge=1)
 
 
+def _drop_unset(data: dict[str, Any], model: BaseModel, fields: tuple[str, ...]) -> dict[str, Any]:
+    """``data`` without the optional ``fields`` that are unset on ``model`` (keeps older specs' hashes)."""
+    for f in fields:
+        if getattr(model, f) is None:
+            data.pop(f, None)
+    return data
+
+
 class Chains(_Model):
     n: int = Field(1, ge=1, le=64, description="independent chains per problem")
     temperatures: list[float] | None = Field(
         None, description="per-chain temperatures (mixed-temperature sampling); length must equal n")
+    templates: list[str] | None = Field(
+        None, description="per-chain solving prompts: chain i uses templates[i] instead of the spec's "
+                          "`template` (same variables, must contain {question}); length must equal n")
     aggregation: Aggregation = "first"
 
     @model_validator(mode="after")
@@ -81,9 +98,50 @@ class Chains(_Model):
                 raise ValueError(f"temperatures has {len(self.temperatures)} values but n is {self.n}")
             if any(not 0.0 <= t <= 2.0 for t in self.temperatures):
                 raise ValueError("temperatures must lie in [0, 2]")
+        if self.templates is not None and len(self.templates) != self.n:
+            raise ValueError(f"templates has {len(self.templates)} prompts but n is {self.n}")
         if self.aggregation == "first" and self.n > 1:
             raise ValueError("n > 1 needs an aggregation other than 'first' (majority, weighted, embedding_consensus)")
         return self
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: Any) -> dict[str, Any]:
+        return _drop_unset(handler(self), self, ("templates",))
+
+
+_VERDICT = re.compile(r"\bverdict\b\W{0,6}(?:is\W{1,3})?(incorrect|not\s+correct|wrong|correct|right)\b",
+                      re.IGNORECASE)
+
+
+def parse_verdict(reply: str) -> Literal["correct", "incorrect"] | None:
+    """The judge's verdict: the last ``VERDICT: correct`` / ``VERDICT: incorrect`` in ``reply`` (any case,
+    markdown around it tolerated; ``wrong``/``not correct`` read as incorrect, ``right`` as correct);
+    None when the reply has no verdict line (the judge abstained, or ran out of tokens before it)."""
+    found = _VERDICT.findall(reply or "")
+    if not found:
+        return None
+    return "correct" if found[-1].lower() in ("correct", "right") else "incorrect"
+
+
+class Verifier(_Model):
+    """A judge step: after its chain (and refine rounds) finishes, each chain's final solution is shown to
+    the model with ``template``; the reply must end with ``VERDICT: correct`` or ``VERDICT: incorrect``
+    (see ``parse_verdict``; no verdict line = abstain). Aggregation then votes only among chains not
+    judged incorrect (all chains when every one was rejected). ``on_reject: revise`` revises each rejected
+    chain once with ``revise_template`` ({critique} is the judge's reply) and judges the revision again."""
+
+    template: str = Field(
+        "Question:\n{question}\n\nProposed solution:\n{answer}\n\n"
+        "You are a strict grader. Check the solution step by step: redo each calculation and make sure the "
+        "final answer answers the question asked. Then end your reply with exactly one line, either "
+        "\"VERDICT: correct\" or \"VERDICT: incorrect\".")
+    revise_template: str = Field(
+        "Question:\n{question}\n\nProposed solution:\n{answer}\n\nA grader found a problem:\n{critique}\n\n"
+        "Write a corrected, complete solution. {answer_instruction}")
+    max_tokens: int | None = Field(None, ge=1, description="per judge call (default: sampling.max_tokens)")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="the judge's sampling temperature")
+    on_reject: Literal["keep", "revise"] = Field(
+        "keep", description="keep: a rejected chain only loses its vote; revise: revise it once, judge again")
 
 
 DEFAULT_ANSWER_INSTRUCTION = "Put the final answer in \\boxed{}."
@@ -101,6 +159,7 @@ class TechniqueSpec(_Model):
     sampling: Sampling = Field(default_factory=Sampling)
     chains: Chains = Field(default_factory=Chains)
     refine: Refine | None = None
+    verifier: Verifier | None = Field(None, description="a judge step that filters the chains' vote")
     code: str | None = Field(None, description="code techniques: Python defining solve(problem, client)")
 
     @model_validator(mode="after")
@@ -123,11 +182,28 @@ class TechniqueSpec(_Model):
         _check_template(self.template, known, "template")
         if "{question}" not in self.template:
             raise ValueError("template must contain {question}")
+        for i, t in enumerate(self.chains.templates or []):
+            _check_template(t, known, f"chains.templates[{i}]")
+            if "{question}" not in t:
+                raise ValueError(f"chains.templates[{i}] must contain {{question}}")
+        rk = known | {"answer", "critique"}
         if self.refine:
-            rk = known | {"answer", "critique"}
             _check_template(self.refine.critique_template, rk, "refine.critique_template")
             _check_template(self.refine.revise_template, rk, "refine.revise_template")
+        if self.verifier:
+            _check_template(self.verifier.template, known | {"answer"}, "verifier.template")
+            if "{answer}" not in self.verifier.template:
+                raise ValueError("verifier.template must contain {answer} (the solution it judges)")
+            _check_template(self.verifier.revise_template, rk, "verifier.revise_template")
         return self
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: Any) -> dict[str, Any]:
+        return _drop_unset(handler(self), self, ("verifier",))
+
+    def chain_template(self, i: int) -> str:
+        """The solving prompt of chain ``i``: ``chains.templates[i]`` when given, else ``template``."""
+        return self.chains.templates[i] if self.chains.templates else str(self.template)
 
     # -- identity and serialization -----------------------------------------------------------
     def content(self) -> dict[str, Any]:

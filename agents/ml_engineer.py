@@ -48,6 +48,24 @@ class TechniqueProposal(BaseModel):
 
 
 CUSTOM_CODE = "custom_code"  # the proposal's technique name for "write a code technique"
+TRAIN = "train_model"  # the proposal's technique name for "fine-tune the model under study"
+
+
+class TrainingProposal(BaseModel):
+    """A training technique: fine-tune the model under study (LoRA) on problems outside the dev and report
+    splits, then evaluate the trained model with a one-prompt technique (whose prompt training also uses)."""
+
+    method: Literal["sft", "grpo"] = Field("sft", description="sft: learn from correct solutions; grpo: "
+                                           "reinforcement learning with the grader as reward")
+    evaluate_with: str = Field(description="the technique whose prompt training and evaluation use")
+    target: Literal["boxed", "worked", "gold"] = Field(
+        "worked", description="sft targets: worked (step by step where the data has steps), boxed (the final "
+                              "answer in \\boxed{}) or gold (the bare answer)")
+    learning_rate: Annotated[float, Clamp(1e-6, 5e-3)] = Field(1e-3, ge=1e-6, le=5e-3)
+    max_steps: Annotated[int, Clamp(1, 100_000)] = Field(20, ge=1, le=100_000, description="optimizer steps")
+    batch_size: Annotated[int, Clamp(2, 64)] = Field(8, ge=2, le=64)
+    lora_r: Annotated[int, Clamp(1, 128)] = Field(16, ge=1, le=128, description="LoRA rank")
+    rationale: Text(200, "one sentence") = ""
 
 
 CODE_LIMIT = 6000  # characters of solve() source an engineer may write
@@ -67,6 +85,11 @@ def _history(experiments: list[dict[str, Any]]) -> str:
         rec = e.get("record")
         res = f"accuracy {rec['accuracy']:.3f} (n={rec['n']})" if rec else f"failed: {clip(e.get('error'), 80)}"
         branch = f" (branch of #{e['parent']})" if e.get("parent") else ""
+        if e.get("training_proposal"):
+            t = e["training_proposal"]
+            parts.append(f"#{e['iteration']} {TRAIN} {t['method']} lr={t['learning_rate']:g} steps={t['max_steps']} "
+                         f"then {t['evaluate_with']}: {res}")
+            continue
         parts.append(f"#{e['iteration']} {p.get('technique')}{branch} chains={p.get('num_chains')} "
                      f"T={p.get('temperature')}: {res}")
     return "; ".join(parts)
@@ -106,13 +129,21 @@ def propose(state: dict, ctx: AgentContext, error: str = "") -> tuple[TechniqueP
     techniques = [*techniques, *published_techniques(state)]
     if cfg.allow_code_techniques:
         techniques = [*techniques, CUSTOM_CODE]
+    if cfg.allow_training:
+        techniques = [*techniques, TRAIN]
     schema = restrict_choices(TechniqueProposal, "technique", techniques)
     plan_text = f"{plan.get('hypothesis', '')} Techniques: {', '.join(planned) or cfg.baseline}"
     return ask(ctx, ROLE, "ml_engineer_propose", schema, fallback, "technique proposal", error=error,
                max_tokens=400 if (cfg.context_scale or 1.0) <= 1 else min(1500, int(400 * cfg.context_scale)),
                goal=cclip(ctx, state["goal"], 300), plan=cclip(ctx, plan_text, 400),
                history=cclip(ctx, _history(state.get("experiments") or []), 700), techniques=", ".join(techniques),
-               evidence=cclip(ctx, evidence_text(_last_evidence(state)), 1500))
+               evidence=cclip(ctx, evidence_text(_last_evidence(state)), 1500),
+               training=TRAINING_NOTE if cfg.allow_training else "")
+
+
+TRAINING_NOTE = (f"\nOr choose {TRAIN} to fine-tune the model under study itself (SFT or GRPO with LoRA, on problems "
+                 "outside the dev and report splits); you give the training settings next, and the trained model is "
+                 "evaluated on the dev split like any technique.")
 
 
 def published_techniques(state: dict) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -146,6 +177,8 @@ def run_iteration(state: dict, ctx: AgentContext) -> dict:
     proposal, fell_back, spec = _proposal(state, ctx, iteration)
     entry: dict[str, Any] = {"iteration": iteration, "proposal": proposal.model_dump(),
                              "proposal_source": "fallback" if fell_back else "llm", "attempts": []}
+    if spec is None:  # a training technique
+        return train_iteration(state, ctx, entry, fell_back)
     published = published_techniques(state)
     if proposal.technique in published:
         entry["extends"] = published[proposal.technique][0]
@@ -175,13 +208,17 @@ def run_iteration(state: dict, ctx: AgentContext) -> dict:
     return entry
 
 
-def _proposal(state: dict, ctx: AgentContext, iteration: int) -> tuple[TechniqueProposal, bool, TechniqueSpec]:
-    """(proposal, fell back, spec) of this iteration: the stored one after a crash, else a new one."""
+def _proposal(state: dict, ctx: AgentContext, iteration: int) -> tuple[TechniqueProposal, bool, TechniqueSpec | None]:
+    """(proposal, fell back, spec) of this iteration: the stored one after a crash, else a new one; the spec is
+    None for a training technique (``train_iteration`` makes it)."""
     earlier = ctx.earlier_experiment(f"dev-{iteration}-0")  # resumed after a crash: same proposal
     if earlier and earlier.get("meta", {}).get("proposal"):
         proposal = TechniqueProposal.model_validate(earlier["meta"]["proposal"])
-        return proposal, earlier["meta"].get("fell_back", False), earlier["spec"]
+        spec = None if proposal.technique == TRAIN else earlier["spec"]
+        return proposal, earlier["meta"].get("fell_back", False), spec
     proposal, fell_back = propose(state, ctx)
+    if proposal.technique == TRAIN:
+        return proposal, fell_back, None
     # keep the model under study's answers within the configured size on tiny runs
     proposal.max_tokens = min(proposal.max_tokens, max(ctx.config.max_tokens_per_answer, 32))
     if proposal.technique == CUSTOM_CODE:
@@ -221,6 +258,54 @@ def _authored_spec(state: dict, ctx: AgentContext, proposal: TechniqueProposal, 
     ctx.note(f"experiment {iteration}: the written-out technique did not validate ({clip(error, 160)}); "
              "ran the starting technique with the proposed settings")
     return build(proposal.knobs_only())
+
+
+def train_iteration(state: dict, ctx: AgentContext, entry: dict[str, Any], fell_back: bool) -> dict[str, Any]:
+    """A training technique: the engineer's training settings become a validated recipe (one bounded re-ask with
+    the field named), the model under study is fine-tuned as a sandboxed train job, and the trained checkpoint
+    is evaluated on the dev split with the chosen technique. A failure is the experiment's error (agents see it)."""
+    iteration = entry["iteration"]
+    tp, recipe, error = _training_recipe(state, ctx, iteration)
+    entry["training_proposal"] = tp.model_dump() if tp else None
+    if recipe is None:
+        ctx.note(f"experiment {iteration}: no valid training recipe ({clip(error, 160)})")
+        return {**entry, "spec": None, "record": None, "error": error}
+    key = f"train-{iteration}"
+    res = ctx.run_training(key, recipe)
+    entry["training"] = res.get("training")
+    entry["attempts"].append({"key": key, "job_id": res.get("job_id"), "status": res["status"],
+                              "error": clip(res.get("error"), 300) or None})
+    if res["status"] != "succeeded":
+        ctx.note(f"experiment {iteration}: the training job failed: {clip(res.get('error'), 200)}")
+        return {**entry, "spec": None, "record": None, "job_id": res.get("job_id"), "error": res.get("error")}
+    spec = ctx.training_eval_spec(tp.evaluate_with, tp.method, iteration)
+    key = f"dev-{iteration}-0"
+    result = ctx.run_job(key, spec, "dev", checkpoint=entry["training"]["run_id"],
+                         meta={"proposal": entry["proposal"], "fell_back": fell_back})
+    entry["attempts"].append({"key": key, "job_id": result.get("job_id"), "status": result["status"],
+                              "error": clip(result.get("error"), 300) or None})
+    return {**entry, "spec": spec.model_dump(mode="json"), "record": result.get("record"),
+            "job_id": result.get("job_id"), "error": result.get("error"), "evidence": result.get("evidence")}
+
+
+def _training_recipe(state: dict, ctx: AgentContext, iteration: int) -> tuple[TrainingProposal | None, Any, str]:
+    """(training proposal, validated recipe or None, the last validation error)."""
+    names = ctx.trainable_techniques()
+    schema = restrict_choices(TrainingProposal, "evaluate_with", names)
+    error, tp = "", None
+    for _ in range(2):  # one bounded re-ask naming the bad field
+        tp, _fell_back = ask(ctx, ROLE, "ml_engineer_train", schema,
+                             lambda: schema(evaluate_with=ctx.config.baseline if ctx.config.baseline in names
+                                            else names[0], rationale="default training settings (fallback)"),
+                             "training proposal", goal=cclip(ctx, state["goal"], 300),
+                             history=cclip(ctx, _history(state.get("experiments") or []), 700),
+                             evidence=cclip(ctx, evidence_text(_last_evidence(state)), 1500),
+                             max_steps=ctx.config.train_max_steps, techniques=", ".join(names),
+                             error=f"\nYour last settings were invalid: {error}. Fix them." if error else "")
+        recipe, error = ctx.build_recipe(tp.model_dump(), iteration)
+        if recipe is not None:
+            return tp, recipe, ""
+    return tp, None, error
 
 
 def write_code(state: dict, ctx: AgentContext, iteration: int) -> TechniqueSpec | None:

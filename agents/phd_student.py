@@ -14,6 +14,7 @@ ROLE = "phd_student"
 class PaperNote(BaseModel):
     summary: Text(300, "one or two sentences")
     useful_idea: Text(200, "one idea from the paper useful for the goal")
+    relevant: bool = Field(True, description="false when the paper does not bear on the goal (it is then not cited)")
 
 
 class PlanProposal(BaseModel):
@@ -42,7 +43,8 @@ def literature_review(state: dict, ctx: AgentContext) -> dict:
         results = paper.get("results") or []
 
         def fallback(p=paper) -> PaperNote:
-            return PaperNote(summary=clip(p.get("abstract") or p.get("title"), 300), useful_idea="")
+            # unread (no usable note): listed, never cited, unless an experiment uses its technique
+            return PaperNote(summary=clip(p.get("abstract") or p.get("title"), 300), useful_idea="", relevant=False)
 
         note, _ = ask(ctx, ROLE, "phd_paper_note", PaperNote, fallback, "paper summary",
                       goal=cclip(ctx, state["goal"], 300), title=clip(paper.get("title"), 200),
@@ -51,7 +53,7 @@ def literature_review(state: dict, ctx: AgentContext) -> dict:
                       results=format_results(results))
         notes.append({
             "id": paper.get("id"), "title": paper.get("title", ""), "summary": clip(note.summary, 400),
-            "useful_idea": clip(note.useful_idea, 200), "results": results,
+            "useful_idea": clip(note.useful_idea, 200), "relevant": note.relevant, "results": results,
             "techniques": paper.get("techniques") or [],  # published specs another experiment may start from
         })
     return {"literature": notes}

@@ -281,6 +281,10 @@ def start(
     lab_name: str = typer.Option("agentlab", "--lab-name", help="This lab's name on the server."),
     allow_code: bool = typer.Option(False, "--allow-code", help="Let the ML engineer write code techniques "
                                     "(solve(problem, client), run in the sandbox); for capable agent models."),
+    allow_training: bool = typer.Option(False, "--allow-training", help="Let the ML engineer fine-tune the model "
+                                        "under study (SFT/GRPO with LoRA, a sandboxed train job) and evaluate the "
+                                        "trained checkpoint; needs a local model under study."),
+    train_max_steps: int = typer.Option(30, "--train-max-steps", help="Optimizer steps one training technique may run."),
     max_usd: Optional[float] = typer.Option(None, "--max-usd", help="Agents' LLM budget in USD (budgets.max_usd)."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Agents' LLM token budget (budgets.max_tokens)."),
     max_jobs: Optional[int] = typer.Option(None, "--max-jobs", help="Maximum jobs (budgets.max_jobs)."),
@@ -301,6 +305,7 @@ def start(
     config = LabConfig(**({"benchmark": benchmark} if benchmark else {}), baseline=baseline, dev_n=dev_n, report_n=report_n,
                        max_iterations=iterations, max_tokens_per_answer=max_answer_tokens,
                        concurrency=concurrency, lab_name=lab_name, allow_code_techniques=allow_code,
+                       allow_training=allow_training, train_max_steps=train_max_steps,
                        queue_if_server_down=queue_if_server_down, publish_failures=publish_failures)
     run_lab_command(goal, goal_id, copilot, server, config,
                     _budget_overrides(max_usd, max_tokens, max_jobs, max_wall_minutes), quiet, run_id,

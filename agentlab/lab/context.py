@@ -100,6 +100,44 @@ class LabContext:
     def code_spec(self, code: str, iteration: int, rationale: str = "") -> TechniqueSpec:
         return self.experiments.code_spec(code, iteration, rationale)
 
+    def trainable_techniques(self) -> list[str]:
+        return self.experiments.trainable_techniques()
+
+    def training_eval_spec(self, technique: str, method: str, iteration: int) -> TechniqueSpec:
+        return self.experiments.training_eval_spec(technique, method, iteration)
+
+    def build_recipe(self, proposal: dict[str, Any], iteration: int) -> tuple[Any, str]:
+        """(a validated training recipe, "") or (None, the validation error naming the field)."""
+        from agentlab.train.recipe import RecipeError
+
+        try:
+            return self.experiments.recipe(proposal, iteration), ""
+        except RecipeError as exc:
+            return None, str(exc)
+
+    def run_training(self, key: str, recipe: Any) -> dict[str, Any]:
+        """Train once per key (a resumed run reuses a finished training run); failures are data."""
+        done = self.store.experiment(self.run_id, key)
+        if done and done["status"] == "succeeded" and (done.get("meta") or {}).get("training"):
+            return {"status": "succeeded", "training": done["meta"]["training"], "job_id": done["job_id"],
+                    "reused": True}
+        self.check_limits(need_job=True)
+        self.store.start_experiment(self.run_id, key, "train", recipe.recipe_hash(), None, {})
+        self.emit("job_started", key=key, split="train", technique=recipe.name)
+        try:
+            result = self.experiments.train(recipe)
+        except BudgetExceeded:
+            raise
+        except Exception as exc:
+            result = {"status": "failed", "training": None, "job_id": None,
+                      "error": "".join(traceback.format_exception_only(type(exc), exc)).strip()}
+        self.store.finish_experiment(self.run_id, key, result["status"], result.get("job_id"), None,
+                                     result.get("error"), meta={"training": result.get("training")})
+        self.save_elapsed()
+        self.emit("job_finished", key=key, status=result["status"], accuracy=None, job_id=result.get("job_id"),
+                  error=result.get("error"))
+        return result
+
     def earlier_experiment(self, key: str) -> dict[str, Any] | None:
         """The stored attempt of ``key`` (a resumed run), its spec parsed, or None."""
         row = self.store.experiment(self.run_id, key)
@@ -114,15 +152,17 @@ class LabContext:
             self.note(f"literature search failed ({type(exc).__name__}: {exc}); continuing without it")
             return []
 
-    def run_job(self, key: str, spec: TechniqueSpec, split: str, meta: dict | None = None) -> dict[str, Any]:
-        """Run ``spec`` on ``split`` as a job, once per key: a finished key returns its stored result."""
-        reused, seed = self._finished(key, spec, split)
+    def run_job(self, key: str, spec: TechniqueSpec, split: str, meta: dict | None = None,
+                checkpoint: str | None = None) -> dict[str, Any]:
+        """Run ``spec`` on ``split`` as a job, once per key: a finished key returns its stored result. With
+        ``checkpoint`` (a training run id) the model evaluated is the one that run trained."""
+        reused, seed = self._finished(key, spec, split, checkpoint)
         if reused is not None:
             return reused
         self.check_limits(need_job=True)
         self.store.start_experiment(self.run_id, key, split, spec.spec_hash(), spec.model_dump(mode="json"), meta)
         self.emit("job_started", key=key, split=split, technique=spec.name)
-        result = self._evaluate(key, spec, split, seed)
+        result = self._evaluate(key, spec, split, seed, checkpoint)
         self.store.finish_experiment(self.run_id, key, result["status"], result.get("job_id"),
                                      result.get("record"), result.get("error"))
         self.save_elapsed()
@@ -131,7 +171,8 @@ class LabContext:
                   job_id=result.get("job_id"), error=result.get("error"))
         return result
 
-    def _finished(self, key: str, spec: TechniqueSpec, split: str) -> tuple[dict[str, Any] | None, str | None]:
+    def _finished(self, key: str, spec: TechniqueSpec, split: str,
+                  checkpoint: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
         """(the result of a key that already finished, None; else None, a half-finished workdir to seed from).
 
         A key killed while its job ran reuses the job's result if the job finished: it is never rerun."""
@@ -142,7 +183,7 @@ class LabContext:
         if not (done and done.get("job_id")):
             return None, None
         try:
-            recovered, seed = self.experiments.recover(done["job_id"], spec, split)
+            recovered, seed = self.experiments.recover(done["job_id"], spec, split, checkpoint)
         except Exception:
             log.warning("could not recover job %s of %s %s; running it again", done["job_id"], self.run_id, key,
                         exc_info=True)
@@ -153,12 +194,14 @@ class LabContext:
         self.emit("job_reused", key=key, job_id=recovered["job_id"], accuracy=recovered["record"]["accuracy"])
         return {**recovered, "reused": True}, None
 
-    def _evaluate(self, key: str, spec: TechniqueSpec, split: str, seed: str | None) -> dict[str, Any]:
+    def _evaluate(self, key: str, spec: TechniqueSpec, split: str, seed: str | None,
+                  checkpoint: str | None = None) -> dict[str, Any]:
         """The experiment's result; a harness or infrastructure failure is a failed result the agents see."""
         try:
             return self.experiments.run(
                 key, spec, split, on_progress=lambda **d: self.emit("job_progress", key=key, **d),
-                on_submit=lambda jid: self.store.set_experiment_job(self.run_id, key, jid), seed_dir=seed)
+                on_submit=lambda jid: self.store.set_experiment_job(self.run_id, key, jid), seed_dir=seed,
+                checkpoint=checkpoint)
         except BudgetExceeded:
             raise
         except Exception as exc:

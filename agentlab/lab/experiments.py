@@ -48,6 +48,7 @@ class Experiments:
         # first job and scoped to this run (it runs no other lab's jobs, so its shutdown cancels none)
         self._sched, self._shared = scheduler, scheduler is not None
         self._problems: dict[str, list] = {}
+        self._checkpoints: dict[str, tuple[Any, Any]] = {}  # training run id -> (Endpoint, its server context)
         self.eval_db = Path(settings.workspace) / "eval" / "eval.db"
 
     # -- techniques -------------------------------------------------------------------------
@@ -127,6 +128,94 @@ class Experiments:
         return TechniqueSpec.parse({"name": f"code_e{iteration}", "kind": "code", "code": code,
                                     "description": ("Custom solve() written by the lab's ML engineer. " + rationale)[:300]})
 
+    # -- training techniques ----------------------------------------------------------------------
+    def trainable_model(self) -> str:
+        """The weights a training technique starts from: the model under study's own (raises RecipeError)."""
+        from agentlab.train.recipe import RecipeError
+
+        mus = self.settings.model_under_study
+        if mus.engine == "external":
+            raise RecipeError("training techniques need the model under study's weights, and an external endpoint "
+                              "has none here: serve a local model (model_under_study.engine = llama.cpp or vllm)")
+        return mus.model or "embedded"
+
+    def trainable_techniques(self) -> list[str]:
+        """One-prompt techniques (no pre-steps): training renders their prompt for every training problem."""
+        return [n for n, s in builtin_techniques().items()
+                if s.kind == "prompt" and not s.steps and s.template and not s.chains.templates]
+
+    def training_eval_spec(self, technique: str, method: str, iteration: int) -> TechniqueSpec:
+        """The technique a trained model is evaluated with, named after the training (its records never pass as
+        the untrained model's: they also name the checkpoint as the model)."""
+        spec = get_technique(technique, max_tokens=self.config.max_tokens_per_answer)
+        return spec.model_copy(update={"name": f"{method}_e{iteration}_{technique}"[:80],
+                                       "description": f"{technique} on the model after {method} training "
+                                                      f"(experiment {iteration})"})
+
+    def recipe(self, proposal: dict[str, Any], iteration: int) -> Any:
+        """A validated ``agentlab.train.Recipe`` from a training proposal: the model under study's weights, data
+        the lab may train on (generated problems, or the benchmark's dev pool without the dev problems the lab
+        tunes on; never the report split), the lab's step and time bounds. Raises RecipeError naming the field."""
+        from agentlab.bench import Subset
+        from agentlab.bench.registry import GymBenchmark, get_benchmark
+        from agentlab.train.recipe import Recipe
+
+        cfg, bench = self.config, self.config.benchmark
+        sub = Subset.model_validate({**cfg.subset, "seed": cfg.seed})
+        hyper = {k: proposal[k] for k in ("learning_rate", "batch_size", "num_generations") if proposal.get(k)}
+        hyper["max_seq_len"] = 128 + cfg.max_tokens_per_answer
+        hyper["max_completion_length"] = cfg.max_tokens_per_answer
+        steps = max(1, min(int(proposal.get("max_steps") or cfg.train_max_steps), cfg.train_max_steps))
+        batch = int(hyper.get("batch_size") or 8)
+        if proposal.get("method") == "grpo":  # prompts x generations: a whole number of groups
+            gens = int(hyper.setdefault("num_generations", 4))
+            batch = hyper["batch_size"] = max(gens, batch - batch % gens)
+        data: dict[str, Any] = {"size": min(steps * batch, 5000), "technique": proposal.get("evaluate_with") or "direct",
+                                "target": proposal.get("target") or "boxed",
+                                "protect": {"benchmark": bench, "seeds": [cfg.seed], "dev_fraction": sub.dev_fraction},
+                                "exclude_ids": [p.id for p in self.problems("dev")]}
+        if isinstance(get_benchmark(bench), GymBenchmark):  # fresh problems from the generator, at another seed
+            data.update(source="reasoning_gym", task=bench, seed=1000 + cfg.seed + iteration)
+        else:
+            data.update(source="benchmark", benchmark=bench)
+        gpus = 1 if self.settings.jobs.gpus else 0
+        return Recipe.parse({"name": f"{proposal.get('method', 'sft')}_e{iteration}", "method": proposal.get("method", "sft"),
+                             "model": self.trainable_model(), "finetune": "lora",
+                             "lora": {"r": int(proposal.get("lora_r") or 16), "alpha": 2 * int(proposal.get("lora_r") or 16)},
+                             "data": data, "hyper": hyper, "max_steps": steps, "max_minutes": cfg.train_max_minutes,
+                             "save_steps": max(1, steps // 2), "seed": cfg.seed,
+                             "resources": {"gpus": gpus, "cpus": 2.0, "memory_mb": max(cfg.job_memory_mb, 6144)}},
+                            where="training recipe")
+
+    def train(self, recipe: Any) -> dict[str, Any]:
+        """Run ``recipe`` as a ``train`` job of this run (the lab's scheduler, the sandbox); {"status", "training",
+        "error"}: ``training`` summarises the run (recipe, steps, final loss or reward, checkpoint hash, curve)."""
+        from agentlab.train.data import check_disjoint_ids
+        from agentlab.train.runner import execute_run, prepare_run
+        from agentlab.train.runs import RunStore
+
+        ws = Path(self.settings.workspace)
+        run = prepare_run(recipe, ws, Path(self.settings.data_dir), eval_db=self.eval_db)
+        used = RunStore(ws).manifest(run.run_id).get("problem_ids") or []
+        check_disjoint_ids(used, self.problems("report"), what="the report split")  # never trains on what it reports
+        check_disjoint_ids(used, self.problems("dev"), what="the dev problems it is tuned on")
+        run = execute_run(run, ws, self.scheduler(), lab=self.lab, owner_run=self.run_id)
+        summary = training_summary(run, ws)
+        if run.status != "succeeded":
+            return {"status": "failed", "training": summary, "job_id": (run.jobs or [None])[-1],
+                    "error": f"training run {run.run_id} {run.status}: {run.error}"}
+        return {"status": "succeeded", "training": summary, "job_id": run.jobs[-1]}
+
+    def endpoint_for(self, checkpoint: str | None) -> Any:
+        """The model under study, or (a training run id) its trained checkpoint, served once per run."""
+        if checkpoint is None:
+            return self.endpoint()
+        if checkpoint not in self._checkpoints:
+            from agentlab.train.serve import checkpoint_endpoint
+
+            self._checkpoints[checkpoint] = checkpoint_endpoint(Path(self.settings.workspace), checkpoint, threads=2)
+        return self._checkpoints[checkpoint][0]
+
     # -- data and model -------------------------------------------------------------------------
     def problems(self, split: str) -> list:
         if split not in self._problems:
@@ -178,6 +267,9 @@ class Experiments:
         if self._served is not None:
             self._served.__exit__(None, None, None)
             self._served = None
+        for _, server in self._checkpoints.values():
+            server.__exit__(None, None, None)
+        self._checkpoints.clear()
 
     # -- jobs -----------------------------------------------------------------------------------
     def scheduler(self):
@@ -194,10 +286,9 @@ class Experiments:
                            max_tokens=max_tokens, allowed_models=[endpoint.model], default_model=endpoint.model,
                            timeout_s=self.settings.llm.timeout_s + 30)
 
-    def _job_spec(self, key: str, spec: TechniqueSpec, split: str, seed_dir: str | None):
+    def _job_spec(self, key: str, spec: TechniqueSpec, split: str, seed_dir: str | None, ep: Any):
         from agentlab.jobs import JobSpec, Resources
 
-        ep = self.endpoint()
         if ep.litellm or not ep.base_url:
             from agentlab.eval.errors import EvalError
 
@@ -219,7 +310,8 @@ class Experiments:
                        resources=Resources(cpus=1.0, memory_mb=self.config.job_memory_mb,
                                            timeout_s=self.config.job_timeout_s))
 
-    def recover(self, job_id: str | None, spec: TechniqueSpec, split: str) -> tuple[dict[str, Any] | None, str | None]:
+    def recover(self, job_id: str | None, spec: TechniqueSpec, split: str,
+                checkpoint: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
         """An earlier attempt of a key: (its result if the job finished, else None; a workdir to seed from)."""
         if not job_id:
             return None, None
@@ -227,23 +319,25 @@ class Experiments:
         if job is None:
             return None, None
         if job.state == "succeeded" and isinstance(job.result, dict) and "summary" in job.result:
-            return self._finish(job, spec, split, 0.0), None
+            return self._finish(job, spec, split, 0.0, self.endpoint_for(checkpoint)), None
         work = Path(job.workdir) if job.workdir else None
         return None, (str(work) if work is not None and (work / "eval.db").is_file() else None)
 
     def run(self, key: str, spec: TechniqueSpec, split: str,
             on_progress: Callable[..., None] | None = None, on_submit: Callable[[str], None] | None = None,
-            seed_dir: str | None = None) -> dict[str, Any]:
-        """Evaluate ``spec`` on ``split`` as a scheduler job; {"status", "record", "job_id", "error"} (errors are data)."""
+            seed_dir: str | None = None, checkpoint: str | None = None) -> dict[str, Any]:
+        """Evaluate ``spec`` on ``split`` as a scheduler job, with the model under study or, given ``checkpoint``
+        (a training run id), the model that run trained; {"status", "record", "job_id", "error"} (errors are data)."""
         started = time.perf_counter()
+        ep = self.endpoint_for(checkpoint)
         if spec.kind == "code":
-            return self._run_code(key, spec, split, on_progress, on_submit, started)
+            return self._run_code(key, spec, split, on_progress, on_submit, started, ep)
         sched = self.scheduler()
-        job_id = sched.submit(self._job_spec(key, spec, split, seed_dir))
+        job_id = sched.submit(self._job_spec(key, spec, split, seed_dir, ep))
         if on_submit is not None:
             on_submit(job_id)
         job = self._wait(job_id, on_progress)
-        return self._finish(job, spec, split, time.perf_counter() - started)
+        return self._finish(job, spec, split, time.perf_counter() - started, ep)
 
     def _wait(self, job_id: str, on_progress: Callable[..., None] | None):
         """Wait for a job, passing the harness's progress lines (stdout) to ``on_progress``."""
@@ -268,7 +362,7 @@ class Experiments:
                 return job
             time.sleep(0.05)
 
-    def _finish(self, job: Any, spec: TechniqueSpec, split: str, wall_s: float) -> dict[str, Any]:
+    def _finish(self, job: Any, spec: TechniqueSpec, split: str, wall_s: float, ep: Any) -> dict[str, Any]:
         from agentlab.eval.records import ingest_job_result
 
         if job.state != "succeeded" or not isinstance(job.result, dict) or "summary" not in job.result:
@@ -278,20 +372,20 @@ class Experiments:
         ids = [p.id for p in self.problems(split)]
         summary = ingest_job_result(self.eval_db, job.result, spec, ids)
         summary.job_id = job.id
-        return self._outcome(summary, split, job.id, wall_s)
+        return self._outcome(summary, split, job.id, wall_s, ep)
 
-    def _outcome(self, summary: Any, split: str, job_id: str, wall_s: float) -> dict[str, Any]:
+    def _outcome(self, summary: Any, split: str, job_id: str, wall_s: float, ep: Any) -> dict[str, Any]:
         if summary.errors and summary.errors >= summary.n:
             return {"status": "failed", "record": None, "job_id": job_id, "wall_s": wall_s,
                     "error": f"every request failed ({summary.errors} of {summary.n} problems had errors)"}
-        out = {"status": "succeeded", "record": normalize_record(summary, split, getattr(self.endpoint(), "identity", "")),
+        out = {"status": "succeeded", "record": normalize_record(summary, split, getattr(ep, "identity", "")),
                "job_id": job_id, "wall_s": wall_s}
         if split == "dev":  # never the report split: its questions and answers must not reach the agents
             out["evidence"] = dev_evidence(summary, self._results(summary.run_id), self.problems("dev"))
         return out
 
     def _run_code(self, key: str, spec: TechniqueSpec, split: str, on_progress: Callable[..., None] | None,
-                  on_submit: Callable[[str], None] | None, started: float) -> dict[str, Any]:
+                  on_submit: Callable[[str], None] | None, started: float, ep: Any) -> dict[str, Any]:
         """A ``code`` technique: the harness runs here (trusted: it grades, never sees agent code), and
         ``solve()`` runs for every problem in one sandboxed job behind the metered proxy, with this lab's
         per-job request/token budget (``code_max_requests``, ``code_max_tokens``)."""
@@ -300,7 +394,7 @@ class Experiments:
         from agentlab.jobs import Resources
         from agentlab.llm.transport import RetryPolicy
 
-        ep, cfg = self.endpoint(), self.config
+        cfg = self.config
         problems = self.problems(split)
         solver = SandboxCodeSolver(
             self.scheduler(), problems, self._proxy(ep, cfg.code_max_requests, cfg.code_max_tokens), lab=self.lab,
@@ -322,7 +416,7 @@ class Experiments:
                     "wall_s": time.perf_counter() - started, "error": f"{type(exc).__name__}: {exc}"[-2000:]}
         if solver.job_id:  # the scheduler's id of the job that ran solve()
             self._set_job_id(summary, solver.job_id)
-        out = self._outcome(summary, split, summary.job_id or "", time.perf_counter() - started)
+        out = self._outcome(summary, split, summary.job_id or "", time.perf_counter() - started, ep)
         if out["status"] == "failed":
             errs = [r.error for r in self._results(summary.run_id) if r.error]
             out["error"] += ("; first error: " + errs[0][-800:]) if errs else ""
@@ -355,6 +449,26 @@ class Experiments:
         c = compare(a["eval_run_id"], b["eval_run_id"], db_path=self.eval_db)
         return {"n": c.n_paired, "wins": c.wins, "losses": c.losses, "delta": c.delta, "p_value": c.p_value,
                 "record_a": c.record_a, "record_b": c.record_b}
+
+
+def training_summary(run: Any, workspace: Path) -> dict[str, Any]:
+    """What the agents and the paper see of a training run: its recipe, data, steps, last metrics and outputs."""
+    from agentlab.train.outputs import CURVE_FILE, METRICS_FILE, read_metrics
+    from agentlab.train.runs import RunStore
+
+    folder = RunStore(workspace).dir(run.run_id)
+    metrics = read_metrics(folder / METRICS_FILE)
+    last = {k: v for k, v in (metrics[-1] if metrics else {}).items()
+            if k in ("step", "loss", "reward", "learning_rate") and v is not None}
+    recipe = run.recipe
+    return {"run_id": run.run_id, "method": run.method, "finetune": run.finetune, "status": run.status,
+            "max_steps": run.max_steps, "steps": last.get("step", 0), "last": last, "n_train": run.n_train,
+            "dropped_leaks": run.dropped_leaks, "data": {k: recipe["data"].get(k) for k in ("source", "task", "benchmark",
+                                                                                        "seed", "size", "technique", "target")},
+            "hyper": {k: recipe["hyper"].get(k) for k in ("learning_rate", "batch_size", "max_seq_len", "num_generations")},
+            "lora_r": (recipe.get("lora") or {}).get("r"), "checkpoint_hash": run.checkpoint_hash,
+            "curve": str(folder / CURVE_FILE) if (folder / CURVE_FILE).is_file() else None,
+            "wall_s": (run.result or {}).get("wall_s"), "recipe": recipe}
 
 
 def run_sync(coro: Any) -> Any:

@@ -143,8 +143,9 @@ def final_evaluation(state: LabState, runtime: Runtime[LabContext]) -> dict:
         ctx.note("no dev experiment succeeded; the report split is evaluated with the baseline only")
     base = ctx.run_job("report-baseline", base_spec, "report")
     tech = None
-    if best_spec and best_spec.spec_hash() != base_spec.spec_hash():
-        tech = ctx.run_job("report-best", best_spec, "report")
+    trained = (best or {}).get("training")  # the best is a model this run trained: evaluate that checkpoint
+    if best_spec and (trained or best_spec.spec_hash() != base_spec.spec_hash()):
+        tech = ctx.run_job("report-best", best_spec, "report", checkpoint=trained["run_id"] if trained else None)
     elif best:
         ctx.note(f"the best dev technique is the baseline itself ({ctx.config.baseline})")
     final: dict[str, Any] = {"baseline": base.get("record"), "technique": (tech or {}).get("record"),

@@ -103,7 +103,8 @@ class Publisher:
     def publish_run(self, state: dict[str, Any], rep: dict[str, Any], benchmark: str) -> dict[str, Any]:
         """The run's report into the outbox, then to the server: ``{"status": "published" | "queued", ...}``."""
         run_id = state["run_id"]
-        files = {k: v for k, v in (rep.get("files") or {}).items() if k in ("figure", "tree", "pdf")}
+        files = {k: v for k, v in (rep.get("files") or {}).items()
+                 if k in ("figure", "tree", "pdf") or k.startswith("curve-")}
         self.outbox.put(run_id, self.payload(state, rep, benchmark), files)
         try:
             result = self._publish_entry(self.outbox.get(run_id))
@@ -119,7 +120,7 @@ class Publisher:
         client = self.client()
         paper = PaperCreate.model_validate(entry["payload"])
         files = {k: Path(v) for k, v in (entry.get("files") or {}).items() if Path(v).is_file()}
-        artifacts = [files[k] for k in ("figure", "tree") if k in files] or None
+        artifacts = [v for k, v in files.items() if k in ("figure", "tree") or k.startswith("curve-")] or None
         out = client.publish(paper, pdf=files.get("pdf"), artifacts=artifacts)
         pid = _get(out, "id")
         base = self.url.rstrip("/") if self.url else ""

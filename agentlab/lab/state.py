@@ -55,6 +55,12 @@ class LabConfig(BaseModel):
     allow_code_techniques: bool = Field(
         False, description="let the ML engineer write a `code` technique (solve(problem, client)) that runs in "
                            "the sandbox; off for small agent models such as the embedded 135M one")
+    allow_training: bool = Field(
+        False, description="let the ML engineer propose a training technique: SFT or GRPO (LoRA) of the model under "
+                           "study's own weights as a sandboxed train job, then a prompting technique evaluated on the "
+                           "trained checkpoint; needs a local model under study (not an external endpoint)")
+    train_max_steps: int = Field(30, ge=1, le=100_000, description="optimizer steps one training technique may run")
+    train_max_minutes: float = Field(20.0, gt=0, description="wall-clock training budget of one training technique")
     code_max_requests: int = Field(400, ge=1, description="model requests one code-technique job may make (proxy)")
     code_max_tokens: int = Field(400_000, ge=1, description="model tokens one code-technique job may use (proxy)")
     copilot: bool = False

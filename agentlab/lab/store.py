@@ -103,11 +103,17 @@ class LabStore(SqliteStore):
         self.execute("UPDATE lab_experiments SET job_id = ? WHERE run_id = ? AND key = ?", (job_id, run_id, key))
 
     def finish_experiment(self, run_id: str, key: str, status: str, job_id: str | None,
-                          record: dict[str, Any] | None, error: str | None) -> None:
+                          record: dict[str, Any] | None, error: str | None, meta: dict[str, Any] | None = None) -> None:
+        """A key's outcome; ``meta`` is merged into what ``start_experiment`` stored (e.g. a training summary)."""
         self.execute(
             "UPDATE lab_experiments SET status = ?, job_id = ?, record = ?, error = ?, finished = ?"
             " WHERE run_id = ? AND key = ?",
             (status, job_id, json.dumps(record) if record else None, error, time.time(), run_id, key))
+        if meta:
+            row = self.experiment(run_id, key) or {}
+            blob = {"spec": row.get("spec"), "meta": {**(row.get("meta") or {}), **meta}}
+            self.execute("UPDATE lab_experiments SET spec = ? WHERE run_id = ? AND key = ?",
+                         (json.dumps(blob), run_id, key))
 
     def experiments(self, run_id: str) -> list[dict[str, Any]]:
         rows = self.all("SELECT * FROM lab_experiments WHERE run_id = ? ORDER BY started", (run_id,))

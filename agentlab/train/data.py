@@ -71,6 +71,14 @@ def check_disjoint(problems: list[Problem], prot: Protected) -> None:
                         f"(e.g. {leaked[0]}); they must never be trained on")
 
 
+def check_disjoint_ids(trained_ids: list[str], problems: list[Problem], what: str) -> None:
+    """A run's recorded training ids (its manifest) against a split's problems, by id."""
+    overlap = sorted(set(trained_ids) & {p.id for p in problems})
+    if overlap:
+        raise LeakError(f"{len(overlap)} training problem(s) are in {what} (e.g. {overlap[0]}); "
+                        "they must never be trained on")
+
+
 def prompt_messages(technique: str, question: str) -> list[dict[str, str]]:
     """The chat prompt the evaluation harness sends for ``technique`` (so training matches evaluation)."""
     from agentlab.techniques import get_technique
@@ -121,11 +129,13 @@ def build_data(recipe: Recipe, data_dir: Path, eval_db: Path | None = None) -> T
     else:
         problems = _source_problems(src, data_dir)
         rows = [_row(recipe, p) for p in problems]
-    kept = [(p, r) for p, r in zip(problems, rows)
-            if p.id not in prot.ids and norm_question(p.question) not in prot.questions]
-    dropped = len(problems) - len(kept)
+    excluded = set(src.exclude_ids)
+    pairs = [(p, r) for p, r in zip(problems, rows) if p.id not in excluded]
+    kept = [(p, r) for p, r in pairs if p.id not in prot.ids and norm_question(p.question) not in prot.questions]
+    dropped = len(pairs) - len(kept)
     if not kept:
-        raise RecipeError(f"data: no training problems left ({dropped} dropped as report-split leaks)")
+        raise RecipeError(f"data: no training problems left ({dropped} dropped as report-split leaks"
+                          + (f", {len(excluded)} ids excluded" if excluded else "") + ")")
     check_disjoint([p for p, _ in kept], prot)
     return TrainData([r for _, r in kept], [p.id for p, _ in kept], dropped, prot)
 
@@ -137,7 +147,7 @@ def _source_problems(src: DataSource, data_dir: Path) -> list[Problem]:
             raise RecipeError(f"data.task: {src.task!r} is not a reasoning-gym task (use source: benchmark)")
         return dataclasses.replace(bench, size=src.size).load(data_dir, seed=src.seed)
     pool = load_benchmark(src.benchmark, data_dir, split="dev", dev_fraction=src.protect.dev_fraction)  # type: ignore[arg-type]
-    return pool[: src.size]
+    return [p for p in pool if p.id not in set(src.exclude_ids)][: src.size]
 
 
 def _row(recipe: Recipe, p: Problem) -> dict[str, Any]:

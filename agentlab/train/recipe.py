@@ -59,6 +59,8 @@ class DataSource(_Model):
     target: Literal["boxed", "gold", "worked"] = Field(
         "boxed", description="SFT target: 'The final answer is \\boxed{x}.', the bare gold, or a worked +/- solution")
     protect: Protect = Field(default_factory=Protect)
+    exclude_ids: list[str] = Field(default_factory=list, description="problem ids never trained on besides the "
+                                   "protected report split (a lab's dev problems, so dev accuracy stays a fair guide)")
 
     @model_validator(mode="after")
     def _needs(self) -> DataSource:

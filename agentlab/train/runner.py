@@ -81,7 +81,9 @@ def _model_mount(model: str) -> tuple[str, dict[str, str], dict[str, str]]:
     return model, {str(cache): HF_MOUNT}, {"HF_HUB_CACHE": HF_MOUNT, "HF_HUB_OFFLINE": "1"}
 
 
-def job_spec(run: TrainRun, workspace: Path, resume_dir: Path | None = None, lab: str = "default") -> JobSpec:
+def job_spec(run: TrainRun, workspace: Path, resume_dir: Path | None = None, lab: str = "default",
+             owner_run: str | None = None) -> JobSpec:
+    """The ``train`` job; ``owner_run`` is the run that owns it (a lab run that trains), default the training run."""
     recipe = Recipe.parse(run.recipe)
     model_ref, binds, env = _model_mount(run.model)
     binds[str(RunStore(workspace).dir(run.run_id) / "data")] = DATA_MOUNT
@@ -90,7 +92,8 @@ def job_spec(run: TrainRun, workspace: Path, resume_dir: Path | None = None, lab
     r = recipe.resources
     threads = max(1, int(r.cpus))
     env.update({"OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"})
-    return JobSpec(kind="train", name=f"train {run.name} ({run.run_id})", lab=lab, run_id=run.run_id, target=TARGET,
+    return JobSpec(kind="train", name=f"train {run.name} ({run.run_id})", lab=lab, run_id=owner_run or run.run_id,
+                   target=TARGET,
                    args={"recipe": run.recipe, "model_ref": model_ref, "data_file": f"{DATA_MOUNT}/train.jsonl",
                          "resume_dir": RESUME_MOUNT if resume_dir is not None else None, "threads": threads,
                          "base_ref": run.model},
@@ -113,11 +116,12 @@ def resume_point(run: TrainRun, scheduler: Any) -> Path | None:
 
 
 def execute_run(run: TrainRun, workspace: Path, scheduler: Any, on_progress: Progress | None = None,
-                resume: bool = False, lab: str = "default", poll_s: float = 1.0) -> TrainRun:
+                resume: bool = False, lab: str = "default", poll_s: float = 1.0,
+                owner_run: str | None = None) -> TrainRun:
     """Submit the run's job (a new attempt when resuming), wait for it and collect its outputs."""
     store = RunStore(workspace)
     resume_dir = resume_point(run, scheduler) if resume else None
-    job_id = scheduler.submit(job_spec(run, workspace, resume_dir, lab=lab))
+    job_id = scheduler.submit(job_spec(run, workspace, resume_dir, lab=lab, owner_run=owner_run))
     run.jobs.append(job_id)
     run.status, run.error = "running", None
     store.save(run)

@@ -25,7 +25,8 @@ def test_builtin_technique_on_embedded_model(name, embedded_endpoint, workspace)
     assert 0.0 <= s.ci_low <= s.accuracy <= s.ci_high <= 1.0
     store = ResultStore(db)
     results = store.results(s.run_id)
-    calls_per_problem = len(spec.steps) + spec.chains.n * (1 + 2 * (spec.refine.rounds if spec.refine else 0))
+    calls_per_problem = len(spec.steps) + spec.chains.n * (1 + 2 * (spec.refine.rounds if spec.refine else 0)
+                                                         + (1 if spec.verifier else 0))  # one judge call a chain
     assert all(r.calls == calls_per_problem and r.tokens_out > 0 for r in results)
     assert all(len(r.chains) == spec.chains.n and any(c["text"].strip() for c in r.chains) for r in results)
     if spec.chains.aggregation == "weighted":  # llama.cpp returns token logprobs

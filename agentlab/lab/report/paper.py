@@ -33,6 +33,7 @@ class Paper:
     techniques: dict[str, Any] | None = None  # spec hash -> spec of every evaluated technique (published with it)
     relations: dict[str, str] | None = None  # cited paper id -> extends | compares (others: background)
     tree: Path | None = None  # the experiment tree figure
+    curves: list[Path] | None = None  # training curves of the run's training techniques
 
 
 def citation_relations(state: dict[str, Any]) -> dict[str, str]:
@@ -45,6 +46,12 @@ def citation_relations(state: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def used_papers(lit: list[dict[str, Any]], relations: dict[str, str]) -> list[dict[str, Any]]:
+    """The papers this run used: read and judged relevant to the goal, or built on or compared with. Only they
+    are cited; the rest of what the search returned is named as not used."""
+    return [p for p in lit if p.get("id") is not None and (p.get("relevant", True) or str(p["id"]) in relations)]
+
+
 def build_paper(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, out_dir: Path) -> Paper:
     """Markdown + LaTeX (+ PNG figure) from a verified draft and the records in the state."""
     final = state.get("final") or {}
@@ -53,17 +60,19 @@ def build_paper(state: dict[str, Any], draft: dict[str, Any], config: LabConfig,
     fig = accuracy_figure(records, dev, out_dir / "figures" / "accuracy.png")
     tree = experiment_tree_figure(state.get("experiments") or [], out_dir / "figures" / "experiments.png")
     lit = state.get("literature") or []
-    markdown = "\n".join([*_front(state, draft, config, lit), *_results(state, config, records, dev, fig, tree),
+    curves = _training_curves(state.get("experiments") or [], out_dir / "figures")
+    markdown = "\n".join([*_front(state, draft, config, lit), *_training(state.get("experiments") or []),
+                          *_results(state, config, records, dev, fig, tree),
                           *_back(state, draft, records + dev)])
-    latex = to_latex(draft, records, lit, lab_name=config.lab_name, stop_reason=state.get("stop_reason"),
-                     comparison=final.get("comparison"))
     relations = citation_relations(state)
-    citations = list(dict.fromkeys([*(str(p["id"]) for p in lit if p.get("id") is not None), *relations]))
+    latex = to_latex(draft, records, used_papers(lit, relations), lab_name=config.lab_name,
+                     stop_reason=state.get("stop_reason"), comparison=final.get("comparison"))
+    citations = list(dict.fromkeys([*(str(p["id"]) for p in used_papers(lit, relations)), *relations]))
     specs = {**{TechniqueSpec.parse(e["spec"]).spec_hash(): e["spec"] for e in state.get("experiments") or []
                 if e.get("record") and e.get("spec")}, **(final.get("specs") or {})}
     return Paper(title=draft["title"], abstract=draft["abstract"], markdown=markdown, latex=latex, figure=fig,
                  records=records + dev, citations=citations, claims=[], comparison=final.get("comparison"),
-                 techniques=specs or None, relations=relations, tree=tree)
+                 techniques=specs or None, relations=relations, tree=tree, curves=curves or None)
 
 
 def _front(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, lit: list[dict[str, Any]]) -> list[str]:
@@ -76,13 +85,19 @@ def _front(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, lit:
                    "This report contains what was finished."), ""]
     lines += ["## Abstract", "", draft["abstract"], "", "## 1 Introduction", "", draft["introduction"], ""]
     lines += ["## 2 Related work", ""]
-    if lit:
-        used = citation_relations(state)
-        for p in lit:
+    relations = citation_relations(state)
+    used = used_papers(lit, relations)
+    if used:
+        for p in used:
             how = {"extends": " We build on its published technique.",
-                   "compares": " We re-ran its technique as the prior best."}.get(used.get(str(p["id"])), "")
+                   "compares": " We re-ran its technique as the prior best."}.get(relations.get(str(p["id"])), "")
             lines.append(f"- [{p['id']}] *{p['title']}*: {p['summary']}{how}")
-    else:
+    unused = [p for p in lit if p not in used]
+    if unused:
+        lines.append(("" if used else "No earlier paper the search returned bore on this goal. ")
+                     + "Also returned by the search and not used (not cited): "
+                     + ", ".join(f"*{p.get('title', '?')}*" for p in unused) + ".")
+    elif not used:
         lines.append("No earlier papers on this goal were found on the preprint server.")
     lines += ["", "## 3 Method", "", draft["method"], ""]
     best = state.get("best") or {}
@@ -93,6 +108,47 @@ def _front(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, lit:
         else:  # long (code) specs are published whole as techniques of the paper, not pasted into its body
             lines += [f"The technique's full specification ({len(text)} characters) is published with this paper "
                       f"(`agentlab techniques pull PAPER_ID:{best['spec'].get('name')}`).", ""]
+    return lines
+
+
+def _training_curves(experiments: list[dict[str, Any]], folder: Path) -> list[Path]:
+    """The training runs' loss/reward curves, copied next to the paper as ``figures/train-eN.png``."""
+    import shutil
+
+    out = []
+    for e in experiments:
+        curve = (e.get("training") or {}).get("curve")
+        if curve and Path(curve).is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            out.append(Path(shutil.copyfile(curve, folder / f"train-e{e['iteration']}.png")))
+    return out
+
+
+def _training(experiments: list[dict[str, Any]]) -> list[str]:
+    """The training setup of every training technique: recipe, data and its disjointness, outcome, curve."""
+    lines = []
+    for e in experiments:
+        t = e.get("training")
+        if not t:
+            continue
+        d, h = t["data"], t["hyper"]
+        source = (f"reasoning-gym `{d['task']}` generated at seed {d['seed']}" if d["source"] == "reasoning_gym"
+                  else f"the training pool of `{d['benchmark']}`")
+        outcome = (f"checkpoint `sha256:{t['checkpoint_hash'][:16]}` after {t['steps']} of {t['max_steps']} steps"
+                   if t.get("checkpoint_hash") else f"no checkpoint (training run {t['status']})")
+        last = ", ".join(f"{k} {v:.4g}" for k, v in t.get("last", {}).items() if k in ("loss", "reward"))
+        lines += [f"**Training (experiment {e['iteration']}).** {t['method'].upper()} of the model under study with "
+                  f"{t['finetune']} (rank {t['lora_r']}), learning rate {h['learning_rate']:g}, batch "
+                  f"{h['batch_size']}, on {t['n_train']} problems from {source}, prompted as `{d['technique']}`"
+                  + (f" with `{d['target']}` targets" if t["method"] == "sft" else ", rewarded by the grader")
+                  + f". None of them is in the report split or among the dev problems"
+                  + (f" ({t['dropped_leaks']} generated duplicates of report problems were dropped)"
+                     if t.get("dropped_leaks") else "")
+                  + f". Outcome: {outcome}" + (f"; last {last}" if last else "")
+                  + f" (training run `{t['run_id']}`). The trained model is evaluated as its own model: its records "
+                  "name the checkpoint, never the base model.", ""]
+        if t.get("curve"):
+            lines += [f"![Training curve, experiment {e['iteration']}](figures/train-e{e['iteration']}.png)", ""]
     return lines
 
 
@@ -154,6 +210,8 @@ def write_outputs(paper: Paper, out_dir: Path) -> dict[str, str]:
         out["figure"] = str(paper.figure)
     if paper.tree:
         out["tree"] = str(paper.tree)
+    for curve in paper.curves or []:
+        out[f"curve-{curve.stem}"] = str(curve)
     engine = tex_engine()
     if engine:
         cmd = [engine, "paper.tex"] if engine == "tectonic" else [engine, "-interaction=nonstopmode", "paper.tex"]

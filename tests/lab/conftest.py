@@ -53,6 +53,20 @@ def lab_settings(workspace, llm, monkeypatch):
     return load_settings()
 
 
+@pytest.fixture
+def embedded_settings(workspace, llm, monkeypatch):
+    """Settings with the scripted test double as the agents and the real embedded model (llama.cpp) under study."""
+    pytest.importorskip("llama_cpp", reason="the model under study needs agentlab[local] (llama-cpp-python)")
+    for k, v in {"AGENTLAB_AGENTS__MODEL": "openai/scripted-test-double", "AGENTLAB_AGENTS__API_BASE": llm.url,
+                 "AGENTLAB_AGENTS__API_KEY": "sk-test-double", "AGENTLAB_LLM__MAX_RETRIES": "1"}.items():
+        monkeypatch.setenv(k, v)
+    from agentlab.config import load_settings
+
+    settings = load_settings()
+    assert settings.model_under_study.engine == "llama.cpp"  # the embedded model is under study
+    return settings
+
+
 def tiny_config(**kw):
     from agentlab.lab.state import LabConfig
 

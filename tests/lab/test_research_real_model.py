@@ -12,7 +12,6 @@ import json
 
 import pytest
 
-from agentlab.config import load_settings
 from agentlab.lab.run import start_lab
 from preprint_server.client import PreprintClient
 from tests.lab.conftest import tiny_config
@@ -32,13 +31,8 @@ def _schema(body):
     return json.loads(system[system.index("{", system.index("JSON schema")):])
 
 
-def test_two_labs_compose_repair_and_extend_with_the_real_model(workspace, llm, preprint, monkeypatch):
-    pytest.importorskip("llama_cpp", reason="the model under study needs agentlab[local] (llama-cpp-python)")
-    for k, v in {"AGENTLAB_AGENTS__MODEL": "openai/scripted-test-double", "AGENTLAB_AGENTS__API_BASE": llm.url,
-                 "AGENTLAB_AGENTS__API_KEY": "sk-test-double", "AGENTLAB_LLM__MAX_RETRIES": "1"}.items():
-        monkeypatch.setenv(k, v)
-    settings = load_settings()
-    assert settings.model_under_study.engine == "llama.cpp"  # the embedded model is under study
+def test_two_labs_compose_repair_and_extend_with_the_real_model(embedded_settings, llm, preprint):
+    settings = embedded_settings
     composed = dict(EXPERT, max_tokens=32, refine_rounds=1)
     turns = iter([composed, {"technique": "custom_code", "max_tokens": 48}])
     llm.script["TechniqueProposal"] = lambda body: next(turns)

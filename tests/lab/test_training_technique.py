@@ -9,11 +9,8 @@ split against the untrained baseline (McNemar), and publishes a paper with the t
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from agentlab.config import load_settings
 from agentlab.lab.run import start_lab
 from agentlab.train.runs import RunStore
 from preprint_server.client import PreprintClient
@@ -27,14 +24,9 @@ TRAINING = {"method": "sft", "evaluate_with": "direct", "target": "worked", "lea
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.timeout(1800)
-def test_a_lab_trains_evaluates_the_checkpoint_and_publishes_the_curve(workspace, llm, preprint, monkeypatch):
-    pytest.importorskip("llama_cpp", reason="the model under study needs agentlab[local] (llama-cpp-python)")
+def test_a_lab_trains_evaluates_the_checkpoint_and_publishes_the_curve(embedded_settings, llm, preprint):
     pytest.importorskip("trl", reason="training needs agentlab[train]")
-    for k, v in {"AGENTLAB_AGENTS__MODEL": "openai/scripted-test-double", "AGENTLAB_AGENTS__API_BASE": llm.url,
-                 "AGENTLAB_AGENTS__API_KEY": "sk-test-double", "AGENTLAB_LLM__MAX_RETRIES": "1"}.items():
-        monkeypatch.setenv(k, v)
-    settings = load_settings()
-    assert settings.model_under_study.engine == "llama.cpp"  # the embedded model is under study
+    settings = embedded_settings
     llm.script["TechniqueProposal"] = TRAIN_PROPOSAL
     llm.script["TrainingProposal"] = TRAINING
     cfg = tiny_config(server_url=preprint["url"], dev_n=2, report_n=3, max_iterations=1, concurrency=2, plan_turns=1,

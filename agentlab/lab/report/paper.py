@@ -141,7 +141,7 @@ def _training(experiments: list[dict[str, Any]]) -> list[str]:
                   f"{t['finetune']} (rank {t['lora_r']}), learning rate {h['learning_rate']:g}, batch "
                   f"{h['batch_size']}, on {t['n_train']} problems from {source}, prompted as `{d['technique']}`"
                   + (f" with `{d['target']}` targets" if t["method"] == "sft" else ", rewarded by the grader")
-                  + f". None of them is in the report split or among the dev problems"
+                  + ". None of them is in the report split or among the dev problems"
                   + (f" ({t['dropped_leaks']} generated duplicates of report problems were dropped)"
                      if t.get("dropped_leaks") else "")
                   + f". Outcome: {outcome}" + (f"; last {last}" if last else "")

@@ -37,6 +37,10 @@ class TechniqueProposal(BaseModel):
     aggregation: Literal["", "majority", "weighted", "embedding_consensus"] = Field(
         "", description="how chains are combined when num_chains > 1; empty = the technique's")
     refine_rounds: Annotated[int, Clamp(0, 3)] = Field(0, ge=0, le=3, description="critique-and-revise rounds")
+    chain_templates: list[Text(800, "one chain's solving prompt; must contain {question}")] = Field(
+        default_factory=list, max_length=4, description="a different solving prompt per chain (sets the number of "
+                                                        "chains), or none")
+    verify: bool = Field(False, description="a judge checks each chain's answer; only accepted answers vote")
     parent: Annotated[int, Clamp(0, 99)] = Field(0, ge=0, le=99, description="branch from experiment #parent's "
                                                  "technique (its spec, then these changes); 0 = from `technique`")
     rationale: Text(200, "one sentence") = ""
@@ -44,7 +48,7 @@ class TechniqueProposal(BaseModel):
     def knobs_only(self) -> TechniqueProposal:
         """The same proposal without what was written out (when that does not validate)."""
         return self.model_copy(update={"system": "", "template": "", "steps": [], "few_shot": 0, "aggregation": "",
-                                       "refine_rounds": 0})
+                                       "refine_rounds": 0, "chain_templates": [], "verify": False})
 
 
 CUSTOM_CODE = "custom_code"  # the proposal's technique name for "write a code technique"

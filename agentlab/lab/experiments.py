@@ -87,9 +87,10 @@ class Experiments:
             "description": (base.description + (" Tuned by the lab's ML engineer." if changed else ""))[:300]})
 
     def authored(self, spec: TechniqueSpec, proposal: dict[str, Any]) -> TechniqueSpec:
-        """``spec`` with what the engineer wrote itself: system prompt, solving template, pre-steps, few-shot
-        exemplars (drawn by the lab from the dev pool beyond the dev split's evaluated problems, never from the
-        report split), aggregation and critique/revise rounds. Raises TechniqueError naming the bad field."""
+        """``spec`` with what the engineer wrote itself: system prompt, solving template, per-chain prompts,
+        pre-steps, few-shot exemplars (drawn by the lab from the dev pool beyond the dev split's evaluated
+        problems, never from the report split), aggregation, critique/revise rounds and a verifier (judge) step.
+        Raises TechniqueError naming the bad field."""
         data = spec.model_dump(mode="json")
         if proposal.get("system"):
             data["system"] = "\n".join(x for x in (proposal["system"], data.get("system")) if x)
@@ -101,8 +102,17 @@ class Experiments:
             data["few_shot"] = self.exemplars(int(proposal["few_shot"]))
             if "{examples}" not in data["template"]:
                 data["template"] = "{examples}\n\n" + data["template"]
+        if proposal.get("chain_templates"):  # one solving prompt per chain: as many chains as prompts
+            chains = data["chains"]
+            chains.update(templates=list(proposal["chain_templates"]), n=len(proposal["chain_templates"]))
+            if chains.get("temperatures") and len(chains["temperatures"]) != chains["n"]:
+                chains["temperatures"] = None
+            if chains["n"] > 1 and chains.get("aggregation", "first") == "first":
+                chains["aggregation"] = "majority"
         if proposal.get("aggregation") and data["chains"]["n"] > 1:
             data["chains"]["aggregation"] = proposal["aggregation"]
+        if proposal.get("verify"):
+            data["verifier"] = data.get("verifier") or {}  # the default judge: VERDICT correct/incorrect
         if proposal.get("refine_rounds"):
             data["refine"] = {**(data.get("refine") or {}), "rounds": int(proposal["refine_rounds"])}
         return TechniqueSpec.parse(data)

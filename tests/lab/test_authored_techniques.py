@@ -20,8 +20,8 @@ EXPERT = {"technique": "zero_shot_cot", "num_chains": 2, "temperature": 0.7, "ma
           "system": "You are a careful arithmetician.",
           "template": "{examples}\n\nPlan: {plan}\n\nQuestion: {question}\nWork it out. {answer_instruction}",
           "steps": [{"name": "plan", "template": "Write a one-line plan for: {question}"}],
-          "few_shot": 2, "aggregation": "majority", "refine_rounds": 1,
-          "rationale": "worked examples, a plan, a vote and a self-check"}
+          "few_shot": 2, "aggregation": "majority", "refine_rounds": 1, "verify": True,
+          "rationale": "worked examples, a plan, a vote, a self-check and a judge"}
 
 
 def test_an_expert_writes_a_composed_technique_and_fixes_an_invalid_draft(lab_settings, llm, preprint):
@@ -45,6 +45,7 @@ def test_an_expert_writes_a_composed_technique_and_fixes_an_invalid_draft(lab_se
     assert [s["name"] for s in spec["steps"]] == ["plan"]
     assert spec["chains"]["n"] == 2 and spec["chains"]["aggregation"] == "majority"
     assert spec["refine"]["rounds"] == 1 and e["record"]["n"] == cfg.dev_n
+    assert "VERDICT" in spec["verifier"]["template"]  # a judge step: only accepted answers vote
     # exemplars come from the dev pool beyond the evaluated dev problems, never from the report split
     shots = {x["question"] for x in spec["few_shot"]}
     assert len(shots) == 2
@@ -105,3 +106,17 @@ def test_experiments_branch_from_earlier_ones_and_the_paper_draws_the_tree(lab_s
         paper = c.get_paper(out.state["publication"]["paper_id"])
         png = c.artifact(paper.id, "experiments.png")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_per_chain_prompts_and_a_judge_written_out(lab_settings):
+    from agentlab.lab.experiments import Experiments
+    from agentlab.techniques import TechniqueError
+
+    ex = Experiments(lab_settings, tiny_config(), "lab-unit", "test-lab")
+    prompts = ["{question}\nSolve it with algebra. {answer_instruction}",
+               "{question}\nSolve it, then check by substitution. {answer_instruction}"]
+    spec = ex.build_spec({"technique": "zero_shot_cot", "chain_templates": prompts, "verify": True}, 1)
+    assert spec.chains.n == 2 and spec.chains.templates == prompts and spec.chains.aggregation == "majority"
+    assert spec.verifier is not None and spec.name == "zero_shot_cot_e1"
+    with pytest.raises(TechniqueError, match="templates"):  # the re-ask names the field
+        ex.build_spec({"technique": "zero_shot_cot", "chain_templates": ["Solve it."]}, 2)

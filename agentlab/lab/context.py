@@ -129,8 +129,7 @@ class LabContext:
         except BudgetExceeded:
             raise
         except Exception as exc:
-            result = {"status": "failed", "training": None, "job_id": None,
-                      "error": "".join(traceback.format_exception_only(type(exc), exc)).strip()}
+            result = {**_failed(exc), "training": None}
         self.store.finish_experiment(self.run_id, key, result["status"], result.get("job_id"), None,
                                      result.get("error"), meta={"training": result.get("training")})
         self.save_elapsed()
@@ -205,5 +204,9 @@ class LabContext:
         except BudgetExceeded:
             raise
         except Exception as exc:
-            return {"status": "failed", "record": None, "job_id": None,
-                    "error": "".join(traceback.format_exception_only(type(exc), exc)).strip()}
+            return {**_failed(exc), "record": None}
+
+
+def _failed(exc: BaseException) -> dict[str, Any]:
+    """A harness, training or infrastructure exception as a failed result (the agents see the error)."""
+    return {"status": "failed", "job_id": None, "error": "".join(traceback.format_exception_only(type(exc), exc)).strip()}

@@ -147,7 +147,8 @@ def _source_problems(src: DataSource, data_dir: Path) -> list[Problem]:
             raise RecipeError(f"data.task: {src.task!r} is not a reasoning-gym task (use source: benchmark)")
         return dataclasses.replace(bench, size=src.size).load(data_dir, seed=src.seed)
     pool = load_benchmark(src.benchmark, data_dir, split="dev", dev_fraction=src.protect.dev_fraction)  # type: ignore[arg-type]
-    return [p for p in pool if p.id not in set(src.exclude_ids)][: src.size]
+    excluded = set(src.exclude_ids)
+    return [p for p in pool if p.id not in excluded][: src.size]
 
 
 def _row(recipe: Recipe, p: Problem) -> dict[str, Any]:

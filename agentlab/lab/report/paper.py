@@ -60,14 +60,16 @@ def build_paper(state: dict[str, Any], draft: dict[str, Any], config: LabConfig,
     fig = accuracy_figure(records, dev, out_dir / "figures" / "accuracy.png")
     tree = experiment_tree_figure(state.get("experiments") or [], out_dir / "figures" / "experiments.png")
     lit = state.get("literature") or []
+    relations = citation_relations(state)
+    used = used_papers(lit, relations)
     curves = _training_curves(state.get("experiments") or [], out_dir / "figures")
-    markdown = "\n".join([*_front(state, draft, config, lit), *_training(state.get("experiments") or []),
+    markdown = "\n".join([*_front(state, draft, config, lit, used, relations),
+                          *_training(state.get("experiments") or []),
                           *_results(state, config, records, dev, fig, tree),
                           *_back(state, draft, records + dev)])
-    relations = citation_relations(state)
-    latex = to_latex(draft, records, used_papers(lit, relations), lab_name=config.lab_name,
-                     stop_reason=state.get("stop_reason"), comparison=final.get("comparison"))
-    citations = list(dict.fromkeys([*(str(p["id"]) for p in used_papers(lit, relations)), *relations]))
+    latex = to_latex(draft, records, used, lab_name=config.lab_name, stop_reason=state.get("stop_reason"),
+                     comparison=final.get("comparison"))
+    citations = list(dict.fromkeys([*(str(p["id"]) for p in used), *relations]))
     specs = {**{TechniqueSpec.parse(e["spec"]).spec_hash(): e["spec"] for e in state.get("experiments") or []
                 if e.get("record") and e.get("spec")}, **(final.get("specs") or {})}
     return Paper(title=draft["title"], abstract=draft["abstract"], markdown=markdown, latex=latex, figure=fig,
@@ -75,7 +77,8 @@ def build_paper(state: dict[str, Any], draft: dict[str, Any], config: LabConfig,
                  techniques=specs or None, relations=relations, tree=tree, curves=curves or None)
 
 
-def _front(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, lit: list[dict[str, Any]]) -> list[str]:
+def _front(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, lit: list[dict[str, Any]],
+           used: list[dict[str, Any]], relations: dict[str, str]) -> list[str]:
     """Title, run line, incomplete-run banner, abstract, introduction, related work, method."""
     lines = [f"# {draft['title']}", ""]
     lines.append(f"*Lab:* {config.lab_name} · *Run:* `{state['run_id']}` · *Goal:* {state['goal']}")
@@ -85,8 +88,6 @@ def _front(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, lit:
                    "This report contains what was finished."), ""]
     lines += ["## Abstract", "", draft["abstract"], "", "## 1 Introduction", "", draft["introduction"], ""]
     lines += ["## 2 Related work", ""]
-    relations = citation_relations(state)
-    used = used_papers(lit, relations)
     if used:
         for p in used:
             how = {"extends": " We build on its published technique.",

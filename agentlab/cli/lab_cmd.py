@@ -446,6 +446,8 @@ def demo(
     report_n: int = typer.Option(5, "--report-n", help="Held-out report-split problems."),
     iterations: int = typer.Option(1, "--iterations", help="Experiment iterations."),
     keep_server: float = typer.Option(0, "--keep-server", help="Keep the local server up this many seconds to browse."),
+    labs: int = typer.Option(1, "--labs", help="Run this many labs at once on one local preprint server and one "
+                             "embedded model server (`agentlab labs run`); they share the goal."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """A whole lab on the embedded defaults: SmolLM2 as agents and model under study, offline, tiny sizes."""
@@ -453,4 +455,9 @@ def demo(
     settings = get_settings()
     if settings.agents.model or settings.model_under_study.engine != "llama.cpp" or settings.model_under_study.model:
         err_console.print("[yellow]note:[/] the demo uses your configured models instead of the embedded one")
+    if labs != 1:
+        from agentlab.cli.labs_cmd import LabsRequest, run_labs
+
+        run_labs(LabsRequest(labs, config, goal=goal, name="demo-lab", quiet=quiet, keep_server_s=keep_server))
+        return
     run_lab_command(goal, None, False, None, config, {}, quiet, None, keep_server)

@@ -1,0 +1,243 @@
+"""`agentlab labs run --parallel N` / `labs resume` / `demo --labs N`: N lab processes on one preprint server.
+
+End to end with real child processes, the real local preprint server `labs run` starts, and the scripted
+LLM double (tests/lab/doubles.py) as the agents and the model under study; plus the user errors and the
+dashboard's model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from agentlab.lab.parallel import (LabSlot, Registry, _last_progress, best_report, lab_status, overrides_env,
+                                   phase_line, shared_model_specs, LabView)
+from agentlab.lab.store import LabStore
+from agentlab.procs import pid_alive
+from preprint_server.client import PreprintClient
+from tests.conftest import SHARED_DATA
+from tests.lab.doubles import ScriptedLabLLM, answers_for, lab_env
+
+GOAL = "Improve arithmetic accuracy of the model under study"
+SIZES = ["--benchmark", "basic_arithmetic", "--report-n", "4", "--concurrency", "1", "--max-answer-tokens", "64"]
+
+
+@pytest.fixture(scope="module")
+def answers():
+    return answers_for("basic_arithmetic", SHARED_DATA)
+
+
+@pytest.fixture
+def llm(answers):
+    with ScriptedLabLLM(answers) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from preprint_server.embedding import default_embedder
+
+    return default_embedder()
+
+
+def _env(workspace, llm) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTLAB_SERVER__")}  # no server: a local one
+    return {**env, **lab_env(llm.url), "AGENTLAB_WORKSPACE": str(workspace), "PYTHONUNBUFFERED": "1"}
+
+
+def _agentlab(*args: str) -> list[str]:
+    return [sys.executable, "-m", "agentlab", *args]
+
+
+def _runs(workspace) -> dict[str, dict]:
+    reg = Registry.load(workspace)
+    with LabStore(workspace / "agentlab.db") as store:
+        return {s.run_id: store.get_run(s.run_id) for s in reg.labs}
+
+
+def _wait(cond, what: str, deadline_s: float = 300.0):
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"waited {deadline_s:.0f} s for {what}")
+
+
+# -- end to end -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_two_labs_publish_two_papers_on_one_server_and_one_goal(workspace, llm, embedder):
+    res = subprocess.run(_agentlab("labs", "run", "--parallel", "2", "--goal", GOAL, "--name", "para", "--quiet",
+                                   "--dev-n", "3", "--iterations", "1", *SIZES),
+                         env=_env(workspace, llm), capture_output=True, text=True, timeout=500)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-3000:]
+
+    reg = Registry.load(workspace)  # the run registry `labs resume` reads
+    assert [s.name for s in reg.labs] == ["para-1", "para-2"] and reg.server_url is None and reg.goal_id
+    assert len({s.run_id for s in reg.labs}) == 2 and all(os.path.getsize(s.log) > 0 for s in reg.labs)
+    runs = _runs(workspace)
+    assert all(r["status"] == "done" and r["paper_id"] and r["goal_id"] == reg.goal_id for r in runs.values())
+    assert {r["lab"] for r in runs.values()} == {"para-1", "para-2"}
+    keys = {(workspace / "preprint" / "lab-keys" / f"para-{i}.key").read_text() for i in (1, 2)}
+    assert len(keys) == 2  # a key of its own per lab
+
+    from preprint_server.serve import local_server
+
+    with local_server(workspace / "preprint", embedder=embedder) as url, PreprintClient(url) as client:
+        goals = client.list_goals()
+        papers = client.list_papers(goal=reg.goal_id, limit=10)
+    assert [g.id for g in goals] == [reg.goal_id] and goals[0].papers == 2  # one goal, both papers on it
+    assert papers.total == 2 and {p.lab for p in papers.items} == {"para-1", "para-2"}
+    assert {p.id for p in papers.items} == {r["paper_id"] for r in runs.values()}
+    assert f"/goals/{reg.goal_id}" in res.stdout and "summary" in res.stdout
+    assert "phase experiments" in res.stdout  # --quiet: one line per phase change
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_ctrl_c_stops_every_lab_and_labs_resume_finishes_them(workspace, llm):
+    llm.mus_delay_s = 0.15  # each dev job takes about a second: room to stop mid-experiments
+    env = _env(workspace, llm)
+    proc = subprocess.Popen(_agentlab("labs", "run", "-n", "2", "--goal", GOAL, "--quiet", "--stop-timeout", "90",
+                                      "--dev-n", "6", "--iterations", "2", *SIZES),
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def both_experimenting():
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            if Registry.load(workspace) is None or not (workspace / "agentlab.db").exists():
+                return False
+            return all(r and r["phase"] == "experiments" for r in _runs(workspace).values())
+
+        _wait(both_experimenting, "both labs to reach the experiments")
+        os.kill(proc.pid, signal.SIGINT)  # Ctrl-C
+        out = proc.communicate(timeout=150)[0].decode()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, out[-4000:]
+    runs = _runs(workspace)
+    for run_id, row in runs.items():
+        assert not pid_alive(row["pid"]), f"lab {run_id} still runs after Ctrl-C"
+        assert row["status"] != "done" and run_id in out
+    assert "agentlab labs resume" in out and "interrupted" in out
+
+    res = subprocess.run(_agentlab("labs", "resume", "--quiet"), env=env, capture_output=True, text=True, timeout=500)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-3000:]
+    runs = _runs(workspace)
+    assert all(r["status"] == "done" and r["paper_id"] for r in runs.values())
+    assert len({r["paper_id"] for r in runs.values()}) == 2
+
+
+# -- user errors ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--parallel", "0", "--goal", "g"], "--parallel: give the number of labs to run (1 or more), not 0"),
+    (["--goal", "g", "--from-queue"], "give exactly one source of goals: --goal TEXT, --goals-file FILE or "
+                                      "--from-queue (got --goal and --from-queue)"),
+    ([], "give exactly one source of goals"),
+    (["--goals-file", "missing.yaml"], "missing.yaml: no such file"),
+    (["--goal", "g", "--backend", "slurm"], "--backend: use local or ray, not 'slurm'"),
+])
+def test_user_mistakes_stop_with_one_line(workspace, monkeypatch, args, message):
+    from typer.testing import CliRunner
+
+    from agentlab.cli import app
+    from agentlab.cli.common import state
+    from agentlab.errors import AgentlabError
+
+    monkeypatch.setattr(state, "_settings", None)
+    r = CliRunner().invoke(app, ["labs", "run", *args])
+    assert r.exit_code == 1 and isinstance(r.exception, AgentlabError), r.output
+    assert message in str(r.exception)
+    assert not (workspace / "preprint").exists()  # nothing started
+
+
+def test_resume_without_a_parallel_run_says_what_to_do(workspace, monkeypatch):
+    from typer.testing import CliRunner
+
+    from agentlab.cli import app
+    from agentlab.cli.common import state
+
+    monkeypatch.setattr(state, "_settings", None)
+    r = CliRunner().invoke(app, ["labs", "resume"])
+    assert r.exit_code == 1 and "no `agentlab labs run` recorded" in str(r.exception)
+    r = CliRunner().invoke(app, ["labs", "resume", "lab-nope"])
+    assert r.exit_code == 1 and "no lab run 'lab-nope'" in str(r.exception)
+
+
+def test_the_error_is_one_line_without_a_traceback(workspace):
+    res = subprocess.run(_agentlab("labs", "run", "--parallel", "0", "--goal", "g"), capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == ["error: --parallel: give the number of labs to run (1 or more), not 0"]
+
+
+# -- the dashboard's model and the registry ----------------------------------------------------------------
+
+
+def test_status_of_a_lab_from_its_row_and_exit_code():
+    assert lab_status(None, None) == "starting"
+    assert lab_status({"status": "failed", "note": "old"}, None) == "starting"  # a resumed run before its session
+    assert lab_status({"status": "running"}, None) == "running"
+    assert lab_status({"status": "done"}, 0) == "done"
+    assert lab_status({"status": "failed", "note": "KeyboardInterrupt: "}, 130) == "interrupted"
+    assert lab_status({"status": "running"}, -signal.SIGKILL) == "killed"
+    assert lab_status({"status": "failed", "note": "no evaluation"}, 1) == "failed"
+    assert lab_status(None, 1) == "failed"
+
+
+def test_best_report_ignores_the_prior_best_and_the_dev_split():
+    exps = [{"split": "dev", "key": "dev-1-0", "record": {"accuracy": 0.9}},
+            {"split": "report", "key": "report-prior", "record": {"accuracy": 0.8}},
+            {"split": "report", "key": "report-baseline", "record": {"accuracy": 0.4}},
+            {"split": "report", "key": "report-best", "record": {"accuracy": 0.5}},
+            {"split": "report", "key": "report-x", "record": None}]
+    assert best_report(exps) == 0.5 and best_report([]) is None
+
+
+def test_progress_line_and_phase_lines(tmp_path):
+    log = tmp_path / "stdout.log"
+    log.write_text("starting\nprogress 1 1 6\nprogress 3 2 6\nsome other line\n")
+    assert _last_progress(log) == (3, 2, 6)
+    assert _last_progress(tmp_path / "none.log") is None
+    a = LabView("l-1", "run-1", "x.log", phase="plan", status="running")
+    assert phase_line(None, a) == "l-1 run-1: phase plan, running"
+    assert phase_line(a, LabView("l-1", "run-1", "x.log", phase="plan", status="running", usd=1.0)) is None
+    assert "phase experiments" in phase_line(a, LabView("l-1", "run-1", "x.log", phase="experiments", status="running"))
+
+
+def test_registry_round_trip_and_overrides_env(tmp_path):
+    reg = Registry("x", [LabSlot("x-1", "run-1", "/l/1.log")], None, {"jobs.backend": "ray"}, "goal-1")
+    reg.save(tmp_path)
+    back = Registry.load(tmp_path)
+    assert back == reg and back.slot("run-1").name == "x-1" and back.slot("nope") is None
+    assert Registry.load(tmp_path / "empty") is None
+    assert overrides_env({"jobs.backend": "ray", "budgets.max_usd": 2.5}) == {
+        "AGENTLAB_JOBS__BACKEND": "ray", "AGENTLAB_BUDGETS__MAX_USD": "2.5"}
+
+
+def test_one_llama_cpp_server_for_embedded_agents_and_model_under_study():
+    from agentlab.config import Settings
+
+    specs = shared_model_specs(Settings())  # the embedded model as agents and under study: one server
+    assert [(s.engine, s.model) for s in specs] == [("llama.cpp", None)]
+    s = Settings(agents={"model": "openai/x"}, model_under_study={"engine": "external", "url": "http://h/v1"})
+    assert shared_model_specs(s) == []
+    s = Settings(agents={"model": "openai/x"}, model_under_study={"model": "/m.gguf"})
+    assert [s.model for s in shared_model_specs(s)] == ["/m.gguf"]
+
+
+def test_registry_json_is_small_and_readable(tmp_path):
+    Registry("x", [LabSlot("x-1", "r", "l")]).save(tmp_path)
+    data = json.loads((tmp_path / "labs_parallel.json").read_text())
+    assert set(data) == {"name", "labs", "server_url", "overrides", "goal_id", "created"}

@@ -244,13 +244,13 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--embed-only", action="store_true", help="fill the embedding cache and stop")
     ap.add_argument("--explore", action="store_true", help="also rank by each lever alone and other weights")
-    ap.add_argument("--passage-words", type=int, nargs=2, metavar=("WORDS", "OVERLAP"),
-                    help="keyword passages of this size instead of keyword.PASSAGE_WORDS/PASSAGE_OVERLAP")
+    ap.add_argument("--passage-words", type=int, metavar="WORDS",
+                    help="keyword passages of at most this many words instead of keyword.PASSAGE_WORDS")
     args = ap.parse_args()
     if args.passage_words:
         from preprint_server import keyword
 
-        keyword.PASSAGE_WORDS, keyword.PASSAGE_OVERLAP = args.passage_words
+        keyword.PASSAGE_WORDS = args.passage_words
     cache = EmbeddingCache(args.cache / "embeddings.sqlite")
     if args.embed_only:
         for n in args.papers:

@@ -1,7 +1,7 @@
 """Keyword index: BM25 over passages with tantivy (Rust, on disk next to Chroma).
 
-A paper is several documents: a head (title and abstract) and its body in short overlapping
-passages (`PASSAGE_WORDS`). A paper ranks by its best passage: an idea stated in one sentence deep
+A paper is several documents: a head (title and abstract) and its body in short passages of whole
+sentences (`PASSAGE_WORDS`). A paper ranks by its best passage: an idea stated in one sentence deep
 in a long paper scores as it would in a short one, where whole-paper BM25 diluted it by the length
 of everything around it (and one common word repeated over a whole paper outweighed it).
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import shutil
 import threading
 import time
@@ -29,8 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FIELD_BOOSTS = {"title": 3.0, "abstract": 1.5, "text": 1.0}  # a title word counts most
-PASSAGE_WORDS, PASSAGE_OVERLAP = 48, 16  # a sentence of up to 16 words is whole in some passage
-SCHEMA_VERSION = 2  # a different version on disk: the index is thrown away and rebuilt from SQLite
+# Whole sentences packed into passages of at most PASSAGE_WORDS words, without overlap: a sentence is
+# never cut (unless longer than a passage), and each word is indexed once, not 1.5 times as with the
+# earlier 48-word windows overlapping by 16. Measured (bench_search_quality.py, 1,000 papers):
+# recall@5 0.980 for those windows, 0.990 for 64-word windows without overlap, 0.971 at 96/16;
+# half the passages, so half the postings a query scans and ~40% less keyword CPU per search.
+PASSAGE_WORDS = 64
+SCHEMA_VERSION = 3  # a different version on disk: the index is thrown away and rebuilt from SQLite
 RARE_TERM_POWER = 1.0  # query-term weight idf ** this, on top of BM25 (measured: bench_search_quality.py)
 HEAD = 0  # passage number of the head document (title, abstract); body passages count from 1
 log = logging.getLogger(__name__)
@@ -58,23 +64,32 @@ class KeywordHit:
     passage: int  # its number: HEAD, or i + 1 for passages(body)[i]
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
+
+
 def passages(body: str) -> list[str]:
-    """The body's passages as the index holds them (the same split at indexing and for snippets)."""
-    tokens = body.split()
-    step = PASSAGE_WORDS - PASSAGE_OVERLAP
-    out = []
-    for start in range(0, len(tokens), step):
-        out.append(" ".join(tokens[start : start + PASSAGE_WORDS]))
-        if start + PASSAGE_WORDS >= len(tokens):
-            break
+    """The body's passages as the index holds them (the same split at indexing and for snippets):
+    consecutive whole sentences, at most PASSAGE_WORDS words each (a longer sentence is cut)."""
+    out: list[str] = []
+    current: list[str] = []
+    for sentence in _SENTENCE_END.split(body):
+        words = sentence.split()
+        if current and len(current) + len(words) > PASSAGE_WORDS:
+            out.append(" ".join(current))
+            current = []
+        while len(words) > PASSAGE_WORDS:
+            out.append(" ".join(words[:PASSAGE_WORDS]))
+            words = words[PASSAGE_WORDS:]
+        current.extend(words)
+    if current:
+        out.append(" ".join(current))
     return out
 
 
 def passage(body: str, number: int) -> str:
-    """Passage `number` (from 1) of `body`: `passages(body)[number - 1]`, without splitting the rest."""
-    start = (number - 1) * (PASSAGE_WORDS - PASSAGE_OVERLAP)
-    tokens = body.split(maxsplit=start + PASSAGE_WORDS)
-    return " ".join(tokens[start : start + PASSAGE_WORDS]) if number >= 1 and start < len(tokens) else ""
+    """Passage `number` (from 1) of `body`, "" if it has none."""
+    found = passages(body)
+    return found[number - 1] if 1 <= number <= len(found) else ""
 
 
 def _schema():
@@ -211,7 +226,9 @@ class KeywordIndex:
         if goal:
             Query, Occur = self._tantivy.Query, self._tantivy.Occur
             query = Query.boolean_query([(Occur.Must, query), (Occur.Must, Query.term_query(self.schema, "goal", goal))])
-        n = limit * 4  # a paper may own several of the best passages: look deeper when it does
+        # a paper may own several of the best passages: look deeper when it does (a larger n costs
+        # more: the search keeps the n best passages, and prunes less)
+        n = limit * 3 // 2
         while True:
             hits = searcher.search(query, n, count=False).hits
             best: dict[str, KeywordHit] = {}

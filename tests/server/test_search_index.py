@@ -83,6 +83,19 @@ def test_a_paper_ranks_by_its_best_passage_however_long_it_is(tmp_path):
     assert len(kw.paper_ids()) == 7  # papers, not passages
 
 
+def test_passages_hold_whole_sentences_up_to_the_passage_size():
+    from preprint_server.keyword import PASSAGE_WORDS
+
+    sentences = [f"Sentence {i} has " + "some filler words " * (i % 5) + "and ends here." for i in range(60)]
+    body = " ".join(sentences[:30]) + "\n\n" + " ".join(sentences[30:]) + " " + "unending " * (PASSAGE_WORDS + 7)
+    found = passages(body)
+    assert all(len(p.split()) <= PASSAGE_WORDS for p in found)
+    assert " ".join(found).split() == body.split()  # every word once, in order: no overlap, nothing lost
+    for sentence in sentences:  # never cut, whatever the packing
+        assert any(sentence in p for p in found)
+    assert [passage(body, i) for i in range(1, len(found) + 1)] == found and passage(body, len(found) + 1) == ""
+
+
 def test_an_index_of_the_older_whole_paper_layout_is_rebuilt(settings, embedder):
     with TestClient(create_app(settings, embedder)) as c:
         assert c.post("/api/papers", json=paper_json(*PAPERS[0]), headers=_key(c)).status_code == 201

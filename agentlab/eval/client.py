@@ -8,6 +8,7 @@ litellm import: the evaluation job in the sandbox starts light) or a litellm pro
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,21 @@ from agentlab.llm.transport import (
     usage_tokens,
 )
 
+# what the harness is working on (``benchmark:problem_id``): completion cache rows are filed under it, so an
+# evaluation job can be seeded with exactly the rows of its model and problems
+cache_scope: contextvars.ContextVar[str | None] = contextvars.ContextVar("cache_scope", default=None)
+
+
+def completion_request(endpoint: Endpoint, messages: list[dict[str, str]], params: dict[str, Any]) -> dict:
+    """What the completion cache hashes: the served model name, the model's identity (weights hash, checkpoint,
+    endpoint: so a trained checkpoint or another model never shares a key), the messages and every sampling
+    parameter (temperature, top_p, max_tokens, seed: chain i of a sampled technique has seed + i, so
+    self-consistency's chains stay distinct)."""
+    req: dict[str, Any] = {"model": endpoint.model, "messages": messages, **params}
+    if endpoint.identity:
+        req["model_id"] = endpoint.identity
+    return req
+
 
 class Endpoint(BaseModel):
     """The model under study: an OpenAI-compatible base URL + served model name (+ key), or a
@@ -39,7 +55,7 @@ class Endpoint(BaseModel):
     identity: str = ""  # what records name as the model: weights hash, hub id or endpoint (see RunningServer.identity)
 
     @classmethod
-    def openai(cls, base_url: str, model: str, api_key: str | None = None, identity: str | None = None) -> "Endpoint":
+    def openai(cls, base_url: str, model: str, api_key: str | None = None, identity: str | None = None) -> Endpoint:
         from agentlab.llm.serving import endpoint_identity
 
         url = base_url.rstrip("/")
@@ -48,11 +64,11 @@ class Endpoint(BaseModel):
         return cls(model=model, base_url=url, api_key=api_key, identity=identity or endpoint_identity(url, model))
 
     @classmethod
-    def from_litellm(cls, model: str, api_base: str | None = None, api_key: str | None = None) -> "Endpoint":
+    def from_litellm(cls, model: str, api_base: str | None = None, api_key: str | None = None) -> Endpoint:
         return cls(model=model, base_url=api_base, api_key=api_key, litellm=True, identity=f"api:{model}")
 
     @classmethod
-    def from_server(cls, server: Any) -> "Endpoint":
+    def from_server(cls, server: Any) -> Endpoint:
         """From an ``agentlab.llm.serving.RunningServer``."""
         return cls.openai(server.url, server.served_model, identity=server.identity)
 
@@ -75,7 +91,9 @@ class ChatClient:
     """Chat completions with a concurrency cap, timeouts, retries and a SQLite completion cache."""
 
     def __init__(self, endpoint: Endpoint, *, concurrency: int = 8, timeout_s: float = 180.0,
-                 retry: RetryPolicy | None = None, cache: SqliteCache | None = None):
+                 retry: RetryPolicy | None = None, cache: SqliteCache | None = None, probe_first: bool = False):
+        """``probe_first``: probe the endpoint once, before the first request that is not answered by the
+        cache (so an evaluation the cache answers entirely sends nothing at all)."""
         if concurrency < 1:
             raise EvalError("concurrency must be at least 1")
         self.endpoint = endpoint
@@ -87,6 +105,8 @@ class ChatClient:
                                                                                            timeout_s)
         self.requests = 0
         self.cache_hits = 0
+        self._probe_pending = probe_first and self._http is not None
+        self._probe_lock = asyncio.Lock()
 
     async def aclose(self) -> None:
         if self._http is not None:
@@ -112,18 +132,26 @@ class ChatClient:
         if logprobs:  # llama.cpp only returns logprobs when top_logprobs is set too
             params["logprobs"] = True
             params["top_logprobs"] = 1
-        key = None
-        if self.cache is not None:
-            key = request_key({"model": self.endpoint.model, "messages": messages, **params})
+        key = req = None
+        # a sampled request without a seed is meant to be an independent draw: never answered from the cache
+        if self.cache is not None and (temperature == 0 or seed is not None):
+            req = completion_request(self.endpoint, messages, params)
+            key = request_key(req)
             hit = self.cache.get(key)
             if hit is not None:
                 self.cache_hits += 1
                 return Completion(**{**hit, "cached": True})
+        if self._probe_pending:
+            async with self._probe_lock:
+                if self._probe_pending:
+                    await self.probe()
+                    self._probe_pending = False
         async with self._sem:
             comp = await self._with_retries(messages, params)
         self.requests += 1
         if key is not None:
-            self.cache.put(key, {**comp.__dict__, "cached": False})
+            self.cache.put(key, {**comp.__dict__, "cached": False}, model_id=self.endpoint.identity or None,
+                           scope=cache_scope.get(), request=req)
         return comp
 
     async def _with_retries(self, messages: list, params: dict) -> Completion:

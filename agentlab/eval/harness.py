@@ -19,7 +19,7 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from agentlab.bench.grading import grade
 from agentlab.bench.registry import Problem
-from agentlab.eval.client import ChatClient, Endpoint
+from agentlab.eval.client import ChatClient, Endpoint, cache_scope
 from agentlab.eval.errors import EndpointError, EvalError, RequestFailed
 from agentlab.eval.outputs import write_run_files
 from agentlab.eval.prompting import Chain, Embedder, Outcome, run_prompt_technique
@@ -36,6 +36,7 @@ class CodeSolver(Protocol):
     async def solve(self, spec: TechniqueSpec, problem: Problem, endpoint: Endpoint) -> tuple[str, int]: ...
 
 
+CACHE_TABLE = "eval_completion_cache"
 OnResult = Callable[[ProblemResult, int, int, int], Any]
 
 
@@ -51,7 +52,7 @@ async def evaluate(
     concurrency: int = 8,
     timeout_s: float = 180.0,
     retry: RetryPolicy | None = None,
-    cache: bool = True,
+    cache: bool | SqliteCache = True,
     job_id: str | None = None,
     on_result: OnResult | None = None,
     code_solver: CodeSolver | None = None,
@@ -60,7 +61,8 @@ async def evaluate(
     """Evaluate ``spec`` on ``problems`` against ``endpoint``; resumes a previous identical run.
 
     Results go to ``db_path`` (usually ``default_db_path(settings)``) as each problem completes; the
-    completion cache lives in the same file. Raises ``EndpointError`` when the endpoint is down (the
+    completion cache lives in the same file (or ``cache``, a ``SqliteCache`` the caller owns; False = none), its
+    rows filed under the endpoint's identity and the problem. Raises ``EndpointError`` when the endpoint is down (the
     finished problems are kept: run the same call again to resume)."""
     _check_inputs(spec, problems, code_solver)
     benchmark = benchmark or problems[0].benchmark
@@ -68,15 +70,17 @@ async def evaluate(
     run_id = run_key(benchmark, subset, ids, endpoint.model, spec.spec_hash())
     rdir = Path(run_dir) if run_dir else db.parent / "runs" / run_id
     store = ResultStore(db)
-    ccache = SqliteCache(db, table="eval_completion_cache") if cache else None
-    client = ChatClient(endpoint, concurrency=concurrency, timeout_s=timeout_s, retry=retry, cache=ccache)
+    own_cache = cache is True
+    ccache = SqliteCache(db, table=CACHE_TABLE) if cache is True else (None if cache is False else cache)
+    # the endpoint is probed before the first request the cache does not answer: an evaluation the cache
+    # answers entirely sends nothing (and is saved even while the endpoint is down)
+    client = ChatClient(endpoint, concurrency=concurrency, timeout_s=timeout_s, retry=retry, cache=ccache,
+                        probe_first=True)
     try:
         store.ensure_run(run_id, benchmark=benchmark, subset=subset, model=endpoint.model, spec=spec,
                          problem_ids=ids, job_id=job_id, run_dir=str(rdir))
         done = store.done_ids(run_id)
         pending = [(i, p) for i, p in enumerate(problems) if p.id not in done]
-        if pending:
-            await _probe(client, store, run_id, len(problems))
 
         async def solve(idx: int, problem: Problem) -> ProblemResult:
             return await _solve_problem(idx, problem, spec, client, endpoint, code_solver, embedder)
@@ -87,7 +91,7 @@ async def evaluate(
     finally:
         await client.aclose()
         store.close()
-        if ccache is not None:
+        if ccache is not None and own_cache:
             ccache.close()
 
 
@@ -107,18 +111,11 @@ def _resumable(exc: EndpointError, saved: int, total: int, run_id: str) -> Endpo
                          "rerun the same command to resume")
 
 
-async def _probe(client: ChatClient, store: ResultStore, run_id: str, total: int) -> None:
-    try:
-        await client.probe()
-    except EndpointError as exc:
-        store.set_status(run_id, "interrupted")
-        raise _resumable(exc, len(store.done_ids(run_id)), total, run_id) from None
-
-
 async def _solve_problem(idx: int, problem: Problem, spec: TechniqueSpec, client: ChatClient, endpoint: Endpoint,
                          code_solver: CodeSolver | None, embedder: Embedder | None) -> ProblemResult:
     """Run the technique on one problem and grade it; a request that failed for good scores as wrong."""
     started = time.perf_counter()
+    cache_scope.set(f"{problem.benchmark}:{problem.id}")  # this task's completions are filed under the problem
     try:
         if spec.kind == "code":
             assert code_solver is not None
@@ -134,7 +131,7 @@ async def _solve_problem(idx: int, problem: Problem, spec: TechniqueSpec, client
         problem_id=problem.id, idx=idx, correct=bool(g and g.correct), answer=g.extracted if g else None,
         gold=problem.answer, level=problem.level, subject=problem.subject, tokens_in=out.tokens_in,
         tokens_out=out.tokens_out, latency_s=time.perf_counter() - started, calls=out.calls,
-        cached=out.calls > 0 and out.cached_calls == out.calls, error=error,
+        cached=out.calls > 0 and out.cached_calls == out.calls, cached_calls=out.cached_calls, error=error,
         chains=[_chain_record(c) for c in out.chains]
         or [{"answer": g.extracted if g else None, "text": out.response[-2000:]}])
 

@@ -48,6 +48,8 @@ class EvalSummary(BaseModel):
     latency_p50_s: float | None
     latency_p95_s: float | None
     errors: int = 0
+    calls: int = Field(0, description="completions the technique asked for")
+    cached_calls: int = Field(0, description="of them, answered by the completion cache (no model request)")
     breakdown: dict[str, dict[str, GroupStats]] = Field(default_factory=dict)
     created: float
     finished: float | None = None
@@ -66,7 +68,8 @@ class ProblemResult(BaseModel):
     tokens_out: int = 0
     latency_s: float = 0.0
     calls: int = 0
-    cached: bool = False
+    cached: bool = False  # every call of this problem came from the completion cache
+    cached_calls: int = 0
     error: str | None = None
     chains: list[dict[str, Any]] = Field(default_factory=list)
 
@@ -205,7 +208,8 @@ def summarize(row: dict[str, Any], results: list[ProblemResult]) -> EvalSummary:
         tokens_per_problem=sum(tokens) / n if n else 0.0,
         tokens_per_correct=sum(tokens) / correct if correct else None,
         latency_p50_s=percentile(lats, 50), latency_p95_s=percentile(lats, 95),
-        errors=sum(r.error is not None for r in results), breakdown=breakdown, created=row["created"],
+        errors=sum(r.error is not None for r in results), calls=sum(r.calls for r in results),
+        cached_calls=sum(r.cached_calls for r in results), breakdown=breakdown, created=row["created"],
         finished=row["updated"] if last is not None and n == len(planned) else None, run_dir=row.get("run_dir"))
 
 

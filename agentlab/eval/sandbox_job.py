@@ -15,28 +15,40 @@ killed evaluation's workdir can seed the next attempt, problem by problem) and r
 workspace's ``eval/eval.db`` (``agentlab.eval.records.ingest_job_result``) so reports, ``agentlab eval``
 and paired comparisons see them.
 The summary's ``job_id`` is the scheduler's job id.
+
+The completion cache is the workspace's, shared by every lab (``agentlab.eval.shared_cache``): the scheduler
+seeds the job with the rows of its model identity (``model_id``) and problems (``cache_seed.jsonl``), and the
+job journals what it computes (``cache_new.jsonl``) for the scheduler to merge back when it ends. The result
+says how many completions the cache answered (``cache``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
+from agentlab.llm.cache import SqliteCache
+
+CACHE_TABLE = "eval_completion_cache"  # = agentlab.eval.harness.CACHE_TABLE (the harness's own, on the host)
 JOB_DB = "eval.db"
 SEED_DIR = "/seed"
+SEED_FILE = "cache_seed.jsonl"  # = agentlab.eval.shared_cache.SEED_FILE (written by the scheduler)
+JOURNAL_FILE = "cache_new.jsonl"  # = agentlab.eval.shared_cache.JOURNAL_FILE (merged back by the scheduler)
 
 
 def run_eval(spec: dict[str, Any], problems: list[dict[str, Any]], model: str, benchmark: str, subset: str,
              concurrency: int = 4, timeout_s: float = 180.0, max_retries: int = 2, base_url: str | None = None,
-             seed_db: str | None = None) -> dict[str, Any]:
+             seed_db: str | None = None, model_id: str = "") -> dict[str, Any]:
     """Job target: evaluate ``spec`` on ``problems``; returns {"summary", "results"} (JSON).
 
     The model is reached through the metered proxy when the job has one, else at ``base_url``
-    (for the process backend run by hand)."""
+    (for the process backend run by hand). ``model_id`` is the model's identity (``Endpoint.identity``): the
+    completion cache's keys include it, and without it the job shares no completions with other jobs."""
     if "httpx" not in sys.modules:  # a fresh job process: skip httpx's optional CLI (click, rich, pygments)
         sys.modules.setdefault("httpx._main", None)  # type: ignore[assignment]
     from agentlab.bench.registry import Problem
@@ -48,9 +60,9 @@ def run_eval(spec: dict[str, Any], problems: list[dict[str, Any]], model: str, b
 
     sock = os.environ.get("AGENTLAB_MODEL_SOCKET")
     if sock:
-        endpoint = Endpoint(model=model, base_url="http://model-proxy/v1", uds=sock)
+        endpoint = Endpoint(model=model, base_url="http://model-proxy/v1", uds=sock, identity=model_id)
     elif base_url:
-        endpoint = Endpoint.openai(base_url, model)
+        endpoint = Endpoint.openai(base_url, model, identity=model_id or None)
     else:
         raise RuntimeError("no model endpoint: run the job with network='proxy'")
     if seed_db and Path(seed_db, JOB_DB).is_file() and not Path(JOB_DB).exists():
@@ -63,14 +75,55 @@ def run_eval(spec: dict[str, Any], problems: list[dict[str, Any]], model: str, b
     def progress(res: Any, done: int, correct: int, total: int) -> None:
         print(f"progress {done} {correct} {total}", flush=True)
 
-    summary = asyncio.run(evaluate(
-        parsed, probs, endpoint, benchmark=benchmark, subset=subset, db_path=JOB_DB, run_dir="run",
-        concurrency=concurrency, timeout_s=timeout_s, retry=RetryPolicy(max_retries=max_retries),
-        job_id=os.environ.get("AGENTLAB_JOB_ID"), on_result=progress))
+    cache = JournaledCache(JOB_DB)
+    try:
+        seeded = cache.load_seed(SEED_FILE) if model_id else 0
+        summary = asyncio.run(evaluate(
+            parsed, probs, endpoint, benchmark=benchmark, subset=subset, db_path=JOB_DB, run_dir="run",
+            concurrency=concurrency, timeout_s=timeout_s, retry=RetryPolicy(max_retries=max_retries),
+            job_id=os.environ.get("AGENTLAB_JOB_ID"), on_result=progress, cache=cache))
+    finally:
+        cache.close()
     store = ResultStore(JOB_DB)
     try:
         results = [r.model_dump(mode="json") for r in store.results(summary.run_id)]
     finally:
         store.close()
-    print(f"done {summary.correct}/{summary.n} ({summary.errors} errors)", file=sys.stderr, flush=True)
-    return {"summary": summary.model_dump(mode="json"), "results": results}
+    print(f"done {summary.correct}/{summary.n} ({summary.errors} errors; {summary.cached_calls} of {summary.calls}"
+          " completions from the cache)", file=sys.stderr, flush=True)
+    return {"summary": summary.model_dump(mode="json"), "results": results,
+            "cache": {"seeded": seeded, "calls": summary.calls, "cached_calls": summary.cached_calls,
+                      "journaled": cache.journaled}}
+
+
+class JournaledCache(SqliteCache):
+    """The job's completion cache: seeded from the workspace's rows, and every completion it stores is also
+    appended to the journal the scheduler merges back into the workspace's cache."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, table=CACHE_TABLE)
+        self.journaled = 0
+        self._journal: Any = None
+
+    def load_seed(self, name: str) -> int:
+        if not Path(name).is_file():
+            return 0
+        with open(name) as fh:
+            rows = [tuple(json.loads(line)) for line in fh if line.strip()]
+        self.merge(rows)  # type: ignore[arg-type]
+        return len(rows)
+
+    def put(self, key: str, value: Any, *, model_id: str | None = None, scope: str | None = None,
+            request: Any = None) -> None:
+        super().put(key, value, model_id=model_id, scope=scope, request=request)
+        if model_id and request is not None:
+            if self._journal is None:
+                self._journal = open(JOURNAL_FILE, "a")
+            self._journal.write(json.dumps({"key": key, "request": request, "value": value, "scope": scope}) + "\n")
+            self._journal.flush()  # a job killed later still hands this completion back
+            self.journaled += 1
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+        super().close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,10 @@ from sandbox import Limits, SandboxOptions
 if TYPE_CHECKING:
     from agentlab.config import SandboxConfig
 
+log = logging.getLogger("agentlab.jobs")
+
 PY_DIR = "/opt/agentlab/py"
+COLLECT_MAX_BYTES = 256 * 1024 * 1024
 CODE_PACKAGES = ("agentlab", "sandbox")
 
 
@@ -53,6 +57,44 @@ def _entry(spec: JobSpec, backend: str) -> tuple[dict[str, Any], dict[str, str],
     return {"command": ["python", "-m", "agentlab.jobs.sandbox_entry"]}, binds, {"PYTHONPATH": pythonpath}
 
 
+def job_cache(spec: JobSpec, workspace: Path | str | None) -> Any:
+    """The workspace's shared completion cache as an evaluation job sees it (``agentlab.eval.shared_cache``:
+    seed files before the start, a journal to merge after the end); None for every other job."""
+    if spec.kind != "eval" or not spec.target or workspace is None:
+        return None
+    from agentlab.eval.shared_cache import JobCache
+
+    return JobCache.for_job(spec, workspace)
+
+
+def seed_job_cache(cache: Any, job_id: str) -> dict[str, str]:
+    """The files that seed a job with the shared cache's rows ({} when none or on an error: it runs uncached)."""
+    if cache is None:
+        return {}
+    try:
+        return cache.seed_files()
+    except Exception:  # a locked or broken cache db never fails a job
+        log.exception("job %s: could not read the shared completion cache", job_id)
+        return {}
+
+
+def merge_job_cache(cache: Any, job_id: str, out: dict[str, Any]) -> None:
+    """Merge what the job computed into the shared cache; the job's result says how much (``cache.merged``)."""
+    collected = out.pop("collected", None) or {}
+    if cache is None:
+        return
+    from agentlab.eval.shared_cache import JOURNAL_FILE
+
+    try:
+        merged = cache.merge(collected.get(JOURNAL_FILE))
+    except Exception:
+        log.exception("job %s: could not merge its completions into the shared completion cache", job_id)
+        return
+    result = out.get("result")
+    if isinstance(result, dict) and isinstance(result.get("cache"), dict):
+        result["cache"]["merged"] = merged
+
+
 def limits_for(spec: JobSpec) -> Limits:
     r = spec.resources
     return Limits(timeout_s=r.timeout_s, cpu_s=r.cpu_s or r.timeout_s * max(r.cpus, 1) * 4,
@@ -61,12 +103,17 @@ def limits_for(spec: JobSpec) -> Limits:
 
 def execute_job(spec: JobSpec, job_id: str, workdir: Path, log_dir: Path, gpus: list[int],
                 options: SandboxOptions, gpu_uuids: dict[int, str] | None = None,
-                cancel_event: threading.Event | None = None, api_key: str | None = None) -> dict[str, Any]:
-    """Run the job; return the fields the store records (state, exit_code, killed_by, error, result, ...)."""
+                cancel_event: threading.Event | None = None, api_key: str | None = None,
+                extra_files: dict[str, str] | None = None, collect: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run the job; return the fields the store records (state, exit_code, killed_by, error, result, ...).
+
+    ``extra_files`` are written into the workdir too (inputs the host prepares at start, kept out of the
+    stored spec); the text of the workdir files named in ``collect`` comes back under ``"collected"``
+    (whatever the job's end), read without following links."""
     backend = options.backend
     try:
         kw, binds, env = _entry(spec, backend)
-        files = dict(spec.files)
+        files = {**spec.files, **(extra_files or {})}
         if spec.target:
             files[CALL_FILE] = json.dumps({"target": spec.target, "args": spec.args})
         proxy = spec.proxy
@@ -87,6 +134,12 @@ def execute_job(spec: JobSpec, job_id: str, workdir: Path, log_dir: Path, gpus: 
             note = "result.json is not valid JSON (ignored)"
     out: dict[str, Any] = {"exit_code": res.exit_code, "killed_by": res.killed_by, "result": result,
                            "wall_s": res.wall_s, "cpu_s": res.cpu_s, "peak_rss_mb": res.peak_rss_mb}
+    if collect:
+        out["collected"] = {}
+        for name in collect:
+            data = sandbox.read_workdir_file(res.workdir, name, max_bytes=COLLECT_MAX_BYTES)
+            if data is not None and len(data) <= COLLECT_MAX_BYTES:
+                out["collected"][name] = data.decode("utf-8", "replace")
     if res.killed_by == "cancelled":
         out.update(state="cancelled", error="cancelled while running")
     elif res.killed_by in ("wall_timeout", "cpu"):

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.errors import AgentlabError
-from agentlab.jobs.execute import execute_job, sandbox_options_for
+from agentlab.jobs.execute import execute_job, job_cache, merge_job_cache, sandbox_options_for, seed_job_cache
 from agentlab.jobs.gpus import GpuInfo, inventory
 from agentlab.jobs.spec import Job, JobSpec
 from agentlab.jobs.store import JobStore
@@ -50,9 +50,12 @@ class LocalScheduler:
     def __init__(self, store: JobStore, workspace: Path | str, *, gpus: list[int] | list[GpuInfo] | None = None,
                  max_concurrent: int = 2, cpus: float | None = None, sandbox_options: SandboxOptions | None = None,
                  heartbeat_s: float = 2.0, proxy_api_key: str | None = None, start: bool = True,
-                 labs: Iterable[str] | None = None, runs: Iterable[str] | None = None) -> None:
+                 labs: Iterable[str] | None = None, runs: Iterable[str] | None = None,
+                 share_cache: bool = True) -> None:
         self.store = store
-        self.jobs_dir = Path(workspace) / "jobs"
+        self.workspace = Path(workspace)
+        self.jobs_dir = self.workspace / "jobs"
+        self.share_cache = share_cache  # evaluation jobs share the workspace's completion cache
         if gpus is None or (gpus and isinstance(gpus[0], int)):
             self.gpus = inventory(gpus)  # type: ignore[arg-type]
         else:
@@ -77,7 +80,14 @@ class LocalScheduler:
             self.start()
 
     @classmethod
-    def from_settings(cls, settings: Any, **kw: Any) -> LocalScheduler:
+    def from_settings(cls, settings: Any, **kw: Any) -> Any:
+        """The scheduler the settings ask for: this local one, or with ``jobs.backend = "ray"`` a
+        ``RayScheduler`` connected to ``jobs.ray_address`` (same interface; raises JobError naming the fix
+        when ray is missing or the cluster cannot be reached)."""
+        return scheduler_from_settings(settings, **kw)
+
+    @classmethod
+    def _local_from_settings(cls, settings: Any, **kw: Any) -> LocalScheduler:
         s = settings
         store = JobStore(s.workspace / "jobs.db")
         opts = sandbox_options_for(s.sandbox)
@@ -278,8 +288,11 @@ class LocalScheduler:
     def _work(self, job: Job, gpus: list[int], workdir: Path, log_dir: Path, ev: threading.Event) -> None:
         try:
             uuids = {g.index: g.uuid for g in self.gpus if g.uuid and g.index in gpus}
+            cache = job_cache(job.spec, self.workspace) if self.share_cache else None
             out = execute_job(job.spec, job.id, workdir, log_dir, gpus, self.options, gpu_uuids=uuids,
-                              cancel_event=ev, api_key=self._secrets.get(job.id) or self.proxy_api_key)
+                              cancel_event=ev, api_key=self._secrets.get(job.id) or self.proxy_api_key,
+                              extra_files=seed_job_cache(cache, job.id), collect=cache.collect if cache else ())
+            merge_job_cache(cache, job.id, out)
         except Exception as exc:  # never leave a job 'running' because of a bug
             log.exception("job %s crashed the worker", job.id)
             out = {"state": "failed", "error": f"internal error: {exc!r}"}
@@ -288,3 +301,13 @@ class LocalScheduler:
         with self._lock:
             self._running.pop(job.id, None)
         self._wake.set()
+
+
+def scheduler_from_settings(settings: Any, **kw: Any) -> Any:
+    """A job scheduler for ``settings.jobs.backend``: ``LocalScheduler`` (local) or ``RayScheduler`` (ray).
+    Keyword arguments are the schedulers' own (``runs``, ``labs``, ``gpus``, ...)."""
+    if settings.jobs.backend == "ray":
+        from agentlab.jobs.ray_backend import RayScheduler
+
+        return RayScheduler.from_settings(settings, **kw)
+    return LocalScheduler._local_from_settings(settings, **kw)

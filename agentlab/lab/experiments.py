@@ -307,7 +307,8 @@ class Experiments:
         llm = self.settings.llm
         args = {"spec": spec.model_dump(mode="json"), "problems": [p.model_dump(mode="json") for p in self.problems(split)],
                 "model": ep.model, "benchmark": self.config.benchmark, "subset": self.subset_label(split),
-                "concurrency": self.config.concurrency, "timeout_s": llm.timeout_s, "max_retries": llm.max_retries}
+                "concurrency": self.config.concurrency, "timeout_s": llm.timeout_s, "max_retries": llm.max_retries,
+                "model_id": ep.identity}  # the shared completion cache's keys name the model (agentlab.eval.shared_cache)
         binds = {}
         if seed_dir:
             from agentlab.eval.sandbox_job import SEED_DIR

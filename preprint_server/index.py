@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from preprint_server.core.config import ServerSettings
 from preprint_server.embedding import MODEL_NAME, Embedder, default_embedder
-from preprint_server.keyword import HEAD, KeywordDoc, KeywordHit, KeywordIndex, passage
+from preprint_server.keyword import HEAD, KeywordDoc, KeywordHit, KeywordIndex
 from preprint_server.models import Paper
 from preprint_server.ranking import fuse
 
@@ -338,14 +338,15 @@ class SearchIndex:
     def _snippets(session: Session, terms: list[str], weights: dict[str, float], hits: list[KeywordHit],
                   rows: dict) -> dict[str, str]:
         """Paper id -> the query's words in context, from the paper's best keyword passage."""
-        in_body = [h.paper_id for h in hits if h.passage != HEAD]
-        bodies = dict(_sql(session, f"SELECT id, body FROM papers WHERE id IN ({_marks(in_body)})", in_body))
         out = {}
         for h in hits:
             if h.passage == HEAD:
                 text = rows[h.paper_id][2]  # the abstract (a title match shows the title already)
-            else:
-                text = passage(bodies.get(h.paper_id, ""), h.passage)
+            else:  # the passage only, cut out by SQLite (a paper's body is ~20 kB; its passage ~400 B)
+                start, end = h.span
+                found = _sql(session, "SELECT substr(body, ?, ?) FROM papers WHERE id = ?",
+                             (start + 1, end - start, h.paper_id))
+                text = found[0][0] if found else ""
             out[h.paper_id] = keyword_snippet(text, terms, weights=weights)
         return out
 

@@ -62,34 +62,42 @@ class KeywordHit:
     paper_id: str
     score: float  # BM25 of the paper's best passage
     passage: int  # its number: HEAD, or i + 1 for passages(body)[i]
+    span: tuple[int, int] = (0, 0)  # where that passage is in the body (HEAD: none)
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
+_WORD = re.compile(r"\S+")
+
+
+def passage_spans(body: str) -> list[tuple[int, int]]:
+    """(start, end) in `body` of each passage: consecutive whole sentences, at most PASSAGE_WORDS words
+    (a longer sentence is cut between words). The index stores the spans, so that a snippet is
+    `body[start:end]` at search time, without splitting the paper again."""
+    spans: list[tuple[int, int]] = []
+    start = end = words = 0  # the passage being filled: body[start:end], `words` words
+    sentence_start = 0
+    for stop in [m.start() for m in _SENTENCE_END.finditer(body)] + [len(body)]:
+        cuts = [m.span() for m in _WORD.finditer(body, sentence_start, stop)]
+        sentence_start = stop
+        if not cuts:
+            continue
+        if words and words + len(cuts) > PASSAGE_WORDS:
+            spans.append((start, end))
+            words = 0
+        while len(cuts) > PASSAGE_WORDS:  # a sentence longer than a passage (words is 0 here)
+            spans.append((cuts[0][0], cuts[PASSAGE_WORDS - 1][1]))
+            cuts = cuts[PASSAGE_WORDS:]
+        if not words:
+            start = cuts[0][0]
+        end, words = cuts[-1][1], words + len(cuts)
+    if words:
+        spans.append((start, end))
+    return spans
 
 
 def passages(body: str) -> list[str]:
-    """The body's passages as the index holds them (the same split at indexing and for snippets):
-    consecutive whole sentences, at most PASSAGE_WORDS words each (a longer sentence is cut)."""
-    out: list[str] = []
-    current: list[str] = []
-    for sentence in _SENTENCE_END.split(body):
-        words = sentence.split()
-        if current and len(current) + len(words) > PASSAGE_WORDS:
-            out.append(" ".join(current))
-            current = []
-        while len(words) > PASSAGE_WORDS:
-            out.append(" ".join(words[:PASSAGE_WORDS]))
-            words = words[PASSAGE_WORDS:]
-        current.extend(words)
-    if current:
-        out.append(" ".join(current))
-    return out
-
-
-def passage(body: str, number: int) -> str:
-    """Passage `number` (from 1) of `body`, "" if it has none."""
-    found = passages(body)
-    return found[number - 1] if 1 <= number <= len(found) else ""
+    """The body's passages as the index holds them."""
+    return [body[a:b] for a, b in passage_spans(body)]
 
 
 def _schema():
@@ -99,6 +107,8 @@ def _schema():
     sb.add_text_field("id", stored=True, tokenizer_name="raw")
     sb.add_text_field("goal", tokenizer_name="raw", index_option="basic")
     sb.add_integer_field(f"passage_v{SCHEMA_VERSION}", stored=True, indexed=True)
+    sb.add_integer_field("start", stored=True, indexed=False)
+    sb.add_integer_field("end", stored=True, indexed=False)
     for name in FIELD_BOOSTS:  # English stemming; frequencies, no positions (no phrase queries)
         sb.add_text_field(name, tokenizer_name="en_stem", index_option="freq")
     return sb.build()
@@ -166,8 +176,9 @@ class KeywordIndex:
                 w.delete_documents_by_term("id", d.paper_id)  # add = replace
                 w.add_document(Document(id=d.paper_id, goal=d.goal, title=d.title, abstract=d.abstract,
                                         **{PASSAGE: HEAD}))
-                for i, text in enumerate(passages(d.body), start=1):
-                    w.add_document(Document(id=d.paper_id, goal=d.goal, text=text, **{PASSAGE: i}))
+                for i, (start, end) in enumerate(passage_spans(d.body), start=1):
+                    w.add_document(Document(id=d.paper_id, goal=d.goal, text=d.body[start:end], start=start, end=end,
+                                            **{PASSAGE: i}))
 
     def delete(self, paper_ids: Sequence[str]) -> None:
         if paper_ids:
@@ -236,7 +247,8 @@ class KeywordIndex:
                 doc = searcher.doc(addr)
                 pid = doc["id"][0]
                 if pid not in best:  # best first
-                    best[pid] = KeywordHit(pid, score, doc[PASSAGE][0])
+                    number = doc[PASSAGE][0]
+                    best[pid] = KeywordHit(pid, score, number, (doc["start"][0], doc["end"][0]) if number != HEAD else (0, 0))
                     if len(best) == limit:
                         return list(best.values())
             if len(hits) < n or n >= 64 * limit:

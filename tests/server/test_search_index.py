@@ -15,7 +15,7 @@ from preprint_server import embedding
 from preprint_server.app import create_app
 from preprint_server.db import Database
 from preprint_server.index import keyword_snippet, query_terms
-from preprint_server.keyword import KeywordDoc, KeywordIndex, passage, passages
+from preprint_server.keyword import KeywordDoc, KeywordIndex, passage_spans, passages
 from tests.server.conftest import PAPERS, paper_json
 
 
@@ -79,7 +79,9 @@ def test_a_paper_ranks_by_its_best_passage_however_long_it_is(tmp_path):
     assert set(_ids(hits[:2])) == {"deep", "short"} and hits[0].score > 2 * hits[2].score
     deep = next(h for h in hits if h.paper_id == "deep")
     assert "modulo nine checksum" in passages(filler * 2 + " Every answer carries a modulo nine checksum.")[-1]
-    assert "checksum" in passage(filler + "Every answer carries a modulo nine checksum. " + filler, deep.passage)
+    deep_body = filler + "Every answer carries a modulo nine checksum. " + filler
+    assert "checksum" in passages(deep_body)[deep.passage - 1]
+    assert deep_body[slice(*deep.span)] == passages(deep_body)[deep.passage - 1]
     assert len(kw.paper_ids()) == 7  # papers, not passages
 
 
@@ -91,9 +93,21 @@ def test_passages_hold_whole_sentences_up_to_the_passage_size():
     found = passages(body)
     assert all(len(p.split()) <= PASSAGE_WORDS for p in found)
     assert " ".join(found).split() == body.split()  # every word once, in order: no overlap, nothing lost
+    assert passages("") == [] and passages("  \n\n ") == [] and passages("One. Two!") == ["One. Two!"]
     for sentence in sentences:  # never cut, whatever the packing
         assert any(sentence in p for p in found)
-    assert [passage(body, i) for i in range(1, len(found) + 1)] == found and passage(body, len(found) + 1) == ""
+    assert [body[a:b] for a, b in passage_spans(body)] == found
+
+
+def test_the_snippet_is_the_matching_sentence_deep_in_a_paper_with_non_ascii_text(settings, embedder):
+    # the index stores where each passage is (characters), SQLite cuts it out of the body: emoji,
+    # accents and dashes before it must not shift the snippet
+    filler = "Wir zählen Stimmen — naïve café voting 🙂 over sampled chains at a temperature. " * 40
+    body = filler + "Every answer carries a modulo nine checksum before the vote. " + filler
+    with TestClient(create_app(settings, embedder)) as c:
+        assert c.post("/api/papers", json=paper_json("Deep idea", "Voting.", body), headers=_key(c)).status_code == 201
+        hits = c.get("/api/search", params={"q": "modulo nine checksum", "k": 1}).json()
+    assert "modulo nine checksum" in hits[0]["snippet"]
 
 
 def test_an_index_of_the_older_whole_paper_layout_is_rebuilt(settings, embedder):

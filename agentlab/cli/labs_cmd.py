@@ -343,6 +343,7 @@ def _table(views: list[LabView]) -> Table:
 
 def _finish(views: list[LabView], srv: SharedServer, interrupted: bool, keep_server_s: float) -> None:
     """The summary table, the papers and goal pages, how to continue; exit 130 after Ctrl-C, 1 if a lab failed."""
+    console.print()
     t = Table("lab", "run", "status", "paper", "best report", "note", title="summary", title_justify="left")
     for v in views:
         t.add_row(v.name, v.run_id, _status(v.status), v.paper_id or "-", _pct(v.best_report), escape(v.note or ""))
@@ -380,11 +381,13 @@ def _print_papers(views: list[LabView], srv: SharedServer) -> None:
                 title = "(not readable on the server now)"
             console.print(f"paper {v.paper_id} by {v.name}: {escape(title)}  {srv.url}/papers/{v.paper_id}",
                           highlight=False)
-    for gid in dict.fromkeys(v.goal_id for v in views if v.goal_id):
+    goal_ids = list(dict.fromkeys(v.goal_id for v in views if v.goal_id))
+    for gid in goal_ids:
         console.print(f"goal page: {srv.url}/goals/{gid}", highlight=False)
     if srv.local and papers:
+        page = f"goals/{goal_ids[0]}" if len(goal_ids) == 1 else ""
         console.print(f"the local server stops with this command; browse later: agentlab server start --data-dir "
-                      f"{srv.data_dir} --port 8000, then open http://127.0.0.1:8000/", highlight=False)
+                      f"{srv.data_dir} --port 8000, then open http://127.0.0.1:8000/{page}", highlight=False)
 
 
 def _status(status: str) -> str:

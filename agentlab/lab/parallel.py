@@ -318,7 +318,7 @@ class LabMonitor:
         exps = self.labs.experiments(slot.run_id)
         totals = self.ledger.totals(slot.run_id)
         v.goal, v.goal_id, v.paper_id = row["goal"], row.get("goal_id"), row.get("paper_id")
-        v.phase = row.get("phase") or "-"
+        v.phase = row.get("phase") or "starting"
         v.best_dev, v.best_report = row.get("best_accuracy"), best_report(exps)
         v.usd, v.tokens = totals.cost_usd, totals.tokens
         v.job = self.running_job(exps) if returncode is None else ""
@@ -347,8 +347,8 @@ class LabMonitor:
 
 def lab_status(row: dict[str, Any] | None, returncode: int | None) -> str:
     status = (row or {}).get("status")
-    if returncode is None:  # still running (a resumed run says `running` once its session started)
-        return status if status in ("running", "paused") else "starting"
+    if returncode is None:  # its process runs
+        return "paused" if status == "paused" else "running" if row else "starting"
     if status in FINISHED:
         return status
     note = (row or {}).get("note") or ""
@@ -394,4 +394,4 @@ def phase_line(before: LabView | None, now: LabView) -> str | None:
     """One line when a lab's phase or status changed (``--quiet``), else None."""
     if before is not None and (before.phase, before.status) == (now.phase, now.status):
         return None
-    return f"{now.name} {now.run_id}: phase {now.phase}, {now.status}"
+    return f"{now.name} {now.run_id}: {now.phase.replace('_', ' ')} ({now.status})"

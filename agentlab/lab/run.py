@@ -67,10 +67,22 @@ def start_lab(settings: Settings, goal: str, config: LabConfig, *, goal_id: str 
     saved = {"lab": config.model_dump(), "goal_id": goal_id, "from_queue": from_queue}
     with LabStore(settings.db_path) as store:
         store.create_run(run_id, goal, goal_id=goal_id, lab=config.lab_name, config=json.dumps(saved), pid=os.getpid())
-    initial = {"run_id": run_id, "goal": goal, "goal_id": goal_id, "phase": "literature_review",
-               "started_at": time.time(), "experiments": [], "notes": [], "human_feedback": [], "stop_reason": None,
-               "revised": False}
-    return _execute(settings, run_id, config, initial, goal_id, on_event, gateway, endpoint, server_key, scheduler)
+    return _execute(settings, run_id, config, _initial(run_id, goal, goal_id), goal_id, on_event, gateway, endpoint,
+                    server_key, scheduler)
+
+
+def _initial(run_id: str, goal: str, goal_id: str | None) -> dict[str, Any]:
+    return {"run_id": run_id, "goal": goal, "goal_id": goal_id, "phase": "literature_review",
+            "started_at": time.time(), "experiments": [], "notes": [], "human_feedback": [], "stop_reason": None,
+            "revised": False}
+
+
+def _has_checkpoint(settings: Settings, run_id: str) -> bool:
+    saver = checkpointer_for(settings)
+    try:
+        return saver.get_tuple({"configurable": {"thread_id": run_id}}) is not None
+    finally:
+        saver.conn.close()
 
 
 def resume_lab(settings: Settings, run_id: str, *, resume: Any = None, on_event: Event | None = None,
@@ -87,6 +99,8 @@ def resume_lab(settings: Settings, run_id: str, *, resume: Any = None, on_event:
     if server_url:
         config.server_url = server_url
     inp = Command(resume=resume) if resume is not None else None
+    if inp is None and not _has_checkpoint(settings, run_id):  # stopped before its first step (preflight): from the start
+        inp = _initial(run_id, row["goal"], saved.get("goal_id"))
     return _execute(settings, run_id, config, inp, saved.get("goal_id"), on_event, gateway, endpoint, server_key,
                     scheduler)
 

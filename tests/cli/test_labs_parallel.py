@@ -98,7 +98,7 @@ def test_two_labs_publish_two_papers_on_one_server_and_one_goal(workspace, llm, 
     assert papers.total == 2 and {p.lab for p in papers.items} == {"para-1", "para-2"}
     assert {p.id for p in papers.items} == {r["paper_id"] for r in runs.values()}
     assert f"/goals/{reg.goal_id}" in res.stdout and "summary" in res.stdout
-    assert "phase experiments" in res.stdout  # --quiet: one line per phase change
+    assert "para-1 " + reg.labs[0].run_id + ": experiments (running)" in res.stdout  # --quiet: a line per phase
 
 
 @pytest.mark.slow
@@ -187,7 +187,7 @@ def test_the_error_is_one_line_without_a_traceback(workspace):
 
 def test_status_of_a_lab_from_its_row_and_exit_code():
     assert lab_status(None, None) == "starting"
-    assert lab_status({"status": "failed", "note": "old"}, None) == "starting"  # a resumed run before its session
+    assert lab_status({"status": "failed", "note": "old"}, None) == "running"  # a resumed run's process runs
     assert lab_status({"status": "running"}, None) == "running"
     assert lab_status({"status": "done"}, 0) == "done"
     assert lab_status({"status": "failed", "note": "KeyboardInterrupt: "}, 130) == "interrupted"
@@ -211,9 +211,10 @@ def test_progress_line_and_phase_lines(tmp_path):
     assert _last_progress(log) == (3, 2, 6)
     assert _last_progress(tmp_path / "none.log") is None
     a = LabView("l-1", "run-1", "x.log", phase="plan", status="running")
-    assert phase_line(None, a) == "l-1 run-1: phase plan, running"
+    assert phase_line(None, a) == "l-1 run-1: plan (running)"
     assert phase_line(a, LabView("l-1", "run-1", "x.log", phase="plan", status="running", usd=1.0)) is None
-    assert "phase experiments" in phase_line(a, LabView("l-1", "run-1", "x.log", phase="experiments", status="running"))
+    b = LabView("l-1", "run-1", "x.log", phase="final_evaluation", status="running")
+    assert phase_line(a, b) == "l-1 run-1: final evaluation (running)"
 
 
 def test_registry_round_trip_and_overrides_env(tmp_path):

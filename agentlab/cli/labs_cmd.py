@@ -51,13 +51,22 @@ class LabsRequest:
 # -- commands --------------------------------------------------------------------------------------------
 
 
-@app.command("run")
+RUN_HELP = (
+    "Run N labs at once on one preprint server, on one dashboard; Ctrl-C stops them all (resumable).\n\n"
+    "Goals: exactly one of --goal TEXT (all labs on one goal), --goals-file FILE or --from-queue (each lab claims "
+    "a goal of its own from the server's queue).\n\n"
+    "Each lab is a child process with its own run id (`agentlab lab status RUN_ID`) and a log under "
+    "<workspace>/logs/labs/. Continue stopped labs with `agentlab labs resume`."
+)
+
+
+@app.command("run", help=RUN_HELP)
 def run(
     parallel: int = typer.Option(2, "--parallel", "-n", help="How many labs to run at once (named NAME-1 .. NAME-N)."),
     goal: Optional[str] = typer.Option(None, "--goal", "-g", help="One research goal for every lab: added to the "
                                        "server once, all labs work on the same goal id."),
-    goals_file: Optional[Path] = typer.Option(None, "--goals-file", help="Import these goals (YAML or JSONL, the "
-                                              "format of `agentlab goals import`); each lab claims one from the queue."),
+    goals_file: Optional[Path] = typer.Option(None, "--goals-file", help="Import these goals (YAML or JSONL, "
+                                              "as `agentlab goals import` reads); each lab claims one from the queue."),
     from_queue: bool = typer.Option(False, "--from-queue", help="Each lab claims the next open goal from the "
                                     "server's queue (`agentlab goals add`)."),
     server: Optional[str] = typer.Option(None, "--server", help="Preprint server URL (config: server.url); empty = "
@@ -69,25 +78,23 @@ def run(
     dev_n: int = typer.Option(20, "--dev-n", help="Problems in the dev split (tuning)."),
     report_n: int = typer.Option(20, "--report-n", help="Problems in the held-out report split."),
     iterations: int = typer.Option(3, "--iterations", help="Experiment iterations on the dev split."),
-    max_answer_tokens: int = typer.Option(512, "--max-answer-tokens", help="Max tokens per answer of the model under study."),
+    max_answer_tokens: int = typer.Option(512, "--max-answer-tokens", help="Max tokens per answer of the model "
+                                          "under study."),
     concurrency: int = typer.Option(4, "--concurrency", help="Requests in flight to the model under study, per lab."),
     allow_code: bool = typer.Option(False, "--allow-code", help="Let the ML engineers write code techniques."),
-    max_usd: Optional[float] = typer.Option(None, "--max-usd", help="Agents' LLM budget in USD per lab (budgets.max_usd)."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Agents' token budget per lab (budgets.max_tokens)."),
+    max_usd: Optional[float] = typer.Option(None, "--max-usd", help="Agents' LLM budget in USD per lab "
+                                            "(budgets.max_usd)."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Agents' token budget per lab "
+                                             "(budgets.max_tokens)."),
     max_jobs: Optional[int] = typer.Option(None, "--max-jobs", help="Maximum jobs per lab (budgets.max_jobs)."),
-    max_wall_minutes: Optional[float] = typer.Option(None, "--max-wall-minutes", help="Wall time per lab (budgets.max_wall_minutes)."),
+    max_wall_minutes: Optional[float] = typer.Option(None, "--max-wall-minutes", help="Wall time per lab "
+                                                     "(budgets.max_wall_minutes)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Where the labs' jobs run: local or ray "
                                           "(config jobs.backend); default: as configured."),
     stop_timeout: float = typer.Option(60.0, "--stop-timeout", help="After Ctrl-C, seconds the labs get to stop "
                                        "cleanly before they are killed."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No dashboard: one line per phase change."),
 ) -> None:
-    """Run N labs at once on one preprint server, on one dashboard; Ctrl-C stops them all (resumable).
-
-    Goals: exactly one of --goal TEXT (all labs on one goal), --goals-file FILE or --from-queue (each lab claims a goal of its own from the server's queue).
-
-    Each lab is a child process with its own run id (`agentlab lab status RUN_ID`) and a log under <workspace>/logs/labs/. Continue stopped labs with `agentlab labs resume`.
-    """
     _check_request(parallel, goal, goals_file, from_queue, backend)
     from agentlab.cli.goals_cmd import read_goals_file
     from agentlab.cli.lab_cmd import _budget_overrides
@@ -107,7 +114,8 @@ def resume(
     run_ids: Optional[list[str]] = typer.Argument(None, help="Runs to continue (default: the runs of the last "
                                                   "`agentlab labs run`)."),
     server: Optional[str] = typer.Option(None, "--server", help="Publish to this server instead of the runs' own."),
-    stop_timeout: float = typer.Option(60.0, "--stop-timeout", help="After Ctrl-C, seconds before the labs are killed."),
+    stop_timeout: float = typer.Option(60.0, "--stop-timeout", help="After Ctrl-C, seconds the labs get to stop "
+                                       "cleanly before they are killed."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No dashboard: one line per phase change."),
 ) -> None:
     """Continue labs in parallel (after Ctrl-C, a crash or a kill), against the server they started on.
@@ -282,7 +290,8 @@ def _resume_slots(settings, reg: Registry | None, run_ids: list[str] | None) -> 
             continue
         slots.append(slot or LabSlot(rows[rid].get("lab") or "agentlab", rid, str(log_path(settings.workspace, rid))))
     if not slots:
-        raise AgentlabError("none of these runs started, so none can be resumed: start new ones with `agentlab labs run`")
+        raise AgentlabError("none of these runs started, so none can be resumed: start new ones with "
+                            "`agentlab labs run`")
     return slots
 
 

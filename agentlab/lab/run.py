@@ -99,7 +99,7 @@ def resume_lab(settings: Settings, run_id: str, *, resume: Any = None, on_event:
     if server_url:
         config.server_url = server_url
     inp = Command(resume=resume) if resume is not None else None
-    if inp is None and not _has_checkpoint(settings, run_id):  # stopped before its first step (preflight): from the start
+    if inp is None and not _has_checkpoint(settings, run_id):  # stopped before its first step (preflight): start it
         inp = _initial(run_id, row["goal"], saved.get("goal_id"))
     return _execute(settings, run_id, config, inp, saved.get("goal_id"), on_event, gateway, endpoint, server_key,
                     scheduler)

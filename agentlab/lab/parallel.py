@@ -323,7 +323,7 @@ class LabMonitor:
         v.usd, v.tokens = totals.cost_usd, totals.tokens
         v.job = self.running_job(exps) if returncode is None else ""
         if v.status in ("failed", "killed"):
-            v.note = row.get("note") or last_line(slot.log)
+            v.note = row.get("note") or last_line(slot.log) or f"exit code {returncode}"
         return v
 
     def running_job(self, exps: list[dict[str, Any]]) -> str:

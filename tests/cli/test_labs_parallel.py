@@ -269,3 +269,36 @@ def test_demo_with_two_labs_serves_the_embedded_model_once(workspace, llm):
                      "ServingManager.find() gives /v1/models 2 s, and llama-cpp-python answers it behind the lock "
                      "of the running completion, so a lab that looks while another generates starts its own")
     assert len(servers) == 1, servers  # one llama.cpp server for both labs, not one per lab
+
+
+class _Goals:
+    """A stand-in for PreprintClient's goal calls."""
+
+    def __init__(self, *goals):
+        from types import SimpleNamespace
+
+        self.ns = SimpleNamespace
+        self.goals = [SimpleNamespace(id=f"g{i}", text=t, benchmark=b, status=s) for i, (t, b, s) in enumerate(goals)]
+
+    def list_goals(self, status=None):
+        return [g for g in self.goals if status in (None, g.status)]
+
+    def add_goal(self, text, benchmark=None, **kw):
+        self.goals.append(self.ns(id=f"g{len(self.goals)}", text=text, benchmark=benchmark, status="open"))
+        return self.goals[-1]
+
+
+def test_one_goal_for_all_labs_and_no_more_labs_than_open_goals():
+    from agentlab.cli.labs_cmd import _fit_to_queue
+    from agentlab.errors import AgentlabError
+    from agentlab.lab.parallel import add_goal_once, import_goals
+
+    c = _Goals(("a", None, "closed"), ("b", "gsm8k", "claimed"))
+    assert add_goal_once(c, "b", "gsm8k").id == "g1"  # the same goal again: its id, nothing added
+    assert add_goal_once(c, "a", None).id == "g2" and len(c.goals) == 3  # a closed goal is not reused
+    goals = [c.ns(text=t, benchmark=None, baseline=None, target=None, max_papers=None) for t in ("a", "x", "x")]
+    assert import_goals(c, goals) == 1 and [g.text for g in c.goals][-1] == "x"
+    assert _fit_to_queue(c, "http://s", 2) == 2  # open: "a" (g2) and "x"
+    assert _fit_to_queue(c, "http://s", 5) == 2
+    with pytest.raises(AgentlabError, match="no open goal in the queue on http://s"):
+        _fit_to_queue(_Goals(("a", None, "claimed")), "http://s", 2)

@@ -112,7 +112,11 @@ class JobsConfig(_Section):
     )
     max_concurrent: int = Field(2, ge=1, description="jobs running at once (local scheduler)")
     cpus: float | None = Field(None, gt=0, description="CPU cores to schedule on; empty = all cores")
-    ray_address: str | None = Field(None, description="Ray cluster address; empty = a local Ray instance")
+    ray_address: str | None = Field(None, description="Ray cluster address (host:port, ray://host:port, auto); "
+                                    "empty = the Ray instance running on this machine, else a new local one")
+    warm_start: bool = Field(True, description="local scheduler: keep the next evaluation job's sandbox started "
+                             "and waiting (its first model request goes out without Python's start-up)")
+    warm_idle_s: float = Field(300.0, gt=0, description="an unused waiting sandbox exits after this long (s)")
 
 
 class GoalsConfig(_Section):

@@ -36,9 +36,55 @@ from agentlab.llm.cache import SqliteCache
 
 CACHE_TABLE = "eval_completion_cache"  # = agentlab.eval.harness.CACHE_TABLE (the harness's own, on the host)
 JOB_DB = "eval.db"
+WARM_DB = ".warm_eval.db"
 SEED_DIR = "/seed"
 SEED_FILE = "cache_seed.jsonl"  # = agentlab.eval.shared_cache.SEED_FILE (written by the scheduler)
 JOURNAL_FILE = "cache_new.jsonl"  # = agentlab.eval.shared_cache.JOURNAL_FILE (merged back by the scheduler)
+
+
+def _light_http() -> None:
+    """In a fresh job process, keep httpx from importing what the job never uses: its command line (click, rich,
+    pygments) and HTTP/2 (h2, ~0.1 s; httpcore then goes without it). The model is spoken to over HTTP/1.1."""
+    if "httpx" not in sys.modules and "httpcore" not in sys.modules:
+        sys.modules.setdefault("httpx._main", None)  # type: ignore[assignment]
+        sys.modules.setdefault("h2", None)  # type: ignore[assignment]
+
+
+def warm_hint(args: dict[str, Any]) -> dict[str, Any]:
+    """Host side: what a warm sandbox for the next job like this one should prepare (its graders; never the
+    problems themselves: the next job may be another lab's)."""
+    return {"graders": sorted({str(p.get("grader")) for p in args.get("problems") or [] if isinstance(p, dict)})}
+
+
+def warm(hint: dict[str, Any] | None = None) -> None:
+    """A warm sandbox's preparation (``agentlab.jobs.sandbox_entry --warm``): everything ``run_eval`` imports,
+    and the graders in ``hint`` (``warm_hint`` of the previous job: math-verify and sympy, or reasoning-gym),
+    so that the job's first model request and its first grade wait for no import."""
+    _light_http()
+    import anyio._backends._asyncio  # httpcore's async backend, imported at the first request
+    import httpcore  # httpx imports it at the first client (~0.1 s)
+    import httpcore._backends.anyio  # noqa: F401
+
+    import agentlab.bench.registry
+    import agentlab.eval.client
+    import agentlab.eval.harness
+    import agentlab.eval.records
+    import agentlab.llm.transport
+    import agentlab.techniques  # noqa: F401
+
+    from agentlab.eval.records import ResultStore
+
+    with ResultStore(WARM_DB):  # the job's db, its tables made (run_eval takes it unless it resumes another)
+        pass
+    JournaledCache(WARM_DB).close()
+    graders = set((hint or {}).get("graders") or [])
+    if "math" in graders:
+        import math_verify  # noqa: F401
+    if "reasoning_gym" in graders:
+        from agentlab.bench.registry import import_reasoning_gym
+
+        import_reasoning_gym()
+        import reasoning_gym  # noqa: F401
 
 
 def run_eval(spec: dict[str, Any], problems: list[dict[str, Any]], model: str, benchmark: str, subset: str,
@@ -49,8 +95,7 @@ def run_eval(spec: dict[str, Any], problems: list[dict[str, Any]], model: str, b
     The model is reached through the metered proxy when the job has one, else at ``base_url``
     (for the process backend run by hand). ``model_id`` is the model's identity (``Endpoint.identity``): the
     completion cache's keys include it, and without it the job shares no completions with other jobs."""
-    if "httpx" not in sys.modules:  # a fresh job process: skip httpx's optional CLI (click, rich, pygments)
-        sys.modules.setdefault("httpx._main", None)  # type: ignore[assignment]
+    _light_http()
     from agentlab.bench.registry import Problem
     from agentlab.eval.client import Endpoint
     from agentlab.eval.harness import evaluate
@@ -69,6 +114,11 @@ def run_eval(spec: dict[str, Any], problems: list[dict[str, Any]], model: str, b
         for name in (JOB_DB, JOB_DB + "-wal"):  # a killed attempt's finished problems (and its cache)
             if Path(seed_db, name).is_file():
                 shutil.copyfile(Path(seed_db, name), name)
+    if Path(WARM_DB).is_file():  # made by warm(): an empty db with its tables
+        if Path(JOB_DB).exists():
+            os.unlink(WARM_DB)
+        else:
+            os.rename(WARM_DB, JOB_DB)
     parsed = TechniqueSpec.parse(spec)
     probs = [Problem.model_validate(p) for p in problems]
 

@@ -101,6 +101,32 @@ def limits_for(spec: JobSpec) -> Limits:
                   memory_mb=r.memory_mb, disk_mb=r.disk_mb, max_procs=r.max_procs)
 
 
+def call_file(spec: JobSpec) -> str:
+    """The ``job_call.json`` of a ``target`` job."""
+    return json.dumps({"target": spec.target, "args": spec.args})
+
+
+def launch(spec: JobSpec, job_id: str, workdir: Path, log_dir: Path, gpus: list[int], options: SandboxOptions, *,
+           files: dict[str, str], gpu_uuids: dict[int, str] | None = None,
+           cancel_event: threading.Event | None = None, api_key: str | None = None,
+           argv: list[str] | None = None, extra_timeout_s: float = 0.0) -> sandbox.Result:
+    """Run ``spec``'s entry (or ``argv``: a warm sandbox's) in the sandbox with ``files`` in its workdir; its
+    limits are the spec's (the wall clock ``extra_timeout_s`` longer). Raises SandboxError."""
+    kw, binds, env = _entry(spec, options.backend)
+    if argv is not None:
+        kw = {"command": argv}
+    proxy = spec.proxy
+    if proxy is not None:
+        proxy = proxy.model_copy(update={"job_id": job_id, "api_key": proxy.api_key or api_key})
+    env = {**spec.env, **env, "AGENTLAB_JOB_ID": job_id}
+    limits = limits_for(spec)
+    if extra_timeout_s:
+        limits = limits.model_copy(update={"timeout_s": limits.timeout_s + extra_timeout_s})
+    return sandbox.run(**kw, files=files, limits=limits, network=spec.network, env=env, gpus=gpus,
+                       gpu_uuids=gpu_uuids, workdir=workdir, log_dir=log_dir, proxy=proxy,
+                       ro_binds={**spec.ro_binds, **binds}, options=options, cancel_event=cancel_event)
+
+
 def execute_job(spec: JobSpec, job_id: str, workdir: Path, log_dir: Path, gpus: list[int],
                 options: SandboxOptions, gpu_uuids: dict[int, str] | None = None,
                 cancel_event: threading.Event | None = None, api_key: str | None = None,
@@ -110,21 +136,20 @@ def execute_job(spec: JobSpec, job_id: str, workdir: Path, log_dir: Path, gpus: 
     ``extra_files`` are written into the workdir too (inputs the host prepares at start, kept out of the
     stored spec); the text of the workdir files named in ``collect`` comes back under ``"collected"``
     (whatever the job's end), read without following links."""
-    backend = options.backend
     try:
-        kw, binds, env = _entry(spec, backend)
         files = {**spec.files, **(extra_files or {})}
         if spec.target:
-            files[CALL_FILE] = json.dumps({"target": spec.target, "args": spec.args})
-        proxy = spec.proxy
-        if proxy is not None:
-            proxy = proxy.model_copy(update={"job_id": job_id, "api_key": proxy.api_key or api_key})
-        env = {**spec.env, **env, "AGENTLAB_JOB_ID": job_id}
-        res = sandbox.run(**kw, files=files, limits=limits_for(spec), network=spec.network, env=env, gpus=gpus,
-                          gpu_uuids=gpu_uuids, workdir=workdir, log_dir=log_dir, proxy=proxy,
-                          ro_binds={**spec.ro_binds, **binds}, options=options, cancel_event=cancel_event)
+            files[CALL_FILE] = call_file(spec)
+        res = launch(spec, job_id, workdir, log_dir, gpus, options, files=files, gpu_uuids=gpu_uuids,
+                     cancel_event=cancel_event, api_key=api_key)
     except sandbox.SandboxError as exc:
         return {"state": "failed", "error": str(exc)}
+    return outcome(res, collect)
+
+
+def outcome(res: sandbox.Result, collect: tuple[str, ...] = (), timed_out_s: float | None = None) -> dict[str, Any]:
+    """The job's outcome from the sandbox's result (``timed_out_s``: the run was cancelled because the job
+    passed this wall clock, as a warm sandbox's job is)."""
     result, note = None, None
     raw = sandbox.read_workdir_file(res.workdir, "result.json")
     if raw is not None:
@@ -140,7 +165,10 @@ def execute_job(spec: JobSpec, job_id: str, workdir: Path, log_dir: Path, gpus: 
             data = sandbox.read_workdir_file(res.workdir, name, max_bytes=COLLECT_MAX_BYTES)
             if data is not None and len(data) <= COLLECT_MAX_BYTES:
                 out["collected"][name] = data.decode("utf-8", "replace")
-    if res.killed_by == "cancelled":
+    if res.killed_by == "cancelled" and timed_out_s is not None:
+        out.update(state="timed_out", killed_by="wall_timeout",
+                   error=f"exceeded the wall-clock timeout {timed_out_s:g} s; partial logs kept")
+    elif res.killed_by == "cancelled":
         out.update(state="cancelled", error="cancelled while running")
     elif res.killed_by in ("wall_timeout", "cpu"):
         out.update(state="timed_out", error=f"exceeded the {res.limit_message}; partial logs kept")

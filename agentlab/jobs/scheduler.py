@@ -19,6 +19,11 @@ scheduler that serves several labs.
 Recovery. Each scheduler registers itself and heartbeats. On start, running jobs whose scheduler is
 gone (process dead or heartbeat stale) are marked failed with a message naming the cause; ``retry``
 queues them again. Their sandboxes died with the old scheduler (die-with-parent).
+
+Evaluation jobs. They share the workspace's completion cache (seeded before, merged after:
+``agentlab.eval.shared_cache``), and with ``warm_start`` the next one finds its sandbox started and waiting
+(``agentlab.jobs.warm``). ``scheduler_from_settings`` gives this scheduler or, with ``jobs.backend = "ray"``,
+``agentlab.jobs.ray_backend.RayScheduler``.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from agentlab.errors import AgentlabError
 from agentlab.jobs.execute import execute_job, job_cache, merge_job_cache, sandbox_options_for, seed_job_cache
 from agentlab.jobs.gpus import GpuInfo, inventory
 from agentlab.jobs.spec import Job, JobSpec
-from agentlab.jobs.store import JobStore
+from agentlab.jobs.store import JobStore, new_job_id
+from agentlab.jobs.warm import DEFAULT_IDLE_S, WarmRunner, warm_key
 from sandbox import SandboxOptions
 
 log = logging.getLogger("agentlab.jobs")
@@ -51,7 +57,11 @@ class LocalScheduler:
                  max_concurrent: int = 2, cpus: float | None = None, sandbox_options: SandboxOptions | None = None,
                  heartbeat_s: float = 2.0, proxy_api_key: str | None = None, start: bool = True,
                  labs: Iterable[str] | None = None, runs: Iterable[str] | None = None,
-                 share_cache: bool = True) -> None:
+                 share_cache: bool = True, warm_start: bool = False, warm_idle_s: float = DEFAULT_IDLE_S,
+                 max_warm: int = 1) -> None:
+        """``warm_start``: after an evaluation job, keep the next one's sandbox started and waiting
+        (``agentlab.jobs.warm``; at most ``max_warm`` at a time, each gone after ``warm_idle_s`` unused).
+        ``share_cache``: evaluation jobs share the workspace's completion cache (``agentlab.eval.shared_cache``)."""
         self.store = store
         self.workspace = Path(workspace)
         self.jobs_dir = self.workspace / "jobs"
@@ -68,6 +78,11 @@ class LocalScheduler:
         self.labs = set(labs) if labs is not None else None  # scope: the jobs it may run (None = any)
         self.runs = set(runs) if runs is not None else None
         self._secrets: dict[str, str] = {}
+        self.warm_start, self.warm_idle_s, self.max_warm = warm_start, warm_idle_s, max_warm
+        self._warm: dict[str, WarmRunner] = {}  # shape -> a waiting sandbox nobody took yet
+        self._reserved: dict[str, WarmRunner] = {}  # job id -> the waiting sandbox it took at submit
+        self._finished = threading.Condition()
+        self._closing = False
         self._started: Counter[str] = Counter()
         self._running: dict[str, tuple[threading.Thread, threading.Event]] = {}
         self._lock = threading.Lock()
@@ -94,6 +109,8 @@ class LocalScheduler:
         kw.setdefault("gpus", s.jobs.gpus)
         kw.setdefault("max_concurrent", s.jobs.max_concurrent)
         kw.setdefault("cpus", s.jobs.cpus)
+        kw.setdefault("warm_start", s.jobs.warm_start)
+        kw.setdefault("warm_idle_s", s.jobs.warm_idle_s)
         key = s.model_under_study.api_key
         kw.setdefault("proxy_api_key", key.get_secret_value() if key else None)
         return cls(store, s.workspace, sandbox_options=opts, **kw)
@@ -101,10 +118,23 @@ class LocalScheduler:
     # --- public API ---------------------------------------------------------------------------------
     def submit(self, spec: JobSpec) -> str:
         self._check_fits(spec)
-        job_id = self.store.add(spec, submitted_by=self.id)
-        if spec.proxy is not None and spec.proxy.api_key:
-            self._secrets[job_id] = spec.proxy.api_key
+        job_id = self._queue(spec, spec.proxy.api_key if spec.proxy is not None else None)
         self._wake.set()
+        return job_id
+
+    def _queue(self, spec: JobSpec, secret: str | None, **kw: Any) -> str:
+        """Add the job to the store, under the id of a waiting sandbox of its kind when there is one."""
+        runner = self._take_warm(spec, secret or self.proxy_api_key)
+        try:
+            job_id = self.store.add(spec, submitted_by=self.id, job_id=runner.job_id if runner else None, **kw)
+        except BaseException:
+            if runner is not None:
+                with self._lock:
+                    self._reserved.pop(runner.job_id, None)
+                runner.cancel.set()
+            raise
+        if secret:
+            self._secrets[job_id] = secret
         return job_id
 
     def get(self, job_id: str) -> Job:
@@ -114,6 +144,7 @@ class LocalScheduler:
         return job
 
     def wait(self, job_id: str, timeout: float | None = None, poll_s: float = 0.05) -> Job:
+        """Wait for a job's end: woken at once when this scheduler finishes it, else polling the store."""
         end = None if timeout is None else time.monotonic() + timeout
         while True:
             job = self.get(job_id)
@@ -121,7 +152,8 @@ class LocalScheduler:
                 return job
             if end is not None and time.monotonic() > end:
                 raise TimeoutError(f"job {job_id} still {job.state} after {timeout} s")
-            time.sleep(poll_s)
+            with self._finished:
+                self._finished.wait(poll_s)
 
     def cancel(self, job_id: str) -> str:
         state = self.store.request_cancel(self.get(job_id).id)
@@ -152,9 +184,7 @@ class LocalScheduler:
         if old.id in self._secrets and spec.proxy is not None:
             spec = spec.model_copy(update={"proxy": spec.proxy.model_copy(update={"api_key": self._secrets[old.id]})})
         self._check_fits(spec)
-        new_id = self.store.add(spec, retry_of=old.id, attempt=old.attempt + 1, submitted_by=self.id)
-        if old.id in self._secrets:
-            self._secrets[new_id] = self._secrets[old.id]
+        new_id = self._queue(spec, self._secrets.get(old.id), retry_of=old.id, attempt=old.attempt + 1)
         self._wake.set()
         return new_id
 
@@ -172,6 +202,8 @@ class LocalScheduler:
     def shutdown(self, wait: bool = True, cancel_running: bool = False) -> None:
         """Stop. With `cancel_running`: cancel the jobs this scheduler runs and the ones it queued (its own;
         other schedulers' jobs are never touched)."""
+        with self._lock:
+            self._closing = True  # no new waiting sandbox from here
         if cancel_running:
             for job_id in self.store.owned(submitted_by=self.id, states=("queued",)):
                 self.store.request_cancel(job_id)
@@ -190,6 +222,15 @@ class LocalScheduler:
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
+        with self._lock:  # the waiting sandboxes nobody took go too
+            idle = list(self._warm.values()) + list(self._reserved.values())
+            self._warm.clear()
+        for runner in idle:
+            if runner.job_id not in self._running:
+                runner.cancel.set()
+        for runner in idle:
+            if runner.job_id not in self._running:
+                runner.thread.join()
         self.store.unregister_scheduler(self.id)
 
     def __enter__(self) -> LocalScheduler:
@@ -263,10 +304,11 @@ class LocalScheduler:
             cpu_used += r.cpus
             per_lab[job.lab] += 1
             self._started[job.lab] += 1
-            ev = threading.Event()
-            t = threading.Thread(target=self._work, args=(job, take, workdir, log_dir, ev),
-                                 name=f"job-{job.id}", daemon=True)
             with self._lock:  # started under the lock: shutdown() may join any thread it sees here
+                runner = self._reserved.pop(job.id, None)  # (and a waiting sandbox is never both or neither)
+                ev = runner.cancel if runner is not None else threading.Event()
+                t = threading.Thread(target=self._work, args=(job, take, workdir, log_dir, ev, runner),
+                                     name=f"job-{job.id}", daemon=True)
                 self._running[job.id] = (t, ev)
                 t.start()
 
@@ -285,22 +327,91 @@ class LocalScheduler:
                     out.append(job)
         return out
 
-    def _work(self, job: Job, gpus: list[int], workdir: Path, log_dir: Path, ev: threading.Event) -> None:
+    def _work(self, job: Job, gpus: list[int], workdir: Path, log_dir: Path, ev: threading.Event,
+              runner: WarmRunner | None = None) -> None:
+        cache = None
         try:
             uuids = {g.index: g.uuid for g in self.gpus if g.uuid and g.index in gpus}
             cache = job_cache(job.spec, self.workspace) if self.share_cache else None
-            out = execute_job(job.spec, job.id, workdir, log_dir, gpus, self.options, gpu_uuids=uuids,
-                              cancel_event=ev, api_key=self._secrets.get(job.id) or self.proxy_api_key,
-                              extra_files=seed_job_cache(cache, job.id), collect=cache.collect if cache else ())
+            seed, collect = seed_job_cache(cache, job.id), (cache.collect if cache else ())
+            out = None
+            if runner is not None:
+                if runner.adopt(job.spec, seed):
+                    out = runner.outcome(job.spec, collect)  # None: it ended unused just as the job came
+                if out is None:
+                    runner.discard(keep_dir=True)  # the cold start below gets a fresh workdir
+            if out is None and ev.is_set():
+                out = {"state": "cancelled", "error": "cancelled before it started"}
+            elif out is None:
+                out = execute_job(job.spec, job.id, workdir, log_dir, gpus, self.options, gpu_uuids=uuids,
+                                  cancel_event=ev, api_key=self._secrets.get(job.id) or self.proxy_api_key,
+                                  extra_files=seed, collect=collect)
             merge_job_cache(cache, job.id, out)
         except Exception as exc:  # never leave a job 'running' because of a bug
             log.exception("job %s crashed the worker", job.id)
             out = {"state": "failed", "error": f"internal error: {exc!r}"}
         state = out.pop("state")
+        out.pop("collected", None)
         self.store.finish(job.id, state, **out)
+        # the next job like this one finds its sandbox waiting (started now, not beside the job: on few cores
+        # a sandbox warming up would slow the job down)
+        try:
+            self._keep_warm(job)
+        except Exception:
+            log.exception("could not start a warm sandbox after job %s", job.id)
         with self._lock:
             self._running.pop(job.id, None)
+        with self._finished:
+            self._finished.notify_all()
         self._wake.set()
+
+    # --- warm sandboxes (agentlab.jobs.warm) -------------------------------------------------------------
+    def _take_warm(self, spec: JobSpec, api_key: str | None) -> WarmRunner | None:
+        """The waiting sandbox for a job like ``spec`` (taken: its id becomes the job's), or None."""
+        if not self.warm_start or self._closing:
+            return None
+        key = warm_key(spec, api_key)
+        with self._lock:
+            runner = self._warm.pop(key, None) if key else None
+            if runner is not None:
+                self._reserved[runner.job_id] = runner
+        return runner
+
+    def _keep_warm(self, job: Job) -> None:
+        """After a job: a waiting sandbox for the next job like it, unless one waits already."""
+        if not self.warm_start or self._stop.is_set():
+            return
+        api_key = self._secrets.get(job.id) or self.proxy_api_key
+        key = warm_key(job.spec, api_key)
+        if key is None:
+            return
+        with self._lock:
+            if self._closing or key in self._warm or len(self._warm) >= self.max_warm:
+                return
+            runner = WarmRunner(job.spec, key, new_job_id(), self.jobs_dir, self.options, api_key,
+                                self.warm_idle_s, self._warm_unused)
+            try:
+                runner.start()
+            except Exception:
+                log.exception("could not start a warm sandbox")
+                runner.discard()
+                return
+            self._warm[key] = runner
+
+    def _warm_unused(self, runner: WarmRunner) -> None:
+        """A waiting sandbox ended with no job (idle, cancelled, failed to start)."""
+        with self._lock:
+            if self._warm.get(runner.key) is runner:
+                del self._warm[runner.key]
+            reserved = runner.job_id in self._reserved or runner.job_id in self._running
+        if not reserved:  # its id never became a job's: nothing of it stays
+            runner.discard()
+
+    def warm_ready(self) -> bool:
+        """A waiting sandbox has imported everything (benchmarks wait for this; labs never need to)."""
+        with self._lock:
+            runners = list(self._warm.values())
+        return any(r.ready() for r in runners)
 
 
 def scheduler_from_settings(settings: Any, **kw: Any) -> Any:

@@ -41,15 +41,20 @@ _COLS = ("exit_code", "killed_by", "error", "result", "workdir", "log_dir", "wal
          "started_at", "finished_at", "state", "gpus", "scheduler_id")
 
 
+def new_job_id() -> str:
+    return "job-" + uuid.uuid4().hex[:12]
+
+
 class JobStore(SqliteStore):
     schema = SCHEMA
     added_columns = {"jobs": {"submitted_by": "TEXT"}}  # stores from before jobs named their submitter
 
     # --- jobs ---------------------------------------------------------------------------------
     def add(self, spec: JobSpec, *, retry_of: str | None = None, attempt: int = 1,
-            submitted_by: str | None = None) -> str:
-        """Queue a job; `submitted_by` is the scheduler that will run it (None: any scheduler may)."""
-        job_id = "job-" + uuid.uuid4().hex[:12]
+            submitted_by: str | None = None, job_id: str | None = None) -> str:
+        """Queue a job; `submitted_by` is the scheduler that will run it (None: any scheduler may); `job_id`
+        one chosen beforehand with ``new_job_id`` (a warm sandbox started for it), else a new one."""
+        job_id = job_id or new_job_id()
         self.conn.execute(
             "INSERT INTO jobs (id, kind, name, lab, run_id, spec, state, submitted_at, retry_of, attempt, submitted_by)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?)",

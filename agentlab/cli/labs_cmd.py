@@ -131,8 +131,8 @@ def resume(
     srv = _open_server(settings, url, reg.name if reg else slots[0].name)
     try:
         rows = _rows(settings, slots)
-        procs = [LabProcess(s, None if rows[s.run_id]["status"] in FINISHED else resume_argv(_prefix(), s, srv.url),
-                            child_env(srv.key_for(s.name), overrides)) for s in slots]
+        procs = [LabProcess(s, _resume_argv(s, rows[s.run_id], reg, srv.url), child_env(srv.key_for(s.name), overrides))
+                 for s in slots]
         if all(p.argv is None for p in procs):
             console.print("every run has finished: nothing to resume")
         views, interrupted = _run_and_watch(settings, procs, quiet, stop_timeout)
@@ -168,8 +168,9 @@ def run_labs(req: LabsRequest) -> None:
     try:
         goal_id, n = _prepare_goals(srv, req)
         slots = plan_labs(settings.workspace, req.name, n)
-        Registry(req.name, slots, None if srv.local else srv.url, req.overrides, goal_id).save(settings.workspace)
         lab_config = req.config.model_dump(mode="json", exclude_unset=True)
+        Registry(req.name, slots, None if srv.local else srv.url, req.overrides, goal_id,
+                 lab_config).save(settings.workspace)
         procs = [LabProcess(s, start_argv(_prefix(), s, srv.url, lab_config, goal_id),
                             child_env(srv.key_for(s.name), req.overrides)) for s in slots]
         views, interrupted = _run_and_watch(settings, procs, req.quiet, req.stop_timeout)
@@ -286,13 +287,16 @@ def _resume_slots(settings, reg: Registry | None, run_ids: list[str] | None) -> 
         if rows[rid] is None and slot is None:
             raise AgentlabError(f"no lab run {rid!r}: see `agentlab lab list`")
         if rows[rid] is None:
-            err_console.print(f"[yellow]note:[/] {slot.name} ({rid}) never started (see {slot.log}): nothing to resume")
-            continue
+            err_console.print(f"[yellow]note:[/] {slot.name} ({rid}) was stopped before it started: starting it now")
         slots.append(slot or LabSlot(rows[rid].get("lab") or "agentlab", rid, str(log_path(settings.workspace, rid))))
-    if not slots:
-        raise AgentlabError("none of these runs started, so none can be resumed: start new ones with "
-                            "`agentlab labs run`")
     return slots
+
+
+def _resume_argv(slot: LabSlot, row: dict[str, Any] | None, reg: Registry | None, url: str) -> list[str] | None:
+    """`lab resume` for a run; None for a finished one; a lab stopped before its run began starts as planned."""
+    if row is None and reg is not None:
+        return start_argv(_prefix(), slot, url, reg.lab_config, reg.goal_id)
+    return None if row["status"] in FINISHED else resume_argv(_prefix(), slot, url)
 
 
 def _rows(settings, slots: list[LabSlot]) -> dict[str, dict[str, Any] | None]:

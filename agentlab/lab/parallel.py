@@ -52,6 +52,7 @@ class Registry:
     server_url: str | None = None  # a configured server; None = the local server on <workspace>/preprint
     overrides: dict[str, Any] = field(default_factory=dict)  # settings the children ran with (budgets, backend)
     goal_id: str | None = None  # the goal all labs shared (--goal), else None (goals from the queue)
+    lab_config: dict[str, Any] = field(default_factory=dict)  # to start a lab stopped before its run began
     created: float = field(default_factory=time.time)
 
     def save(self, workspace: Path) -> Path:
@@ -190,7 +191,7 @@ def overrides_env(overrides: dict[str, Any]) -> dict[str, str]:
 
 
 def child_env(key: str | None, overrides: dict[str, Any]) -> dict[str, str]:
-    env = {**os.environ, **overrides_env(overrides), "PYTHONUNBUFFERED": "1"}
+    env = {"COLUMNS": "200", **os.environ, **overrides_env(overrides), "PYTHONUNBUFFERED": "1"}  # unwrapped logs
     if key:
         env["AGENTLAB_SERVER__API_KEY"] = key  # never on the command line (ps shows it)
     return env

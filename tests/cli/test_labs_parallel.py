@@ -241,7 +241,7 @@ def test_one_llama_cpp_server_for_embedded_agents_and_model_under_study():
 def test_registry_json_is_small_and_readable(tmp_path):
     Registry("x", [LabSlot("x-1", "r", "l")]).save(tmp_path)
     data = json.loads((tmp_path / "labs_parallel.json").read_text())
-    assert set(data) == {"name", "labs", "server_url", "overrides", "goal_id", "created"}
+    assert set(data) == {"name", "labs", "server_url", "overrides", "goal_id", "lab_config", "created"}
 
 
 @pytest.mark.slow
@@ -302,3 +302,17 @@ def test_one_goal_for_all_labs_and_no_more_labs_than_open_goals():
     assert _fit_to_queue(c, "http://s", 5) == 2
     with pytest.raises(AgentlabError, match="no open goal in the queue on http://s"):
         _fit_to_queue(_Goals(("a", None, "claimed")), "http://s", 2)
+
+
+def test_resume_continues_runs_skips_finished_ones_and_starts_labs_stopped_before_their_run():
+    from agentlab.cli.labs_cmd import _resume_argv
+
+    slot = LabSlot("x-1", "run-1", "l.log")
+    reg = Registry("x", [slot], goal_id="g1", lab_config={"dev_n": 3})
+    assert _resume_argv(slot, {"status": "done"}, reg, "http://s") is None
+    argv = _resume_argv(slot, {"status": "failed"}, reg, "http://s")
+    assert argv[-6:] == ["lab", "resume", "run-1", "--quiet", "--server", "http://s"]
+    argv = _resume_argv(slot, None, reg, "http://s")  # Ctrl-C came before the lab recorded its run
+    i = argv.index("child")
+    assert argv[i - 1:i + 3] == ["labs", "child", "--run-id", "run-1"] and argv[-2:] == ["--goal-id", "g1"]
+    assert json.loads(argv[argv.index("--lab-config") + 1]) == {"dev_n": 3, "lab_name": "x-1"}

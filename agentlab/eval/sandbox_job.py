@@ -61,17 +61,16 @@ def warm(hint: dict[str, Any] | None = None) -> None:
     and the graders in ``hint`` (``warm_hint`` of the previous job: math-verify and sympy, or reasoning-gym),
     so that the job's first model request and its first grade wait for no import."""
     _light_http()
-    import anyio._backends._asyncio  # httpcore's async backend, imported at the first request
-    import httpcore  # httpx imports it at the first client (~0.1 s)
+    # httpx imports httpcore at its first client (~0.1 s) and httpcore its async backend at the first request
+    import anyio._backends._asyncio  # noqa: F401
+    import httpcore  # noqa: F401
     import httpcore._backends.anyio  # noqa: F401
 
     import agentlab.bench.registry
     import agentlab.eval.client
     import agentlab.eval.harness
-    import agentlab.eval.records
     import agentlab.llm.transport
     import agentlab.techniques  # noqa: F401
-
     from agentlab.eval.records import ResultStore
 
     with ResultStore(WARM_DB):  # the job's db, its tables made (run_eval takes it unless it resumes another)

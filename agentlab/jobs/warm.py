@@ -28,8 +28,9 @@ import stat
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import sandbox
 from agentlab.jobs.execute import call_file, launch, outcome

@@ -357,7 +357,9 @@ def _table(views: list[LabView]) -> Table:
 def _finish(views: list[LabView], srv: SharedServer, interrupted: bool, keep_server_s: float) -> None:
     """The summary table, the papers and goal pages, how to continue; exit 130 after Ctrl-C, 1 if a lab failed."""
     console.print()
-    t = Table("lab", "run", "status", "paper", "best report", "note", title="summary", title_justify="left")
+    t = Table(title="summary", title_justify="left")
+    for col in ("lab", "run", "status", "paper", "best report", "note"):
+        t.add_column(col, overflow="fold")  # run ids in full, never cut short
     for v in views:
         t.add_row(v.name, v.run_id, _status(v.status), v.paper_id or "-", _pct(v.best_report), escape(v.note or ""))
     console.print(t)
@@ -389,10 +391,11 @@ def _print_papers(views: list[LabView], srv: SharedServer) -> None:
     with PreprintClient(srv.url) as client:
         for v in papers:
             try:
-                title = client.get_paper(v.paper_id).title
+                paper = client.get_paper(v.paper_id)
+                title, lab = paper.title, paper.lab  # the server's name for the lab: its API key's
             except PreprintServerError:
-                title = "(not readable on the server now)"
-            console.print(f"paper {v.paper_id} by {v.name}: {escape(title)}  {srv.url}/papers/{v.paper_id}",
+                title, lab = "(not readable on the server now)", v.name
+            console.print(f"paper {v.paper_id} by {lab}: {escape(title)}  {srv.url}/papers/{v.paper_id}",
                           highlight=False)
     goal_ids = list(dict.fromkeys(v.goal_id for v in views if v.goal_id))
     for gid in goal_ids:

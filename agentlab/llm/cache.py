@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -38,7 +39,11 @@ class SqliteCache(SqliteStore):
         with self.lock:
             self.conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, value TEXT NOT NULL,"
                               " created REAL NOT NULL, model_id TEXT, scope TEXT)")
-            self._add_missing_columns(table, {"model_id": "TEXT", "scope": "TEXT"})  # caches from before them
+            try:
+                self._add_missing_columns(table, {"model_id": "TEXT", "scope": "TEXT"})  # caches from before them
+            except sqlite3.OperationalError as exc:  # another process added them just now
+                if "duplicate column" not in str(exc):
+                    raise
             self.conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_scope ON {table}(model_id, scope)")
 
     def get(self, key: str) -> Any | None:

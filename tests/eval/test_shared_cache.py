@@ -143,6 +143,47 @@ def test_a_job_adds_completions_of_its_own_model_and_problems_only(tmp_path):
     assert stranger is not None and stranger.seed_files() == {}  # another model gets none of them
 
 
+def test_an_older_cache_table_gains_the_columns_and_keeps_its_rows(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "eval.db"
+    con = sqlite3.connect(db)
+    con.execute(f"CREATE TABLE {CACHE_TABLE} (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL)")
+    con.execute(f"INSERT INTO {CACHE_TABLE} VALUES ('old', '{{\"text\": \"x\"}}', 0)")
+    con.commit()
+    con.close()
+    cache = SqliteCache(db, table=CACHE_TABLE)
+    cache.put("new", {"text": "y"}, model_id="m", scope="toy:p0")
+    assert cache.get("old") == {"text": "x"} and [r[0] for r in cache.rows("m", ["toy:p0"])] == ["new"]
+    cache.close()
+
+
+MERGER = """
+import sys
+sys.path.insert(0, {repo!r})
+from agentlab.eval.shared_cache import JobCache
+from tests.eval.test_shared_cache import _job, _line
+cache = JobCache.for_job(_job(), sys.argv[1])
+n = 0
+for i in range(40):  # many small transactions, interleaved with the other writers
+    n += cache.merge(chr(10).join(_line(text=f"{{sys.argv[2]}}-{{i}}-{{j}}") for j in range(5)))
+print(n)
+"""
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    """Three processes merge jobs' completions into one workspace cache at once (WAL, busy timeout)."""
+    ws = tmp_path / "ws"
+    procs = [subprocess.Popen([sys.executable, "-c", MERGER.format(repo=str(REPO)), str(ws), f"w{k}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    assert [int(o[0]) for o in outs] == [200, 200, 200]
+    cache = SqliteCache(ws / "eval" / "eval.db", table=CACHE_TABLE)
+    assert len(cache) == 600
+    cache.close()
+
+
 # -- two labs, one workspace, the real model ------------------------------------------------------------
 
 class CountingForwarder:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -71,7 +72,8 @@ def run(
                                     "server's queue (`agentlab goals add`)."),
     server: Optional[str] = typer.Option(None, "--server", help="Preprint server URL (config: server.url); empty = "
                                          "a local server on <workspace>/preprint, one API key per lab."),
-    name: str = typer.Option("agentlab", "--name", help="Lab name prefix: the labs publish as NAME-1 .. NAME-N."),
+    name: str = typer.Option("agentlab", "--name", help="Lab name prefix: the labs are NAME-1 .. NAME-N (on the "
+                             "local server each has its own API key; a configured server sees server.api_key's lab)."),
     benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", help="Benchmark (default: the goal's, else "
                                             "basic_arithmetic)."),
     baseline: str = typer.Option("zero_shot_cot", "--baseline", help="Baseline technique."),
@@ -247,10 +249,11 @@ def _run_and_watch(settings, procs: list[LabProcess], quiet: bool, stop_timeout:
             console.print(f"{p.slot.name} {p.slot.run_id}: log {p.slot.log}", highlight=False)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM stops the labs like Ctrl-C
     monitor = LabMonitor(settings)
+    to_run = any(p.argv is not None for p in procs)
     try:
-        if any(p.argv is not None for p in procs) and shared_model_specs(settings):
+        if to_run and shared_model_specs(settings):
             console.print("[dim]starting the local model server once for all labs...[/]")
-        with shared_models(settings), Dashboard(quiet) as board:
+        with shared_models(settings) if to_run else nullcontext(), Dashboard(quiet) as board:
             try:
                 for p in procs:
                     p.start()

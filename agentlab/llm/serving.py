@@ -151,9 +151,12 @@ class ServingManager:
             out.append(server)
         return out
 
-    def find(self, engine: Engine, model: str) -> RunningServer | None:
+    def find(self, engine: Engine, model: str, wait_s: float = 180.0) -> RunningServer | None:
+        """A registered, live server of this model that answers. One still starting, or busy with a completion
+        (llama-cpp-python answers /models only between completions), is waited for up to `wait_s`: labs that
+        share a workspace then share one server instead of each starting its own."""
         for server in self.list():
-            if server.engine == engine and server.model == model and _ready(server.url):
+            if server.engine == engine and server.model == model and _answers(server, wait_s):
                 return server
         return None
 
@@ -286,10 +289,10 @@ def _install_hint(engine: str) -> str:
     return "pip install 'agentlab[local]' (or run `make demo`)"
 
 
-def _models(url: str, api_key: str | None = None) -> list[str] | None:
+def _models(url: str, api_key: str | None = None, timeout_s: float = 2.0) -> list[str] | None:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        r = httpx.get(f"{url}/models", timeout=2.0, headers=headers)
+        r = httpx.get(f"{url}/models", timeout=timeout_s, headers=headers)
         if r.status_code != 200:
             return None
         return [m.get("id", "") for m in r.json().get("data", [])]
@@ -299,6 +302,19 @@ def _models(url: str, api_key: str | None = None) -> list[str] | None:
 
 def _ready(url: str) -> bool:
     return _models(url) is not None
+
+
+def _answers(server: RunningServer, wait_s: float) -> bool:
+    """Whether `server` answers /models within `wait_s`, while its process lives."""
+    deadline = time.monotonic() + wait_s
+    while server.pid is None or pid_alive(server.pid):
+        left = deadline - time.monotonic()
+        if _models(server.url, timeout_s=max(2.0, min(30.0, left))) is not None:
+            return True
+        if left <= 0:
+            return False
+        time.sleep(0.5)
+    return False
 
 
 def _reap(pid: int) -> None:

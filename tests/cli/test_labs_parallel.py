@@ -264,10 +264,6 @@ def test_demo_with_two_labs_serves_the_embedded_model_once(workspace, llm):
         assert f"paper {r['paper_id']} by {r['lab']}" in res.stdout
     assert "goal page: http://127.0.0.1:" in res.stdout and f"/goals/{runs[next(iter(runs))]['goal_id']}" in res.stdout
     assert servers, "no llama.cpp server was started"
-    if len(servers) > 1:  # known: agentlab/llm/serving.py, not this command (see the reason)
-        pytest.xfail(f"{len(servers)} llama.cpp servers: `labs run` starts one for all labs, but a lab's "
-                     "ServingManager.find() gives /v1/models 2 s, and llama-cpp-python answers it behind the lock "
-                     "of the running completion, so a lab that looks while another generates starts its own")
     assert len(servers) == 1, servers  # one llama.cpp server for both labs, not one per lab
 
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import httpx
 import pytest
 
 from agentlab.lab.parallel import (LabSlot, LabView, Registry, _last_progress, best_report, lab_status,
@@ -265,6 +266,14 @@ def test_demo_with_two_labs_serves_the_embedded_model_once(workspace, llm):
     assert "goal page: http://127.0.0.1:" in res.stdout and f"/goals/{runs[next(iter(runs))]['goal_id']}" in res.stdout
     assert servers, "no llama.cpp server was started"
     assert len(servers) == 1, servers  # one llama.cpp server for both labs, not one per lab
+    # the goal's page draws both labs' progress lines (and the combined one), from the papers' report records
+    from preprint_server.serve import local_server
+
+    goal_id = next(iter(runs.values()))["goal_id"]
+    with local_server(workspace / "preprint") as url:
+        html = httpx.get(f"{url}/goals/{goal_id}", timeout=60).text
+    for lab in ("all labs", "demo-lab-1", "demo-lab-2"):
+        assert f'data-lab="{lab}"' in html
 
 
 class _Goals:

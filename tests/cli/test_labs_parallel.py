@@ -21,29 +21,10 @@ from agentlab.lab.parallel import (LabSlot, LabView, Registry, _last_progress, b
 from agentlab.lab.store import LabStore
 from agentlab.procs import pid_alive
 from preprint_server.client import PreprintClient
-from tests.conftest import SHARED_DATA
-from tests.lab.doubles import ScriptedLabLLM, answers_for, lab_env
+from tests.lab.doubles import lab_env
 
 GOAL = "Improve arithmetic accuracy of the model under study"
 SIZES = ["--benchmark", "basic_arithmetic", "--report-n", "4", "--concurrency", "1", "--max-answer-tokens", "64"]
-
-
-@pytest.fixture(scope="module")
-def answers():
-    return answers_for("basic_arithmetic", SHARED_DATA)
-
-
-@pytest.fixture
-def llm(answers):
-    with ScriptedLabLLM(answers) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def embedder():
-    from preprint_server.embedding import default_embedder
-
-    return default_embedder()
 
 
 def _env(workspace, llm) -> dict[str, str]:

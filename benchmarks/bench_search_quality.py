@@ -7,7 +7,8 @@ For each corpus size: the papers go into a real index (SQLite, Chroma, tantivy) 
 own code, and each query (a paraphrase of one idea, 3 right papers) is searched by
   * baseline: the ranking before this benchmark existed (whole-paper BM25 and the papers of the
     nearest chunks, fused by reciprocal rank), reproduced here over the same vectors;
-  * current: `SearchIndex.search`, what the server runs now.
+  * current: `SearchIndex.search`, what the server runs now (queries through the int8 graph);
+  * with --fp32-queries, the same and the semantic side alone with queries embedded in fp32.
 Printed: recall@5 and recall@10 (the share of the 3 right papers in the top k), hit@5 (a right
 paper in the top 5), MRR (of the first right paper), and the ranks of the misses.
 
@@ -173,8 +174,9 @@ def by_score(scores: dict[str, float]) -> list[str]:
     return sorted(scores, key=lambda pid: (-scores[pid], pid))
 
 
-def rankings(index, baseline: BaselineKeywords, session, q: str, explore: bool) -> dict[str, list[str]]:
-    """Paper ids, best first, for the baseline, the server's current search and (explore) variants."""
+def rankings(index, baseline: BaselineKeywords, session, q: str, explore: bool, fp32_queries=None) -> dict[str, list[str]]:
+    """Paper ids, best first, for the baseline, the server's current search and (explore) variants;
+    `fp32_queries` (an Embedder): also the current search with queries embedded in fp32."""
     from preprint_server.index import query_terms
     from preprint_server.ranking import fuse
 
@@ -183,6 +185,14 @@ def rankings(index, baseline: BaselineKeywords, session, q: str, explore: bool) 
     old_kw = baseline.search(query_terms(q), depth)
     out = {"baseline": rrf([h.paper_id for h in sem], [pid for pid, _ in old_kw])[:depth],
            "current": [h.id for h in index.search(session, q, depth, None)]}
+    if fp32_queries is not None:
+        int8_queries, index.embedder = index.embedder, fp32_queries
+        try:
+            out["current, fp32 queries"] = [h.id for h in index.search(session, q, depth, None)]
+            out["semantic only, fp32 queries"] = [h.paper_id for h in index.semantic(q, depth, None)]
+        finally:
+            index.embedder = int8_queries
+        out["semantic only"] = [h.paper_id for h in sem]
     if explore:
         from preprint_server import keyword
 
@@ -216,7 +226,7 @@ def metrics(ranks: list[tuple[list[str], frozenset[str]]]) -> dict[str, float]:
             "MRR": statistics.mean(1 / f if (f := first(r, rel)) else 0.0 for r, rel in ranks)}
 
 
-def evaluate(n: int, cache: EmbeddingCache, explore: bool) -> dict[str, dict[str, float]]:
+def evaluate(n: int, cache: EmbeddingCache, explore: bool, fp32_queries=None) -> dict[str, dict[str, float]]:
     papers, queries = corpus(n)
     print(f"corpus of {n} papers: {check(papers)}")
     settings = ServerSettings(data_dir=Path(tempfile.mkdtemp(prefix=f"bench-sq-{n}-")))
@@ -227,7 +237,7 @@ def evaluate(n: int, cache: EmbeddingCache, explore: bool) -> dict[str, dict[str
     per: dict[str, list] = {}
     with db.read() as s:
         for q in queries:
-            for name, ranked in rankings(index, baseline, s, q.text, explore).items():
+            for name, ranked in rankings(index, baseline, s, q.text, explore, fp32_queries).items():
                 per.setdefault(name, []).append((ranked, q.relevant))
     db.close()
     shutil.rmtree(settings.data_dir, ignore_errors=True)
@@ -244,6 +254,8 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--embed-only", action="store_true", help="fill the embedding cache and stop")
     ap.add_argument("--explore", action="store_true", help="also rank by each lever alone and other weights")
+    ap.add_argument("--fp32-queries", action="store_true",
+                    help="also rank with queries embedded in fp32 (the server embeds them with its int8 graph)")
     ap.add_argument("--passage-words", type=int, metavar="WORDS",
                     help="keyword passages of at most this many words instead of keyword.PASSAGE_WORDS")
     args = ap.parse_args()
@@ -256,7 +268,12 @@ def main() -> None:
         for n in args.papers:
             embed_corpus(corpus(n)[0], cache, ServerSettings(data_dir=Path(tempfile.gettempdir())))
         return
-    table = {n: evaluate(n, cache, args.explore) for n in args.papers}
+    fp32_queries = None
+    if args.fp32_queries:
+        from preprint_server.embedding import Embedder
+
+        fp32_queries = Embedder(query_precision="fp32")
+    table = {n: evaluate(n, cache, args.explore, fp32_queries) for n in args.papers}
     names = list(next(iter(table.values())))
     cols = ["recall@5", "recall@10", "hit@5", "MRR"]
     print(f"\nSUMMARY ({len(corpus(1)[1])} queries, 3 right papers each; target recall@5 >= 0.95 at 1,000 papers, "

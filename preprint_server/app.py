@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -93,6 +94,11 @@ def create_app(settings: ServerSettings | None = None, embedder: Embedder | None
                 log.info("index reconciled: %d papers added, %d orphans removed", added, removed)
         with svc.db.read() as s:  # the first search must not pay for loading the model and index
             svc.index.warm(s)
+        # What startup built (models, indexes, the app: ~160,000 objects) lives as long as the
+        # process; out of the collector's sight, a full collection no longer scans it, so it no longer
+        # stops every request for ~100 ms every few hundred searches.
+        gc.collect()
+        gc.freeze()
         yield
         svc.db.close()
 

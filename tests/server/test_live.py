@@ -121,7 +121,12 @@ def test_data_files_and_search_survive_a_real_process_restart(tmp_path, embedder
     shutil.rmtree(ServerSettings(data_dir=data).chroma_dir)
     with server_process(data) as third, PreprintClient(third.url, key) as c:
         assert c.health().indexed_papers == 4
-        assert _served_state(c) == before
+        after = _served_state(c)
+        # re-embedded in one batch, not one paper at a time: fp32 padding noise (~1e-7) may move a
+        # rounded score by its last digit, never the order
+        assert {**after, "hits": None} == {**before, "hits": None}
+        assert [[pid for pid, _ in hits] for hits in after["hits"]] == [[pid for pid, _ in hits] for hits in before["hits"]]
+        assert all(abs(a[1] - b[1]) < 1e-5 for x, y in zip(after["hits"], before["hits"]) for a, b in zip(x, y))
         # and the restarted server still writes: a paper published now is found
         new = c.publish(PaperCreate(title="Octopus camouflage", body="reaction diffusion patterns in skin")).id
         assert c.search("cephalopod skin patterns", k=1)[0].id == new

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from preprint_server import embedding
+from preprint_server import embedding, quantize
 from preprint_server.app import create_app
 from preprint_server.db import Database
 from preprint_server.index import keyword_snippet, query_terms
@@ -229,8 +229,57 @@ def test_onnx_vectors_match_sentence_transformers(embedder):
     texts = ["majority vote", "a longer passage about protein retrieval " * 60, "ünïcode wörds"]
     a, b = np.array(embedder.embed(texts)), np.array(torch_embedder.embed(texts))
     assert (a * b).sum(1).min() > 0.9999
-    q = np.array(embedder.embed_query("majority vote"))
+    fp32_queries = embedding.Embedder(query_precision="fp32")
+    assert fp32_queries.backend.query_precision == "fp32"
+    q = np.array(fp32_queries.embed_query("majority vote"))
     assert float(q @ b[0]) > 0.9999 and abs(np.linalg.norm(q) - 1) < 1e-5
+
+
+# Searches the calibration never saw (the int8 graph is calibrated on quantize.CALIBRATION)
+HELD_OUT = [
+    "does sampling more chains beat a bigger model on word problems",
+    "verifier trained on synthetic errors",
+    "which paper reported the largest gain on MATH-500 with a 1B model?",
+    "Zero-shot prompting versus few-shot exemplars retrieved by topic similarity for geometry questions",
+    "protein folding",
+    "a report whose baseline was measured on a different split",
+    "ünïcode wörds and émojis 🙂 in a query",
+    "We found that pruning low-confidence chains before the vote saved 30% of the tokens at equal accuracy.",
+]
+
+
+def test_int8_query_vectors_stay_close_to_fp32(embedder):
+    assert embedder.backend.query_precision == "int8"
+    fp32 = embedding.Embedder(query_precision="fp32")
+    a = np.array([embedder.embed_query(t) for t in HELD_OUT])
+    b = np.array(fp32.embed(HELD_OUT))
+    cos = (a * b).sum(1)
+    assert cos.min() > 0.99 and cos.mean() > 0.995, cos
+    assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-4)
+    # the nearest text is the same whichever way the query was embedded
+    assert ((a @ b.T).argmax(1) == np.arange(len(HELD_OUT))).all()
+
+
+def test_int8_query_graph_is_made_once_and_falls_back_to_fp32(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("AGENTLAB_CACHE_DIR", str(tmp_path))
+    assert embedding.load_backend().query_precision == "int8"
+    assert embedding.query_onnx_path().exists()
+    monkeypatch.setattr(quantize, "quantize_for_queries", lambda src, dest: pytest.fail("quantized twice"))
+    assert embedding.load_backend().query_precision == "int8"
+    embedding.query_onnx_path().unlink()
+
+    def broken(src, dest):
+        raise RuntimeError("quantizer unavailable")
+    monkeypatch.setattr(quantize, "quantize_for_queries", broken)
+    with caplog.at_level(logging.WARNING, logger="preprint_server.embedding"):
+        backend = embedding.load_backend()
+    assert backend.name == "onnx" and backend.query_precision == "fp32" and "quantizer unavailable" in caplog.text
+    assert not list(tmp_path.glob("onnx/*.tmp"))  # nothing half-written
+    monkeypatch.setenv("AGENTLAB_EMBED_QUERY_PRECISION", "fp32")
+    assert embedding.load_backend().query_precision == "fp32"
+    monkeypatch.setenv("AGENTLAB_EMBED_QUERY_PRECISION", "int4")
+    with pytest.raises(ValueError, match="int8 or fp32"):
+        embedding.load_backend()
 
 
 def test_failed_export_falls_back_to_torch_with_a_warning(tmp_path, monkeypatch, caplog):

@@ -157,6 +157,11 @@ class Settings(BaseSettings):
         """SQLite file for the usage ledger, response cache and other lab-side records."""
         return self.workspace / "agentlab.db"
 
+    @property
+    def jobs_db_path(self) -> Path:
+        """SQLite file of the job store every scheduler, lab and `agentlab jobs` command of this workspace shares."""
+        return self.workspace / "jobs.db"
+
 
 # Path-valued keys; relative values in a config file are relative to that file's folder.
 _PATH_KEYS = {"data_dir", "workspace"}

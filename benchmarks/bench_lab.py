@@ -48,7 +48,7 @@ def _job_overhead(settings, run_id):
     store = LabStore(settings.db_path)
     exps = [e for e in store.experiments(run_id) if e["finished"] and e["job_id"]]
     store.close()
-    jobs = JobStore(settings.workspace / "jobs.db")
+    jobs = JobStore(settings.jobs_db_path)
     out = []
     for e in exps:
         job = jobs.get(e["job_id"])

@@ -16,7 +16,7 @@ app = typer.Typer(help="List, inspect, cancel and retry jobs (evaluation, traini
 
 
 def _store() -> JobStore:
-    return JobStore(get_settings().workspace / "jobs.db")
+    return JobStore(get_settings().jobs_db_path)
 
 
 def _get(store: JobStore, job_id: str):
@@ -134,7 +134,7 @@ def gpus() -> None:
     if not inv:
         console.print(f"no GPUs (source: {src}); jobs that need no GPU still run")
         return
-    store = JobStore(s.workspace / "jobs.db")
+    store = JobStore(s.jobs_db_path)
     held = {g: j for j in store.list(state="running") for g in j.gpus}
     t = Table(title=f"GPUs (source: {src})")
     for c in ("index", "name", "memory (MB)", "uuid", "job", "lab"):

@@ -167,7 +167,7 @@ class RayScheduler:
         key = s.model_under_study.api_key
         kw.setdefault("proxy_api_key", key.get_secret_value() if key else None)
         kw.pop("start", None)
-        return cls(JobStore(s.workspace / "jobs.db"), s.workspace, address=s.jobs.ray_address or None,
+        return cls(JobStore(s.jobs_db_path), s.workspace, address=s.jobs.ray_address or None,
                    sandbox_options=sandbox_options_for(s.sandbox), **kw)
 
     # --- public API (as LocalScheduler's) --------------------------------------------------------------

@@ -104,7 +104,7 @@ class LocalScheduler:
     @classmethod
     def _local_from_settings(cls, settings: Any, **kw: Any) -> LocalScheduler:
         s = settings
-        store = JobStore(s.workspace / "jobs.db")
+        store = JobStore(s.jobs_db_path)
         opts = sandbox_options_for(s.sandbox)
         kw.setdefault("gpus", s.jobs.gpus)
         kw.setdefault("max_concurrent", s.jobs.max_concurrent)

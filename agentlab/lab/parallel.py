@@ -302,7 +302,7 @@ class LabMonitor:
 
     def __init__(self, settings: Settings):
         self.labs = LabStore(settings.db_path)
-        self.jobs = JobStore(settings.workspace / "jobs.db")
+        self.jobs = JobStore(settings.jobs_db_path)
         self.ledger = UsageLedger(settings.db_path)
 
     def close(self) -> None:

@@ -15,7 +15,8 @@ scheduler's utilisation (share of the wall time with at least one job running), 
 jobs and how many the shared cache answered, failed runs, server errors (HTTP 5xx in the labs' logs), duplicate
 and lost papers (a run that says it published a paper the server does not have), and the speed-up.
 
-On 2 cores the labs share the cores and one llama.cpp server; its parallel slots let their requests batch.
+On 2 cores the labs share the cores and one llama.cpp server, which answers one request at a time (llama-cpp-python
+has no parallel slots): N labs gain by overlapping one lab's model calls with the others' jobs, searches and writing.
 """
 
 from __future__ import annotations

@@ -185,6 +185,8 @@ def rankings(index, baseline: BaselineKeywords, session, q: str, explore: bool, 
     old_kw = baseline.search(query_terms(q), depth)
     out = {"baseline": rrf([h.paper_id for h in sem], [pid for pid, _ in old_kw])[:depth],
            "current": [h.id for h in index.search(session, q, depth, None)]}
+    if explore or fp32_queries is not None:
+        out["semantic only"] = [h.paper_id for h in sem]
     if fp32_queries is not None:
         int8_queries, index.embedder = index.embedder, fp32_queries
         try:
@@ -192,7 +194,6 @@ def rankings(index, baseline: BaselineKeywords, session, q: str, explore: bool, 
             out["semantic only, fp32 queries"] = [h.paper_id for h in index.semantic(q, depth, None)]
         finally:
             index.embedder = int8_queries
-        out["semantic only"] = [h.paper_id for h in sem]
     if explore:
         from preprint_server import keyword
 
@@ -203,7 +204,6 @@ def rankings(index, baseline: BaselineKeywords, session, q: str, explore: bool, 
         finally:
             keyword.RARE_TERM_POWER = power
         sims = {h.paper_id: h.similarity for h in sem}
-        out["semantic only"] = [h.paper_id for h in sem]
         out["whole-paper BM25 only"] = [pid for pid, _ in old_kw]
         out["passage BM25 only"] = list(kw)
         out["rrf, passage BM25"] = rrf([h.paper_id for h in sem], list(kw))

@@ -152,7 +152,6 @@ class _OnnxBackend:
 
         self.tokenizer = tokenizer()
         self._tokenizer_lock = threading.Lock()  # padding/truncation state is shared
-        self.threads = threads
         self.batch_session = self._session(ort, path, threads)
         self.query_session = self._session(ort, query_path or path, 1)
         self.query_precision = "int8" if query_path else "fp32"

@@ -98,6 +98,9 @@ def quantize_for_queries(src: Path, dest: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = onnx.load(str(src))
+    keep_fp32 = [n.name for n in model.graph.node if _is_early_ffn_output(n.name)]
+    if len(keep_fp32) != FP32_FFN_LAYERS:  # the exporter named the nodes differently: do not guess
+        raise RuntimeError(f"expected {FP32_FFN_LAYERS} feed-forward output MatMuls to keep in fp32, found {keep_fp32}")
     weights = {w.name: w for w in model.graph.initializer}
     consumers: dict[str, list] = {}  # activation -> the MatMuls that multiply it by a weight
     for node in model.graph.node:
@@ -122,10 +125,6 @@ def quantize_for_queries(src: Path, dest: Path) -> Path:
         nodes.insert(min(nodes.index(u) for u in users), mul)
     model.graph.ClearField("node")
     model.graph.node.extend(nodes)
-
-    keep_fp32 = [n.name for n in model.graph.node if _is_early_ffn_output(n.name)]
-    if len(keep_fp32) != FP32_FFN_LAYERS:  # the exporter named the nodes differently: do not guess
-        raise RuntimeError(f"expected {FP32_FFN_LAYERS} feed-forward output MatMuls to keep in fp32, found {keep_fp32}")
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
@@ -25,7 +26,8 @@ class Services:
     store: BlobStore
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request
     return request.app.state.services
 
 
@@ -49,13 +51,14 @@ def require_lab(svc: ServicesDep, creds: Annotated[HTTPAuthorizationCredentials 
     return _lab(svc, creds)
 
 
-def read_access(request: Request, svc: ServicesDep) -> None:
+async def read_access(request: Request, svc: ServicesDep) -> None:
     """Reads need a key only on a private server. The header is read here rather than through the
     `bearer` dependency, which would declare a key for every read in the OpenAPI document (app.py
     declares it on reads when the server is private)."""
     if svc.settings.private:
         scheme, token = get_authorization_scheme_param(request.headers.get("Authorization"))
-        _lab(svc, HTTPAuthorizationCredentials(scheme=scheme, credentials=token) if scheme else None)
+        creds = HTTPAuthorizationCredentials(scheme=scheme, credentials=token) if scheme else None
+        await run_in_threadpool(_lab, svc, creds)  # a database lookup: off the event loop
 
 
 LabDep = Annotated[Lab, Depends(require_lab)]

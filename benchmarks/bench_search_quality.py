@@ -174,7 +174,7 @@ def by_score(scores: dict[str, float]) -> list[str]:
     return sorted(scores, key=lambda pid: (-scores[pid], pid))
 
 
-def rankings(index, baseline: BaselineKeywords, session, q: str, explore: bool, fp32_queries=None) -> dict[str, list[str]]:
+def rankings(index, baseline: BaselineKeywords, conn, q: str, explore: bool, fp32_queries=None) -> dict[str, list[str]]:
     """Paper ids, best first, for the baseline, the server's current search and (explore) variants;
     `fp32_queries` (an Embedder): also the current search with queries embedded in fp32."""
     from preprint_server.index import query_terms
@@ -184,23 +184,23 @@ def rankings(index, baseline: BaselineKeywords, session, q: str, explore: bool, 
     sem = index.semantic(q, depth, None)
     old_kw = baseline.search(query_terms(q), depth)
     out = {"baseline": rrf([h.paper_id for h in sem], [pid for pid, _ in old_kw])[:depth],
-           "current": [h.id for h in index.search(session, q, depth, None)]}
+           "current": [h.id for h in index.search(conn, q, depth, None)]}
     if explore or fp32_queries is not None:
         out["semantic only"] = [h.paper_id for h in sem]
     if fp32_queries is not None:
         int8_queries, index.embedder = index.embedder, fp32_queries
         try:
-            out["current, fp32 queries"] = [h.id for h in index.search(session, q, depth, None)]
+            out["current, fp32 queries"] = [h.id for h in index.search(conn, q, depth, None)]
             out["semantic only, fp32 queries"] = [h.paper_id for h in index.semantic(q, depth, None)]
         finally:
             index.embedder = int8_queries
     if explore:
         from preprint_server import keyword
 
-        kw = {h.paper_id: h.score for h in index.keyword(session, q, depth, None)}
+        kw = {h.paper_id: h.score for h in index.keyword(conn, q, depth, None)}
         power, keyword.RARE_TERM_POWER = keyword.RARE_TERM_POWER, 0.0
         try:
-            kw_plain = {h.paper_id: h.score for h in index.keyword(session, q, depth, None)}
+            kw_plain = {h.paper_id: h.score for h in index.keyword(conn, q, depth, None)}
         finally:
             keyword.RARE_TERM_POWER = power
         sims = {h.paper_id: h.similarity for h in sem}
@@ -235,9 +235,9 @@ def evaluate(n: int, cache: EmbeddingCache, explore: bool, fp32_queries=None) ->
     db, index, baseline = build(papers, cache, settings)
     print(f"  built the index in {time.perf_counter() - t:.0f}s ({settings.data_dir})")
     per: dict[str, list] = {}
-    with db.read() as s:
+    with db.read_sql() as conn:
         for q in queries:
-            for name, ranked in rankings(index, baseline, s, q.text, explore, fp32_queries).items():
+            for name, ranked in rankings(index, baseline, conn, q.text, explore, fp32_queries).items():
                 per.setdefault(name, []).append((ranked, q.relevant))
     db.close()
     shutil.rmtree(settings.data_dir, ignore_errors=True)

@@ -92,8 +92,8 @@ def create_app(settings: ServerSettings | None = None, embedder: Embedder | None
             added, removed = crud.reconcile_index(svc.db, svc.index)
             if added or removed:
                 log.info("index reconciled: %d papers added, %d orphans removed", added, removed)
-        with svc.db.read() as s:  # the first search must not pay for loading the model and index
-            svc.index.warm(s)
+        with svc.db.read_sql() as conn:  # the first search must not pay for loading the model and index
+            svc.index.warm(conn)
         # What startup built (models, indexes, the app: ~160,000 objects) lives as long as the
         # process; out of the collector's sight, a full collection no longer scans it, so it no longer
         # stops every request for ~100 ms every few hundred searches.

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,6 +74,21 @@ class Database:
     def read(self) -> Iterator[Session]:
         with self._read() as s:
             yield s
+
+    @contextmanager
+    def read_sql(self) -> Iterator[sqlite3.Connection]:
+        """The pooled connection itself (sqlite3) in a read transaction: one snapshot for a few plain
+        SQL queries. For searches, whose three small queries cost less than a Session around them."""
+        pooled = self.engine.raw_connection()
+        try:
+            conn = pooled.driver_connection
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("ROLLBACK")
+        finally:
+            pooled.close()  # back to the pool
 
     @contextmanager
     def write(self) -> Iterator[Session]:

@@ -13,13 +13,12 @@ import contextlib
 import logging
 import re
 import shutil
+import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
-
-from sqlalchemy.orm import Session
 
 from preprint_server.core.config import ServerSettings
 from preprint_server.embedding import MODEL_NAME, Embedder, cpu_count, default_embedder
@@ -261,11 +260,11 @@ class SearchIndex:
         self.keywords.reset()
 
     # -- searching -----------------------------------------------------------------------
-    def keyword(self, session: Session, q: str, limit: int, goal: str | None) -> list[KeywordHit]:
+    def keyword(self, conn: sqlite3.Connection, q: str, limit: int, goal: str | None) -> list[KeywordHit]:
         """Papers by the BM25 of their best passage, best first, without retracted papers."""
         # Over-fetch by the number of retracted papers, so that dropping them afterwards still
         # leaves `limit` papers when there are enough (a retracted paper keeps its index entries).
-        retracted = {r[0] for r in _sql(session, "SELECT id FROM papers WHERE status = 'retracted'")}
+        retracted = {r[0] for r in conn.execute("SELECT id FROM papers WHERE status = 'retracted'")}
         hits = self.keywords.search(query_terms(q), limit + len(retracted), goal)
         return [h for h in hits if h.paper_id not in retracted][:limit]
 
@@ -299,38 +298,39 @@ class SearchIndex:
         got = self.collection.get(ids=list(chunk_ids), include=["documents"])
         return dict(zip(got["ids"], got["documents"]))
 
-    def warm(self, session: Session) -> None:
+    def warm(self, conn: sqlite3.Connection) -> None:
         """Load the model and both indexes before the first request."""
         self.embedder.warm()
         if self.collection.count():
             self.collection.query(query_embeddings=[[1.0] + [0.0] * (self.embedder.dim - 1)], n_results=1,
                                   include=["distances"])
-        self.keyword(session, "warm up", 1, None)
+        self.keyword(conn, "warm up", 1, None)
 
-    def search(self, session: Session, q: str, k: int, goal: str | None) -> list[Hit]:
+    def search(self, conn: sqlite3.Connection, q: str, k: int, goal: str | None) -> list[Hit]:
         """Hybrid search: the papers of the nearest chunks and of the best keyword passages, in
         lists of equal depth, ranked by their fused scores (ranking.fuse). A few at a time, the
-        others waiting their turn (preprint_server.gate)."""
+        others waiting their turn (preprint_server.gate). `conn`: the papers database in a read
+        transaction (Database.read_sql)."""
         with self._gate:
-            return self._search(session, q, k, goal)
+            return self._search(conn, q, k, goal)
 
-    def _search(self, session: Session, q: str, k: int, goal: str | None) -> list[Hit]:
+    def _search(self, conn: sqlite3.Connection, q: str, k: int, goal: str | None) -> list[Hit]:
         depth = max(50, k * 5)
         sem = {h.paper_id: h for h in self.semantic(q, depth, goal)}
-        kw = {h.paper_id: h for h in self.keyword(session, q, depth, goal)}
+        kw = {h.paper_id: h for h in self.keyword(conn, q, depth, goal)}
         scores = fuse({pid: h.similarity for pid, h in sem.items()}, {pid: h.score for pid, h in kw.items()})
         ranked = sorted(scores, key=lambda pid: (-scores[pid], pid))
         # Only papers whose row is committed and not retracted are visible (the index may
         # briefly hold entries of a write that has not committed, or that crashed). The columns
         # a hit shows, not whole Paper objects: bodies are read only for keyword snippets.
         candidates = ranked[: k * 3]
-        rows = _sql(session, "SELECT p.id, p.title, p.abstract, p.goal_id, l.name FROM papers p JOIN labs l "
-                             f"ON l.id = p.lab_id WHERE p.status != 'retracted' AND p.id IN ({_marks(candidates)})",
-                    candidates)
+        rows = conn.execute("SELECT p.id, p.title, p.abstract, p.goal_id, l.name FROM papers p JOIN labs l "
+                            f"ON l.id = p.lab_id WHERE p.status != 'retracted' AND p.id IN ({_marks(candidates)})",
+                            candidates).fetchall()
         visible = {r[0]: r for r in rows}
         top = [pid for pid in ranked if pid in visible][:k]
         terms = query_terms(q)
-        snippets = self._snippets(session, terms, self.keywords.term_weights(terms),
+        snippets = self._snippets(conn, terms, self.keywords.term_weights(terms),
                                   [kw[pid] for pid in top if pid in kw], visible)
         chunks = self.chunk_texts([sem[pid].chunk for pid in top if not snippets.get(pid) and pid in sem])
         out = []
@@ -342,7 +342,7 @@ class SearchIndex:
         return out
 
     @staticmethod
-    def _snippets(session: Session, terms: list[str], weights: dict[str, float], hits: list[KeywordHit],
+    def _snippets(conn: sqlite3.Connection, terms: list[str], weights: dict[str, float], hits: list[KeywordHit],
                   rows: dict) -> dict[str, str]:
         """Paper id -> the query's words in context, from the paper's best keyword passage."""
         out = {}
@@ -351,17 +351,11 @@ class SearchIndex:
                 text = rows[h.paper_id][2]  # the abstract (a title match shows the title already)
             else:  # the passage only, cut out by SQLite (a paper's body is ~20 kB; its passage ~400 B)
                 start, end = h.span
-                found = _sql(session, "SELECT substr(body, ?, ?) FROM papers WHERE id = ?",
-                             (start + 1, end - start, h.paper_id))
-                text = found[0][0] if found else ""
+                found = conn.execute("SELECT substr(body, ?, ?) FROM papers WHERE id = ?",
+                                     (start + 1, end - start, h.paper_id)).fetchone()
+                text = found[0] if found else ""
             out[h.paper_id] = keyword_snippet(text, terms, weights=weights)
         return out
-
-
-def _sql(session: Session, sql: str, params: Sequence = ()) -> list[tuple]:
-    """Run plain SQL on the session's own SQLite connection (same transaction), skipping the ORM's
-    statement compilation: searches run three small queries, and the ORM layers cost more than they do."""
-    return session.connection().connection.driver_connection.execute(sql, tuple(params)).fetchall()
 
 
 def _marks(values: Sequence) -> str:

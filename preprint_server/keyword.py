@@ -18,6 +18,7 @@ per index across processes, so nothing holds the lock between writes.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import re
@@ -36,7 +37,7 @@ FIELD_BOOSTS = {"title": 3.0, "abstract": 1.5, "text": 1.0}  # a title word coun
 # recall@5 0.980 for those windows, 0.990 for 64-word windows without overlap, 0.971 at 96/16;
 # half the passages, so half the postings a query scans and ~40% less keyword CPU per search.
 PASSAGE_WORDS = 64
-SCHEMA_VERSION = 3  # a different version on disk: the index is thrown away and rebuilt from SQLite
+SCHEMA_VERSION = 4  # a different version on disk: the index is thrown away and rebuilt from SQLite
 RARE_TERM_POWER = 1.0  # query-term weight idf ** this, on top of BM25 (measured: bench_search_quality.py)
 HEAD = 0  # passage number of the head document (title, abstract); body passages count from 1
 log = logging.getLogger(__name__)
@@ -106,12 +107,21 @@ def _schema():
     sb = tantivy.SchemaBuilder()
     sb.add_text_field("id", stored=True, tokenizer_name="raw")
     sb.add_text_field("goal", tokenizer_name="raw", index_option="basic")
-    sb.add_integer_field(f"passage_v{SCHEMA_VERSION}", stored=True, indexed=True)
-    sb.add_integer_field("start", stored=True, indexed=False)
-    sb.add_integer_field("end", stored=True, indexed=False)
+    # What a search reads of each hit, as fast fields (columns): reading stored documents cost more
+    # than the search itself (~75 per search). The paper id is a string, so a hit carries its hash
+    # (paper_key) and the id is read from the stored document once per paper (KeywordIndex._ids).
+    sb.add_integer_field("paper_key", fast=True)  # signed: tantivy-py reads a Python int as i64
+    sb.add_integer_field(f"passage_v{SCHEMA_VERSION}", indexed=True, fast=True)
+    sb.add_integer_field("start", fast=True)
+    sb.add_integer_field("end", fast=True)
     for name in FIELD_BOOSTS:  # English stemming; frequencies, no positions (no phrase queries)
         sb.add_text_field(name, tokenizer_name="en_stem", index_option="freq")
     return sb.build()
+
+
+def paper_key(paper_id: str) -> int:
+    """64 bits of the paper id's hash (two papers sharing one among millions: ~1e-7)."""
+    return int.from_bytes(hashlib.blake2b(paper_id.encode(), digest_size=8).digest(), "little", signed=True)
 
 
 PASSAGE = f"passage_v{SCHEMA_VERSION}"
@@ -137,6 +147,7 @@ class KeywordIndex:
             path.mkdir(parents=True)
             self.index = tantivy.Index(self.schema, path=str(path), reuse=True)
         self._write_lock = threading.Lock()
+        self._ids: dict[int, str] = {}  # paper_key -> paper id, as searches meet them (a key never changes paper)
         # the same analysis as the fields' "en_stem" tokenizer, for looking up words as stems
         self._analyzer = (tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple()).filter(tantivy.Filter.remove_long(40))
                           .filter(tantivy.Filter.lowercase()).filter(tantivy.Filter.stemmer("english")).build())
@@ -174,11 +185,12 @@ class KeywordIndex:
         with self._writer() as w:
             for d in docs:
                 w.delete_documents_by_term("id", d.paper_id)  # add = replace
-                w.add_document(Document(id=d.paper_id, goal=d.goal, title=d.title, abstract=d.abstract,
-                                        **{PASSAGE: HEAD}))
+                key = paper_key(d.paper_id)
+                w.add_document(Document(id=d.paper_id, paper_key=key, goal=d.goal, title=d.title, abstract=d.abstract,
+                                        start=0, end=0, **{PASSAGE: HEAD}))
                 for i, (start, end) in enumerate(passage_spans(d.body), start=1):
-                    w.add_document(Document(id=d.paper_id, goal=d.goal, text=d.body[start:end], start=start, end=end,
-                                            **{PASSAGE: i}))
+                    w.add_document(Document(id=d.paper_id, paper_key=key, goal=d.goal, text=d.body[start:end],
+                                            start=start, end=end, **{PASSAGE: i}))
 
     def delete(self, paper_ids: Sequence[str]) -> None:
         if paper_ids:
@@ -242,15 +254,23 @@ class KeywordIndex:
         n = limit * 3 // 2
         while True:
             hits = searcher.search(query, n, count=False).hits
-            best: dict[str, KeywordHit] = {}
-            for score, addr in hits:
-                doc = searcher.doc(addr)
-                pid = doc["id"][0]
-                if pid not in best:  # best first
-                    number = doc[PASSAGE][0]
-                    best[pid] = KeywordHit(pid, score, number, (doc["start"][0], doc["end"][0]) if number != HEAD else (0, 0))
+            best: dict[int, tuple[float, object]] = {}  # paper_key -> (score, address) of its best passage
+            for (score, addr), key in zip(hits, searcher.fast_field_values("paper_key", [a for _, a in hits])):
+                if key not in best:  # best first
+                    best[key] = (score, addr)
                     if len(best) == limit:
-                        return list(best.values())
-            if len(hits) < n or n >= 64 * limit:
-                return list(best.values())
+                        break
+            if len(best) == limit or len(hits) < n or n >= 64 * limit:  # enough papers, all there is, or enough looking
+                return self._hits(searcher, best)
             n *= 4
+
+    def _hits(self, searcher, best: dict[int, tuple[float, object]]) -> list[KeywordHit]:
+        addrs = [addr for _, addr in best.values()]
+        columns = zip(*(searcher.fast_field_values(f, addrs) for f in (PASSAGE, "start", "end")))
+        out = []
+        for (key, (score, addr)), (number, start, end) in zip(best.items(), columns):
+            pid = self._ids.get(key)
+            if pid is None:
+                pid = self._ids[key] = searcher.doc(addr)["id"][0]
+            out.append(KeywordHit(pid, score, number, (start, end)))
+        return out

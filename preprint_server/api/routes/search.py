@@ -13,8 +13,8 @@ router = APIRouter(prefix="/api", tags=["search"], dependencies=[Depends(read_ac
 
 
 def run_search(svc, q: str, k: int, goal: str | None) -> list[schemas.SearchHit]:
-    with svc.db.read() as s:
-        hits = svc.index.search(s, q, k, goal)
+    with svc.db.read_sql() as conn:
+        hits = svc.index.search(conn, q, k, goal)
     return [
         schemas.SearchHit(id=h.id, title=h.title, abstract=h.abstract, lab=h.lab, goal=h.goal,
                           score=round(h.score, 6), semantic=None if h.semantic is None else round(h.semantic, 4),

@@ -7,10 +7,11 @@ of everything around it (and one common word repeated over a whole paper outweig
 
 Why not SQLite FTS5: FTS5 scores every matching document and reads every position of every query
 term in it (bm25 counts instances). At 10,000 papers of 3,000 words a query took 7.6 ms of CPU;
-tantivy stores term frequencies (no positions are needed: queries are OR-ed single words) and
-prunes with block-max WAND, 0.15 ms for the same queries. Like Chroma, the index is derived from
-the papers table: a paper row is committed only after its entries are written, `reconcile` adds
-what is missing, `reset` starts over.
+tantivy stores term frequencies (no positions are needed: queries are OR-ed single words): 0.15 ms
+for the same queries over whole papers. (It scores every posting of the query's stems: tantivy-py
+collects through a MultiCollector, which skips tantivy's block-max WAND; hence COMMON_SHARE.)
+Like Chroma, the index is derived from the papers table: a paper row is committed only after its
+entries are written, `reconcile` adds what is missing, `reset` starts over.
 
 Writers are short-lived (one per write, serialized in this process): tantivy allows one writer
 per index across processes, so nothing holds the lock between writes.
@@ -39,6 +40,12 @@ FIELD_BOOSTS = {"title": 3.0, "abstract": 1.5, "text": 1.0}  # a title word coun
 PASSAGE_WORDS = 64
 SCHEMA_VERSION = 4  # a different version on disk: the index is thrown away and rebuilt from SQLite
 RARE_TERM_POWER = 1.0  # query-term weight idf ** this, on top of BM25 (measured: bench_search_quality.py)
+# A stem in more than this share of the passages is left out of a query that has rarer stems: weighted
+# as above it adds ~1% to a passage's score, and scoring its postings cost most of such a search
+# (tantivy-py collects through a MultiCollector, so no block-max WAND skips them: a stem in 70% of
+# 560,000 passages took 4.7 ms alone; measured in bench_search_quality.py: rankings unchanged).
+# Small indexes keep every stem: they are fast anyway, and their shares say little.
+COMMON_SHARE, COMMON_MIN_PASSAGES = 0.5, 10_000
 HEAD = 0  # passage number of the head document (title, abstract); body passages count from 1
 log = logging.getLogger(__name__)
 WRITER_HEAP_BYTES = 50_000_000
@@ -117,6 +124,11 @@ def _schema():
     for name in FIELD_BOOSTS:  # English stemming; frequencies, no positions (no phrase queries)
         sb.add_text_field(name, tokenizer_name="en_stem", index_option="freq")
     return sb.build()
+
+
+def _idf(passages: int, df: int) -> float:
+    """BM25's inverse document frequency of a stem in `df` of the `passages`."""
+    return math.log(1 + (passages - df + 0.5) / (df + 0.5))
 
 
 def paper_key(paper_id: str) -> int:
@@ -203,9 +215,9 @@ class KeywordIndex:
             w.delete_all_documents()
 
     # -- reading -------------------------------------------------------------------------
-    def _idf(self, searcher, stem: str) -> float:
-        n, df = max(1, searcher.num_docs), searcher.doc_freq("text", stem)
-        return math.log(1 + (n - df + 0.5) / (df + 0.5))
+    @staticmethod
+    def _idf(searcher, stem: str) -> float:
+        return _idf(max(1, searcher.num_docs), searcher.doc_freq("text", stem))
 
     def term_weights(self, terms: Sequence[str]) -> dict[str, float]:
         """term -> how rare it is among the passages (BM25's idf of its rarest stem)."""
@@ -215,12 +227,18 @@ class KeywordIndex:
     def _query(self, searcher, terms: Sequence[str]):
         """Any stem of `terms` in any field, each stem weighted by idf ** RARE_TERM_POWER on top of
         BM25's own idf: a passage matching one word that only a few passages hold outranks one
-        matching several words that many hold."""
+        matching several words that many hold. Stems in most passages are left out when others
+        occur (COMMON_SHARE)."""
         Query, Occur = self._tantivy.Query, self._tantivy.Occur
-        stems = dict.fromkeys(s for t in terms for s in self._analyzer.analyze(t))
+        n = max(1, searcher.num_docs)
+        df = {s: searcher.doc_freq("text", s) for t in terms for s in self._analyzer.analyze(t)}
+        stems = list(df)
+        rarer = [s for s in stems if df[s] <= COMMON_SHARE * n]
+        if n >= COMMON_MIN_PASSAGES and any(df[s] for s in rarer):
+            stems = rarer
         subqueries = []
         for stem in stems:
-            weight = self._idf(searcher, stem) ** RARE_TERM_POWER
+            weight = _idf(n, df[stem]) ** RARE_TERM_POWER
             for name, boost in FIELD_BOOSTS.items():
                 term = Query.term_query(self.schema, name, stem, index_option="freq")
                 subqueries.append((Occur.Should, Query.boost_query(term, boost * weight)))

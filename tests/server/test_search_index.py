@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from preprint_server import embedding, quantize
+from preprint_server import embedding, keyword, quantize
 from preprint_server.app import create_app
 from preprint_server.db import Database
 from preprint_server.index import keyword_snippet, query_terms
@@ -44,6 +44,18 @@ def test_keyword_index_stems_weights_titles_replaces_and_filters(tmp_path):
     assert kw.search(["majority"], 10) == []
     # the index is on disk: a second instance (another process, a restart) sees it
     assert KeywordIndex(tmp_path / "kw").paper_ids() == {"a", "c"}
+
+
+def test_words_in_most_passages_are_left_out_of_large_indexes_only(tmp_path, monkeypatch):
+    kw = KeywordIndex(tmp_path / "kw")
+    two_passages = "a model sentence. " * 40  # "model" in 2 of a paper's 3 documents (head, passages)
+    kw.add([_doc("rare", body="the zebra. " + two_passages), *[_doc(f"m{i}", body=two_passages) for i in range(4)]])
+    everyone = {"rare", "m0", "m1", "m2", "m3"}
+    assert set(_ids(kw.search(["model", "zebra"], 10))) == everyone  # small: every word counts
+    monkeypatch.setattr(keyword, "COMMON_MIN_PASSAGES", 1)  # as large as the cutoff asks
+    assert _ids(kw.search(["model", "zebra"], 10)) == ["rare"]  # "model" is in most documents: left out
+    assert set(_ids(kw.search(["model"], 10))) == everyone  # nothing rarer: kept
+    assert set(_ids(kw.search(["model", "okapi"], 10))) == everyone  # the rarer word occurs nowhere: kept
 
 
 def test_query_words_are_never_query_syntax(tmp_path):

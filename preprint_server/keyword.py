@@ -43,7 +43,7 @@ RARE_TERM_POWER = 1.0  # query-term weight idf ** this, on top of BM25 (measured
 # A stem in more than this share of the passages is left out of a query that has rarer stems: weighted
 # as above it adds ~1% to a passage's score, and scoring its postings cost most of such a search
 # (tantivy-py collects through a MultiCollector, so no block-max WAND skips them: a stem in 70% of
-# 560,000 passages took 4.7 ms alone; measured in bench_search_quality.py: rankings unchanged).
+# 560,000 passages took 4.7 ms alone; bench_search_quality.py: recall and MRR unchanged).
 # Small indexes keep every stem: they are fast anyway, and their shares say little.
 COMMON_SHARE, COMMON_MIN_PASSAGES = 0.5, 10_000
 HEAD = 0  # passage number of the head document (title, abstract); body passages count from 1

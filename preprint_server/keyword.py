@@ -249,8 +249,10 @@ class KeywordIndex:
         if not searcher.num_docs:
             return set()
         heads = self._tantivy.Query.term_query(self.schema, PASSAGE, HEAD)  # one per paper
-        hits = searcher.search(heads, searcher.num_docs, count=False).hits
-        return {searcher.doc(addr)["id"][0] for _, addr in hits}
+        addrs = [addr for _, addr in searcher.search(heads, searcher.num_docs, count=False).hits]
+        ids = [searcher.doc(addr)["id"][0] for addr in addrs]
+        self._ids.update(zip(searcher.fast_field_values("paper_key", addrs), ids))  # searches need not read them
+        return set(ids)
 
     def search(self, terms: Sequence[str], limit: int, goal: str | None = None) -> list[KeywordHit]:
         """The `limit` papers with the best passages by BM25 (fields weighted by FIELD_BOOSTS), best

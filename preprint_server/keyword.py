@@ -215,14 +215,12 @@ class KeywordIndex:
             w.delete_all_documents()
 
     # -- reading -------------------------------------------------------------------------
-    @staticmethod
-    def _idf(searcher, stem: str) -> float:
-        return _idf(max(1, searcher.num_docs), searcher.doc_freq("text", stem))
-
     def term_weights(self, terms: Sequence[str]) -> dict[str, float]:
         """term -> how rare it is among the passages (BM25's idf of its rarest stem)."""
         searcher = self.index.searcher()
-        return {t: max((self._idf(searcher, s) for s in self._analyzer.analyze(t)), default=0.0) for t in terms}
+        n = max(1, searcher.num_docs)
+        return {t: max((_idf(n, searcher.doc_freq("text", s)) for s in self._analyzer.analyze(t)), default=0.0)
+                for t in terms}
 
     def _query(self, searcher, terms: Sequence[str]):
         """Any stem of `terms` in any field, each stem weighted by idf ** RARE_TERM_POWER on top of

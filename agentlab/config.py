@@ -36,9 +36,10 @@ class _Section(BaseModel):
 
 class AgentsConfig(_Section):
     model: str | None = Field(
-        None, description="litellm model string for all agents; empty = the embedded local model"
+        None, description="litellm model string for all agents, or a local .gguf file (served by llama.cpp with "
+                          "grammar-constrained JSON); empty = the embedded local model"
     )
-    roles: dict[str, str] = Field(default_factory=dict, description="per-role model overrides")
+    roles: dict[str, str] = Field(default_factory=dict, description="per-role model overrides (same forms)")
     api_base: str | None = Field(None, description="base URL for the agents' model (e.g. a vLLM server)")
     api_key: SecretStr | None = Field(None, description="API key for the agents' model, if not in the provider's env var")
     temperature: float = Field(0.7, ge=0.0, le=2.0)
@@ -58,7 +59,11 @@ class EndpointConfig(_Section):
     api_key: SecretStr | None = None
     gpus: list[int] = Field(default_factory=list, description="GPU ids for vllm")
     tensor_parallel_size: int = Field(1, ge=1)
-    n_ctx: int = Field(4096, ge=256, description="context size for llama.cpp")
+    n_ctx: int = Field(4096, ge=256, description="context size of one request for llama.cpp")
+    parallel: int | None = Field(
+        None, ge=1, le=256, description="llama.cpp slots decoded together (continuous batching); empty = sized "
+                                        "from the cores (4 per core, 4 to 16) and n_ctx (parallel * n_ctx <= 65536 "
+                                        "tokens of KV cache)")
 
 
 class ServerConfig(_Section):

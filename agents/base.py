@@ -4,13 +4,24 @@ configuration, notes, and experiments in terms of technique specs (``agentlab.te
 
 from __future__ import annotations
 
+import json
 import string
 from collections.abc import Callable
+from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Protocol, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    ValidationInfo,
+    model_validator,
+)
 
 from agentlab.llm.gateway import BudgetExceeded, GatewayError
 from agentlab.techniques import TechniqueSpec
@@ -39,6 +50,8 @@ class RunConfig(Protocol):
     plan_turns: int
     context_scale: float | None
     max_tokens_per_answer: int
+    max_chains: int
+    agent_output_tokens: int | None
     allow_code_techniques: bool
 
 
@@ -54,6 +67,8 @@ class AgentContext(Protocol):
 
     def build_spec(self, proposal: dict[str, Any], iteration: int) -> TechniqueSpec: ...
 
+    def spec_adjustments(self, requested: dict[str, Any], spec: TechniqueSpec) -> list[str]: ...
+
     def simplify_spec(self, spec: TechniqueSpec) -> TechniqueSpec: ...
 
     def code_spec(self, code: str, iteration: int, rationale: str = "") -> TechniqueSpec: ...
@@ -68,6 +83,8 @@ class AgentContext(Protocol):
 
     def build_recipe(self, proposal: dict[str, Any], iteration: int) -> tuple[Any, str]: ...
 
+    def recipe_adjustments(self, requested: dict[str, Any], recipe: Any) -> list[str]: ...
+
     def run_training(self, key: str, recipe: Any) -> dict[str, Any]: ...
 
     def training_eval_spec(self, technique: str, method: str, iteration: int) -> TechniqueSpec: ...
@@ -75,12 +92,54 @@ class AgentContext(Protocol):
     def search_literature(self, query: str, k: int) -> list[dict[str, Any]]: ...
 
 
+# what validation changed in the ``Answer`` being validated: (model name, field, change); None outside one
+_ADJUSTED: ContextVar[list[tuple[str, str, str]] | None] = ContextVar("adjusted", default=None)
+
+
+def _report(info: ValidationInfo, change: str) -> None:
+    found = _ADJUSTED.get()
+    if found is not None:
+        found.append((str(info.config.get("title") if info.config else ""), str(info.field_name), change))
+
+
+class Answer(BaseModel):
+    """An agent's structured answer that remembers what validation changed in it (a ``Text`` cut, a ``Clamp``):
+    ``adjustments``, so the agent can be told and the record can say so instead of a silent change."""
+
+    _adjusted: list[tuple[str, str, str]] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _collect_adjustments(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        outer, found = _ADJUSTED.get(), []
+        token = _ADJUSTED.set(found)
+        try:
+            obj = handler(data)
+        finally:
+            _ADJUSTED.reset(token)
+        if outer is not None:  # a nested answer (a step of a proposal): its parent reports them too
+            outer.extend(found)
+        obj._adjusted = found
+        return obj
+
+    @property
+    def adjustments(self) -> list[str]:
+        """``"temperature 3 was clamped to 1.5 (range 0 to 1.5)"``; a nested model's fields carry its name."""
+        own = type(self).__name__
+        return [f"{field if model == own else f'{model}.{field}'} {change}"
+                for model, field, change in self._adjusted]
+
+
 def Text(n: int, description: str | None = None) -> Any:
     """A string of at most ``n`` characters: ``maxLength`` in the JSON schema (llama.cpp's grammar then
-    bounds the output) and longer answers from other models are cut instead of re-asked."""
+    bounds the output) and longer answers from other models are cut instead of re-asked; the cut is one of
+    the answer's ``adjustments`` (an ``Answer``)."""
 
-    def cut(v: Any) -> Any:
-        return v[:n] if isinstance(v, str) else v
+    def cut(v: Any, info: ValidationInfo) -> Any:
+        if isinstance(v, str) and len(v) > n:
+            _report(info, f"was cut from {len(v)} to its limit of {n} characters")
+            return v[:n]
+        return v
 
     return Annotated[str, BeforeValidator(cut), Field(max_length=n, description=description)]
 
@@ -101,10 +160,15 @@ def Limited(n: int, what: str, description: str | None = None) -> Any:
 def Clamp(lo: float, hi: float) -> Any:
     """Out-of-range numbers are clamped, not re-asked: llama.cpp's grammar cannot bound a wide numeric range
     (see ``agentlab.llm.structured.grammar_schema``), and a re-ask costs a small CPU model the whole prompt again.
+    The clamp is one of the answer's ``adjustments`` (an ``Answer``), so the agent hears of it afterwards.
     Use as ``Annotated[int, Clamp(32, 2048)] = Field(..., ge=32, le=2048)``."""
 
-    def clamp(v: Any) -> Any:
-        return min(max(v, lo), hi) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+    def clamp(v: Any, info: ValidationInfo) -> Any:
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not lo <= v <= hi:
+            new = min(max(v, lo), hi)
+            _report(info, f"{v:g} was clamped to {new:g} (range {lo:g} to {hi:g})")
+            return new
+        return v
 
     return BeforeValidator(clamp)
 
@@ -139,21 +203,58 @@ def cclip(ctx: AgentContext, text: Any, n: int = 600) -> str:
     return clip(text, max(40, int(n * scale)))
 
 
+ANSWER_FLOOR = 400  # tokens: a short answer to any schema here fits (and no role gets less than it always had)
+
+
+def answer_budget(ctx: AgentContext, schema: type[BaseModel]) -> int:
+    """max_tokens of one structured answer: room for the schema's fullest answer, within what the agents' model
+    may write in one answer (``RunConfig.agent_output_tokens``, sized from the model), never below the floor."""
+    need = schema_tokens(schema)
+    return max(ANSWER_FLOOR, min(need, ctx.config.agent_output_tokens or need))
+
+
+def schema_tokens(schema: type[BaseModel]) -> int:
+    """Tokens of the schema's longest valid answer, on the high side: every string at its maxLength, every list
+    at its maxItems, about 3 characters a token (JSON escapes and code cost more than prose)."""
+    js = schema.model_json_schema()
+    defs = js.get("$defs", {})
+
+    def chars(node: dict[str, Any]) -> int:
+        if "$ref" in node:
+            return chars(defs[node["$ref"].rsplit("/", 1)[-1]])
+        if "anyOf" in node:
+            return max(chars(n) for n in node["anyOf"])
+        if "enum" in node:
+            return max(len(json.dumps(v)) for v in node["enum"])
+        kind = node.get("type")
+        if kind == "object":
+            return 2 + sum(len(k) + 8 + chars(v) for k, v in node.get("properties", {}).items())  # quotes, space
+        if kind == "array":
+            return 2 + node.get("maxItems", 4) * (chars(node.get("items", {})) + 2)
+        if kind == "string":
+            return 2 + node.get("maxLength", 400)
+        return 24  # a number, a boolean
+
+    return chars(js) // 3 + 1
+
+
 def ask(ctx: AgentContext, role: str, prompt: str, schema: type[T], fallback: Callable[[], T],
         what: str, **values: Any) -> tuple[T, bool]:
     """A validated ``schema`` from the role's model, else ``fallback()`` (noted). Returns (obj, fell_back).
+    The answer may be ``values["max_tokens"]`` long, else as long as the schema and the agents' model allow.
 
     Budget exhaustion is not a content problem: it propagates so the workflow can wrap up.
     """
     system, user = render(prompt, **values)
     try:
         obj = ctx.gateway.structured(user, schema, role=role, system=system or None,
-                                     max_tokens=values.get("max_tokens", 400))
+                                     max_tokens=values.get("max_tokens") or answer_budget(ctx, schema))
         return obj, False
     except BudgetExceeded:
         raise
     except GatewayError as exc:
         ctx.note(f"{role}: no usable {what} from the model ({_first_line(exc)}); used a safe default")
+        ctx.gateway.note_fallback(role, what)
         return fallback(), True
 
 

@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from agentlab.techniques import TechniqueError, TechniqueSpec
 from agents import sw_engineer
-from agents.base import AgentContext, Clamp, Limited, Text, ask, cclip, clip, restrict_choices
+from agents.base import AgentContext, Answer, Clamp, Limited, Text, ask, cclip, clip, restrict_choices
 
 ROLE = "ml_engineer"
 
 
-class StepDraft(BaseModel):
+class StepDraft(Answer):
     name: Text(30, "lowercase identifier; later templates use it as {name}")
     template: Text(800, "the step's prompt; may use {question} and earlier steps")
 
 
-class TechniqueProposal(BaseModel):
+class TechniqueProposal(Answer):
     """The next experiment: a technique to start from and its settings; optionally the technique written out
     (every optional field left empty keeps the starting technique's own)."""
 
     technique: str = Field(description="the technique to start from (a name from the list)")
-    num_chains: int = Field(1, ge=1, le=8, description="sampled chains (1 = a single answer)")
+    num_chains: int = Field(0, ge=0, le=8, description="sampled chains: 0 = the technique's own, 1 = a single answer")
     temperature: Annotated[float, Clamp(0.0, 1.5)] = Field(0.0, ge=0.0, le=1.5)
     max_tokens: Annotated[int, Clamp(32, 2048)] = Field(512, ge=32, le=2048)
     instruction: Text(160, "one extra instruction line for the prompt, or empty") = ""
@@ -55,7 +56,7 @@ CUSTOM_CODE = "custom_code"  # the proposal's technique name for "write a code t
 TRAIN = "train_model"  # the proposal's technique name for "fine-tune the model under study"
 
 
-class TrainingProposal(BaseModel):
+class TrainingProposal(Answer):
     """A training technique: fine-tune the model under study (LoRA) on problems outside the dev and report
     splits, then evaluate the trained model with a one-prompt technique (whose prompt training also uses)."""
 
@@ -80,23 +81,60 @@ class CodeTechnique(BaseModel):
     rationale: Text(200, "one sentence") = ""
 
 
-def _history(experiments: list[dict[str, Any]]) -> str:
-    if not experiments:
-        return "none yet"
-    parts = []
-    for e in experiments[-12:]:
+def _history(state: dict) -> str:
+    """The baseline's dev result, then each experiment with its paired result against the baseline."""
+    base = (state.get("dev_baseline") or {}).get("record")
+    parts = [f"baseline {_accuracy(base)}"] if base else []
+    for e in (state.get("experiments") or [])[-12:]:
         p = e.get("proposal", {})
         rec = e.get("record")
-        res = f"accuracy {rec['accuracy']:.3f} (n={rec['n']})" if rec else f"failed: {clip(e.get('error'), 80)}"
+        res = f"accuracy {rec['accuracy']:.3f} (n={rec['n']}){paired_text(e.get('paired'))}" if rec else \
+            f"failed: {clip(e.get('error'), 80)}"
         branch = f" (branch of #{e['parent']})" if e.get("parent") else ""
         if e.get("training_proposal"):
             t = e["training_proposal"]
             parts.append(f"#{e['iteration']} {TRAIN} {t['method']} lr={t['learning_rate']:g} steps={t['max_steps']} "
                          f"then {t['evaluate_with']}: {res}")
             continue
-        parts.append(f"#{e['iteration']} {p.get('technique')}{branch} chains={p.get('num_chains')} "
-                     f"T={p.get('temperature')}: {res}")
-    return "; ".join(parts)
+        ran = e.get("spec") or {}  # what ran, after the lab's adjustments (0 chains asked = the technique's own)
+        parts.append(f"#{e['iteration']} {p.get('technique')}{branch} "
+                     f"chains={(ran.get('chains') or {}).get('n', p.get('num_chains'))} "
+                     f"T={(ran.get('sampling') or {}).get('temperature', p.get('temperature'))}: {res}")
+    return "; ".join(parts) or "none yet"
+
+
+def _accuracy(record: dict[str, Any]) -> str:
+    return f"{record['technique']}: accuracy {record['accuracy']:.3f} ({record['correct']}/{record['n']})"
+
+
+def paired_text(paired: dict[str, Any] | None) -> str:
+    """An experiment against the baseline on the same dev problems, as the agents read it."""
+    if not paired:
+        return ""
+    return (f", vs the baseline on the same {paired['n']} dev problems: {paired['wins']} wins, "
+            f"{paired['losses']} losses, {paired['ties']} ties ({100 * paired['delta']:+.1f} points, "
+            f"McNemar p={paired['p_value']:.2g})")
+
+
+def branch_point(state: dict) -> dict[str, Any] | None:
+    """The experiment a new proposal is shown as its starting point: of those it can branch from, the one that
+    beat the baseline by most on the same dev problems; None when none did (the baseline is the starting
+    point)."""
+    better = [e for e in state.get("experiments") or []
+              if _branchable(e) and e.get("evidence") and (e.get("paired") or {}).get("delta", 0) > 0]
+    return max(better, key=lambda e: (e["paired"]["delta"], -e["paired"]["p_value"], -e["iteration"]),
+               default=None)
+
+
+def node_evidence(state: dict, node: dict[str, Any] | None) -> str:
+    """What the node a proposal branches from got wrong on the dev split: experiment ``node``, else the
+    baseline; headed by what the node is and how it did against the baseline."""
+    if node is None:
+        base = state.get("dev_baseline") or {}
+        head = f"the baseline {_accuracy(base['record'])}" if base.get("record") else "the baseline (failed)"
+        return f"{head}\n{evidence_text(base.get('evidence'))}"
+    head = f"experiment #{node['iteration']} (parent={node['iteration']}) {_accuracy(node['record'])}"
+    return f"{head}{paired_text(node.get('paired'))}\n{evidence_text(node.get('evidence'))}"
 
 
 def evidence_text(evidence: dict[str, Any] | None) -> str:
@@ -109,13 +147,23 @@ def evidence_text(evidence: dict[str, Any] | None) -> str:
     parts.append(f"tokens per problem: {evidence.get('tokens_per_problem')}")
     if evidence.get("errors"):
         parts.append(f"{evidence['errors']} problem(s) had failed requests")
+    if evidence.get("max_tokens"):
+        parts.append(_truncation_text(evidence["truncated"], evidence["answers"], evidence["max_tokens"]))
     wrong = evidence.get("wrong") or []
     if wrong:
         parts.append(f"{len(wrong)} of {evidence.get('wrong_total', len(wrong))} wrong answers:")
         for i, w in enumerate(wrong, 1):
-            parts.append(f"[{i}] question: {w['question']} | model output: {w['output']} | extracted answer: "
+            label = "model output (cut at max_tokens)" if w.get("cut") else "model output"
+            parts.append(f"[{i}] question: {w['question']} | {label}: {w['output']} | extracted answer: "
                          f"{w['answer']} | gold: {w['gold']}" + (f" | error: {w['error']}" if w.get("error") else ""))
     return "\n".join(parts)
+
+
+def _truncation_text(truncated: int, answers: int, max_tokens: int) -> str:
+    if not truncated:
+        return f"no dev answer hit max_tokens ({max_tokens} tokens)"
+    return (f"{truncated} of {answers} dev answers were cut at {max_tokens} tokens (max_tokens): "
+            "a cut answer often has no final answer")
 
 
 def propose(state: dict, ctx: AgentContext, error: str = "") -> tuple[TechniqueProposal, bool]:
@@ -138,10 +186,10 @@ def propose(state: dict, ctx: AgentContext, error: str = "") -> tuple[TechniqueP
     schema = restrict_choices(TechniqueProposal, "technique", techniques)
     plan_text = f"{plan.get('hypothesis', '')} Techniques: {', '.join(planned) or cfg.baseline}"
     return ask(ctx, ROLE, "ml_engineer_propose", schema, fallback, "technique proposal", error=error,
-               max_tokens=400 if (cfg.context_scale or 1.0) <= 1 else min(1500, int(400 * cfg.context_scale)),
+               max_chains=cfg.max_chains, answer_tokens=cfg.max_tokens_per_answer,
                goal=cclip(ctx, state["goal"], 300), plan=cclip(ctx, plan_text, 400),
-               history=cclip(ctx, _history(state.get("experiments") or []), 700), techniques=", ".join(techniques),
-               evidence=cclip(ctx, evidence_text(_last_evidence(state)), 1500),
+               history=cclip(ctx, _history(state), 700), techniques=", ".join(techniques),
+               evidence=cclip(ctx, node_evidence(state, branch_point(state)), 1500),
                training=TRAINING_NOTE if cfg.allow_training else "")
 
 
@@ -161,26 +209,31 @@ def published_techniques(state: dict) -> dict[str, tuple[str, dict[str, Any]]]:
     return out
 
 
+def _branchable(e: dict[str, Any]) -> bool:
+    """An experiment a proposal can branch from: a prompt technique that ran (a code technique's spec cannot
+    take changes, and a training technique's spec would run without its trained model)."""
+    return bool(e.get("record")) and (e.get("spec") or {}).get("kind") != "code" and not e.get("training")
+
+
+def _parent(state: dict, parent: int) -> dict[str, Any] | None:
+    """Earlier experiment #parent when a proposal can branch from it (a branch point of the tree), or None."""
+    return next((e for e in state.get("experiments") or [] if parent and e.get("iteration") == parent
+                 and _branchable(e)), None)
+
+
 def _parent_spec(state: dict, parent: int) -> dict[str, Any] | None:
-    """The prompt spec of earlier experiment #parent that ran (a branch point of the search tree), or None."""
-    for e in state.get("experiments") or []:
-        if parent and e.get("iteration") == parent and e.get("record") and (e.get("spec") or {}).get("kind") != "code":
-            return e["spec"]
-    return None
-
-
-def _last_evidence(state: dict) -> dict[str, Any] | None:
-    """The evidence of the latest dev experiment that finished."""
-    done = [e for e in state.get("experiments") or [] if e.get("evidence")]
-    return done[-1]["evidence"] if done else None
+    """The prompt spec of earlier experiment #parent, or None."""
+    node = _parent(state, parent)
+    return node["spec"] if node else None
 
 
 def run_iteration(state: dict, ctx: AgentContext) -> dict:
     """One experiment: propose, run on the dev split (a job), let the SW engineer fix a failure."""
     iteration = len(state.get("experiments") or []) + 1
-    proposal, fell_back, spec = _proposal(state, ctx, iteration)
+    proposal, fell_back, spec, adjusted = _proposal(state, ctx, iteration)
     entry: dict[str, Any] = {"iteration": iteration, "proposal": proposal.model_dump(),
-                             "proposal_source": "fallback" if fell_back else "llm", "attempts": []}
+                             "proposal_source": "fallback" if fell_back else "llm", "attempts": [],
+                             "adjustments": adjusted}  # what the lab did not run as asked, and why
     if spec is None:  # a training technique
         return train_iteration(state, ctx, entry, fell_back)
     published = published_techniques(state)
@@ -191,7 +244,8 @@ def run_iteration(state: dict, ctx: AgentContext) -> dict:
     max_fixes = ctx.config.max_fix_attempts
     for attempt in range(max_fixes + 1):
         key = f"dev-{iteration}-{attempt}"
-        result = ctx.run_job(key, spec, "dev", meta={"proposal": proposal.model_dump(), "fell_back": fell_back})
+        result = ctx.run_job(key, spec, "dev", meta={"proposal": proposal.model_dump(), "fell_back": fell_back,
+                                                     "adjustments": adjusted})
         entry["attempts"].append({"key": key, "job_id": result.get("job_id"), "status": result["status"],
                                   "error": clip(result.get("error"), 300) or None})
         if result["status"] == "succeeded":
@@ -212,56 +266,84 @@ def run_iteration(state: dict, ctx: AgentContext) -> dict:
     return entry
 
 
-def _proposal(state: dict, ctx: AgentContext, iteration: int) -> tuple[TechniqueProposal, bool, TechniqueSpec | None]:
-    """(proposal, fell back, spec) of this iteration: the stored one after a crash, else a new one; the spec is
-    None for a training technique (``train_iteration`` makes it)."""
+def _proposal(state: dict, ctx: AgentContext,
+              iteration: int) -> tuple[TechniqueProposal, bool, TechniqueSpec | None, list[str]]:
+    """(proposal, fell back, spec, adjustments) of this iteration: the stored one after a crash, else a new one.
+    The spec is None for a training technique (``train_iteration`` makes it). Adjustments are what the lab does
+    not run as the engineer asked, with why: it is told once and may keep or change its proposal."""
     earlier = ctx.earlier_experiment(f"dev-{iteration}-0")  # resumed after a crash: same proposal
     if earlier and earlier.get("meta", {}).get("proposal"):
-        proposal = TechniqueProposal.model_validate(earlier["meta"]["proposal"])
+        meta = earlier["meta"]
+        proposal = TechniqueProposal.model_validate(meta["proposal"])
         spec = None if proposal.technique == TRAIN else earlier["spec"]
-        return proposal, earlier["meta"].get("fell_back", False), spec
+        return proposal, meta.get("fell_back", False), spec, meta.get("adjustments", [])
     proposal, fell_back = propose(state, ctx)
     if proposal.technique == TRAIN:
-        return proposal, fell_back, None
-    # keep the model under study's answers within the configured size on tiny runs
-    proposal.max_tokens = min(proposal.max_tokens, max(ctx.config.max_tokens_per_answer, 32))
+        return proposal, fell_back, None, []
     if proposal.technique == CUSTOM_CODE:
-        spec = write_code(state, ctx, iteration)
+        spec = write_code(state, ctx, iteration, proposal.parent)
         if spec is not None:
-            return proposal, fell_back, spec
+            return proposal, fell_back, spec, []
         # no usable code: the plan's technique instead
         plan = [t for t in (state.get("plan") or {}).get("techniques", []) if t in ctx.technique_names()]
         proposal.technique = plan[0] if plan else ctx.config.baseline
         fell_back = True
-    return proposal, fell_back, _authored_spec(state, ctx, proposal, iteration)
+    proposal, spec, adjusted = _adjusted_spec(state, ctx, proposal, iteration)
+    if adjusted and not fell_back:  # one bounded re-ask: its second answer runs, adjusted or not
+        again, again_fell_back = propose(state, ctx, error=_adjusted_text(ctx, proposal, adjusted))
+        if not again_fell_back and again.technique not in (TRAIN, CUSTOM_CODE):
+            proposal, spec, adjusted = _adjusted_spec(state, ctx, again, iteration)
+    if adjusted:
+        ctx.note(f"experiment {iteration} ran with the lab's adjustments: {'; '.join(adjusted)}")
+    return proposal, fell_back, spec, adjusted
 
 
-def _authored_spec(state: dict, ctx: AgentContext, proposal: TechniqueProposal, iteration: int) -> TechniqueSpec:
-    """The proposal's spec; an invalid written-out technique is re-asked once with the validation error
-    (it names the field), then run with its settings only (noted)."""
+def _adjusted_text(ctx: AgentContext, answer: Answer, adjusted: list[str]) -> str:
+    """The re-ask after the lab adjusted an answer: what the engineer asked, what changed and why."""
+    asked = json.dumps(answer.model_dump(include=answer.model_fields_set), default=str)
+    return (f"Your last answer was {cclip(ctx, asked, 600)}. The lab adjusted it: "
+            f"{cclip(ctx, '; '.join(adjusted), 600)}. Answer again: keep it as adjusted, or change it.")
+
+
+def _adjusted_spec(state: dict, ctx: AgentContext, proposal: TechniqueProposal,
+                   iteration: int) -> tuple[TechniqueProposal, TechniqueSpec, list[str]]:
+    """(the proposal that runs, its spec, what of it the lab adjusted): validation's cuts and clamps, a dropped
+    written-out part, and what the spec does not do of the fields the engineer wrote."""
+    ran, spec, dropped = _authored_spec(state, ctx, proposal, iteration)
+    requested = {k: v for k, v in _spec_request(state, ran).items()
+                 if k in ran.model_fields_set | {"technique", "base_spec"}}
+    return ran, spec, [*ran.adjustments, *dropped, *ctx.spec_adjustments(requested, spec)]
+
+
+def _spec_request(state: dict, p: TechniqueProposal) -> dict[str, Any]:
+    """The proposal as ``build_spec`` reads it: its fields, and the spec it starts from when not a built-in."""
+    data = p.model_dump()
     published = published_techniques(state)
+    if _parent_spec(state, p.parent):  # a branch of an earlier experiment: its spec, then the changes
+        data["base_spec"] = _parent_spec(state, p.parent)
+    elif p.technique in published:  # start from another lab's published spec, not a built-in
+        data["base_spec"] = published[p.technique][1]
+    return data
 
-    def build(p: TechniqueProposal) -> TechniqueSpec:
-        data = p.model_dump()
-        if _parent_spec(state, p.parent):  # a branch of an earlier experiment: its spec, then the changes
-            data["base_spec"] = _parent_spec(state, p.parent)
-        elif p.technique in published:  # start from another lab's published spec, not a built-in
-            data["base_spec"] = published[p.technique][1]
-        return ctx.build_spec(data, iteration)
 
+def _authored_spec(state: dict, ctx: AgentContext, proposal: TechniqueProposal,
+                   iteration: int) -> tuple[TechniqueProposal, TechniqueSpec, list[str]]:
+    """(the proposal that runs, its spec, a line when its written-out part was dropped): an invalid written-out
+    technique is re-asked once with the validation error (it names the field), then run with its settings only."""
     try:
-        return build(proposal)
+        return proposal, ctx.build_spec(_spec_request(state, proposal), iteration), []
     except TechniqueError as exc:
         error = str(exc)
     again, fell_back = propose(state, ctx, error=f"Your last technique was invalid: {clip(error, 400)}. Fix it.")
-    if not fell_back:
+    if not fell_back and again.technique not in (TRAIN, CUSTOM_CODE):
         try:
-            return build(again)
+            return again, ctx.build_spec(_spec_request(state, again), iteration), []
         except TechniqueError as exc:
             error = str(exc)
-    ctx.note(f"experiment {iteration}: the written-out technique did not validate ({clip(error, 160)}); "
-             "ran the starting technique with the proposed settings")
-    return build(proposal.knobs_only())
+    dropped = (f"the written-out technique did not validate ({clip(error, 160)}): ran {proposal.technique} with the "
+               "proposed settings only")
+    knobs = proposal.knobs_only()
+    return knobs, ctx.build_spec(_spec_request(state, knobs), iteration), [dropped]
 
 
 def train_iteration(state: dict, ctx: AgentContext, entry: dict[str, Any], fell_back: bool) -> dict[str, Any]:
@@ -269,8 +351,10 @@ def train_iteration(state: dict, ctx: AgentContext, entry: dict[str, Any], fell_
     the field named), the model under study is fine-tuned as a sandboxed train job, and the trained checkpoint
     is evaluated on the dev split with the chosen technique. A failure is the experiment's error (agents see it)."""
     iteration = entry["iteration"]
-    tp, recipe, error = _training_recipe(state, ctx, iteration)
-    entry["training_proposal"] = tp.model_dump() if tp else None
+    tp, recipe, error, adjusted = _training_recipe(state, ctx, iteration, entry["proposal"].get("parent", 0))
+    entry.update(training_proposal=tp.model_dump() if tp else None, adjustments=adjusted)
+    if adjusted:
+        ctx.note(f"experiment {iteration} trains with the lab's adjustments: {'; '.join(adjusted)}")
     if recipe is None:
         ctx.note(f"experiment {iteration}: no valid training recipe ({clip(error, 160)})")
         return {**entry, "spec": None, "record": None, "error": error}
@@ -292,37 +376,53 @@ def train_iteration(state: dict, ctx: AgentContext, entry: dict[str, Any], fell_
             "job_id": result.get("job_id"), "error": result.get("error"), "evidence": result.get("evidence")}
 
 
-def _training_recipe(state: dict, ctx: AgentContext, iteration: int) -> tuple[TrainingProposal | None, Any, str]:
-    """(training proposal, validated recipe or None, the last validation error)."""
+def _training_recipe(state: dict, ctx: AgentContext, iteration: int,
+                     parent: int = 0) -> tuple[TrainingProposal, Any, str, list[str]]:
+    """(training proposal, validated recipe or None, the last validation error, adjustments); the engineer sees the
+    dev evidence of experiment #parent, else the baseline's. Invalid settings are re-asked once naming the field;
+    what the lab adjusts (steps over its bound, ...) is told once, and that second answer runs when it validates."""
     names = ctx.trainable_techniques()
     schema = restrict_choices(TrainingProposal, "evaluate_with", names)
-    error, tp = "", None
-    for _ in range(2):  # one bounded re-ask naming the bad field
-        tp, _fell_back = ask(ctx, ROLE, "ml_engineer_train", schema,
-                             lambda: schema(evaluate_with=ctx.config.baseline if ctx.config.baseline in names
-                                            else names[0], rationale="default training settings (fallback)"),
-                             "training proposal", goal=cclip(ctx, state["goal"], 300),
-                             history=cclip(ctx, _history(state.get("experiments") or []), 700),
-                             evidence=cclip(ctx, evidence_text(_last_evidence(state)), 1500),
-                             max_steps=ctx.config.train_max_steps, techniques=", ".join(names),
-                             error=f"\nYour last settings were invalid: {error}. Fix them." if error else "")
+
+    def settings(note: str) -> tuple[TrainingProposal, bool, Any, str]:
+        tp, fell_back = ask(ctx, ROLE, "ml_engineer_train", schema,
+                            lambda: schema(evaluate_with=ctx.config.baseline if ctx.config.baseline in names
+                                           else names[0], rationale="default training settings (fallback)"),
+                            "training proposal", goal=cclip(ctx, state["goal"], 300),
+                            history=cclip(ctx, _history(state), 700),
+                            evidence=cclip(ctx, node_evidence(state, _parent(state, parent)), 1500),
+                            max_steps=ctx.config.train_max_steps, techniques=", ".join(names),
+                            error=f"\n{note}" if note else "")
         recipe, error = ctx.build_recipe(tp.model_dump(), iteration)
-        if recipe is not None:
-            return tp, recipe, ""
-    return tp, None, error
+        return tp, fell_back, recipe, error
+
+    def adjustments(tp: TrainingProposal, recipe: Any) -> list[str]:
+        return [*tp.adjustments, *ctx.recipe_adjustments(tp.model_dump(include=tp.model_fields_set), recipe)]
+
+    tp, fell_back, recipe, error = settings("")
+    if recipe is None:
+        tp, fell_back, recipe, error = settings(f"Your last settings were invalid: {error}. Fix them.")
+    if recipe is None:
+        return tp, None, error, []
+    adjusted = adjustments(tp, recipe)
+    if adjusted and not fell_back:
+        again, again_fell_back, again_recipe, _ = settings(_adjusted_text(ctx, tp, adjusted))
+        if again_recipe is not None and not again_fell_back:
+            tp, recipe, adjusted = again, again_recipe, adjustments(again, again_recipe)
+    return tp, recipe, "", adjusted
 
 
-def write_code(state: dict, ctx: AgentContext, iteration: int) -> TechniqueSpec | None:
-    """A validated ``code`` technique spec from the model, or None (noted) when it gives no usable code."""
+def write_code(state: dict, ctx: AgentContext, iteration: int, parent: int = 0) -> TechniqueSpec | None:
+    """A validated ``code`` technique spec from the model, or None (noted) when it gives no usable code; the
+    engineer sees the dev evidence of experiment #parent, else the baseline's."""
     plan, err = state.get("plan") or {}, ""
     for attempt in range(2):  # one bounded re-ask with the validation error
         obj, fell_back = ask(ctx, ROLE, "ml_engineer_code", CodeTechnique, lambda: CodeTechnique(code=""),
                              "code technique", goal=cclip(ctx, state["goal"], 300),
                              plan=cclip(ctx, plan.get("hypothesis", ""), 300) + (f" (previous code was rejected: {err})"
                                                                           if attempt else ""),
-                             history=cclip(ctx, _history(state.get("experiments") or []), 600), max_calls=4,
-                             evidence=cclip(ctx, evidence_text(_last_evidence(state)), 1500),
-                             max_tokens=1200)
+                             history=cclip(ctx, _history(state), 600), max_calls=4,
+                             evidence=cclip(ctx, node_evidence(state, _parent(state, parent)), 1500))
         if fell_back or not obj.code.strip():
             break
         try:
@@ -342,7 +442,7 @@ def debug_code(state: dict, ctx: AgentContext, spec: TechniqueSpec, error: str, 
                              "code revision", goal=cclip(ctx, state["goal"], 300), code=spec.code or "",
                              error=cclip(ctx, error[-3000:], 1500) + (f"\nYour last revision was rejected: {err}"
                                                                       if err else ""),
-                             max_calls=4, max_tokens=2000)
+                             max_calls=4)
         if fell_back or not obj.code.strip():
             return None
         try:

@@ -1,9 +1,11 @@
 """Training benchmark (CPU): SFT of the embedded SmolLM2-135M on generated reasoning-gym problems, disjoint
 from the report split, and its report-split accuracy before and after, paired (exact McNemar).
 
-The base model and the checkpoint are served the same way (transformers behind an OpenAI-compatible
-endpoint, greedy) and evaluated by the same harness on the same report-split problems; training runs as a
-real sandboxed `train` job through the local scheduler, with the recipe in examples/train/.
+The base model and the checkpoint are served the same way: llama.cpp's server, the base from its GGUF (Q4_1)
+and the checkpoint from a GGUF converted at the base's quantization (agentlab.train.gguf; the conversion is
+timed), greedy; both are evaluated by the same harness on the same report-split problems, and each record
+names its engine and quantization. Training runs as a real sandboxed `train` job through the local
+scheduler, with the recipe in examples/train/.
 
     nice -n 10 .venv/bin/python benchmarks/bench_train.py [--n 200] [--max-steps 60] [--max-minutes 18] [--workspace DIR]
 
@@ -76,17 +78,29 @@ def _has_bwrap() -> bool:
     return shutil.which("bwrap") is not None
 
 
-def evaluate_model(problems, ws: Path, name: str, max_tokens: int, **serve_kw):
+def base_endpoint(ws: Path):
+    """(endpoint, server context) of the untrained base: its GGUF on llama.cpp's server."""
     from agentlab.eval.client import Endpoint
+    from agentlab.llm.serving import ServerSpec, ServingManager, managed_server
+
+    managed = managed_server(ServingManager(ws), ServerSpec(engine="llama.cpp"), reuse=False)
+    return Endpoint.from_server(managed.__enter__()), managed
+
+
+def evaluate_model(problems, ws: Path, served, max_tokens: int, concurrency: int):
+    """Evaluate on the report split with ``served`` = (endpoint, server context); stops the server."""
     from agentlab.eval.harness import evaluate
     from agentlab.eval.records import ResultStore
     from agentlab.techniques import get_technique
-    from agentlab.train.serve import serve_model
 
+    endpoint, server = served
     spec = get_technique("direct", max_tokens=max_tokens, temperature=0.0)
-    with serve_model(name=name, threads=2, log_path=ws / f"serve-{len(name)}.log", **serve_kw) as url:
-        summary = asyncio.run(evaluate(spec, problems, Endpoint.openai(url, name), db_path=ws / "eval" / "eval.db",
-                                       benchmark=TASK, subset="split=report(0.3)", concurrency=2, cache=False))
+    try:
+        summary = asyncio.run(evaluate(spec, problems, endpoint, db_path=ws / "eval" / "eval.db",
+                                       benchmark=TASK, subset="split=report(0.3)", concurrency=concurrency,
+                                       cache=False))
+    finally:
+        server.__exit__(None, None, None)
     store = ResultStore(ws / "eval" / "eval.db")
     try:
         results = {r.problem_id: r.correct for r in store.results(summary.run_id)}
@@ -105,12 +119,13 @@ def main() -> int:
     ap.add_argument("--max-minutes", type=float, default=18.0, help="training time budget")
     ap.add_argument("--train-size", type=int, default=2000)
     ap.add_argument("--max-tokens", type=int, default=48, help="completion budget of both evaluations")
+    ap.add_argument("--concurrency", type=int, default=8, help="requests in flight (llama.cpp's slots)")
     ap.add_argument("--workspace", type=Path, default=None)
     args = ap.parse_args()
     t0 = time.monotonic()
     from agentlab.bench.registry import load_benchmark
     from agentlab.eval.stats import mcnemar, wilson_interval
-    from agentlab.llm.serving import embedded_model_path
+    from agentlab.train.serve import checkpoint_endpoint
 
     data_dir = Path(os.environ.get("AGENTLAB_DATA_DIR", REPO.parent / "shared" / "data"))
     ws = args.workspace or Path(tempfile.mkdtemp(prefix="bench-train-"))
@@ -121,10 +136,11 @@ def main() -> int:
     run, backend = train(args, ws, data_dir, report_size)
     t_train = time.monotonic() - t0
     t1 = time.monotonic()
-    before, res_b = evaluate_model(problems, ws, "smollm2-135m-base", args.max_tokens, model=str(embedded_model_path()))
+    before, res_b = evaluate_model(problems, ws, base_endpoint(ws), args.max_tokens, args.concurrency)
     t2 = time.monotonic()
-    after, res_a = evaluate_model(problems, ws, f"ckpt:{run.name}@{run.short_hash}", args.max_tokens,
-                                  checkpoint=run.checkpoint)
+    served = checkpoint_endpoint(ws, run.run_id)  # converted to GGUF at the base's quantization, then served
+    t_convert = time.monotonic() - t2
+    after, res_a = evaluate_model(problems, ws, served, args.max_tokens, args.concurrency)
     t3 = time.monotonic()
     wins = sum(1 for k in res_a if res_a[k] and not res_b.get(k, False))
     losses = sum(1 for k in res_a if not res_a[k] and res_b.get(k, False))
@@ -132,14 +148,16 @@ def main() -> int:
     print("\n== bench_train (SFT, LoRA, CPU)")
     for label, s in (("before (base)", before), ("after (SFT)", after)):
         lo, hi = wilson_interval(s.correct, s.n)
-        print(f"{label:14s} {s.correct}/{s.n} = {s.correct / s.n:.1%}  95% CI [{lo:.1%}, {hi:.1%}]  model {s.model}")
+        print(f"{label:14s} {s.correct}/{s.n} = {s.correct / s.n:.1%}  95% CI [{lo:.1%}, {hi:.1%}]  "
+              f"model {s.model} served by {s.serving}, {s.truncated} of {s.calls} replies cut at "
+              f"{args.max_tokens} tokens")
     print(f"paired: SFT-only correct {wins}, base-only correct {losses}; exact McNemar p = {mcnemar(wins, losses):.3g}")
     print(f"training: {r.get('steps')} steps x batch {args.batch}, {run.n_train} rows ({run.dropped_leaks} leaks "
           f"dropped), final loss {r.get('final_loss'):.4f}, {r.get('tokens_per_s')} tokens/s, peak memory "
           f"{r.get('peak_memory_mb')} MB, train {r.get('train_wall_s')} s (job {r.get('wall_s', 0):.0f} s, {backend})")
     print(f"checkpoint sha256 {run.checkpoint_hash}; wall time: training phase {t_train:.0f} s, evaluation "
-          f"before {t2 - t1:.0f} s (0 when resumed from an earlier run in --workspace), after {t3 - t2:.0f} s, "
-          f"total {time.monotonic() - t0:.0f} s")
+          f"before {t2 - t1:.0f} s (0 when resumed from an earlier run in --workspace), after {t3 - t2:.0f} s "
+          f"(GGUF conversion and server start {t_convert:.0f} s of it), total {time.monotonic() - t0:.0f} s")
     return 0
 
 

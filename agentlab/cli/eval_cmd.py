@@ -71,7 +71,8 @@ def run(
         from agentlab.train.serve import checkpoint_endpoint
 
         with console.status(f"starting a server for checkpoint {checkpoint}..."):
-            endpoint, managed = checkpoint_endpoint(settings.workspace, checkpoint)
+            endpoint, managed = checkpoint_endpoint(settings.workspace, checkpoint,
+                                                    mus=settings.model_under_study)
     else:
         endpoint, managed = choose_endpoint(settings, model_url, model_name, api_key, litellm_model, serve, model)
     try:
@@ -105,7 +106,7 @@ def choose_endpoint(settings, model_url, model_name, api_key, litellm_model, ser
     from agentlab.llm.serving import ServerSpec, ServingManager, managed_server
 
     managed = managed_server(ServingManager(settings.workspace),
-                             ServerSpec(engine="llama.cpp", model=model, n_ctx=settings.model_under_study.n_ctx),
+                             ServerSpec.local(model, settings.model_under_study),
                              reuse=True, timeout_s=600)
     with console.status("starting llama.cpp..."):
         server = managed.__enter__()
@@ -155,8 +156,12 @@ def _print_summary(s) -> None:
                    + (f"{s.tokens_per_correct:.0f}/correct" if s.tokens_per_correct else "- /correct")),
         ("latency", f"p50 {_fmt_s(s.latency_p50_s)}, p95 {_fmt_s(s.latency_p95_s)}"),
     ]
+    if s.serving:  # engine and quantization: a checkpoint is served like its base
+        rows.append(("serving", s.serving))
     if s.errors:
         rows.append(("errors", str(s.errors)))
+    if s.max_tokens is not None:  # a code technique's replies are not seen by the harness
+        rows.append(("cut", f"{s.truncated} of {s.calls} replies hit max_tokens ({s.max_tokens})"))
     for dim, groups in s.breakdown.items():
         rows.append((dim, ", ".join(f"{k}: {g.correct}/{g.n}" for k, g in groups.items())))
     for r in rows:

@@ -93,6 +93,8 @@ class LabDisplay:
                                 + (" (reused)" if kind == "job_reused" else ""))
         elif kind == "note":
             self.notes.append(data["text"])
+        elif kind == "plan_sizing" and not self.quiet:  # printed whole: the live panel shows notes cut short
+            console.print(f"[b]plan[/] {data['text']}")
         if self.live:
             self.live.update(self.render())
         elif kind in ("phase", "job_finished", "stopped") and not self.quiet:
@@ -106,9 +108,10 @@ def ask_human(payload: dict[str, Any]) -> dict[str, Any]:
     """Show the plan or the report and take approve / edit / feedback (/ reject) from the terminal."""
     if payload.get("kind") == "plan":
         plan = payload.get("plan") or {}
-        console.print(Panel(json.dumps({k: plan.get(k) for k in ("hypothesis", "techniques", "rationale", "benchmark",
-                                                                  "baseline", "dev_n", "report_n")}, indent=2),
-                            title="research plan (copilot)"))
+        shown = {k: plan.get(k) for k in ("hypothesis", "techniques", "rationale", "benchmark", "baseline",
+                                          "dev_n", "report_n", "min_gain")}
+        sizing = (plan.get("sizing") or {}).get("text", "")
+        console.print(Panel(json.dumps(shown, indent=2) + f"\n\n{sizing}", title="research plan (copilot)"))
         action = typer.prompt("approve / edit / feedback", default="approve").strip().lower()
         if action.startswith("e"):
             hyp = typer.prompt("hypothesis", default=plan.get("hypothesis", ""))
@@ -167,7 +170,13 @@ def _drive(settings, outcome_fn, display: LabDisplay, copilot: bool):
     return outcome
 
 
-def _print_outcome(outcome, data_dir=None) -> None:
+def agent_calls_line(rows: list[dict[str, Any]]) -> str:
+    """Per role: calls, and how structured answers went (grammar-constrained, re-asks, fallbacks to a default)."""
+    return "; ".join(f"{r['key']} {r['calls']} calls ({r['grammar'] or 0} grammar, {r['reasks'] or 0} re-asks, "
+                     f"{r['fallbacks'] or 0} fallbacks)" for r in rows)
+
+
+def _print_outcome(outcome, data_dir=None, settings=None) -> None:
     st = outcome.state
     pub = st.get("publication") or {}
     final = st.get("final") or {}
@@ -183,6 +192,13 @@ def _print_outcome(outcome, data_dir=None) -> None:
         if r:
             console.print(f"  {key:9} {r['technique']}: {r['correct']}/{r['n']} = {r['accuracy']:.1%} "
                           f"[{r['ci_low']:.1%}, {r['ci_high']:.1%}] (record {r['record_id']})")
+    if settings is not None:
+        from agentlab.llm.usage import UsageLedger
+
+        with UsageLedger(settings.db_path) as ledger:
+            rows = ledger.summary(group_by="role", run_id=outcome.run_id)
+        if rows:
+            console.print(f"  agents: {agent_calls_line(rows)}")
     files = (st.get("report") or {}).get("files") or {}
     if files:
         console.print(f"  report: {files.get('markdown')}  latex: {files.get('latex')}"
@@ -238,7 +254,7 @@ def run_lab_command(goal: Optional[str], goal_id: Optional[str], copilot: bool, 
                                                             on_event=ev, server_key=key, from_queue=from_queue),
                              display, copilot)
         released = outcome.status if outcome.status != "paused" else "interrupted"
-        _print_outcome(outcome, data_dir)
+        _print_outcome(outcome, data_dir, settings)
         if outcome.status == "failed":
             raise typer.Exit(1)
         if stop and keep_server_s:
@@ -274,10 +290,13 @@ def start(
                                             "gsm8k, basic_arithmetic, rg:TASK...); default: the goal's, else basic_arithmetic."),
     baseline: str = typer.Option("zero_shot_cot", "--baseline", help="Baseline technique."),
     dev_n: int = typer.Option(20, "--dev-n", help="Problems in the dev split (tuning)."),
-    report_n: int = typer.Option(20, "--report-n", help="Problems in the held-out report split."),
+    report_n: int = typer.Option(500, "--report-n", help="Most problems in the held-out report split (the "
+                                 "budget); the lab sizes it for 80% power to detect --min-gain."),
+    min_gain: float = typer.Option(0.05, "--min-gain", help="Smallest gain in accuracy worth reporting "
+                                   "(0.05 = 5 points): the report split is sized to detect it."),
     iterations: int = typer.Option(3, "--iterations", help="Experiment iterations on the dev split."),
     max_answer_tokens: int = typer.Option(512, "--max-answer-tokens", help="Max tokens per answer of the model under study."),
-    concurrency: int = typer.Option(4, "--concurrency", help="Requests in flight to the model under study."),
+    concurrency: int = typer.Option(8, "--concurrency", help="Requests in flight to the model under study."),
     lab_name: str = typer.Option("agentlab", "--lab-name", help="This lab's name on the server."),
     allow_code: bool = typer.Option(False, "--allow-code", help="Let the ML engineer write code techniques "
                                     "(solve(problem, client), run in the sandbox); for capable agent models."),
@@ -303,7 +322,7 @@ def start(
     if from_queue and (goal or goal_id):
         raise AgentlabError("--from-queue claims its goal from the server: drop --goal/--goal-id")
     config = LabConfig(**({"benchmark": benchmark} if benchmark else {}), baseline=baseline, dev_n=dev_n, report_n=report_n,
-                       max_iterations=iterations, max_tokens_per_answer=max_answer_tokens,
+                       min_gain=min_gain, max_iterations=iterations, max_tokens_per_answer=max_answer_tokens,
                        concurrency=concurrency, lab_name=lab_name, allow_code_techniques=allow_code,
                        allow_training=allow_training, train_max_steps=train_max_steps,
                        queue_if_server_down=queue_if_server_down, publish_failures=publish_failures)
@@ -348,7 +367,7 @@ def resume(
             outcome = _drive(settings, lambda ev: resume_lab(settings, run_id, on_event=ev, server_key=key,
                                                              server_url=url), display, copilot)
         released = outcome.status if outcome.status != "paused" else "interrupted"
-        _print_outcome(outcome, data_dir)
+        _print_outcome(outcome, data_dir, settings)
         if outcome.status == "failed":
             raise typer.Exit(1)
     except Exception as exc:
@@ -375,6 +394,8 @@ def status(run_id: Optional[str] = typer.Argument(None, help="A run id (default:
     console.print(f"[b]{st['run_id']}[/] {st['status']} · phase {st.get('phase')} · ${st['usd']:.4f} · "
                   f"{st['tokens']:,} tokens in {st['llm_calls']} calls")
     console.print(f"goal: {st['goal']}")
+    if st.get("agent_calls"):
+        console.print(f"agents: {agent_calls_line(st['agent_calls'])}")
     if st.get("best_accuracy") is not None:
         console.print(f"best so far (dev): {st['best_technique']} {st['best_accuracy']:.1%}")
     if st.get("paper_id"):
@@ -429,11 +450,12 @@ def demo_config(**kw: Any) -> LabConfig:
     Where a demo's time goes is the agents' LLM calls (llama.cpp, ~100 tok/s on 2 cores), mostly prompt
     processing: one plan turn, one experiment iteration, half-length context in the agents' prompts
     (``context_scale``), short answers of the model under study (64 tokens), tiny splits, one literature
-    paper, and a revision round only for a clearly weak draft (mean review score below 4)."""
+    paper, and a revision round only for a clearly weak draft (mean review score below 4). Its report split
+    keeps its size (no power sizing), and its paper says it is a demo-size run."""
     base: dict[str, Any] = dict(benchmark="basic_arithmetic", dev_n=3, report_n=5, max_iterations=1,
-                                max_tokens_per_answer=64, concurrency=1, max_chains=2, literature_top_n=1,
+                                max_tokens_per_answer=64, concurrency=4, max_chains=2, literature_top_n=1,
                                 plan_turns=1, lab_name="demo-lab", max_fix_attempts=1, review_threshold=4.0,
-                                context_scale=0.5)
+                                context_scale=0.5, demo=True)
     base.update(kw)
     return LabConfig(**base)
 

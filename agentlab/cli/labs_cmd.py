@@ -78,11 +78,12 @@ def run(
                                             "basic_arithmetic)."),
     baseline: str = typer.Option("zero_shot_cot", "--baseline", help="Baseline technique."),
     dev_n: int = typer.Option(20, "--dev-n", help="Problems in the dev split (tuning)."),
-    report_n: int = typer.Option(20, "--report-n", help="Problems in the held-out report split."),
+    report_n: int = typer.Option(500, "--report-n", help="Most problems in the held-out report split (the "
+                                 "budget); each lab sizes it for 80% power to detect a 5-point gain."),
     iterations: int = typer.Option(3, "--iterations", help="Experiment iterations on the dev split."),
     max_answer_tokens: int = typer.Option(512, "--max-answer-tokens", help="Max tokens per answer of the model "
                                           "under study."),
-    concurrency: int = typer.Option(4, "--concurrency", help="Requests in flight to the model under study, per lab."),
+    concurrency: int = typer.Option(8, "--concurrency", help="Requests in flight to the model under study, per lab."),
     allow_code: bool = typer.Option(False, "--allow-code", help="Let the ML engineers write code techniques."),
     max_usd: Optional[float] = typer.Option(None, "--max-usd", help="Agents' LLM budget in USD per lab "
                                             "(budgets.max_usd)."),

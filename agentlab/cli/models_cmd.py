@@ -33,6 +33,9 @@ def serve(
     gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU ids for vllm, e.g. 0,1."),
     tp: int = typer.Option(1, "--tensor-parallel-size", "--tp", help="vLLM tensor-parallel size."),
     url: Optional[str] = typer.Option(None, "--url", help="External endpoint URL (engine external)."),
+    parallel: Optional[int] = typer.Option(
+        None, "--parallel", "-np", min=1, help="llama.cpp slots decoded together (default: model_under_study.parallel, "
+                                               "else 4 per core, 4 to 16)."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Leave it running and return."),
 ) -> None:
     """Start a server and keep it running until Ctrl-C (or in the background with --detach)."""
@@ -42,7 +45,7 @@ def serve(
     mgr = ServingManager(settings.workspace)
     spec = ServerSpec(engine=engine, model=model, port=port, host=host, gpus=_gpus(gpus),
                       tensor_parallel_size=tp, url=url, n_ctx=settings.model_under_study.n_ctx,
-                      detach=detach)
+                      parallel=parallel or settings.model_under_study.parallel, detach=detach)
     with console.status(f"starting {engine}..."):
         server = mgr.start(spec)
     console.print(f"[green]ready[/] {server.name}: {server.url} (model {server.served_model!r};"
@@ -93,3 +96,12 @@ def stop(name: str = typer.Argument(..., help="Server name from `agentlab models
     if not mgr.stop_named(name):
         raise typer.BadParameter(f"no running server named {name!r}; see `agentlab models list`")
     console.print(f"stopped {name}")
+
+
+@app.command("build")
+def build(force: bool = typer.Option(False, "--force", help="Rebuild even when the cache has it.")) -> None:
+    """Compile llama.cpp's server and quantizer once from source (`make setup` does it; ~5 min on 2 cores)."""
+    from agentlab.llm import llamacpp
+
+    where = llamacpp.build(force=force, log=lambda m: console.print(m))  # a failure is a user error: one message
+    console.print(f"llama.cpp tools in {where / 'bin'} (source tree {where / 'src'})")

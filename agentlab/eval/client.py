@@ -35,11 +35,14 @@ cache_scope: contextvars.ContextVar[str | None] = contextvars.ContextVar("cache_
 def completion_request(endpoint: Endpoint, messages: list[dict[str, str]], params: dict[str, Any]) -> dict:
     """What the completion cache hashes: the served model name, the model's identity (weights hash, checkpoint,
     endpoint: so a trained checkpoint or another model never shares a key), the messages and every sampling
-    parameter (temperature, top_p, max_tokens, seed: chain i of a sampled technique has seed + i, so
-    self-consistency's chains stay distinct)."""
+    parameter (temperature, top_p, max_tokens, seed, stop when set: chain i of a sampled technique has
+    seed + i, so self-consistency's chains stay distinct); the serving (engine and quantization) when known,
+    so the same checkpoint served by another engine never shares a key either."""
     req: dict[str, Any] = {"model": endpoint.model, "messages": messages, **params}
     if endpoint.identity:
         req["model_id"] = endpoint.identity
+    if endpoint.serving:
+        req["serving"] = endpoint.serving
     return req
 
 
@@ -53,15 +56,18 @@ class Endpoint(BaseModel):
     litellm: bool = False
     uds: str | None = None  # reach base_url over this unix socket (the sandbox's metered model proxy)
     identity: str = ""  # what records name as the model: weights hash, hub id or endpoint (see RunningServer.identity)
+    serving: str = ""  # what serves it: engine and quantization ("llama.cpp Q4_1"); empty when not known
 
     @classmethod
-    def openai(cls, base_url: str, model: str, api_key: str | None = None, identity: str | None = None) -> Endpoint:
+    def openai(cls, base_url: str, model: str, api_key: str | None = None, identity: str | None = None,
+               serving: str = "") -> Endpoint:
         from agentlab.llm.serving import endpoint_identity
 
         url = base_url.rstrip("/")
         if not url.endswith("/v1"):
             url += "/v1"
-        return cls(model=model, base_url=url, api_key=api_key, identity=identity or endpoint_identity(url, model))
+        return cls(model=model, base_url=url, api_key=api_key,
+                   identity=identity or endpoint_identity(url, model), serving=serving)
 
     @classmethod
     def from_litellm(cls, model: str, api_base: str | None = None, api_key: str | None = None) -> Endpoint:
@@ -70,7 +76,10 @@ class Endpoint(BaseModel):
     @classmethod
     def from_server(cls, server: Any) -> Endpoint:
         """From an ``agentlab.llm.serving.RunningServer``."""
-        return cls.openai(server.url, server.served_model, identity=server.identity)
+        from agentlab.llm.gguf_file import serving_label
+
+        return cls.openai(server.url, server.served_model, identity=server.identity,
+                          serving=serving_label(server.engine, server.model))
 
     @property
     def where(self) -> str:
@@ -85,6 +94,12 @@ class Completion:
     latency_s: float = 0.0
     cached: bool = False
     mean_logprob: float | None = None
+    finish_reason: str | None = None  # why it ended: "stop", "length" (cut at max_tokens); None: untold
+
+    @property
+    def cut(self) -> bool:
+        """The reply hit max_tokens: it is unfinished, whatever it says."""
+        return self.finish_reason == "length"
 
 
 class ChatClient:
@@ -125,10 +140,13 @@ class ChatClient:
             pass  # reachable; some servers have no /models
 
     async def chat(self, messages: list[dict[str, str]], *, temperature: float = 0.0, top_p: float = 1.0,
-                   max_tokens: int = 512, seed: int | None = None, logprobs: bool = False) -> Completion:
+                   max_tokens: int = 512, seed: int | None = None, logprobs: bool = False,
+                   stop: list[str] | None = None) -> Completion:
         params: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
         if seed is not None:
             params["seed"] = seed
+        if stop:  # only when set: a request without stop sequences keeps its cache key
+            params["stop"] = list(stop)
         if logprobs:  # llama.cpp only returns logprobs when top_logprobs is set too
             params["logprobs"] = True
             params["top_logprobs"] = 1
@@ -189,7 +207,8 @@ class ChatClient:
             raise ValueError(f"malformed completion response: {r.text[:200]}") from exc
         tokens_in, tokens_out = usage_tokens(body.get("usage"))
         return Completion(text=text, tokens_in=tokens_in, tokens_out=tokens_out,
-                          mean_logprob=mean_logprob(choice.get("logprobs")))
+                          mean_logprob=mean_logprob(choice.get("logprobs")),
+                          finish_reason=choice.get("finish_reason"))
 
     async def _litellm_call(self, messages: list, params: dict) -> Completion:
         import litellm
@@ -211,7 +230,11 @@ class ChatClient:
         choice = raw.choices[0]
         tokens_in, tokens_out = usage_tokens(getattr(raw, "usage", None))
         return Completion(text=choice.message.content or "", tokens_in=tokens_in, tokens_out=tokens_out,
-                          mean_logprob=mean_logprob(getattr(choice, "logprobs", None)))
+                          mean_logprob=mean_logprob(getattr(choice, "logprobs", None)),
+                          finish_reason=getattr(choice, "finish_reason", None))
+
+
+KEEPALIVE_S = 2.0
 
 
 def _http_client(endpoint: Endpoint, concurrency: int, timeout_s: float) -> httpx.AsyncClient:
@@ -219,7 +242,10 @@ def _http_client(endpoint: Endpoint, concurrency: int, timeout_s: float) -> http
     if not endpoint.base_url:
         raise EvalError("an OpenAI-compatible endpoint needs a base URL (e.g. http://127.0.0.1:8080/v1)")
     headers = {"Authorization": f"Bearer {endpoint.api_key or 'sk-none'}"}
-    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
+    # idle connections are dropped before the server drops them (llama.cpp's server: after 5 s, httpx's own default):
+    # a request sent on a connection the server is closing fails with "Server disconnected" and costs a retry
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4,
+                          keepalive_expiry=KEEPALIVE_S)
     # the metered proxy's unix socket speaks plain HTTP: no TLS context (loading the CA bundle costs ~50 ms)
     transport = httpx.AsyncHTTPTransport(uds=endpoint.uds, limits=limits, verify=False) if endpoint.uds else None
     return httpx.AsyncClient(base_url=endpoint.base_url, headers=headers, limits=limits, transport=transport,

@@ -7,7 +7,8 @@
 - per-problem results written as they complete: a killed evaluation resumes where it stopped
   (rerunning the same benchmark/subset/model/technique continues the same run);
 - a summary record (``EvalSummary``) with a stable id: accuracy, 95% Wilson interval, tokens, latency,
-  per-level/per-subject breakdown; a paired comparison with exact McNemar (``compare``).
+  per-level/per-subject breakdown, the model replies cut at max_tokens (each reply's ``finish_reason`` is
+  recorded); a paired comparison with exact McNemar (``compare``).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ async def evaluate(
     _check_inputs(spec, problems, code_solver)
     benchmark = benchmark or problems[0].benchmark
     db, ids = Path(db_path), [p.id for p in problems]
-    run_id = run_key(benchmark, subset, ids, endpoint.model, spec.spec_hash())
+    run_id = run_key(benchmark, subset, ids, endpoint.model, spec.spec_hash(), endpoint.serving)
     rdir = Path(run_dir) if run_dir else db.parent / "runs" / run_id
     store = ResultStore(db)
     own_cache = cache is True
@@ -78,7 +79,7 @@ async def evaluate(
                         probe_first=True)
     try:
         store.ensure_run(run_id, benchmark=benchmark, subset=subset, model=endpoint.model, spec=spec,
-                         problem_ids=ids, job_id=job_id, run_dir=str(rdir))
+                         problem_ids=ids, job_id=job_id, run_dir=str(rdir), serving=endpoint.serving)
         done = store.done_ids(run_id)
         pending = [(i, p) for i, p in enumerate(problems) if p.id not in done]
 
@@ -132,14 +133,15 @@ async def _solve_problem(idx: int, problem: Problem, spec: TechniqueSpec, client
         gold=problem.answer, level=problem.level, subject=problem.subject, tokens_in=out.tokens_in,
         tokens_out=out.tokens_out, latency_s=time.perf_counter() - started, calls=out.calls,
         cached=out.calls > 0 and out.cached_calls == out.calls, cached_calls=out.cached_calls, error=error,
-        chains=[_chain_record(c) for c in out.chains]
+        truncated=out.cut_calls, chains=[_chain_record(c) for c in out.chains]
         or [{"answer": g.extracted if g else None, "text": out.response[-2000:]}])
 
 
 def _chain_record(c: Chain) -> dict[str, Any]:
-    """What a result keeps of one chain; a verified chain also keeps its verdict and every judge reply."""
+    """What a result keeps of one chain (with why its last reply ended: "length" = cut at max_tokens); a
+    verified chain also keeps its verdict and every judge reply."""
     rec: dict[str, Any] = {"answer": c.answer, "temperature": c.temperature, "weight": round(c.weight, 4),
-                           "text": c.text[-2000:]}
+                           "text": c.text[-2000:], "finish_reason": c.finish_reason}
     if c.judgments:
         rec["verdict"] = c.verdict
         rec["judgments"] = [{**j, "reply": j["reply"][-1000:]} for j in c.judgments]

@@ -25,6 +25,7 @@ class Chain:
     temperature: float
     mean_logprob: float | None = None
     weight: float = 1.0
+    finish_reason: str | None = None  # of the chain's final reply ("length": cut at max_tokens)
     verdict: str | None = None  # the verifier's last: "correct", "incorrect", None (abstained, or no verifier)
     judgments: list[dict[str, Any]] = field(default_factory=list)  # per judge call: verdict, reply, revised
 
@@ -38,17 +39,19 @@ class Outcome:
     tokens_out: int = 0
     calls: int = 0
     cached_calls: int = 0
+    cut_calls: int = 0  # replies that hit max_tokens (any call: a cut plan or critique spoils what follows)
 
 
 class _Usage:
     def __init__(self) -> None:
-        self.tin = self.tout = self.calls = self.cached = 0
+        self.tin = self.tout = self.calls = self.cached = self.cut = 0
 
     def add(self, c: Completion) -> Completion:
         self.tin += c.tokens_in
         self.tout += c.tokens_out
         self.calls += 1
         self.cached += int(c.cached)
+        self.cut += int(c.cut)
         return c
 
 
@@ -62,10 +65,16 @@ async def run_prompt_technique(spec: TechniqueSpec, problem: Problem, client: Ch
     """Execute a prompt technique on one problem: pre-steps, chains (+ refine rounds), aggregation."""
     s, usage = spec.sampling, _Usage()
     values: dict[str, str] = {"question": problem.question}
+
+    async def ask(prompt: str, temperature: float, max_tokens: int, seed: int,
+                  logprobs: bool = False) -> Completion:
+        """One counted call to the model under study with the spec's top_p and stop sequences."""
+        return usage.add(await client.chat(_messages(spec, prompt), temperature=temperature, top_p=s.top_p,
+                                           max_tokens=max_tokens, seed=seed, logprobs=logprobs, stop=s.stop))
+
     for step in spec.steps:
-        c = usage.add(await client.chat(_messages(spec, spec.render(step.template, **values)),
-                                        temperature=s.temperature, top_p=s.top_p, seed=s.seed,
-                                        max_tokens=step.max_tokens or s.max_tokens))
+        c = await ask(spec.render(step.template, **values), s.temperature, step.max_tokens or s.max_tokens,
+                      s.seed)
         values[step.name] = c.text.strip()
     temps = spec.chains.temperatures or [s.temperature] * spec.chains.n
     want_logprobs = spec.chains.aggregation == "weighted"
@@ -73,21 +82,16 @@ async def run_prompt_technique(spec: TechniqueSpec, problem: Problem, client: Ch
     async def one_chain(i: int) -> Chain:
         t = temps[i]
         prompt = spec.render(spec.chain_template(i), **values)
-        c = usage.add(await client.chat(_messages(spec, prompt), temperature=t, top_p=s.top_p,
-                                        max_tokens=s.max_tokens, seed=s.seed + i, logprobs=want_logprobs))
-        text, lp = c.text, c.mean_logprob
+        c = await ask(prompt, t, s.max_tokens, s.seed + i, want_logprobs)
         if spec.refine:
             r = spec.refine
             for _ in range(r.rounds):
-                crit = usage.add(await client.chat(
-                    _messages(spec, spec.render(r.critique_template, answer=text, critique="", **values)),
-                    temperature=t, top_p=s.top_p, max_tokens=r.max_tokens or s.max_tokens, seed=s.seed + i))
-                rev = usage.add(await client.chat(
-                    _messages(spec, spec.render(r.revise_template, answer=text, critique=crit.text, **values)),
-                    temperature=t, top_p=s.top_p, max_tokens=r.max_tokens or s.max_tokens, seed=s.seed + i,
-                    logprobs=want_logprobs))
-                text, lp = rev.text, rev.mean_logprob
-        chain = Chain(text=text, answer=extract_answer(text, problem.grader), temperature=t, mean_logprob=lp)
+                crit = await ask(spec.render(r.critique_template, answer=c.text, critique="", **values), t,
+                                 r.max_tokens or s.max_tokens, s.seed + i)
+                c = await ask(spec.render(r.revise_template, answer=c.text, critique=crit.text, **values), t,
+                              r.max_tokens or s.max_tokens, s.seed + i, want_logprobs)
+        chain = Chain(text=c.text, answer=extract_answer(c.text, problem.grader), temperature=t,
+                      mean_logprob=c.mean_logprob, finish_reason=c.finish_reason)
         if spec.verifier:
             await verify(chain, i)
         return chain
@@ -95,9 +99,8 @@ async def run_prompt_technique(spec: TechniqueSpec, problem: Problem, client: Ch
     async def judge(chain: Chain, i: int) -> str:
         v = spec.verifier
         assert v is not None
-        c = usage.add(await client.chat(_messages(spec, spec.render(v.template, answer=chain.text, **values)),
-                                        temperature=v.temperature, top_p=s.top_p,
-                                        max_tokens=v.max_tokens or s.max_tokens, seed=s.seed + i))
+        c = await ask(spec.render(v.template, answer=chain.text, **values), v.temperature,
+                      v.max_tokens or s.max_tokens, s.seed + i)
         chain.verdict = parse_verdict(c.text)
         chain.judgments.append({"verdict": chain.verdict, "reply": c.text})
         return c.text
@@ -110,12 +113,10 @@ async def run_prompt_technique(spec: TechniqueSpec, problem: Problem, client: Ch
         reply = await judge(chain, i)
         if chain.verdict != "incorrect" or v.on_reject != "revise":
             return
-        rev = usage.add(await client.chat(
-            _messages(spec, spec.render(v.revise_template, answer=chain.text, critique=reply, **values)),
-            temperature=chain.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed + i,
-            logprobs=want_logprobs))
+        rev = await ask(spec.render(v.revise_template, answer=chain.text, critique=reply, **values),
+                        chain.temperature, s.max_tokens, s.seed + i, want_logprobs)
         chain.judgments[-1]["revised"] = True
-        chain.text, chain.mean_logprob = rev.text, rev.mean_logprob
+        chain.text, chain.mean_logprob, chain.finish_reason = rev.text, rev.mean_logprob, rev.finish_reason
         chain.answer = extract_answer(rev.text, problem.grader)
         await judge(chain, i)
 
@@ -123,7 +124,7 @@ async def run_prompt_technique(spec: TechniqueSpec, problem: Problem, client: Ch
     pool = [i for i, ch in enumerate(chains) if ch.verdict != "incorrect"] or list(range(len(chains)))
     best = pool[await aggregate([chains[i] for i in pool], spec.chains.aggregation, problem.grader, embedder)]
     return Outcome(response=chains[best].text, answer=chains[best].answer, chains=chains, tokens_in=usage.tin,
-                   tokens_out=usage.tout, calls=usage.calls, cached_calls=usage.cached)
+                   tokens_out=usage.tout, calls=usage.calls, cached_calls=usage.cached, cut_calls=usage.cut)
 
 
 async def aggregate(chains: list[Chain], method: str, grader: str, embedder: Embedder | None = None) -> int:

@@ -50,6 +50,17 @@ class EvalSummary(BaseModel):
     errors: int = 0
     calls: int = Field(0, description="completions the technique asked for")
     cached_calls: int = Field(0, description="of them, answered by the completion cache (no model request)")
+    truncated: int = Field(0, description=(
+        "of them, replies cut at max_tokens (finish_reason 'length'). Every reply counts, not only the final "
+        "solutions: a cut plan, critique or judge reply spoils what is built on it. Code techniques: not "
+        "counted (their calls go through the sandbox's proxy)"))
+    max_tokens: int | None = Field(None, description=(
+        "the solving replies' limit (the spec's sampling.max_tokens; pre-steps, refine and verifier may set "
+        "their own); None: a code technique, or a record from before this field"))
+    serving: str = Field("", description=(
+        "what served the model: engine and quantization ('llama.cpp Q4_1', 'transformers f32'); a trained "
+        "checkpoint is served like its base, and both records say so. Empty: not known (an external "
+        "endpoint, or a record from before this field)"))
     breakdown: dict[str, dict[str, GroupStats]] = Field(default_factory=dict)
     created: float
     finished: float | None = None
@@ -71,7 +82,8 @@ class ProblemResult(BaseModel):
     cached: bool = False  # every call of this problem came from the completion cache
     cached_calls: int = 0
     error: str | None = None
-    chains: list[dict[str, Any]] = Field(default_factory=list)
+    truncated: int = 0  # of its calls, replies cut at max_tokens
+    chains: list[dict[str, Any]] = Field(default_factory=list)  # each with its last reply's finish_reason
 
 
 class Comparison(BaseModel):
@@ -113,17 +125,19 @@ def default_db_path(settings: Any) -> Path:
 
 class ResultStore(SqliteStore):
     schema = _SCHEMA
+    added_columns = {"eval_runs": {"serving": "TEXT NOT NULL DEFAULT ''"}}  # files from before the field
 
     def ensure_run(self, run_id: str, *, benchmark: str, subset: str, model: str, spec: TechniqueSpec,
-                   problem_ids: list[str], job_id: str | None, run_dir: str) -> None:
+                   problem_ids: list[str], job_id: str | None, run_dir: str, serving: str = "") -> None:
         now = time.time()
         self.conn.execute(
             "INSERT INTO eval_runs (run_id, benchmark, subset, model, technique, spec_hash, spec_json, problem_ids,"
-            " status, job_id, created, updated, run_dir) VALUES (?,?,?,?,?,?,?,?,'running',?,?,?,?)"
+            " status, job_id, created, updated, run_dir, serving)"
+            " VALUES (?,?,?,?,?,?,?,?,'running',?,?,?,?,?)"
             " ON CONFLICT(run_id) DO UPDATE SET status='running', updated=excluded.updated,"
             " job_id=COALESCE(excluded.job_id, eval_runs.job_id)",
             (run_id, benchmark, subset, model, spec.name, spec.spec_hash(), spec.to_json(None),
-             json.dumps(problem_ids), job_id, now, now, run_dir))
+             json.dumps(problem_ids), job_id, now, now, run_dir, serving))
 
     def done_ids(self, run_id: str) -> set[str]:
         rows = self.conn.execute("SELECT problem_id FROM eval_results WHERE run_id = ?", (run_id,))
@@ -173,9 +187,14 @@ class ResultStore(SqliteStore):
         return summarize(row, self.results(run_id))
 
 
-def run_key(benchmark: str, subset: str, problem_ids: list[str], model: str, spec_hash: str) -> str:
-    blob = json.dumps({"benchmark": benchmark, "subset": subset, "problems": problem_ids, "model": model,
-                       "spec": spec_hash}, sort_keys=True)
+def run_key(benchmark: str, subset: str, problem_ids: list[str], model: str, spec_hash: str,
+            serving: str = "") -> str:
+    """The run's id. Another serving (engine, quantization) is another run: a resumed run never mixes two."""
+    key = {"benchmark": benchmark, "subset": subset, "problems": problem_ids, "model": model,
+           "spec": spec_hash}
+    if serving:  # only when known: the ids of runs without it stay as they were
+        key["serving"] = serving
+    blob = json.dumps(key, sort_keys=True)
     return "run-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -202,15 +221,24 @@ def summarize(row: dict[str, Any], results: list[ProblemResult]) -> EvalSummary:
     last = max((r for r in results), key=lambda r: r.idx, default=None)
     return EvalSummary(
         record_id=record_id, run_id=row["run_id"], job_id=row.get("job_id"), benchmark=row["benchmark"],
-        subset=row["subset"], model=row["model"], technique=row["technique"], spec_hash=row["spec_hash"],
-        n=n, n_planned=len(planned), complete=n == len(planned) and n > 0, correct=correct,
-        accuracy=correct / n if n else 0.0, ci_low=lo, ci_high=hi,
+        subset=row["subset"], model=row["model"], serving=row.get("serving") or "",
+        technique=row["technique"], spec_hash=row["spec_hash"], n=n, n_planned=len(planned), complete=n == len(planned) and n > 0,
+        correct=correct, accuracy=correct / n if n else 0.0, ci_low=lo, ci_high=hi,
         tokens_per_problem=sum(tokens) / n if n else 0.0,
         tokens_per_correct=sum(tokens) / correct if correct else None,
         latency_p50_s=percentile(lats, 50), latency_p95_s=percentile(lats, 95),
         errors=sum(r.error is not None for r in results), calls=sum(r.calls for r in results),
-        cached_calls=sum(r.cached_calls for r in results), breakdown=breakdown, created=row["created"],
+        cached_calls=sum(r.cached_calls for r in results), truncated=sum(r.truncated for r in results),
+        max_tokens=_solving_max_tokens(row.get("spec_json")), breakdown=breakdown, created=row["created"],
         finished=row["updated"] if last is not None and n == len(planned) else None, run_dir=row.get("run_dir"))
+
+
+def _solving_max_tokens(spec_json: str | None) -> int | None:
+    """The max_tokens of a prompt technique's solving replies, from the run's stored spec."""
+    spec = json.loads(spec_json) if spec_json else {}
+    if spec.get("kind", "prompt") != "prompt":
+        return None
+    return (spec.get("sampling") or {}).get("max_tokens")
 
 
 def _sort_key(k: str) -> tuple:
@@ -263,7 +291,8 @@ def ingest_job_result(db_path: Path | str, result: dict[str, Any], spec: Techniq
     summary.run_dir = str(rdir)
     with ResultStore(db_path) as store:
         store.ensure_run(summary.run_id, benchmark=summary.benchmark, subset=summary.subset, model=summary.model,
-                         spec=spec, problem_ids=problem_ids, job_id=summary.job_id, run_dir=str(rdir))
+                         spec=spec, problem_ids=problem_ids, job_id=summary.job_id, run_dir=str(rdir),
+                         serving=summary.serving)
         for r in results:
             store.add_result(summary.run_id, r)
         store.set_status(summary.run_id, "complete", summary)

@@ -88,12 +88,13 @@ def warm(hint: dict[str, Any] | None = None) -> None:
 
 def run_eval(spec: dict[str, Any], problems: list[dict[str, Any]], model: str, benchmark: str, subset: str,
              concurrency: int = 4, timeout_s: float = 180.0, max_retries: int = 2, base_url: str | None = None,
-             seed_db: str | None = None, model_id: str = "") -> dict[str, Any]:
+             seed_db: str | None = None, model_id: str = "", serving: str = "") -> dict[str, Any]:
     """Job target: evaluate ``spec`` on ``problems``; returns {"summary", "results"} (JSON).
 
     The model is reached through the metered proxy when the job has one, else at ``base_url``
     (for the process backend run by hand). ``model_id`` is the model's identity (``Endpoint.identity``): the
-    completion cache's keys include it, and without it the job shares no completions with other jobs."""
+    completion cache's keys include it, and without it the job shares no completions with other jobs.
+    ``serving`` (``Endpoint.serving``: engine and quantization) goes into the record and the cache's keys."""
     _light_http()
     from agentlab.bench.registry import Problem
     from agentlab.eval.client import Endpoint
@@ -104,9 +105,10 @@ def run_eval(spec: dict[str, Any], problems: list[dict[str, Any]], model: str, b
 
     sock = os.environ.get("AGENTLAB_MODEL_SOCKET")
     if sock:
-        endpoint = Endpoint(model=model, base_url="http://model-proxy/v1", uds=sock, identity=model_id)
+        endpoint = Endpoint(model=model, base_url="http://model-proxy/v1", uds=sock, identity=model_id,
+                            serving=serving)
     elif base_url:
-        endpoint = Endpoint.openai(base_url, model, identity=model_id or None)
+        endpoint = Endpoint.openai(base_url, model, identity=model_id or None, serving=serving)
     else:
         raise RuntimeError("no model endpoint: run the job with network='proxy'")
     if seed_db and Path(seed_db, JOB_DB).is_file() and not Path(JOB_DB).exists():

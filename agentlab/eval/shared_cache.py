@@ -36,6 +36,7 @@ TABLE = "eval_completion_cache"
 MAX_JOURNAL_BYTES = 256 * 1024 * 1024
 _VALUE_FIELDS = {"text": str, "tokens_in": int, "tokens_out": int, "latency_s": (int, float),
                  "cached": bool, "mean_logprob": (int, float, type(None))}
+_LATER_VALUE_FIELDS = {"finish_reason": (str, type(None))}  # added later: a value may lack them
 
 
 def workspace_cache_db(workspace: Path | str) -> Path:
@@ -108,7 +109,9 @@ class JobCache:
             return None
         if req.get("model_id") != self.model_id or scope not in self.scopes or request_key(req) != key:
             return None
-        if set(value) != set(_VALUE_FIELDS) or any(not isinstance(value[k], t) for k, t in _VALUE_FIELDS.items()):
+        known = {**_VALUE_FIELDS, **_LATER_VALUE_FIELDS}
+        well_formed = set(_VALUE_FIELDS) <= set(value) <= set(known)
+        if not well_formed or any(not isinstance(v, known[k]) for k, v in value.items()):
             return None
         return key, json.dumps({**value, "cached": False}), self.model_id, scope
 

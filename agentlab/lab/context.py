@@ -19,6 +19,7 @@ from typing import Any
 
 from agentlab.config import Settings
 from agentlab.errors import AgentlabError
+from agentlab.lab.dev_evidence import stored_evidence
 from agentlab.lab.experiments import Experiments
 from agentlab.lab.publishing import Publisher
 from agentlab.lab.state import LabConfig
@@ -94,8 +95,15 @@ class LabContext:
     def build_spec(self, proposal: dict[str, Any], iteration: int) -> TechniqueSpec:
         return self.experiments.build_spec(proposal, iteration)
 
+    def spec_adjustments(self, requested: dict[str, Any], spec: TechniqueSpec) -> list[str]:
+        return self.experiments.spec_adjustments(requested, spec)
+
     def simplify_spec(self, spec: TechniqueSpec) -> TechniqueSpec:
-        return self.experiments.simplify_spec(spec)
+        simple = self.experiments.simplify_spec(spec)
+        if simple.spec_hash() == self.experiments.baseline_spec().spec_hash():
+            self.note(f"the simplified rerun of {spec.name} is the baseline itself; it runs and is recorded as the "
+                      f"baseline ({simple.name}), not as a new technique")
+        return simple
 
     def code_spec(self, code: str, iteration: int, rationale: str = "") -> TechniqueSpec:
         return self.experiments.code_spec(code, iteration, rationale)
@@ -114,6 +122,9 @@ class LabContext:
             return self.experiments.recipe(proposal, iteration), ""
         except RecipeError as exc:
             return None, str(exc)
+
+    def recipe_adjustments(self, requested: dict[str, Any], recipe: Any) -> list[str]:
+        return self.experiments.recipe_adjustments(requested, recipe)
 
     def run_training(self, key: str, recipe: Any) -> dict[str, Any]:
         """Train once per key (a resumed run reuses a finished training run); failures are data."""
@@ -178,7 +189,8 @@ class LabContext:
         done = self.store.experiment(self.run_id, key)
         if done and done["status"] == "succeeded":
             self.emit("job_reused", key=key, job_id=done["job_id"], accuracy=done["record"]["accuracy"])
-            return {"status": "succeeded", "record": done["record"], "job_id": done["job_id"], "reused": True}, None
+            return {"status": "succeeded", "record": done["record"], "job_id": done["job_id"], "reused": True,
+                    **self._reused_evidence(split, done["record"])}, None
         if not (done and done.get("job_id")):
             return None, None
         try:
@@ -192,6 +204,17 @@ class LabContext:
         self.store.finish_experiment(self.run_id, key, "succeeded", recovered["job_id"], recovered["record"], None)
         self.emit("job_reused", key=key, job_id=recovered["job_id"], accuracy=recovered["record"]["accuracy"])
         return {**recovered, "reused": True}, None
+
+    def _reused_evidence(self, split: str, record: dict[str, Any]) -> dict[str, Any]:
+        """A reused dev job's evidence, rebuilt from the eval db: the agents see it as they would have."""
+        if split != "dev":
+            return {}
+        try:
+            exps = self.experiments
+            return {"evidence": stored_evidence(exps.eval_db, record["eval_run_id"], exps.problems("dev"))}
+        except Exception:
+            log.warning("no dev evidence for reused record %s", record.get("record_id"), exc_info=True)
+            return {}
 
     def _evaluate(self, key: str, spec: TechniqueSpec, split: str, seed: str | None,
                   checkpoint: str | None = None) -> dict[str, Any]:

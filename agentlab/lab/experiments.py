@@ -20,6 +20,7 @@ from typing import Any
 from agentlab.config import Settings
 from agentlab.lab.dev_evidence import dev_evidence
 from agentlab.lab.state import LabConfig
+from agentlab.lab.training import TrainingExperiments, differences
 from agentlab.techniques import TechniqueSpec, apply_overrides, builtin_techniques, get_technique
 
 
@@ -32,11 +33,12 @@ def normalize_record(summary: Any, split: str, model_id: str = "") -> dict[str, 
         "model_id": model_id, "technique": summary.technique, "spec_hash": summary.spec_hash, "n": summary.n,
         "n_planned": summary.n_planned, "correct": summary.correct, "accuracy": summary.accuracy,
         "ci_low": summary.ci_low, "ci_high": summary.ci_high, "tokens_per_problem": summary.tokens_per_problem,
-        "complete": summary.complete, "errors": summary.errors,
+        "complete": summary.complete, "errors": summary.errors, "serving": summary.serving,  # engine, quant
+        "calls": summary.calls, "truncated": summary.truncated, "max_tokens": summary.max_tokens,
     }
 
 
-class Experiments:
+class Experiments(TrainingExperiments):
     """A run's experiments: specs from proposals, the splits, the model under study, evaluation jobs."""
 
     def __init__(self, settings: Settings, config: LabConfig, run_id: str, lab: str,
@@ -48,6 +50,7 @@ class Experiments:
         # first job and scoped to this run (it runs no other lab's jobs, so its shutdown cancels none)
         self._sched, self._shared = scheduler, scheduler is not None
         self._problems: dict[str, list] = {}
+        self.report_size: int | None = None  # the report split once sized (lab.power); None: report_n
         self._checkpoints: dict[str, tuple[Any, Any]] = {}  # training run id -> (Endpoint, its server context)
         self.eval_db = Path(settings.workspace) / "eval" / "eval.db"
 
@@ -59,18 +62,14 @@ class Experiments:
         return get_technique(self.config.baseline, max_tokens=self.config.max_tokens_per_answer)
 
     def build_spec(self, proposal: dict[str, Any], iteration: int) -> TechniqueSpec:
-        """A validated spec from a proposal: a built-in technique (or a published spec, ``base_spec``) with
-        bounded overrides and what the engineer wrote out."""
-        name = proposal["technique"]
-        if proposal.get("base_spec"):
-            base = TechniqueSpec.parse(proposal["base_spec"])
-            name = base.name
-        else:
-            base = builtin_techniques()[name]
-        k = int(proposal.get("num_chains") or 1)
-        k = base.chains.n if k <= 1 else k  # multi-chain techniques keep their k unless raised
+        """A validated spec from a proposal: a built-in technique (or a published or earlier spec, ``base_spec``)
+        within the lab's bounds (``max_chains``, ``max_tokens_per_answer``) and with what the engineer wrote out.
+        ``spec_adjustments`` says what of the proposal the spec does not do."""
+        base = self._base(proposal)
+        k = int(proposal.get("num_chains") or 0) or base.chains.n  # 0: the technique's own number of chains
         k = max(1, min(k, self.config.max_chains))
-        overrides: dict[str, Any] = {"max_tokens": int(proposal.get("max_tokens") or self.config.max_tokens_per_answer)}
+        cap = self.config.max_tokens_per_answer
+        overrides: dict[str, Any] = {"max_tokens": min(int(proposal.get("max_tokens") or cap), cap)}
         if k != base.chains.n:
             overrides["k"] = k
         temp = proposal.get("temperature")
@@ -78,13 +77,45 @@ class Experiments:
             overrides["temperature"] = float(temp)
         spec = apply_overrides(base.model_copy(deep=True), **overrides)
         instruction = " ".join(str(proposal.get("instruction") or "").split())[:160]
-        if instruction:
-            spec = spec.model_copy(update={"system": instruction})
+        if instruction:  # one more line after the technique's own system prompt, which stays
+            spec = spec.model_copy(update={"system": "\n".join(x for x in (spec.system, instruction) if x)})
         spec = self.authored(spec, proposal)
         changed = spec.spec_hash() != base.spec_hash()
         return spec.model_copy(update={
-            "name": f"{name}_e{iteration}" if changed else name,
+            "name": f"{base.name}_e{iteration}" if changed else base.name,
             "description": (base.description + (" Tuned by the lab's ML engineer." if changed else ""))[:300]})
+
+    def _base(self, proposal: dict[str, Any]) -> TechniqueSpec:
+        """The technique a proposal starts from: a published or earlier spec (``base_spec``), else a built-in."""
+        if proposal.get("base_spec"):
+            return TechniqueSpec.parse(proposal["base_spec"])
+        return builtin_techniques()[proposal["technique"]]
+
+    def spec_adjustments(self, requested: dict[str, Any], spec: TechniqueSpec) -> list[str]:
+        """What the engineer asked for (``requested``: the proposal's fields it wrote, with its technique) that
+        ``spec`` does not do, each as ``"field asked -> ran (why)"``: the agent is told, the record keeps them."""
+        cfg, base = self.config, self._base(requested)
+        asked: dict[str, Any] = {}
+        ran: dict[str, Any] = {}
+        why: dict[str, str] = {}
+        if not requested.get("chain_templates"):  # per-chain prompts set the number of chains themselves
+            asked["num_chains"] = int(requested.get("num_chains") or 0) or base.chains.n
+            ran["num_chains"], why["num_chains"] = spec.chains.n, f"the lab's max_chains is {cfg.max_chains}"
+        if "max_tokens" in requested:
+            asked["max_tokens"], ran["max_tokens"] = requested["max_tokens"], spec.sampling.max_tokens
+            why["max_tokens"] = f"the lab's max_tokens_per_answer is {cfg.max_tokens_per_answer}"
+        if "temperature" in requested:
+            asked["temperature"] = float(requested["temperature"])
+            ran["temperature"] = spec.chains.temperatures or spec.sampling.temperature
+            why["temperature"] = ("the technique samples each chain at its own temperature" if spec.chains.temperatures
+                                  else "several chains at temperature 0 would all give the same answer")
+        if requested.get("few_shot"):
+            asked["few_shot"], ran["few_shot"] = int(requested["few_shot"]), len(spec.few_shot)
+            why["few_shot"] = "the dev pool beyond the evaluated dev problems has no more worked examples"
+        if requested.get("aggregation"):
+            asked["aggregation"], ran["aggregation"] = requested["aggregation"], spec.chains.aggregation
+            why["aggregation"] = "one chain has nothing to combine"
+        return differences(asked, ran, why)
 
     def authored(self, spec: TechniqueSpec, proposal: dict[str, Any]) -> TechniqueSpec:
         """``spec`` with what the engineer wrote itself: system prompt, solving template, per-chain prompts,
@@ -127,119 +158,39 @@ class Experiments:
                  "solution": p.metadata.get("solution") or f"The answer is \\boxed{{{p.answer}}}."} for p in pool[:n]]
 
     def simplify_spec(self, spec: TechniqueSpec) -> TechniqueSpec:
-        """The baseline's single-chain form with the failing spec's token limit (a safe rerun)."""
+        """The baseline with the failing spec's token limit where that is lower (a safe rerun), named for what it
+        is: the baseline itself when its content is the baseline's, never a new technique under another name."""
         base = self.baseline_spec()
-        sampling = base.sampling.model_copy(update={"max_tokens": min(spec.sampling.max_tokens,
-                                                                      base.sampling.max_tokens)})
-        return base.model_copy(update={"sampling": sampling, "name": f"{spec.name}_simple"[:80]})
+        simple = apply_overrides(base, max_tokens=min(spec.sampling.max_tokens, base.sampling.max_tokens))
+        if simple.spec_hash() == base.spec_hash():
+            return base
+        tokens = simple.sampling.max_tokens
+        return simple.model_copy(update={"name": f"{base.name}_max{tokens}"[:80],
+                                         "description": f"The baseline ({base.name}) with max_tokens {tokens}."})
 
     def code_spec(self, code: str, iteration: int, rationale: str = "") -> TechniqueSpec:
         """A validated ``code`` technique spec (raises TechniqueError with a one-line reason)."""
         return TechniqueSpec.parse({"name": f"code_e{iteration}", "kind": "code", "code": code,
                                     "description": ("Custom solve() written by the lab's ML engineer. " + rationale)[:300]})
 
-    # -- training techniques ----------------------------------------------------------------------
-    def trainable_model(self) -> str:
-        """The weights a training technique starts from: the model under study's own (raises RecipeError)."""
-        from agentlab.train.recipe import RecipeError
-
-        mus = self.settings.model_under_study
-        if mus.engine == "external":
-            raise RecipeError("training techniques need the model under study's weights, and an external endpoint "
-                              "has none here: serve a local model (model_under_study.engine = llama.cpp or vllm)")
-        return mus.model or "embedded"
-
-    def trainable_techniques(self) -> list[str]:
-        """One-prompt techniques (no pre-steps): training renders their prompt for every training problem."""
-        return [n for n, s in builtin_techniques().items()
-                if s.kind == "prompt" and not s.steps and s.template and not s.chains.templates]
-
-    def training_eval_spec(self, technique: str, method: str, iteration: int) -> TechniqueSpec:
-        """The technique a trained model is evaluated with, named after the training (its records never pass as
-        the untrained model's: they also name the checkpoint as the model)."""
-        spec = get_technique(technique, max_tokens=self.config.max_tokens_per_answer)
-        return spec.model_copy(update={"name": f"{method}_e{iteration}_{technique}"[:80],
-                                       "description": f"{technique} on the model after {method} training "
-                                                      f"(experiment {iteration})"})
-
-    def recipe(self, proposal: dict[str, Any], iteration: int) -> Any:
-        """A validated ``agentlab.train.Recipe`` from a training proposal: the model under study's weights, data
-        the lab may train on (generated problems, or the benchmark's dev pool without the dev problems the lab
-        tunes on; never the report split), the lab's step and time bounds. Raises RecipeError naming the field."""
-        from agentlab.bench import Subset
-        from agentlab.bench.registry import GymBenchmark, get_benchmark
-        from agentlab.train.recipe import Recipe
-
-        cfg, bench = self.config, self.config.benchmark
-        sub = Subset.model_validate({**cfg.subset, "seed": cfg.seed})
-        hyper = {k: proposal[k] for k in ("learning_rate", "batch_size", "num_generations") if proposal.get(k)}
-        hyper["max_seq_len"] = 128 + cfg.max_tokens_per_answer
-        hyper["max_completion_length"] = cfg.max_tokens_per_answer
-        steps = max(1, min(int(proposal.get("max_steps") or cfg.train_max_steps), cfg.train_max_steps))
-        batch = int(hyper.get("batch_size") or 8)
-        if proposal.get("method") == "grpo":  # prompts x generations: a whole number of groups
-            gens = int(hyper.setdefault("num_generations", 4))
-            batch = hyper["batch_size"] = max(gens, batch - batch % gens)
-        data: dict[str, Any] = {"size": min(steps * batch, 5000), "technique": proposal.get("evaluate_with") or "direct",
-                                "target": proposal.get("target") or "boxed",
-                                "protect": {"benchmark": bench, "seeds": [cfg.seed], "dev_fraction": sub.dev_fraction},
-                                "exclude_ids": [p.id for p in self.problems("dev")]}
-        if isinstance(get_benchmark(bench), GymBenchmark):  # fresh problems from the generator, at another seed
-            data.update(source="reasoning_gym", task=bench, seed=1000 + cfg.seed + iteration)
-        else:
-            data.update(source="benchmark", benchmark=bench)
-        gpus = 1 if self.settings.jobs.gpus else 0
-        return Recipe.parse({"name": f"{proposal.get('method', 'sft')}_e{iteration}", "method": proposal.get("method", "sft"),
-                             "model": self.trainable_model(), "finetune": "lora",
-                             "lora": {"r": int(proposal.get("lora_r") or 16), "alpha": 2 * int(proposal.get("lora_r") or 16)},
-                             "data": data, "hyper": hyper, "max_steps": steps, "max_minutes": cfg.train_max_minutes,
-                             "save_steps": max(1, steps // 2), "seed": cfg.seed,
-                             "resources": {"gpus": gpus, "cpus": 2.0, "memory_mb": max(cfg.job_memory_mb, 6144)}},
-                            where="training recipe")
-
-    def train(self, recipe: Any) -> dict[str, Any]:
-        """Run ``recipe`` as a ``train`` job of this run (the lab's scheduler, the sandbox); {"status", "training",
-        "error"}: ``training`` summarises the run (recipe, steps, final loss or reward, checkpoint hash, curve)."""
-        from agentlab.train.data import check_disjoint_ids
-        from agentlab.train.runner import execute_run, prepare_run
-        from agentlab.train.runs import RunStore
-
-        ws = Path(self.settings.workspace)
-        run = prepare_run(recipe, ws, Path(self.settings.data_dir), eval_db=self.eval_db)
-        used = RunStore(ws).manifest(run.run_id).get("problem_ids") or []
-        check_disjoint_ids(used, self.problems("report"), what="the report split")  # never trains on what it reports
-        check_disjoint_ids(used, self.problems("dev"), what="the dev problems it is tuned on")
-        run = execute_run(run, ws, self.scheduler(), lab=self.lab, owner_run=self.run_id)
-        summary = training_summary(run, ws)
-        if run.status != "succeeded":
-            return {"status": "failed", "training": summary, "job_id": (run.jobs or [None])[-1],
-                    "error": f"training run {run.run_id} {run.status}: {run.error}"}
-        return {"status": "succeeded", "training": summary, "job_id": run.jobs[-1]}
-
-    def endpoint_for(self, checkpoint: str | None) -> Any:
-        """The model under study, or (a training run id) its trained checkpoint, served once per run."""
-        if checkpoint is None:
-            return self.endpoint()
-        if checkpoint not in self._checkpoints:
-            from agentlab.train.serve import checkpoint_endpoint
-
-            self._checkpoints[checkpoint] = checkpoint_endpoint(Path(self.settings.workspace), checkpoint, threads=2)
-        return self._checkpoints[checkpoint][0]
-
     # -- data and model -------------------------------------------------------------------------
     def problems(self, split: str) -> list:
+        """The split's problems: the report split's first ``report_size`` once sized, else up to ``report_n``
+        (a superset of the sized split: training stays disjoint from it before it is sized)."""
         if split not in self._problems:
             from agentlab.bench import load_benchmark
 
             n = self.config.dev_n if split == "dev" else self.config.report_n
             subset = {**self.config.subset, "split": split, "limit": n, "seed": self.config.seed}
             self._problems[split] = load_benchmark(self.config.benchmark, self.settings, subset=subset)
+        if split == "report" and self.report_size:
+            return self._problems[split][:self.report_size]
         return self._problems[split]
 
     def subset_label(self, split: str) -> str:
         from agentlab.bench import Subset
 
-        n = self.config.dev_n if split == "dev" else self.config.report_n
+        n = self.config.dev_n if split == "dev" else (self.report_size or self.config.report_n)
         return Subset.model_validate({**self.config.subset, "split": split, "limit": n,
                                       "seed": self.config.seed}).describe()
 
@@ -259,7 +210,7 @@ class Experiments:
                 from agentlab.llm.serving import ServerSpec, ServingManager, managed_server
 
                 spec = ServerSpec(engine=mus.engine, model=mus.model, n_ctx=mus.n_ctx, gpus=mus.gpus,
-                                  tensor_parallel_size=mus.tensor_parallel_size)
+                                  tensor_parallel_size=mus.tensor_parallel_size, parallel=mus.parallel)
                 self._served = managed_server(ServingManager(self.settings.workspace), spec, reuse=True,
                                               timeout_s=600)
                 server = self._served.__enter__()
@@ -308,7 +259,7 @@ class Experiments:
         args = {"spec": spec.model_dump(mode="json"), "problems": [p.model_dump(mode="json") for p in self.problems(split)],
                 "model": ep.model, "benchmark": self.config.benchmark, "subset": self.subset_label(split),
                 "concurrency": self.config.concurrency, "timeout_s": llm.timeout_s, "max_retries": llm.max_retries,
-                "model_id": ep.identity}  # the shared completion cache's keys name the model (agentlab.eval.shared_cache)
+                "model_id": ep.identity, "serving": ep.serving}  # the shared cache's keys name both
         binds = {}
         if seed_dir:
             from agentlab.eval.sandbox_job import SEED_DIR
@@ -458,28 +409,8 @@ class Experiments:
         from agentlab.eval.records import compare
 
         c = compare(a["eval_run_id"], b["eval_run_id"], db_path=self.eval_db)
-        return {"n": c.n_paired, "wins": c.wins, "losses": c.losses, "delta": c.delta, "p_value": c.p_value,
-                "record_a": c.record_a, "record_b": c.record_b}
-
-
-def training_summary(run: Any, workspace: Path) -> dict[str, Any]:
-    """What the agents and the paper see of a training run: its recipe, data, steps, last metrics and outputs."""
-    from agentlab.train.outputs import CURVE_FILE, METRICS_FILE, read_metrics
-    from agentlab.train.runs import RunStore
-
-    folder = RunStore(workspace).dir(run.run_id)
-    metrics = read_metrics(folder / METRICS_FILE)
-    last = {k: v for k, v in (metrics[-1] if metrics else {}).items()
-            if k in ("step", "loss", "reward", "learning_rate") and v is not None}
-    recipe = run.recipe
-    return {"run_id": run.run_id, "method": run.method, "finetune": run.finetune, "status": run.status,
-            "max_steps": run.max_steps, "steps": last.get("step", 0), "last": last, "n_train": run.n_train,
-            "dropped_leaks": run.dropped_leaks, "data": {k: recipe["data"].get(k) for k in ("source", "task", "benchmark",
-                                                                                        "seed", "size", "technique", "target")},
-            "hyper": {k: recipe["hyper"].get(k) for k in ("learning_rate", "batch_size", "max_seq_len", "num_generations")},
-            "lora_r": (recipe.get("lora") or {}).get("r"), "checkpoint_hash": run.checkpoint_hash,
-            "curve": str(folder / CURVE_FILE) if (folder / CURVE_FILE).is_file() else None,
-            "wall_s": (run.result or {}).get("wall_s"), "recipe": recipe}
+        return {"n": c.n_paired, "wins": c.wins, "losses": c.losses, "ties": c.both_correct + c.both_wrong,
+                "delta": c.delta, "p_value": c.p_value, "record_a": c.record_a, "record_b": c.record_b}
 
 
 def run_sync(coro: Any) -> Any:

@@ -1,6 +1,6 @@
 """The lab workflow: a LangGraph ``StateGraph`` over ``LabState``, checkpointed to SQLite.
 
-    literature_review -> plan -> copilot_plan -> experiment (loop) -> final_evaluation
+    literature_review -> plan -> copilot_plan -> dev_baseline -> experiment (loop) -> final_evaluation
       -> interpretation -> report -> review (-> revision -> review, once) -> copilot_publish
       -> publish -> END
 
@@ -55,7 +55,8 @@ def build_graph(checkpointer: SqliteSaver | None = None) -> CompiledStateGraph:
     g = StateGraph(LabState, context_schema=LabContext)
     g.add_node(nodes.literature_review)
     g.add_node(nodes.plan)
-    g.add_node(nodes.copilot_plan, destinations=("plan", "experiment"))
+    g.add_node(nodes.copilot_plan, destinations=("plan", "dev_baseline"))
+    g.add_node(nodes.dev_baseline)
     g.add_node(nodes.experiment)
     g.add_node(nodes.final_evaluation)
     g.add_node(nodes.interpretation)
@@ -68,7 +69,8 @@ def build_graph(checkpointer: SqliteSaver | None = None) -> CompiledStateGraph:
     g.add_edge(START, "literature_review")
     g.add_edge("literature_review", "plan")
     g.add_edge("plan", "copilot_plan")
-    g.add_edge("copilot_plan", "experiment")
+    g.add_edge("copilot_plan", "dev_baseline")
+    g.add_edge("dev_baseline", "experiment")
     g.add_conditional_edges("experiment", after_experiment)
     g.add_conditional_edges("final_evaluation", after_final_evaluation)
     g.add_edge("interpretation", "report")

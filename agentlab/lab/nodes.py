@@ -21,8 +21,9 @@ from langgraph.types import Command, interrupt
 
 from agentlab.lab.context import LabContext, LimitReached
 from agentlab.lab.new_papers import refresh_literature
+from agentlab.lab.power import ReportSizing, plan_sizing, size_report_split, with_achieved
 from agentlab.lab.report.claims import check_paper, spec_settings, verify_draft, verify_related_work
-from agentlab.lab.report.paper import build_paper, write_outputs
+from agentlab.lab.report.paper import build_paper, dev_records, write_outputs
 from agentlab.lab.report.tables import experiments_summary, results_summary, results_table
 from agentlab.lab.state import LabState
 from agentlab.llm.gateway import BudgetExceeded
@@ -82,7 +83,12 @@ def literature_review(state: LabState, runtime: Runtime[LabContext]) -> dict:
 
 @lab_node("plan", skip_when_stopped=True)
 def plan(state: LabState, runtime: Runtime[LabContext]) -> dict:
-    return postdoc.plan_formulation(state, runtime.context)
+    """The postdoc's plan, with the smallest gain worth reporting and how the report split is sized for it."""
+    ctx = runtime.context
+    out = postdoc.plan_formulation(state, ctx)
+    sizing = plan_sizing(ctx.config, len(ctx.experiments.problems("report")))
+    ctx.emit("plan_sizing", text=sizing["text"])  # the CLI prints it
+    return {**out, "plan": {**out["plan"], "min_gain": ctx.config.min_gain, "sizing": sizing}}
 
 
 @lab_node("plan")
@@ -115,6 +121,41 @@ def _decision(value: Any) -> tuple[str, dict[str, Any]]:
 # -- experiments -----------------------------------------------------------------------------
 
 
+DEV_BASELINE_KEY = "dev-baseline"
+
+
+@lab_node("experiments", skip_when_stopped=True)
+def dev_baseline(state: LabState, runtime: Runtime[LabContext]) -> dict:
+    """The baseline on the dev split, before the first experiment: every experiment is paired with it on the
+    same dev problems, and its wrong answers are what the first proposal sees."""
+    ctx, cfg = runtime.context, runtime.context.config
+    available = len(ctx.experiments.problems("dev"))
+    if available < cfg.dev_n:
+        ctx.note(f"the dev split of {cfg.benchmark} has {available} problems; {cfg.dev_n} were asked for")
+    spec = ctx.experiments.baseline_spec()
+    res = ctx.run_job(DEV_BASELINE_KEY, spec, "dev")
+    if res["status"] != "succeeded":
+        ctx.note(f"the baseline's dev job failed ({str(res.get('error'))[:200]}); experiments are not paired")
+    return {"dev_baseline": {"spec": spec.model_dump(mode="json"), "record": res.get("record"),
+                             "job_id": res.get("job_id"), "error": res.get("error"),
+                             "evidence": res.get("evidence")}}
+
+
+def paired_with_baseline(ctx: LabContext, record: dict[str, Any] | None,
+                         baseline: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An experiment against the baseline on the same dev problems: wins (it right, the baseline wrong),
+    losses, ties, the accuracy difference and the exact McNemar p; None when either has no record."""
+    base = (baseline or {}).get("record")
+    if not (record and base):
+        return None
+    try:
+        c = ctx.experiments.compare(record, base)
+    except Exception as exc:
+        ctx.note(f"paired dev comparison unavailable: {type(exc).__name__}: {exc}")
+        return None
+    return {k: c[k] for k in ("n", "wins", "losses", "ties", "delta", "p_value")}
+
+
 @lab_node("experiments", skip_when_stopped=True)
 def experiment(state: LabState, runtime: Runtime[LabContext]) -> dict:
     ctx = runtime.context
@@ -122,6 +163,7 @@ def experiment(state: LabState, runtime: Runtime[LabContext]) -> dict:
     if literature is not None:
         state = {**state, "literature": literature}
     entry = ml_engineer.run_iteration(state, ctx)
+    entry["paired"] = paired_with_baseline(ctx, entry.get("record"), state.get("dev_baseline"))
     entry["papers_read"] = [p.get("id") for p in state.get("literature") or []]  # what this iteration could see
     experiments = [*(state.get("experiments") or []), entry]
     best = ml_engineer.best_of(experiments)
@@ -141,6 +183,7 @@ def final_evaluation(state: LabState, runtime: Runtime[LabContext]) -> dict:
     base_spec = ctx.experiments.baseline_spec()
     if not best:
         ctx.note("no dev experiment succeeded; the report split is evaluated with the baseline only")
+    sizing = _size_report_split(ctx, best)
     base = ctx.run_job("report-baseline", base_spec, "report")
     tech = None
     trained = (best or {}).get("training")  # the best is a model this run trained: evaluate that checkpoint
@@ -164,16 +207,34 @@ def final_evaluation(state: LabState, runtime: Runtime[LabContext]) -> dict:
             final["comparison"] = ctx.experiments.compare(final["technique"], final["baseline"])
         except Exception as exc:
             ctx.note(f"paired comparison unavailable: {type(exc).__name__}: {exc}")
+    final["sizing"] = with_achieved(sizing, final.get("comparison")).model_dump()
     if ctx.config.compare_prior_best:
         final.update(_prior_best(ctx, final, {base_spec.spec_hash(), best_spec.spec_hash() if best_spec else ""}))
     return {"final": final}
 
 
+def _size_report_split(ctx: LabContext, best: dict[str, Any] | None) -> ReportSizing:
+    """Size the report split from the best experiment's paired dev comparison (``agentlab.lab.power``); the
+    experiments evaluate its first ``report_n`` problems from here on."""
+    cfg = ctx.config
+    available = len(ctx.experiments.problems("report"))  # up to report_n, before sizing
+    sizing = size_report_split(cfg, available, (best or {}).get("paired"))
+    asked = min(cfg.report_n, sizing.needed or cfg.report_n)
+    if available < asked:  # a real benchmark has so many problems (a generated one makes as many as asked)
+        ctx.note(f"the report split of {cfg.benchmark} has {available} problems, fewer than the {asked} "
+                 "asked for")
+    ctx.experiments.report_size = sizing.report_n
+    return sizing
+
+
 def _prior_best(ctx: LabContext, final: dict[str, Any], ours: set[str]) -> dict[str, Any]:
-    """The best published technique for this benchmark and model, re-run on this run's report split (a second
-    baseline: the gain over the state of the art, not only over the baseline), compared with ours."""
+    """The best published technique for this benchmark, problem population and model (a fair bar: enough report-split
+    problems or a replication, ranked by its CI's lower bound; ``Publisher.prior_best``), re-run on this run's report
+    split (a second baseline: the gain over the state of the art, not only over the baseline), compared with ours."""
     try:
-        prior = ctx.publisher.prior_best(ctx.config.benchmark, ctx.experiments.endpoint().model)
+        ep = ctx.experiments.endpoint()
+        prior = ctx.publisher.prior_best(ctx.config.benchmark, ctx.experiments.subset_label("report"), ep.model,
+                                         ep.identity, min_n=ctx.config.prior_best_min_n)
     except Exception as exc:
         ctx.note(f"the prior best result could not be read from the server ({type(exc).__name__}: {exc})")
         return {}
@@ -189,7 +250,8 @@ def _prior_best(ctx: LabContext, final: dict[str, Any], ours: set[str]) -> dict[
         ctx.note(f"the prior best's job on the report split failed: {str(res.get('error'))[:200]}")
         return {}
     out: dict[str, Any] = {"prior_best": {**res["record"], "paper_id": prior["paper_id"], "lab": prior["lab"],
-                                          "published_accuracy": prior["accuracy"]},
+                                          "published_accuracy": prior["accuracy"], "published_n": prior["n"],
+                                          "published_ci_low": prior["ci_low"], "replications": prior["replications"]},
                            "specs": {**final.get("specs", {}), spec.spec_hash(): spec.model_dump(mode="json")}}
     ours_rec = final.get("technique") or final.get("baseline")
     try:
@@ -225,7 +287,7 @@ def _write_report(state: LabState, ctx: LabContext, feedback: str = "") -> dict:
     else:
         draft, fell_back = professor.write_report(state, ctx, results_text, method, feedback)
     records = [r for r in (final.get("technique"), final.get("baseline"), final.get("prior_best")) if r]
-    records += [e["record"] for e in state.get("experiments") or [] if e.get("record")]
+    records += dev_records(state)
     clean, claims = verify_draft(draft.model_dump(), records, final.get("comparison"), _spec_settings(state))
     literature, related_claims = verify_related_work(state.get("literature") or [])
     claims += related_claims

@@ -157,18 +157,20 @@ def import_goals(client: Any, goals: list[Any]) -> int:
 
 
 def shared_model_specs(settings: Settings) -> list[Any]:
-    """The llama.cpp servers the labs would each start: the embedded agents' model (no agents.model) and a
-    llama.cpp model under study. Started once here, the labs find them in ``<workspace>/servers/``."""
-    from agentlab.llm.serving import ServerSpec
+    """The llama.cpp servers the labs would each start: the agents' local models (embedded when no agents.model,
+    or a .gguf file, per role too) and a llama.cpp model under study, one per file. Started once here, the labs
+    find them in ``<workspace>/servers/``."""
+    from agentlab.llm.serving import ServerSpec, is_gguf
 
-    n_ctx = settings.model_under_study.n_ctx
     models: list[str | None] = []
-    if not settings.agents.model:
-        models.append(None)  # the gateway's embedded model
+    for m in [settings.agents.model, *settings.agents.roles.values()]:
+        local = None if not m else m if is_gguf(m) else ""
+        if local != "" and local not in models:
+            models.append(local)  # None: the gateway's embedded model
     mus = settings.model_under_study
     if mus.engine == "llama.cpp" and mus.model not in models:
         models.append(mus.model)
-    return [ServerSpec(engine="llama.cpp", model=m, n_ctx=n_ctx) for m in models]
+    return [ServerSpec.local(m, mus) for m in models]
 
 
 @contextmanager

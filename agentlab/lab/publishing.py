@@ -63,19 +63,26 @@ class Publisher:
                         "techniques": [{k: t.get(k) for k in ("name", "spec_hash", "kind", "spec")} for t in techniques]})
         return out
 
-    def prior_best(self, benchmark: str, model: str) -> dict[str, Any] | None:
-        """The best ranked published result for ``benchmark`` with the model ``model``, with the full spec of its
-        technique (``{"paper_id", "lab", "title", "technique", "accuracy", "spec"}``), or None."""
+    def prior_best(self, benchmark: str, subset: str, model: str, model_id: str,
+                   min_n: int = 100) -> dict[str, Any] | None:
+        """The published result a run is held to: on the same benchmark, problem population (``subset``, at any
+        size) and model (its weights, where both records name them); measured on at least ``min_n`` report-split
+        problems or replicated by another lab; the best by the lower bound of its 95% CI, not by accuracy (a lucky
+        small sample has a wide interval). With the full spec of its technique (``{"paper_id", "lab", "title",
+        "technique", "accuracy", "ci_low", "n", "replications", "spec"}``), or None."""
         if not self.url:
             return None
         client = self.client()
-        entries = [e for e in client.leaderboard(benchmark=benchmark) if _get(e, "model") == model]
-        for entry in sorted(entries, key=lambda e: -_get(e, "accuracy")):
+        fair = [e for e in client.leaderboard(benchmark=benchmark)
+                if _same_population(e, subset) and _same_model(e, model, model_id)
+                and (_get(e, "n") >= min_n or _get(e, "replications"))]
+        for entry in sorted(fair, key=_lower_bound, reverse=True):
             specs = {_get(t, "spec_hash"): _get(t, "spec") for t in client.techniques(_get(entry, "paper_id"))}
             if _get(entry, "spec_hash") in specs:  # a paper that published its spec can be re-run exactly
                 return {"paper_id": _get(entry, "paper_id"), "lab": _get(entry, "lab"),
                         "title": _get(entry, "paper_title"), "technique": _get(entry, "technique"),
-                        "accuracy": _get(entry, "accuracy"), "spec": specs[_get(entry, "spec_hash")]}
+                        "accuracy": _get(entry, "accuracy"), "ci_low": _lower_bound(entry), "n": _get(entry, "n"),
+                        "replications": _get(entry, "replications") or 0, "spec": specs[_get(entry, "spec_hash")]}
         return None
 
     # -- publishing -------------------------------------------------------------------------
@@ -151,6 +158,34 @@ def review_payloads(reviews: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                                                  "overall", "confidence")}
         out.append({"text": text, "scores": scores})
     return out
+
+
+def _same_population(entry: Any, subset: str) -> bool:
+    """The result drew its problems from the population this run's ``subset`` draws from (``Subset.population``)."""
+    from agentlab.bench import Subset
+
+    try:
+        return Subset.parse(_get(entry, "subset") or "").population() == Subset.parse(subset).population()
+    except ValueError:  # a subset this version cannot read is not known to be the same
+        return False
+
+
+def _same_model(entry: Any, model: str, model_id: str) -> bool:
+    """The result measured this model: the same served name, and the same identity where both identities say
+    something about the weights (an endpoint's names only a URL; the server reads replications the same way)."""
+    from preprint_server.replication import comparable_identities
+
+    theirs = _get(entry, "model_id") or ""
+    return _get(entry, "model") == model and (theirs == model_id or not comparable_identities(theirs, model_id))
+
+
+def _lower_bound(entry: Any) -> float:
+    """The lower bound of the result's 95% Wilson interval, recomputed from n and accuracy as the harness computes
+    it (a record's own ``ci_low`` is only the publisher's word, and may be missing)."""
+    from agentlab.eval.stats import wilson_interval
+
+    n = _get(entry, "n")
+    return wilson_interval(round(_get(entry, "accuracy") * n), n)[0]
 
 
 def _get(obj: Any, key: str) -> Any:

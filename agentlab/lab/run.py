@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import litellm
 from langgraph.types import Command
 
 from agentlab.config import Settings
@@ -29,6 +30,7 @@ from agentlab.lab.publishing import Publisher
 from agentlab.lab.state import LabConfig
 from agentlab.lab.store import LabStore
 from agentlab.llm.gateway import BASE_CONTEXT_TOKENS, Gateway, context_window
+from agentlab.llm.serving import is_gguf
 from agentlab.llm.usage import UsageLedger
 from agentlab.procs import pid_alive
 
@@ -149,9 +151,7 @@ def _execute(settings: Settings, run_id: str, config: LabConfig, inp: Any, goal_
 def _context(settings: Settings, run_id: str, config: LabConfig, goal_id: str | None, on_event: Event | None,
              gateway: Any, endpoint: Any, server_key: str | None, scheduler: Any = None) -> LabContext:
     """This session's runtime context: the gateway, experiments, publisher and store of the run."""
-    if config.context_scale is None:  # sized by the agents' model, not by constants tuned for a 135M model
-        window = context_window(settings)
-        config = config.model_copy(update={"context_scale": min(16.0, max(0.25, window / BASE_CONTEXT_TOKENS))})
+    config = sized_for_agents(settings, config)
     store = LabStore(settings.db_path)
     gw = gateway or Gateway(settings, lab=config.lab_name, run_id=run_id)
     experiments = Experiments(settings, config, run_id, config.lab_name, endpoint, scheduler=scheduler)
@@ -161,6 +161,30 @@ def _context(settings: Settings, run_id: str, config: LabConfig, goal_id: str | 
     return LabContext(settings=settings, run_id=run_id, config=config, gateway=gw, store=store,
                       experiments=experiments, publisher=publisher, out_dir=settings.workspace / "labs" / run_id,
                       on_event=on_event, wall_before=float(row.get("wall_s") or 0.0))
+
+
+def sized_for_agents(settings: Settings, config: LabConfig) -> LabConfig:
+    """``config`` with what the agents' model decides filled in where left empty: the context scale (its window
+    over the 4096 tokens the prompt sizes were tuned for) and the longest answer it may write. A strong model is
+    not held to a 135M model's numbers, nor a small one flooded."""
+    window = context_window(settings)
+    sized: dict[str, Any] = {}
+    if config.context_scale is None:
+        sized["context_scale"] = min(16.0, max(0.25, window / BASE_CONTEXT_TOKENS))
+    if config.agent_output_tokens is None:
+        sized["agent_output_tokens"] = _answer_tokens(settings, window)
+    return config.model_copy(update=sized) if sized else config
+
+
+def _answer_tokens(settings: Settings, window: int) -> int:
+    """Tokens one agent answer may use: the model's own output limit (litellm's model info) within half its window;
+    a quarter of the window for a model litellm does not know (a local server), leaving the rest to the prompt."""
+    model = settings.model_for_role(None)
+    try:
+        known = int(litellm.get_model_info(model).get("max_output_tokens") or 0) if model and not is_gguf(model) else 0
+    except Exception:  # not in litellm's offline model map
+        known = 0
+    return max(64, min(known, window // 2) if known else window // 4)
 
 
 def _flush_outbox(ctx: LabContext) -> None:
@@ -193,10 +217,12 @@ def run_status(settings: Settings, run_id: str | None = None) -> dict[str, Any]:
             row["status"] = "interrupted (resume it)"
         ledger = UsageLedger(settings.db_path)
         totals = ledger.totals(row["run_id"])
+        by_role = ledger.summary(group_by="role", run_id=row["run_id"])
         ledger.close()
         jobs = store.experiments(row["run_id"])
     row.pop("config", None)
-    return {**row, "usd": totals.cost_usd, "tokens": totals.tokens, "llm_calls": totals.calls, "jobs": jobs}
+    return {**row, "usd": totals.cost_usd, "tokens": totals.tokens, "llm_calls": totals.calls, "jobs": jobs,
+            "agent_calls": by_role}
 
 
 def list_runs(settings: Settings, limit: int = 50) -> list[dict[str, Any]]:

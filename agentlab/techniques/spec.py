@@ -10,8 +10,8 @@ prompts ``{answer}`` (the current solution) and ``{critique}``. ``chains.templat
 its own solving prompt (same variables as ``template``). A ``verifier`` judges each chain's final
 solution (``{answer}``; its revise prompt also gets the judge's reply as ``{critique}``).
 
-Optional fields added after specs were first published (``chains.templates``, ``verifier``) are left
-out of the serialized spec when unset, so every older spec keeps its content hash.
+Optional fields added after specs were first published (``chains.templates``, ``verifier``,
+``sampling.stop``) are left out of the serialized spec when unset, so every older spec keeps its content hash.
 """
 
 from __future__ import annotations
@@ -22,10 +22,18 @@ import json
 import re
 import string
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from agentlab.errors import AgentlabError
 
@@ -40,11 +48,26 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+MAX_STOPS, MAX_STOP_CHARS = 4, 64  # the OpenAI API's limit of 4; a stop sequence is a marker, not a text
+
+
 class Sampling(_Model):
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int = Field(512, ge=1, le=32768)
     seed: int = Field(0, description="base seed; chain i uses seed + i (reproducible sampling)")
+    stop: list[Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]] | None = Field(
+        None, max_length=MAX_STOPS,
+        description="stop sequences sent with every call: the reply ends before the first one it would write")
+
+    @field_validator("stop")
+    @classmethod
+    def _no_stops_is_unset(cls, stop: list[str] | None) -> list[str] | None:
+        return stop or None  # [] means what unset means, and hashes the same
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: Any) -> dict[str, Any]:
+        return _drop_unset(handler(self), self, ("stop",))
 
 
 class FewShotExample(_Model):

@@ -6,5 +6,6 @@
     sandbox_train.py  inside the sandbox: the TRL trainer, per-step records, checkpoints, time budget
     outputs.py        records, the PNG curve, the checkpoint's content hash
     models.py         loading a base model (HF dir, .gguf, cached HF id) or a trained checkpoint
-    serve.py          a trained checkpoint as an OpenAI-compatible endpoint (transformers) for the harness
+    serve.py          a trained checkpoint as an OpenAI-compatible endpoint for the harness, served as its base is
+    gguf.py           a checkpoint as a GGUF at its base's quantization (llama.cpp's converter and quantizer)
 """

@@ -1,10 +1,14 @@
-"""A trained checkpoint (or a base model) as an OpenAI-compatible endpoint backed by transformers, so the
-evaluation harness evaluates it like any other model (the CPU path; on GPUs use vLLM with the merged
-weights or ``--enable-lora``). The served model name carries the checkpoint's content hash, so a record
-never passes a trained model off as its base.
+"""A trained checkpoint as an OpenAI-compatible endpoint, so the evaluation harness evaluates it like any
+other model. ``checkpoint_endpoint`` serves it as its base is served: a checkpoint of a GGUF base by
+llama.cpp, from a GGUF at the base's quantization (``agentlab.train.gguf``), so a measured gain is the
+training's and not the engine's; any other by the transformers server of this module (the CPU path; on GPUs
+use vLLM with the merged weights or ``--enable-lora``). The served model name carries the checkpoint's
+content hash, so a record never passes a trained model off as its base; the endpoint's ``serving`` names
+the engine and quantization.
 
-    with serve_model(checkpoint=run.checkpoint, name=f"ckpt:{run.name}@{run.short_hash}") as base_url:
-        endpoint = Endpoint.openai(base_url, name)
+    endpoint, server = checkpoint_endpoint(workspace, run_id, mus=settings.model_under_study)
+    ...
+    server.__exit__(None, None, None)
 
 Run as ``python -m agentlab.train.serve (--checkpoint DIR | --model REF) --name NAME --port P``.
 """
@@ -23,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.errors import AgentlabError
+
+TRANSFORMERS_SERVING = "transformers f32"  # what this server runs: the checkpoint's weights as float32
 
 
 class ServeError(AgentlabError):
@@ -140,15 +146,37 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-def checkpoint_endpoint(workspace: Path, ref: str, threads: int | None = None) -> tuple[Any, Any]:
-    """(Endpoint, started server context to exit afterwards) for a training run's checkpoint."""
+def checkpoint_endpoint(workspace: Path, ref: str, threads: int | None = None,
+                        mus: Any = None) -> tuple[Any, Any]:
+    """(Endpoint, started server context to exit afterwards) for a training run's checkpoint, served as its
+    base is: when the base is a GGUF, by llama.cpp from the checkpoint's GGUF at the base's quantization
+    (``agentlab.train.gguf``, converted once), sized like the model under study (``mus``:
+    ``Settings.model_under_study``); else by transformers with ``threads`` torch threads. The endpoint's
+    ``serving`` names the engine and quantization, which the records keep."""
     from agentlab.eval.client import Endpoint
+    from agentlab.train.gguf import base_gguf, checkpoint_gguf
     from agentlab.train.runs import RunStore, TrainRunError
 
     run = RunStore(workspace).get(ref)
     if not run.checkpoint or not Path(run.checkpoint).is_dir():
         raise TrainRunError(f"training run {run.run_id} has no checkpoint (status {run.status})")
     name = f"ckpt:{run.name}@{run.short_hash}"
-    managed = serve_model(checkpoint=run.checkpoint, name=name, threads=threads)
-    url = managed.__enter__()
-    return Endpoint.openai(url, name, identity=f"checkpoint:{run.checkpoint_hash[:16]}"), managed  # type: ignore[index]
+    if base_gguf(run.checkpoint) is not None:
+        gguf = checkpoint_gguf(run.checkpoint, run.checkpoint_hash)
+        managed, url, serving = _llama_cpp_server(Path(workspace), gguf, mus)
+    else:
+        managed = serve_model(checkpoint=run.checkpoint, name=name, threads=threads)
+        url, serving = managed.__enter__(), TRANSFORMERS_SERVING
+    identity = f"checkpoint:{run.checkpoint_hash[:16]}"  # type: ignore[index]
+    return Endpoint.openai(url, name, identity=identity, serving=serving), managed
+
+
+def _llama_cpp_server(workspace: Path, gguf: Path, mus: Any) -> tuple[Any, str, str]:
+    """(started server context, base URL, serving label) of llama.cpp serving ``gguf`` (or one running)."""
+    from agentlab.llm.gguf_file import serving_label
+    from agentlab.llm.serving import ServerSpec, ServingManager, managed_server
+
+    spec = ServerSpec.local(str(gguf), mus) if mus is not None else ServerSpec(model=str(gguf))
+    managed = managed_server(ServingManager(workspace), spec, reuse=True, timeout_s=600)
+    server = managed.__enter__()
+    return managed, server.url, serving_label(server.engine, server.model)

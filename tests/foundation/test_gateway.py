@@ -90,6 +90,21 @@ def test_structured_output_reasks_with_the_validation_error(workspace, server, m
     assert server.requests[0]["response_format"]["type"] == "json_schema"
 
 
+def test_ledger_counts_structured_enforcement_reasks_and_fallbacks_per_role(workspace, server, monkeypatch):
+    gw = make_gateway(server, monkeypatch)
+    server.push(("text", '{"label": "good"}'), ("text", '{"label": "good", "score": 7}'))
+    gw.structured("judge this", Verdict, role="reviewer")
+    gw.complete("plain", role="reviewer")
+    gw.note_fallback("postdoc", "research plan")
+    rows = {r["key"]: r for r in gw.ledger.summary(group_by="role")}
+    # two structured calls through the provider's JSON schema (no grammar here), the second one a re-ask
+    assert (rows["reviewer"]["calls"], rows["reviewer"]["reasks"], rows["reviewer"]["grammar"]) == (3, 1, 0)
+    assert (rows["postdoc"]["calls"], rows["postdoc"]["fallbacks"]) == (0, 1)
+    kinds = [r["structured"] for r in gw.ledger.all("SELECT structured FROM llm_calls WHERE fallback = 0")]
+    assert kinds == ["json_schema", "json_schema", None]
+    assert gw.ledger.totals("run-1").calls == 3  # a fallback is not a call
+
+
 def test_structured_output_gives_up_after_the_bound(workspace, server, monkeypatch):
     gw = make_gateway(server, monkeypatch, LLM__STRUCTURED_RETRIES=1)
     server.push(("text", "no json here"), ("text", '{"label": 3}'))
@@ -220,3 +235,14 @@ def test_structured_output_accepts_raw_control_characters_in_strings(workspace, 
     server.push(("text", '{"label": "two\nlines\there", "score": 2}'))
     assert gw.structured("judge this", Verdict) == Verdict(label="two\nlines\there", score=2)
     assert len(server.requests) == 1  # no re-ask
+
+
+def test_a_local_gguf_agents_model_is_served_by_llama_cpp_not_sent_to_litellm(workspace, monkeypatch):
+    from agentlab.llm.gateway import context_window
+    from agentlab.llm.serving import ServingError
+
+    monkeypatch.setenv("AGENTLAB_AGENTS__MODEL", str(workspace / "missing-model.gguf"))
+    settings = load_settings()
+    assert context_window(settings, "postdoc") == settings.model_under_study.n_ctx
+    with pytest.raises(ServingError, match="GGUF model file not found"):  # not "unknown model" from litellm
+        Gateway(settings).target("postdoc")

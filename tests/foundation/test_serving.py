@@ -83,7 +83,7 @@ def test_embedded_default_gateway_starts_and_stops_its_server(workspace):
         assert isinstance(confidence, str) and re.fullmatch(r"0(\.[0-9]{1,4})?|1(\.0{1,4})?", confidence), raw
         assert gw.ledger.totals("embedded").calls == 3
         assert "smollm2" in model
-        pid = gw._embedded.server.pid
+        pid = gw._local[None].server.pid
         assert pid_alive(pid)
     assert not pid_alive(pid)
     assert ServingManager(settings.workspace).list() == []

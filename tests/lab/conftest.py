@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, require_embedded_engine
 from tests.lab.doubles import ScriptedLabLLM, answers_for, lab_env
 
 BENCH = "basic_arithmetic"
@@ -56,7 +56,7 @@ def lab_settings(workspace, llm, monkeypatch):
 @pytest.fixture
 def embedded_settings(workspace, llm, monkeypatch):
     """Settings with the scripted test double as the agents and the real embedded model (llama.cpp) under study."""
-    pytest.importorskip("llama_cpp", reason="the model under study needs agentlab[local] (llama-cpp-python)")
+    require_embedded_engine()
     for k, v in {"AGENTLAB_AGENTS__MODEL": "openai/scripted-test-double", "AGENTLAB_AGENTS__API_BASE": llm.url,
                  "AGENTLAB_AGENTS__API_KEY": "sk-test-double", "AGENTLAB_LLM__MAX_RETRIES": "1"}.items():
         monkeypatch.setenv(k, v)

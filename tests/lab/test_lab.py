@@ -46,7 +46,8 @@ def test_full_lab_run_publishes_a_verified_paper(lab_settings, llm, preprint):
 
     evidence = st["experiments"][0]["evidence"]
     assert evidence["wrong"] and all(w["gold"] and w["output"] for w in evidence["wrong"])
-    assert any(evidence["wrong"][0]["question"] in p for p in llm.agent_prompts if "got wrong" in p)
+    shown = st["dev_baseline"]["evidence"]  # the first proposal branches from the baseline, run on dev first
+    assert any(shown["wrong"][0]["question"] in p for p in llm.agent_prompts if "got wrong" in p)
     report = load_benchmark(cfg.benchmark, SHARED_DATA, subset={"split": "report", "limit": cfg.report_n,
                                                                 "seed": cfg.seed})
     leaked = [p.question for p in report if any(p.question in text for text in llm.agent_prompts)]
@@ -104,7 +105,9 @@ def test_full_lab_run_publishes_a_verified_paper(lab_settings, llm, preprint):
     # a second lab on the same goal reads the first paper and cites it; it tries another technique, and re-runs
     # the first lab's best published technique (the prior best) on its own report split as a second baseline
     llm.script["TechniqueProposal"] = {"technique": "zero_shot_cot", "num_chains": 1, "max_tokens": 64}
-    out2 = start_lab(lab_settings, "Improve arithmetic accuracy of a small model", cfg, server_key=preprint["key"])
+    # (test sizes: any report-split result qualifies as the bar; a lab's default asks for n >= 100 or a replication)
+    out2 = start_lab(lab_settings, "Improve arithmetic accuracy of a small model",
+                     cfg.model_copy(update={"prior_best_min_n": 1}), server_key=preprint["key"])
     assert out2.status == "done"
     assert {p["id"] for p in out2.state["literature"]} == {pub["paper_id"], prior.id}
     with PreprintClient(preprint["url"]) as c:
@@ -204,7 +207,8 @@ def test_failed_job_is_fixed_by_sw_engineer(lab_settings, llm, preprint, bad, mo
     out = start_lab(lab_settings, "goal", cfg, server_key=preprint["key"])
     e = out.state["experiments"][0]
     assert [a["status"] for a in e["attempts"]] == ["failed", "succeeded"]
-    assert e["spec"]["name"].endswith("_simple")
+    # the simplified rerun is the baseline's content: it runs, and is recorded, as the baseline (not a new name)
+    assert e["spec"]["name"] == cfg.baseline and any("is the baseline itself" in n for n in out.state["notes"])
     assert "JobFix" in llm.agent_calls
 
 

@@ -1,6 +1,7 @@
 """Training techniques in the lab, with real parts: a real preprint server, the bubblewrap sandbox, the real
 embedded SmolLM2-135M under study (llama.cpp for the base model; its GGUF dequantized into transformers for
-training with TRL and for serving the trained checkpoint); the agents are a scripted test double.
+training with TRL; the trained checkpoint converted back to a GGUF at the base's quantization and served by
+llama.cpp like its base); the agents are a scripted test double.
 
 The ML engineer proposes ``train_model``: SFT with LoRA on generated problems, evaluated with ``direct``. The
 lab trains in a sandboxed train job, evaluates the trained checkpoint on the dev split, then on the report
@@ -52,6 +53,9 @@ def test_a_lab_trains_evaluates_the_checkpoint_and_publishes_the_curve(embedded_
     final = run.state["final"]
     assert final["technique"]["model"].startswith("ckpt:") and final["baseline"]["model_id"].startswith("gguf-sha256:")
     assert final["comparison"]["n"] == cfg.report_n and 0.0 <= final["comparison"]["p_value"] <= 1.0
+    # like for like: the checkpoint is served by the engine and at the quantization of its base
+    assert final["technique"]["serving"] == final["baseline"]["serving"] == "llama.cpp Q4_1"
+    assert exp["record"]["serving"] == "llama.cpp Q4_1"
     with PreprintClient(preprint["url"]) as c:
         paper = c.get_paper(run.state["publication"]["paper_id"])
         curve = c.artifact(paper.id, "train-e1.png")

@@ -8,5 +8,6 @@
 
 A *record* is the lab's normalized view of an evaluation summary (see
 ``agentlab.lab.experiments.normalize_record``): record_id, job_id, benchmark, split, technique,
-spec_hash, model, n, correct, accuracy, ci_low, ci_high, tokens_per_problem.
+spec_hash, model, n, correct, accuracy, ci_low, ci_high, tokens_per_problem, and the model replies (``calls``)
+of which ``truncated`` were cut at ``max_tokens``.
 """

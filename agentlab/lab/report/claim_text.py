@@ -1,7 +1,7 @@
 """Text handling for the claim checker: number words, sentences and clauses, and the prose of a Markdown paper.
 
-Generated content (tables, the McNemar line, the results boilerplate, code blocks, notes, provenance,
-related-work summaries) is left out of what :func:`prose_sentences` yields, so it never counts as claims.
+Generated content (tables, the McNemar and sizing lines, the results boilerplate, code blocks, notes,
+provenance, related-work summaries) is left out of what :func:`prose_sentences` yields, so it never counts as claims.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ _GENERATED_LINE = re.compile(
     r"^\s*(?:\||!\[|\*Lab:\*|> \*\*Incomplete run\.\*\*|Paired comparison on the same \d+ problems \(exact McNemar"
     r"|Benchmark `[^`]*`; the technique was tuned on a dev split|No evaluation finished on the report split\."
     r"|Technique specification \(as run by the harness\):|No earlier papers on this goal"
-    r"|Prior best: `[^`]*` is the best published technique|The technique's full specification \(\d+ characters\))")
+    r"|Prior best: `[^`]*` is the best published technique|The technique's full specification \(\d+ characters\)"
+    r"|Report-split sizing: |> \*\*Demo-size run\.\*\*)")
 
 
 def prose_sentences(markdown: str) -> Iterator[tuple[str, str]]:

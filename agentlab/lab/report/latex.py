@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from agentlab.lab.report.tables import comparison_text, pct
+from agentlab.lab.report.tables import comparison_text, pct, truncated_cell
 
 _TEX_ESC = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -16,10 +16,13 @@ def tex(s: Any) -> str:
 
 
 def to_latex(draft: dict[str, Any], records: list[dict[str, Any]], lit: list[dict[str, Any]], *, lab_name: str,
-             stop_reason: str | None = None, comparison: dict[str, Any] | None = None) -> str:
+             stop_reason: str | None = None, comparison: dict[str, Any] | None = None,
+             sizing: str = "") -> str:
+    """``sizing``: the report split's sizing line (and a demo's banner), after the comparison."""
     rows = "\n".join(
         f"{tex(r['technique'])} & {r['n']} & {r['correct']} & {tex(pct(r['accuracy']))} & "
-        f"[{tex(pct(r.get('ci_low')))}, {tex(pct(r.get('ci_high')))}] \\\\" for r in records)
+        f"[{tex(pct(r.get('ci_low')))}, {tex(pct(r.get('ci_high')))}] & {tex(truncated_cell(r))} \\\\"
+        for r in records)
     bib = "\n".join(f"\\bibitem{{p{tex(p['id'])}}} {tex(p['title'])}. agentlab preprint {tex(p['id'])}."
                     for p in lit)
     parts = [
@@ -32,10 +35,13 @@ def to_latex(draft: dict[str, Any], records: list[dict[str, Any]], lit: list[dic
         parts.append(f"\\textbf{{Incomplete run:}} {tex(stop_reason)}.")
     for name in ("introduction", "method"):
         parts += [f"\\section{{{name.title()}}}", tex(draft[name])]
-    parts += [r"\section{Results}", r"\begin{tabular}{lrrrl}", r"Technique & n & Correct & Accuracy & 95\% CI \\ \hline",
-              rows, r"\end{tabular}"]
+    parts += [r"\section{Results}", r"\begin{tabular}{lrrrlr}",
+              r"Technique & n & Correct & Accuracy & 95\% CI & Cut at max\_tokens \\ \hline", rows,
+              r"\end{tabular}"]
     if comparison:
         parts.append(tex(comparison_text(comparison)))
+    if sizing:
+        parts.append(tex(sizing))
     parts += [r"\section{Discussion}", tex(draft["discussion"]), r"\section{Conclusion}", tex(draft["conclusion"])]
     if bib:
         parts += [r"\begin{thebibliography}{9}", bib, r"\end{thebibliography}"]

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentlab.lab.power import ReportSizing, demo_text, sizing_text
 from agentlab.lab.report.figures import accuracy_figure, experiment_tree_figure
 from agentlab.lab.report.latex import tex_engine, to_latex
-from agentlab.lab.report.tables import comparison_text, results_table
+from agentlab.lab.report.tables import comparison_text, paired_table, results_table
 from agentlab.lab.state import LabConfig
 from agentlab.techniques import TechniqueSpec
 
@@ -52,12 +53,20 @@ def used_papers(lit: list[dict[str, Any]], relations: dict[str, str]) -> list[di
     return [p for p in lit if p.get("id") is not None and (p.get("relevant", True) or str(p["id"]) in relations)]
 
 
+def dev_records(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The dev split's records: the baseline's (run first, every experiment is paired with it), then each
+    experiment's."""
+    base = (state.get("dev_baseline") or {}).get("record")
+    return ([base] if base else []) + [e["record"] for e in state.get("experiments") or [] if e.get("record")]
+
+
 def build_paper(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, out_dir: Path) -> Paper:
     """Markdown + LaTeX (+ PNG figure) from a verified draft and the records in the state."""
     final = state.get("final") or {}
     records = [r for r in (final.get("technique"), final.get("baseline"), final.get("prior_best")) if r]
-    dev = [e["record"] for e in state.get("experiments") or [] if e.get("record")]
-    fig = accuracy_figure(records, dev, out_dir / "figures" / "accuracy.png")
+    dev = dev_records(state)
+    experiment_records = [e["record"] for e in state.get("experiments") or [] if e.get("record")]
+    fig = accuracy_figure(records, experiment_records, out_dir / "figures" / "accuracy.png")
     tree = experiment_tree_figure(state.get("experiments") or [], out_dir / "figures" / "experiments.png")
     lit = state.get("literature") or []
     relations = citation_relations(state)
@@ -68,9 +77,10 @@ def build_paper(state: dict[str, Any], draft: dict[str, Any], config: LabConfig,
                           *_results(state, config, records, dev, fig, tree),
                           *_back(state, draft, records + dev)])
     latex = to_latex(draft, records, used, lab_name=config.lab_name, stop_reason=state.get("stop_reason"),
-                     comparison=final.get("comparison"))
+                     comparison=final.get("comparison"), sizing=" ".join(_sizing_lines(state, config)))
     citations = list(dict.fromkeys([*(str(p["id"]) for p in used), *relations]))
-    specs = {**{TechniqueSpec.parse(e["spec"]).spec_hash(): e["spec"] for e in state.get("experiments") or []
+    ran = [*(state.get("experiments") or []), state.get("dev_baseline") or {}]
+    specs = {**{TechniqueSpec.parse(e["spec"]).spec_hash(): e["spec"] for e in ran
                 if e.get("record") and e.get("spec")}, **(final.get("specs") or {})}
     return Paper(title=draft["title"], abstract=draft["abstract"], markdown=markdown, latex=latex, figure=fig,
                  records=records + dev, citations=citations, claims=[], comparison=final.get("comparison"),
@@ -86,6 +96,8 @@ def _front(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, lit:
     if state.get("stop_reason"):
         lines += [(f"> **Incomplete run.** The lab wrapped up early: {state['stop_reason']}. "
                    "This report contains what was finished."), ""]
+    if config.demo:
+        lines += [f"> **Demo-size run.** {_demo_text(state, config)}", ""]
     lines += ["## Abstract", "", draft["abstract"], "", "## 1 Introduction", "", draft["introduction"], ""]
     lines += ["## 2 Related work", ""]
     if used:
@@ -110,6 +122,19 @@ def _front(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, lit:
             lines += [f"The technique's full specification ({len(text)} characters) is published with this paper "
                       f"(`agentlab techniques pull PAPER_ID:{best['spec'].get('name')}`).", ""]
     return lines
+
+
+def _demo_text(state: dict[str, Any], config: LabConfig) -> str:
+    """What a demo-size run's paper says about its size."""
+    report_n = ((state.get("final") or {}).get("sizing") or {}).get("report_n", config.report_n)
+    return demo_text(report_n, config.min_gain)
+
+
+def _sizing_lines(state: dict[str, Any], config: LabConfig) -> list[str]:
+    """A demo's banner and the report split's sizing, for the LaTeX paper."""
+    sizing = (state.get("final") or {}).get("sizing")
+    return ([f"Demo-size run. {_demo_text(state, config)}"] if config.demo else []) + \
+        ([sizing_text(ReportSizing.model_validate(sizing))] if sizing else [])
 
 
 def _training_curves(experiments: list[dict[str, Any]], folder: Path) -> list[Path]:
@@ -165,21 +190,35 @@ def _results(state: dict[str, Any], config: LabConfig, records: list[dict[str, A
         lines += [results_table(records)]
         if final.get("comparison"):
             lines += [comparison_text(final["comparison"]), ""]
+        if final.get("sizing"):
+            lines += [sizing_text(ReportSizing.model_validate(final["sizing"])), ""]
         prior = final.get("prior_best")
         if prior:
-            lines += [(f"Prior best: `{prior['technique']}` is the best published technique for this benchmark and "
-                       f"model (paper [{prior['paper_id']}], lab {prior['lab']}), re-run here on the same report "
-                       "split." + (" " + comparison_text(final["comparison_prior"]) if final.get("comparison_prior")
-                                   else "")), ""]
+            lines += [(f"Prior best: `{prior['technique']}` is the best published technique for this benchmark, "
+                       f"problem population and model (paper [{prior['paper_id']}], lab {prior['lab']})"
+                       + _prior_basis(prior) + ", re-run here on the same report split."
+                       + (" " + comparison_text(final["comparison_prior"]) if final.get("comparison_prior") else "")),
+                      ""]
     else:
         lines += ["No evaluation finished on the report split.", ""]
     if fig:
         lines += ["![Accuracy](figures/accuracy.png)", ""]
     if dev:
         lines += ["### Dev-split experiments", "", results_table(dev)]
+        paired = paired_table(state.get("experiments") or [])
+        lines += [paired] if paired else []
     if tree:
         lines += ["", "![Experiment tree](figures/experiments.png)", ""]
     return lines
+
+
+def _prior_basis(prior: dict[str, Any]) -> str:
+    """Why that result is the bar: the lower bound of its published 95% CI, on how many problems, replicated or not."""
+    if prior.get("published_n") is None:  # a record from before the prior best was chosen this way
+        return ""
+    replicated = f", replicated by {prior['replications']} other lab(s)" if prior.get("replications") else ""
+    return (f", by the lower bound of its published 95% CI ({100 * prior['published_ci_low']:.1f}% on "
+            f"{prior['published_n']} report-split problems{replicated})")
 
 
 def _back(state: dict[str, Any], draft: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:

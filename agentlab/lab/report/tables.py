@@ -9,21 +9,49 @@ def pct(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{100 * x:.{digits}f}%"
 
 
+def truncated_cell(r: dict[str, Any]) -> str:
+    """The model replies a record's evaluation cut at max_tokens, as ``9/40 at 128``; ``-`` when unknown
+    (a code technique, an older record)."""
+    if r.get("max_tokens") is None:
+        return "-"
+    return f"{r.get('truncated', 0)}/{r.get('calls', '?')} at {r['max_tokens']}"
+
+
 def results_table(records: list[dict[str, Any]], ids: bool = True) -> str:
     """Markdown table of records (one row per record), generated, never written by an agent.
 
-    ``ids=False`` leaves out the record and job ids (hex strings: many prompt tokens, nothing a reviewer
-    needs), for prompts."""
-    head = "| Technique | Split | n | Correct | Accuracy | 95% CI | Tokens/problem |" + \
-           (" Record | Job |" if ids else "") + "\n|---|---|---:|---:|---:|---|---:|" + ("---|---|" if ids else "") + "\n"
+    "Cut at max_tokens": of the model replies in the evaluation, those that hit max_tokens (an unfinished
+    answer reads as a wrong one; the column says how many there were). ``ids=False`` leaves out the record and
+    job ids (hex strings: many prompt tokens, nothing a reviewer needs), for prompts."""
+    head = "| Technique | Split | n | Correct | Accuracy | 95% CI | Tokens/problem | Cut at max_tokens |" + \
+           (" Record | Job |" if ids else "") + "\n|---|---|---:|---:|---:|---|---:|---:|" + \
+           ("---|---|" if ids else "") + "\n"
     rows = []
     for r in records:
         ci = f"[{pct(r.get('ci_low'))}, {pct(r.get('ci_high'))}]" if r.get("ci_low") is not None else "-"
         tpp = r.get("tokens_per_problem")
+        tokens = "-" if tpp is None else f"{tpp:.0f}"
         rows.append(f"| {r.get('technique', '?')} | {r.get('split', '?')} | {r.get('n', '?')} | {r.get('correct', '?')}"
-                    f" | {pct(r.get('accuracy'))} | {ci} | {'-' if tpp is None else f'{tpp:.0f}'} |"
+                    f" | {pct(r.get('accuracy'))} | {ci} | {tokens} | {truncated_cell(r)} |"
                     + (f" `{r.get('record_id', '-')}` | `{r.get('job_id', '-')}` |" if ids else ""))
     return head + "\n".join(rows) + "\n"
+
+
+def paired_table(experiments: list[dict[str, Any]]) -> str:
+    """Markdown table: each dev experiment against the baseline on the same dev problems (wins: the experiment
+    right and the baseline wrong); empty when none was paired."""
+    paired = [e for e in experiments if e.get("paired") and e.get("record")]
+    if not paired:
+        return ""
+    head = ("| Experiment | Technique | n | Wins | Losses | Ties | Difference | McNemar p |\n"
+            "|---:|---|---:|---:|---:|---:|---:|---:|\n")
+    rows = []
+    for e in paired:
+        p = e["paired"]
+        rows.append(f"| {e['iteration']} | {e['record']['technique']} | {p['n']} | {p['wins']} "
+                    f"| {p['losses']} | {p['ties']} | {100 * p['delta']:+.1f} points | {p['p_value']:.3g} |")
+    caption = "Each dev experiment against the baseline on the same dev problems:\n\n"
+    return caption + head + "\n".join(rows) + "\n"
 
 
 def comparison_text(comp: dict[str, Any] | None) -> str:
@@ -55,6 +83,9 @@ def experiments_summary(experiments: list[dict[str, Any]]) -> str:
     parts = []
     for e in experiments:
         rec = e.get("record")
+        paired = e.get("paired")
         parts.append(f"#{e['iteration']} {e['proposal'].get('technique')}: "
-                     + (f"{rec['accuracy']:.3f} on {rec['n']} dev problems" if rec else "failed"))
+                     + (f"{rec['accuracy']:.3f} on {rec['n']} dev problems" if rec else "failed")
+                     + (f" ({paired['wins']} wins, {paired['losses']} losses against the baseline, "
+                        f"McNemar p = {paired['p_value']:.3g})" if paired else ""))
     return "; ".join(parts) or "none"

@@ -1,0 +1,138 @@
+"""How many report-split problems a lab evaluates: enough to detect the smallest gain worth reporting, within
+the budget.
+
+The plan states the smallest gain worth reporting (``LabConfig.min_gain``, in absolute accuracy). After the
+dev experiments, the best one and the baseline have answered the same dev problems; the share on which they
+disagree (the dev discordance) sets how many report problems McNemar's test needs for 80% power to detect
+that gain at alpha 0.05 (``agentlab.eval.stats.mcnemar_sample_size``). The report split gets that many: at
+most ``LabConfig.report_n`` (the budget) and at most what the benchmark has. A demo keeps its tiny split and
+says so. The paper states the sizing and the power the report split achieved."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from agentlab.eval.stats import mcnemar_power, mcnemar_sample_size
+from agentlab.lab.state import LabConfig
+
+ALPHA, POWER = 0.05, 0.8
+EXAMPLE_DISCORDANCE = 0.2  # the plan's example only: the dev discordance is not known before the experiments
+
+
+class ReportSizing(BaseModel):
+    """The report split's size and why (kept in ``final["sizing"]``; the paper states it)."""
+
+    min_gain: float
+    cap: int  # LabConfig.report_n: the most the budget allows
+    available: int  # report-split problems the benchmark has, up to the cap
+    report_n: int  # the report split's size
+    discordant: int | None = None  # dev problems on which the best experiment and the baseline disagree
+    paired_n: int | None = None  # dev problems they were paired on
+    needed: int | None = None  # report problems for 80% power at the dev discordance
+    planned_power: float | None = None  # at report_n and the dev discordance
+    demo: bool = False
+    # on the report split: {"n", "discordant", "power"} (the power for min_gain at its discordance)
+    achieved: dict[str, Any] | None = None
+
+
+def discordance(discordant: int, n: int, min_gain: float) -> float:
+    """The share of problems two techniques disagree on, read as at least ``min_gain``: a gain of min_gain
+    needs at least that share of problems to change (near-identical techniques often disagree on none of a
+    few dev problems)."""
+    return min(1.0, max(discordant / n if n else 0.0, min_gain))
+
+
+def size_report_split(config: LabConfig, available: int, paired: dict[str, Any] | None) -> ReportSizing:
+    """The report split's size from the best experiment's paired dev comparison with the baseline
+    (``paired``: n, wins, losses), within ``config.report_n`` and the ``available`` problems; a demo keeps
+    its size."""
+    gain, budget = config.min_gain, min(config.report_n, available)
+    sizing = ReportSizing(min_gain=gain, cap=config.report_n, available=available, report_n=budget,
+                          demo=config.demo)
+    if not paired or not paired.get("n"):
+        return sizing
+    discordant = paired["wins"] + paired["losses"]
+    p_disc = discordance(discordant, paired["n"], gain)
+    needed = mcnemar_sample_size(p_disc, gain, ALPHA, POWER)
+    n = budget if config.demo else min(needed, budget)
+    power = mcnemar_power(n, p_disc, gain, ALPHA)
+    return sizing.model_copy(update={"report_n": n, "discordant": discordant, "paired_n": paired["n"],
+                                     "needed": needed, "planned_power": power})
+
+
+def with_achieved(sizing: ReportSizing, comparison: dict[str, Any] | None) -> ReportSizing:
+    """``sizing`` with the power the report split achieved for min_gain, at its own discordance."""
+    if not comparison or not comparison.get("n"):
+        return sizing
+    n, discordant = comparison["n"], comparison["wins"] + comparison["losses"]
+    power = mcnemar_power(n, discordance(discordant, n, sizing.min_gain), sizing.min_gain, ALPHA)
+    return sizing.model_copy(update={"achieved": {"n": n, "discordant": discordant, "power": power}})
+
+
+def plan_sizing(config: LabConfig, available: int) -> dict[str, Any]:
+    """What the plan states before any experiment: the smallest gain worth reporting, the budget, and how
+    many report problems that gain needs at the least (a technique never worse than the baseline) and in an
+    example."""
+    gain = config.min_gain
+    least = mcnemar_sample_size(gain, gain, ALPHA, POWER)
+    budget = f"at most {config.report_n} problems" + (
+        f" (the benchmark's report split has {available})" if available < config.report_n else "")
+    text = (f"Smallest gain worth reporting: {_points(gain)} of accuracy. The report split is sized after "
+            "the dev experiments from how often the best one and the baseline disagree on the dev split, for "
+            f"80% power (McNemar's test, alpha 0.05), {budget}: that takes at least {least} problems (a "
+            "technique that never loses to the baseline)")
+    if gain < EXAMPLE_DISCORDANCE:
+        text += (f", {mcnemar_sample_size(EXAMPLE_DISCORDANCE, gain, ALPHA, POWER)} when they disagree on "
+                 f"{EXAMPLE_DISCORDANCE:.0%} of the problems")
+    text += "."
+    if config.demo:
+        text += f" Demo-size run. {demo_text(min(config.report_n, available), gain)}"
+    return {"min_gain": gain, "cap": config.report_n, "available": available, "least_needed": least,
+            "text": text}
+
+
+def demo_text(report_n: int, gain: float) -> str:
+    """What a demo-size run is (the plan and the paper's banner say it)."""
+    least = mcnemar_sample_size(gain, gain, ALPHA, POWER)
+    return (f"The report split keeps its {report_n} problems, far fewer than the {least} or more that 80% "
+            f"power for a gain of {_points(gain)} needs: the run exercises the lab, it is too small to show "
+            "a gain.")
+
+
+def sizing_text(s: ReportSizing) -> str:
+    """The paper's sizing line (one paragraph; the claim checker skips it as generated)."""
+    gain = _points(s.min_gain)
+    text = f"Report-split sizing: the smallest gain worth reporting is {gain} of accuracy."
+    if s.needed is None:
+        text += (" No dev experiment was paired with the baseline, so the report split has the budget's "
+                 f"{s.report_n} problems.")
+    else:
+        text += (f" On the dev split the best experiment and the baseline disagreed on {s.discordant} of "
+                 f"{s.paired_n} problems; 80% power to detect {gain} with McNemar's test at alpha 0.05 then "
+                 f"needs {s.needed} report problems{_limits(s)}. The report split has {s.report_n} problems "
+                 f"(planned power {s.planned_power:.0%}).")
+    if s.achieved:
+        a = s.achieved
+        text += (f" On the report split they disagreed on {a['discordant']} of {a['n']} problems, which "
+                 f"gives {a['power']:.0%} power for a gain of {gain}.")
+    return text
+
+
+def _limits(s: ReportSizing) -> str:
+    """What kept the report split below the sizing's need: the budget, the benchmark, or a demo's size."""
+    if s.needed is None or s.report_n >= s.needed:
+        return ""
+    out = []
+    if s.cap < s.needed:
+        out.append(f"the budget allows {s.cap} (report_n)")
+    if s.available < min(s.cap, s.needed):
+        out.append(f"the benchmark's report split has only {s.available}")
+    if s.demo:
+        out.append("a demo keeps its size")
+    return "; " + "; ".join(out)
+
+
+def _points(gain: float) -> str:
+    return f"{100 * gain:g} points"

@@ -242,6 +242,10 @@ class ServingManager:
                 raise ServingError(f"GGUF model file not found: {model} (pass --model PATH to a .gguf file)")
             model = str(Path(model).expanduser().resolve())
             served = EMBEDDED_MODEL_NAME if spec.model is None else Path(model).stem
+            # ggml's OpenMP threads spin at every barrier by default: when anything else wants the cores (a job,
+            # the harness, a second server) decoding collapses (Qwen-0.5B on a loaded 2-core machine: 2.7 tok/s
+            # spinning, 32 tok/s sleeping; benchmarks/bench_serving.py). Sleeping waiters cost little when idle.
+            env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             return model, served, llama_server_command(spec, model, served, port), env
         if spec.engine == "vllm":
             if not spec.model:

@@ -68,3 +68,13 @@ def test_a_server_that_exits_is_reported(fake_engine, tmp_path):
     with pytest.raises(ServingError, match="exited with code 3"):
         ServingManager(tmp_path / "ws").start(ServerSpec(model=str(model)), timeout_s=60)
     assert os.access(llamacpp.tool_path("llama-quantize"), os.X_OK) and llamacpp.is_built()
+
+
+def test_the_server_threads_sleep_instead_of_spinning_unless_told_otherwise(fake_engine, tmp_path, monkeypatch):
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    _, _, _, env = ServingManager(tmp_path / "ws")._command(ServerSpec(model=str(model)), 8080)
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE"  # spinning waiters collapse decoding on a busy machine
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert ServingManager(tmp_path / "ws")._command(ServerSpec(model=str(model)), 8080)[3]["OMP_WAIT_POLICY"] == "ACTIVE"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from agentlab.techniques import TechniqueError, TechniqueSpec
 from agents import sw_engineer
@@ -45,6 +45,7 @@ class TechniqueProposal(Answer):
     parent: Annotated[int, Clamp(0, 99)] = Field(0, ge=0, le=99, description="branch from experiment #parent's "
                                                  "technique (its spec, then these changes); 0 = from `technique`")
     rationale: Text(200, "one sentence") = ""
+    _parent_asked: int | None = PrivateAttr(None)  # the parent the engineer named when the search chose another
 
     def knobs_only(self) -> TechniqueProposal:
         """The same proposal without what was written out (when that does not validate)."""
@@ -89,7 +90,7 @@ def _history(state: dict) -> str:
         p = e.get("proposal", {})
         rec = e.get("record")
         res = f"accuracy {rec['accuracy']:.3f} (n={rec['n']}){paired_text(e.get('paired'))}" if rec else \
-            f"failed: {clip(e.get('error'), 80)}"
+            ("running (a sibling in this round)" if e.get("pending") else f"failed: {clip(e.get('error'), 80)}")
         branch = f" (branch of #{e['parent']})" if e.get("parent") else ""
         if e.get("training_proposal"):
             t = e["training_proposal"]
@@ -185,12 +186,19 @@ def propose(state: dict, ctx: AgentContext, error: str = "") -> tuple[TechniqueP
         techniques = [*techniques, TRAIN]
     schema = restrict_choices(TechniqueProposal, "technique", techniques)
     plan_text = f"{plan.get('hypothesis', '')} Techniques: {', '.join(planned) or cfg.baseline}"
-    return ask(ctx, ROLE, "ml_engineer_propose", schema, fallback, "technique proposal", error=error,
-               max_chains=cfg.max_chains, answer_tokens=cfg.max_tokens_per_answer,
-               goal=cclip(ctx, state["goal"], 300), plan=cclip(ctx, plan_text, 400),
-               history=cclip(ctx, _history(state), 700), techniques=", ".join(techniques),
-               evidence=cclip(ctx, node_evidence(state, branch_point(state)), 1500),
-               training=TRAINING_NOTE if cfg.allow_training else "")
+    choice = state.get("search_choice")  # the node the search expands (agentlab.lab.search), when it chose one
+    node = _parent(state, choice["parent"]) if choice else branch_point(state)
+    proposal, fell_back = ask(ctx, ROLE, "ml_engineer_propose", schema, fallback, "technique proposal", error=error,
+                              max_chains=cfg.max_chains, answer_tokens=cfg.max_tokens_per_answer,
+                              goal=cclip(ctx, state["goal"], 300), plan=cclip(ctx, plan_text, 400),
+                              history=cclip(ctx, _history(state), 700), techniques=", ".join(techniques),
+                              evidence=cclip(ctx, node_evidence(state, node), 1500),
+                              training=TRAINING_NOTE if cfg.allow_training else "")
+    if choice and proposal.parent != choice["parent"]:  # the search picks the node, the engineer the change
+        asked = proposal.parent
+        proposal = proposal.model_copy(update={"parent": choice["parent"]})
+        proposal._parent_asked = None if fell_back else asked
+    return proposal, fell_back
 
 
 TRAINING_NOTE = (f"\nOr choose {TRAIN} to fine-tune the model under study itself (SFT or GRPO with LoRA, on problems "
@@ -229,11 +237,28 @@ def _parent_spec(state: dict, parent: int) -> dict[str, Any] | None:
 
 def run_iteration(state: dict, ctx: AgentContext) -> dict:
     """One experiment: propose, run on the dev split (a job), let the SW engineer fix a failure."""
+    return run_proposed(state, ctx, *propose_iteration(state, ctx))
+
+
+def propose_iteration(state: dict, ctx: AgentContext) -> tuple[dict[str, Any], TechniqueSpec | None]:
+    """(the experiment's entry with its proposal, the spec to run; None for a training technique): the first half
+    of ``run_iteration``, so a round of the search can propose all its expansions before running any."""
     iteration = len(state.get("experiments") or []) + 1
     proposal, fell_back, spec, adjusted = _proposal(state, ctx, iteration)
     entry: dict[str, Any] = {"iteration": iteration, "proposal": proposal.model_dump(),
                              "proposal_source": "fallback" if fell_back else "llm", "attempts": [],
                              "adjustments": adjusted}  # what the lab did not run as asked, and why
+    if proposal._parent_asked is not None:
+        entry["parent_asked"] = proposal._parent_asked
+        ctx.note(f"experiment {iteration}: the ML engineer named parent #{proposal._parent_asked}; the search "
+                 f"expanded {f'#{proposal.parent}' if proposal.parent else 'the baseline'} (best paired dev score)")
+    return entry, spec
+
+
+def run_proposed(state: dict, ctx: AgentContext, entry: dict[str, Any], spec: TechniqueSpec | None) -> dict:
+    """The second half of ``run_iteration``: the proposed experiment's jobs, with the SW engineer's fixes."""
+    iteration, fell_back = entry["iteration"], entry["proposal_source"] == "fallback"
+    proposal = TechniqueProposal.model_validate(entry["proposal"])
     if spec is None:  # a training technique
         return train_iteration(state, ctx, entry, fell_back)
     published = published_techniques(state)
@@ -245,7 +270,7 @@ def run_iteration(state: dict, ctx: AgentContext) -> dict:
     for attempt in range(max_fixes + 1):
         key = f"dev-{iteration}-{attempt}"
         result = ctx.run_job(key, spec, "dev", meta={"proposal": proposal.model_dump(), "fell_back": fell_back,
-                                                     "adjustments": adjusted})
+                                                     "adjustments": entry["adjustments"]})
         entry["attempts"].append({"key": key, "job_id": result.get("job_id"), "status": result["status"],
                                   "error": clip(result.get("error"), 300) or None})
         if result["status"] == "succeeded":
@@ -346,12 +371,14 @@ def _authored_spec(state: dict, ctx: AgentContext, proposal: TechniqueProposal,
     return knobs, ctx.build_spec(_spec_request(state, knobs), iteration), [dropped]
 
 
-def train_iteration(state: dict, ctx: AgentContext, entry: dict[str, Any], fell_back: bool) -> dict[str, Any]:
+def train_iteration(state: dict, ctx: AgentContext, entry: dict[str, Any], fell_back: bool,
+                    evaluate_with: str | None = None) -> dict[str, Any]:
     """A training technique: the engineer's training settings become a validated recipe (one bounded re-ask with
     the field named), the model under study is fine-tuned as a sandboxed train job, and the trained checkpoint
     is evaluated on the dev split with the chosen technique. A failure is the experiment's error (agents see it)."""
     iteration = entry["iteration"]
-    tp, recipe, error, adjusted = _training_recipe(state, ctx, iteration, entry["proposal"].get("parent", 0))
+    tp, recipe, error, adjusted = _training_recipe(state, ctx, iteration, entry["proposal"].get("parent", 0),
+                                                   evaluate_with)
     entry.update(training_proposal=tp.model_dump() if tp else None, adjustments=adjusted)
     if adjusted:
         ctx.note(f"experiment {iteration} trains with the lab's adjustments: {'; '.join(adjusted)}")
@@ -376,12 +403,12 @@ def train_iteration(state: dict, ctx: AgentContext, entry: dict[str, Any], fell_
             "job_id": result.get("job_id"), "error": result.get("error"), "evidence": result.get("evidence")}
 
 
-def _training_recipe(state: dict, ctx: AgentContext, iteration: int,
-                     parent: int = 0) -> tuple[TrainingProposal, Any, str, list[str]]:
+def _training_recipe(state: dict, ctx: AgentContext, iteration: int, parent: int = 0,
+                     evaluate_with: str | None = None) -> tuple[TrainingProposal, Any, str, list[str]]:
     """(training proposal, validated recipe or None, the last validation error, adjustments); the engineer sees the
     dev evidence of experiment #parent, else the baseline's. Invalid settings are re-asked once naming the field;
     what the lab adjusts (steps over its bound, ...) is told once, and that second answer runs when it validates."""
-    names = ctx.trainable_techniques()
+    names = [evaluate_with] if evaluate_with else ctx.trainable_techniques()
     schema = restrict_choices(TrainingProposal, "evaluate_with", names)
 
     def settings(note: str) -> tuple[TrainingProposal, bool, Any, str]:

@@ -55,7 +55,7 @@ class Problem(BaseModel):
 
 class Subset(BaseModel):
     """A deterministic selection of a benchmark's problems (applied in this order: filters, split,
-    sample, limit)."""
+    sample, offset, limit)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -65,6 +65,8 @@ class Subset(BaseModel):
     dev_fraction: float = Field(0.3, gt=0, lt=1, description="share of problems in the dev split")
     sample: int | None = Field(None, ge=1, description="a seeded random sample of this many problems")
     seed: int = Field(0, description="seed for the sample (and for procedural generation)")
+    offset: int | None = Field(None, ge=1, description="skip this many problems first (before limit): a lab's "
+                                                       "confirmation problems come after its dev problems")
     limit: int | None = Field(None, ge=1, description="the first n problems")
 
     @field_validator("levels", mode="before")
@@ -89,6 +91,8 @@ class Subset(BaseModel):
             parts.append(f"sample={self.sample}(seed={self.seed})")
         elif self.seed:  # procedural benchmarks generate their problems from the seed
             parts.append(f"seed={self.seed}")
+        if self.offset:
+            parts.append(f"after={self.offset}")
         if self.limit:
             parts.append(f"first={self.limit}")
         return " ".join(parts) or "all"
@@ -96,7 +100,7 @@ class Subset(BaseModel):
     def population(self) -> str:
         """``describe()`` of what the subset draws from, whatever its size, sample and generation seed (levels,
         subjects, split): results on one population measure the same kind of problem, each at its own n."""
-        return self.model_copy(update={"sample": None, "seed": 0, "limit": None}).describe()
+        return self.model_copy(update={"sample": None, "seed": 0, "limit": None, "offset": None}).describe()
 
     @classmethod
     def parse(cls, text: str) -> Subset:
@@ -104,7 +108,7 @@ class Subset(BaseModel):
         fields: dict[str, Any] = {}
         if text.strip() in ("", "all"):
             return cls()
-        for part in re.split(r" (?=(?:levels|subjects|split|sample|seed|first)=)", text.strip()):
+        for part in re.split(r" (?=(?:levels|subjects|split|sample|seed|after|first)=)", text.strip()):
             key, _, value = part.partition("=")
             if key in ("levels", "subjects"):
                 fields[key] = value.split(",")
@@ -114,6 +118,8 @@ class Subset(BaseModel):
                 fields.update(sample=int(m[1]), seed=int(m[2]))
             elif key == "seed" and re.fullmatch(r"-?\d+", value):
                 fields["seed"] = int(value)
+            elif key == "after" and value.isdigit():
+                fields["offset"] = int(value)
             elif key == "first" and value.isdigit():
                 fields["limit"] = int(value)
             else:
@@ -142,6 +148,8 @@ def apply_subset(problems: list[Problem], subset: Subset | None) -> list[Problem
     if subset.sample and subset.sample < len(out):
         idx = sorted(random.Random(subset.seed).sample(range(len(out)), subset.sample))
         out = [out[i] for i in idx]
+    if subset.offset:
+        out = out[subset.offset:]
     if subset.limit:
         out = out[: subset.limit]
     return list(out)
@@ -261,7 +269,7 @@ class GymBenchmark:
         if not sub.limit or sub.sample:  # a seeded sample is drawn from the whole set: its size must not move
             return apply_subset(self.load(data_dir, seed=sub.seed), sub)
         share = {"all": 1.0, "dev": sub.dev_fraction, "report": 1 - sub.dev_fraction}[sub.split]
-        size = max(self.size, math.ceil(1.2 * sub.limit / share) + 20)  # the split's share, with a margin
+        size = max(self.size, math.ceil(1.2 * (sub.limit + (sub.offset or 0)) / share) + 20)  # with a margin
         while True:
             out = apply_subset(self.load(data_dir, seed=sub.seed, size=size), sub)
             if len(out) >= sub.limit or size >= MAX_GENERATED:  # filters may leave too few at any size

@@ -294,7 +294,14 @@ def start(
                                  "budget); the lab sizes it for 80% power to detect --min-gain."),
     min_gain: float = typer.Option(0.05, "--min-gain", help="Smallest gain in accuracy worth reporting "
                                    "(0.05 = 5 points): the report split is sized to detect it."),
-    iterations: int = typer.Option(3, "--iterations", help="Experiment iterations on the dev split."),
+    iterations: int = typer.Option(3, "--iterations", help="Experiment iterations on the dev split (the search's "
+                                   "expansions)."),
+    search_k: int = typer.Option(2, "--search-k", min=1, help="Nodes a search round expands: the top k by paired "
+                                 "dev score against the baseline (their jobs run together)."),
+    confirm_n: Optional[int] = typer.Option(None, "--confirm-n", min=0, help="Fresh dev problems the best dev node "
+                                            "is confirmed on before the report split (default: --dev-n; 0 = off)."),
+    ablate: bool = typer.Option(True, "--ablate/--no-ablate", help="Remove each part of the best technique in turn "
+                                "on the confirmation problems, when the job budget allows."),
     max_answer_tokens: int = typer.Option(512, "--max-answer-tokens", help="Max tokens per answer of the model under study."),
     concurrency: int = typer.Option(8, "--concurrency", help="Requests in flight to the model under study."),
     lab_name: str = typer.Option("agentlab", "--lab-name", help="This lab's name on the server."),
@@ -322,8 +329,9 @@ def start(
     if from_queue and (goal or goal_id):
         raise AgentlabError("--from-queue claims its goal from the server: drop --goal/--goal-id")
     config = LabConfig(**({"benchmark": benchmark} if benchmark else {}), baseline=baseline, dev_n=dev_n, report_n=report_n,
-                       min_gain=min_gain, max_iterations=iterations, max_tokens_per_answer=max_answer_tokens,
-                       concurrency=concurrency, lab_name=lab_name, allow_code_techniques=allow_code,
+                       min_gain=min_gain, max_iterations=iterations, search_k=search_k,
+                       max_tokens_per_answer=max_answer_tokens,
+                       confirm_n=confirm_n, ablate=ablate, concurrency=concurrency, lab_name=lab_name, allow_code_techniques=allow_code,
                        allow_training=allow_training, train_max_steps=train_max_steps,
                        queue_if_server_down=queue_if_server_down, publish_failures=publish_failures)
     run_lab_command(goal, goal_id, copilot, server, config,
@@ -451,11 +459,11 @@ def demo_config(**kw: Any) -> LabConfig:
     processing: one plan turn, one experiment iteration, half-length context in the agents' prompts
     (``context_scale``), short answers of the model under study (64 tokens), tiny splits, one literature
     paper, and a revision round only for a clearly weak draft (mean review score below 4). Its report split
-    keeps its size (no power sizing), and its paper says it is a demo-size run."""
+    keeps its size (no power sizing), no confirmation or ablation runs, and its paper says it is a demo-size run."""
     base: dict[str, Any] = dict(benchmark="basic_arithmetic", dev_n=3, report_n=5, max_iterations=1,
                                 max_tokens_per_answer=64, concurrency=4, max_chains=2, literature_top_n=1,
                                 plan_turns=1, lab_name="demo-lab", max_fix_attempts=1, review_threshold=4.0,
-                                context_scale=0.5, demo=True)
+                                context_scale=0.5, demo=True, confirm_n=0, ablate=False)
     base.update(kw)
     return LabConfig(**base)
 

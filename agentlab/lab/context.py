@@ -10,6 +10,7 @@ the run's notes, events and budgets.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -52,6 +53,8 @@ class LabContext:
     session_start: float = field(default_factory=time.monotonic)
     wall_before: float = 0.0  # wall seconds earlier sessions of this run used (lab_runs.wall_s)
     _notes: list[str] = field(default_factory=list)
+    # the job budget is checked and a job counted at once: a search round's expansions start jobs from threads
+    _job_lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- notes and events ---------------------------------------------------------------------
     def note(self, text: str) -> None:
@@ -132,8 +135,9 @@ class LabContext:
         if done and done["status"] == "succeeded" and (done.get("meta") or {}).get("training"):
             return {"status": "succeeded", "training": done["meta"]["training"], "job_id": done["job_id"],
                     "reused": True}
-        self.check_limits(need_job=True)
-        self.store.start_experiment(self.run_id, key, "train", recipe.recipe_hash(), None, {})
+        with self._job_lock:
+            self.check_limits(need_job=True)
+            self.store.start_experiment(self.run_id, key, "train", recipe.recipe_hash(), None, {})
         self.emit("job_started", key=key, split="train", technique=recipe.name)
         try:
             result = self.experiments.train(recipe)
@@ -169,8 +173,10 @@ class LabContext:
         reused, seed = self._finished(key, spec, split, checkpoint)
         if reused is not None:
             return reused
-        self.check_limits(need_job=True)
-        self.store.start_experiment(self.run_id, key, split, spec.spec_hash(), spec.model_dump(mode="json"), meta)
+        with self._job_lock:
+            self.check_limits(need_job=True)
+            self.store.start_experiment(self.run_id, key, split, spec.spec_hash(), spec.model_dump(mode="json"),
+                                        meta)
         self.emit("job_started", key=key, split=split, technique=spec.name)
         result = self._evaluate(key, spec, split, seed, checkpoint)
         self.store.finish_experiment(self.run_id, key, result["status"], result.get("job_id"),

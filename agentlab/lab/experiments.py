@@ -23,6 +23,8 @@ from agentlab.lab.state import LabConfig
 from agentlab.lab.training import TrainingExperiments, differences
 from agentlab.techniques import TechniqueSpec, apply_overrides, builtin_techniques, get_technique
 
+EXEMPLAR_POOL = 8  # dev-pool problems after the dev problems that few-shot exemplars come from (the most)
+
 
 def normalize_record(summary: Any, split: str, model_id: str = "") -> dict[str, Any]:
     """The record a report cites, from an ``EvalSummary`` (field names of the server's ResultRecord);
@@ -180,19 +182,33 @@ class Experiments(TrainingExperiments):
         if split not in self._problems:
             from agentlab.bench import load_benchmark
 
-            n = self.config.dev_n if split == "dev" else self.config.report_n
-            subset = {**self.config.subset, "split": split, "limit": n, "seed": self.config.seed}
+            subset = self._selector(split)
             self._problems[split] = load_benchmark(self.config.benchmark, self.settings, subset=subset)
         if split == "report" and self.report_size:
             return self._problems[split][:self.report_size]
         return self._problems[split]
 
+    def confirm_problems(self) -> list:
+        """The confirmation problems (none when ``confirm_n`` is 0)."""
+        return self.problems("confirm") if self.config.confirm_n != 0 else []
+
     def subset_label(self, split: str) -> str:
         from agentlab.bench import Subset
 
         n = self.config.dev_n if split == "dev" else (self.report_size or self.config.report_n)
-        return Subset.model_validate({**self.config.subset, "split": split, "limit": n,
-                                      "seed": self.config.seed}).describe()
+        return Subset.model_validate(self._selector(split, n)).describe()
+
+    def _selector(self, split: str, n: int | None = None) -> dict[str, Any]:
+        """The subset selector of ``split``. "confirm" is fresh problems of the dev pool after the dev problems and
+        the few-shot pool (``EXEMPLAR_POOL``): no node was chosen on them, no exemplar comes from them, and the
+        report split is disjoint from the whole dev pool (``agentlab.lab.confirm``)."""
+        cfg = self.config
+        if split == "confirm":
+            size = cfg.dev_n if cfg.confirm_n is None else cfg.confirm_n
+            return {**cfg.subset, "split": "dev", "offset": cfg.dev_n + EXEMPLAR_POOL, "limit": max(1, size),
+                    "seed": cfg.seed}
+        n = n or (cfg.dev_n if split == "dev" else cfg.report_n)
+        return {**cfg.subset, "split": split, "limit": n, "seed": cfg.seed}
 
     def endpoint(self):
         from agentlab.eval.client import Endpoint
@@ -340,7 +356,8 @@ class Experiments(TrainingExperiments):
         if summary.errors and summary.errors >= summary.n:
             return {"status": "failed", "record": None, "job_id": job_id, "wall_s": wall_s,
                     "error": f"every request failed ({summary.errors} of {summary.n} problems had errors)"}
-        out = {"status": "succeeded", "record": normalize_record(summary, split, getattr(ep, "identity", "")),
+        out = {"status": "succeeded", "record": normalize_record(summary, "dev" if split == "confirm" else split,
+                                                                 getattr(ep, "identity", "")),
                "job_id": job_id, "wall_s": wall_s}
         if split == "dev":  # never the report split: its questions and answers must not reach the agents
             out["evidence"] = dev_evidence(summary, self._results(summary.run_id), self.problems("dev"))

@@ -19,12 +19,15 @@ from langgraph.graph import END
 from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
 
+from agentlab.lab.confirm import confirm
 from agentlab.lab.context import LabContext, LimitReached
+from agentlab.lab.expansion import expand
 from agentlab.lab.new_papers import refresh_literature
 from agentlab.lab.power import ReportSizing, plan_sizing, size_report_split, with_achieved
 from agentlab.lab.report.claims import check_paper, spec_settings, verify_draft, verify_related_work
-from agentlab.lab.report.paper import build_paper, dev_records, write_outputs
+from agentlab.lab.report.paper import build_paper, confirmation_records, dev_records, write_outputs
 from agentlab.lab.report.tables import experiments_summary, results_summary, results_table
+from agentlab.lab.search import tree_summary
 from agentlab.lab.state import LabState
 from agentlab.llm.gateway import BudgetExceeded
 from agentlab.techniques import TechniqueSpec
@@ -162,15 +165,18 @@ def experiment(state: LabState, runtime: Runtime[LabContext]) -> dict:
     literature = refresh_literature(state, ctx)  # papers other labs published on the goal since the last look
     if literature is not None:
         state = {**state, "literature": literature}
-    entry = ml_engineer.run_iteration(state, ctx)
-    entry["paired"] = paired_with_baseline(ctx, entry.get("record"), state.get("dev_baseline"))
-    entry["papers_read"] = [p.get("id") for p in state.get("literature") or []]  # what this iteration could see
-    experiments = [*(state.get("experiments") or []), entry]
+    # the search picks the nodes to expand, the ML engineer proposes the changes (a round's jobs run together)
+    entries = expand(state, ctx)
+    for entry in entries:
+        entry["paired"] = paired_with_baseline(ctx, entry.get("record"), state.get("dev_baseline"))
+        entry["papers_read"] = [p.get("id") for p in state.get("literature") or []]  # what it could see
+    experiments = [*(state.get("experiments") or []), *entries]
     best = ml_engineer.best_of(experiments)
     if best:
         ctx.store.update_run(ctx.run_id, best_accuracy=best["record"]["accuracy"],
                              best_technique=best["spec"].get("name"))
     return {"experiments": experiments, "best": best, "iteration": entry["iteration"],
+            "search": tree_summary(experiments, ctx.config.prune_after),
             **({"literature": literature} if literature is not None else {})}
 
 
@@ -183,6 +189,8 @@ def final_evaluation(state: LabState, runtime: Runtime[LabContext]) -> dict:
     base_spec = ctx.experiments.baseline_spec()
     if not best:
         ctx.note("no dev experiment succeeded; the report split is evaluated with the baseline only")
+    # fresh dev problems first (the winner's curse), with the report split's jobs kept in the budget
+    confirmation = confirm(ctx, best, best_spec, base_spec, reserve=2 + int(ctx.config.compare_prior_best))
     sizing = _size_report_split(ctx, best)
     base = ctx.run_job("report-baseline", base_spec, "report")
     tech = None
@@ -195,6 +203,9 @@ def final_evaluation(state: LabState, runtime: Runtime[LabContext]) -> dict:
                              "technique_name": (best_spec.name if best_spec else None) or ctx.config.baseline,
                              # published with the paper (techniques.json), so another lab can replicate it
                              "specs": {s.spec_hash(): s.model_dump(mode="json") for s in (base_spec, best_spec) if s}}
+    if confirmation:
+        final["confirmation"] = confirmation
+        final["specs"].update({r["spec_hash"]: r["spec"] for r in confirmation.get("ablation") or []})
     for name, res in (("baseline", base), ("best technique", tech)):
         if res is not None and res["status"] != "succeeded":
             ctx.note(f"the {name} job on the report split failed: {str(res.get('error'))[:200]}")
@@ -287,7 +298,7 @@ def _write_report(state: LabState, ctx: LabContext, feedback: str = "") -> dict:
     else:
         draft, fell_back = professor.write_report(state, ctx, results_text, method, feedback)
     records = [r for r in (final.get("technique"), final.get("baseline"), final.get("prior_best")) if r]
-    records += dev_records(state)
+    records += dev_records(state) + confirmation_records(final)
     clean, claims = verify_draft(draft.model_dump(), records, final.get("comparison"), _spec_settings(state))
     literature, related_claims = verify_related_work(state.get("literature") or [])
     claims += related_claims

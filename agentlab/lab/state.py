@@ -40,10 +40,24 @@ class LabConfig(BaseModel):
         "points); the report split is sized to detect it")
     demo: bool = Field(False, description="a demo-size run: the report split keeps report_n, and the paper "
                                           "says the run is too small to show a gain")
+    confirm_n: int | None = Field(
+        None, ge=0, description="fresh dev problems (after the dev problems and the few-shot pool; no node was chosen "
+        "on them) on which the best dev node is confirmed against the baseline before the report split; empty = "
+        "dev_n, 0 = no confirmation (agentlab.lab.confirm)")
+    ablate: bool = Field(True, description="remove each part of the best prompt technique in turn and evaluate "
+                                           "it on the confirmation problems, when the job budget allows")
     seed: int = 0
     baseline: str = Field("zero_shot_cot", description="baseline technique name")
     max_iterations: int = Field(3, ge=1, description="experiment loop iterations (dev split)")
-    max_fix_attempts: int = Field(1, ge=0, description="fixes of a failed job per iteration")
+    max_fix_attempts: int = Field(1, ge=0, description="fixes of a failed job per iteration: the debug depth of "
+                                                      "the search (each fix is a debug node of the tree)")
+    search_k: int = Field(2, ge=1, description="nodes a round of the best-first search expands: the top k by paired "
+                                               "dev score against the baseline (max_iterations is the budget)")
+    prune_after: int = Field(2, ge=1, description="children that fail to beat a node before the search prunes it "
+                                                  "(a node that lost to the baseline is pruned at once)")
+    parallel_expansions: bool = Field(True, description="run the expansions of a search round together (their jobs "
+                                                        "submitted before any is waited for), up to the scheduler's "
+                                                        "jobs.max_concurrent; off: one after another")
     literature_top_n: int = Field(5, ge=0)
     compare_prior_best: bool = Field(
         True, description="re-evaluate the best published technique for this benchmark and model on the run's own "
@@ -102,6 +116,7 @@ class LabState(TypedDict, total=False):
     iteration: int
     dev_baseline: dict[str, Any] | None  # the baseline on the dev split (run first): spec, record, evidence
     best: dict[str, Any] | None  # the best dev experiment
+    search: dict[str, Any]  # the search tree in numbers (agentlab.lab.search.tree_summary)
     final: dict[str, Any]  # {"technique": record, "baseline": record, "comparison": {...}, "sizing": {...}}
     interpretation: dict[str, Any]
     report: dict[str, Any]  # {"draft": ReportDraft, "markdown", "latex", "claims": [...], ...}

@@ -58,7 +58,7 @@ class TrainingExperiments:
         data: dict[str, Any] = {"size": min(steps * batch, 5000), "technique": proposal.get("evaluate_with") or "direct",
                                 "target": proposal.get("target") or "boxed",
                                 "protect": {"benchmark": bench, "seeds": [cfg.seed], "dev_fraction": sub.dev_fraction},
-                                "exclude_ids": [p.id for p in self.problems("dev")]}
+                                "exclude_ids": [p.id for p in self.problems("dev") + self.confirm_problems()]}
         if isinstance(get_benchmark(bench), GymBenchmark):  # fresh problems from the generator, at another seed
             data.update(source="reasoning_gym", task=bench, seed=1000 + cfg.seed + iteration)
             # the report split may reach past the generator's default count: protect all of it
@@ -94,6 +94,7 @@ class TrainingExperiments:
         used = RunStore(ws).manifest(run.run_id).get("problem_ids") or []
         check_disjoint_ids(used, self.problems("report"), what="the report split")  # never trains on what it reports
         check_disjoint_ids(used, self.problems("dev"), what="the dev problems it is tuned on")
+        check_disjoint_ids(used, self.confirm_problems(), what="the problems the best node is confirmed on")
         run = execute_run(run, ws, self.scheduler(), lab=self.lab, owner_run=self.run_id)
         summary = training_summary(run, ws)
         if run.status != "succeeded":

@@ -313,3 +313,52 @@ def _check_code(code: str) -> None:
                 raise ValueError("code: solve must take exactly two arguments (problem, client)")
             return
     raise ValueError("code: must define a top-level function solve(problem, client)")
+
+
+ABLATION_PARTS = {"steps": "pre-steps", "few_shot": "few-shot examples", "chains": "extra chains (one chain)",
+                  "refine": "refine rounds", "verifier": "verifier", "system": "custom system prompt"}
+
+
+def ablations(spec: TechniqueSpec, baseline_system: str | None = None) -> list[tuple[str, TechniqueSpec]]:
+    """``spec`` with each of its parts removed in turn, as (part, ablated spec): pre-steps, few-shot examples,
+    extra chains (one chain, the first chain's prompt and temperature), refine rounds, the verifier, and a system
+    prompt other than the baseline's (``baseline_system`` instead). A code technique has no parts."""
+    if spec.kind != "prompt":
+        return []
+    data, out = spec.model_dump(mode="json"), []
+
+    def without(part: str, **update: Any) -> None:
+        out.append((part, TechniqueSpec.parse({**data, **update, "name": f"{spec.name}_no_{part}"[:80],
+                                                "description": f"{spec.name} without its {ABLATION_PARTS[part]}."})))
+
+    if spec.steps:
+        without("steps", steps=[], **_drop_vars(data, [s.name for s in spec.steps]))
+    if spec.few_shot:
+        without("few_shot", few_shot=[], **_drop_vars(data, ["examples"]))
+    if spec.chains.n > 1:
+        temps = spec.chains.temperatures
+        without("chains", template=spec.chain_template(0), chains={"n": 1, "aggregation": "first"},
+                sampling={**data["sampling"], **({"temperature": temps[0]} if temps else {})})
+    if spec.refine and spec.refine.rounds:
+        without("refine", refine=None)
+    if spec.verifier is not None:
+        without("verifier", verifier=None)
+    if (spec.system or None) != (baseline_system or None):
+        without("system", system=baseline_system)
+    return out
+
+
+def _drop_vars(data: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The spec's templates with the variables ``names`` taken out (a removed part leaves no placeholder)."""
+    rx = re.compile(r"(?<!\{)\{(?:" + "|".join(map(re.escape, names)) + r")\}(?!\})\n*")
+
+    def clean(x: Any) -> Any:
+        if isinstance(x, str):
+            return rx.sub("", x)
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        return x
+
+    return {k: clean(data[k]) for k in ("template", "chains", "refine", "verifier") if data.get(k) is not None}

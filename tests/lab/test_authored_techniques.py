@@ -93,11 +93,12 @@ def test_experiments_branch_from_earlier_ones_and_the_paper_draws_the_tree(lab_s
     turns = iter([dict(EXPERT, refine_rounds=0), {"technique": "zero_shot_cot", "parent": 1, "num_chains": 2,
                                                    "max_tokens": 64, "refine_rounds": 1}])
     llm.script["TechniqueProposal"] = lambda body: next(turns)
-    cfg = tiny_config(server_url=preprint["url"], max_iterations=2, literature_top_n=0)
+    # search_k=1: the second expansion takes the best node so far (the first beats the baseline on its dev problems)
+    cfg = tiny_config(server_url=preprint["url"], max_iterations=2, literature_top_n=0, search_k=1)
     out = start_lab(lab_settings, "Improve arithmetic accuracy of a small model", cfg, server_key=preprint["key"])
     assert out.status == "done", out.state.get("stop_reason")
     first, second = out.state["experiments"]
-    assert "parent" not in first and second["parent"] == 1
+    assert first["paired"]["delta"] > 0 and "parent" not in first and second["parent"] == 1
     # the branch is the parent's technique (its template, steps, exemplars) with the change
     assert second["spec"]["template"] == first["spec"]["template"] and second["spec"]["steps"] == first["spec"]["steps"]
     assert second["spec"]["refine"]["rounds"] == 1 and not first["spec"].get("refine")

@@ -36,7 +36,8 @@ def test_a_paper_published_mid_run_reaches_the_other_labs_next_iteration(lab_set
                 lab_a["error"] = repr(exc)
 
     try:
-        out_b = start_lab(lab_settings, GOAL, tiny_config(server_url=url, max_iterations=2), goal_id=goal.id,
+        # search_k=1: lab B's two expansions are two rounds, and the literature is refreshed before each round
+        out_b = start_lab(lab_settings, GOAL, tiny_config(server_url=url, max_iterations=2, search_k=1), goal_id=goal.id,
                           server_key=preprint["key"], on_event=lab_b_events, scheduler=shared)
     finally:
         shared.shutdown()

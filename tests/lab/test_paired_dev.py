@@ -19,7 +19,8 @@ from tests.lab.conftest import tiny_config
 def test_baseline_runs_first_and_every_experiment_is_paired_with_it(lab_settings, llm, preprint):
     events: list[tuple[str, dict]] = []
     # a 50-point gain is the smallest worth reporting: it needs fewer report problems than the budget of 40
-    cfg = tiny_config(server_url=preprint["url"], dev_n=8, report_n=40, min_gain=0.5, literature_top_n=0)
+    # search_k=1: one expansion per round, so the second proposal sees the first's paired result
+    cfg = tiny_config(server_url=preprint["url"], dev_n=8, report_n=40, min_gain=0.5, literature_top_n=0, search_k=1)
     out = start_lab(lab_settings, "Improve arithmetic accuracy of a small model", cfg,
                     server_key=preprint["key"], on_event=lambda kind, data: events.append((kind, data)))
     assert out.status == "done", out.state.get("stop_reason")

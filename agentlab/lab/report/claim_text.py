@@ -74,7 +74,7 @@ _GENERATED_LINE = re.compile(
     r"|Benchmark `[^`]*`; the technique was tuned on a dev split|No evaluation finished on the report split\."
     r"|Technique specification \(as run by the harness\):|No earlier papers on this goal"
     r"|Prior best: `[^`]*` is the best published technique|The technique's full specification \(\d+ characters\)"
-    r"|Report-split sizing: |> \*\*Demo-size run\.\*\*)")
+    r"|Report-split sizing: |> \*\*Demo-size run\.\*\*|Confirmation on \d+ fresh dev problems \(|Ablation of \S+ \()")
 
 
 def prose_sentences(markdown: str) -> Iterator[tuple[str, str]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.eval.outputs import save_figure
+from agentlab.lab.search import debug_nodes, pruned_reason
 
 
 def accuracy_figure(records: list[dict[str, Any]], dev_records: list[dict[str, Any]], path: Path) -> Path | None:
@@ -54,9 +55,10 @@ def _save(fig: Any, path: Path) -> Path:
     return save_figure(fig, path, dpi=110)
 
 
-def experiment_tree_figure(experiments: list[dict[str, Any]], path: Path) -> Path | None:
+def experiment_tree_figure(experiments: list[dict[str, Any]], path: Path, prune_after: int = 2) -> Path | None:
     """PNG: the search tree of the dev experiments (an edge from the experiment a technique branched from),
-    each node with its technique and dev accuracy; None for fewer than two experiments."""
+    each node with its technique, dev accuracy, paired score against the baseline and debug nodes; pruned nodes
+    are marked (red, "pruned"); None for fewer than two experiments."""
     if len(experiments) < 2:
         return None
     import matplotlib
@@ -65,27 +67,35 @@ def experiment_tree_figure(experiments: list[dict[str, Any]], path: Path) -> Pat
     import matplotlib.pyplot as plt
 
     by_iter = {e["iteration"]: e for e in experiments}
-    depth: dict[int, int] = {}
-    for e in sorted(experiments, key=lambda e: e["iteration"]):
-        parent = e.get("parent")
-        depth[e["iteration"]] = depth.get(parent, -1) + 1 if parent in by_iter else 0
-    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.55 * len(experiments)))
-    y = {it: -i for i, it in enumerate(sorted(by_iter))}
-    for it, e in by_iter.items():
-        if e.get("parent") in by_iter:
-            ax.plot([depth[e["parent"]], depth[it]], [y[e["parent"]], y[it]], color="#999999", zorder=1)
+    parent_of = {it: (e.get("parent") if e.get("parent") in by_iter else 0) for it, e in by_iter.items()}
+    depth: dict[int, int] = {0: 0}  # node 0: the baseline, the root of the search (score 0)
+    for it in sorted(by_iter):
+        depth[it] = depth[parent_of[it]] + 1
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.55 * len(experiments)))
+    y = {0: 1, **{it: -i for i, it in enumerate(sorted(by_iter))}}
+    for it in by_iter:
+        ax.plot([depth[parent_of[it]], depth[it]], [y[parent_of[it]], y[it]], color="#999999", zorder=1)
+    ax.scatter([0], [1], s=120, color="#999999", zorder=2)
+    ax.annotate("baseline (root, score 0)", (0, 1), xytext=(10, -4), textcoords="offset points", fontsize=8)
     best = max((e["record"]["accuracy"] for e in experiments if e.get("record")), default=None)
     for it, e in by_iter.items():
         rec = e.get("record")
         acc = f"{100 * rec['accuracy']:.1f}%" if rec else "failed"
+        pruned = pruned_reason(e, experiments, prune_after)
         color = "#4c72b0" if rec and rec["accuracy"] == best else ("#bbbbbb" if not rec else "#8fb0d9")
-        ax.scatter([depth[it]], [y[it]], s=120, color=color, zorder=2)
+        ax.scatter([depth[it]], [y[it]], s=120, color="#c44e52" if pruned else color, zorder=2,
+                   marker="X" if pruned else "o")
         name = (e.get("spec") or {}).get("name") or (e.get("proposal") or {}).get("technique", "?")
         extends = f" (extends {e['extends']})" if e.get("extends") else ""
-        ax.annotate(f"#{it} {name}{extends}: {acc}", (depth[it], y[it]), xytext=(10, -4),
+        paired = e.get("paired") if rec else None
+        score = f", {100 * paired['delta']:+.1f} pts vs baseline" if paired else ""
+        debug = f", {debug_nodes(e)} debug" if debug_nodes(e) else ""
+        ax.annotate(f"#{it} {name}{extends}: {acc}{score}{debug}{', pruned' if pruned else ''}",
+                    (depth[it], y[it]), xytext=(10, -4),
                     textcoords="offset points", fontsize=8)
     ax.set_xlim(-0.5, max(depth.values()) + 3.5)
-    ax.set_ylim(min(y.values()) - 0.7, 0.7)
+    ax.set_ylim(min(y.values()) - 0.7, 1.7)
     ax.axis("off")
-    ax.set_title("dev experiments: each branch starts from its parent's technique", fontsize=9)
+    ax.set_title("best-first search on the dev split: each branch starts from its parent's technique; "
+                 "score = paired delta vs the baseline", fontsize=8)
     return _save(fig, path)

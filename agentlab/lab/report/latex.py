@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from agentlab.lab.report.tables import comparison_text, pct, truncated_cell
+from agentlab.lab.report.tables import comparison_text, confirmation_text, pct, truncated_cell
 
 _TEX_ESC = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -17,8 +17,9 @@ def tex(s: Any) -> str:
 
 def to_latex(draft: dict[str, Any], records: list[dict[str, Any]], lit: list[dict[str, Any]], *, lab_name: str,
              stop_reason: str | None = None, comparison: dict[str, Any] | None = None,
-             sizing: str = "") -> str:
-    """``sizing``: the report split's sizing line (and a demo's banner), after the comparison."""
+             sizing: str = "", confirmation: dict[str, Any] | None = None) -> str:
+    """``sizing``: the report split's sizing line (and a demo's banner), after the comparison; ``confirmation``:
+    the confirmation on fresh dev problems and the ablation (``final["confirmation"]``)."""
     rows = "\n".join(
         f"{tex(r['technique'])} & {r['n']} & {r['correct']} & {tex(pct(r['accuracy']))} & "
         f"[{tex(pct(r.get('ci_low')))}, {tex(pct(r.get('ci_high')))}] & {tex(truncated_cell(r))} \\\\"
@@ -42,11 +43,27 @@ def to_latex(draft: dict[str, Any], records: list[dict[str, Any]], lit: list[dic
         parts.append(tex(comparison_text(comparison)))
     if sizing:
         parts.append(tex(sizing))
+    if confirmation:
+        parts += [r"\subsection*{Confirmation and ablation}", tex(confirmation_text(confirmation))]
+        parts += _ablation(confirmation)
     parts += [r"\section{Discussion}", tex(draft["discussion"]), r"\section{Conclusion}", tex(draft["conclusion"])]
     if bib:
         parts += [r"\begin{thebibliography}{9}", bib, r"\end{thebibliography}"]
     parts.append(r"\end{document}")
     return "\n".join(parts) + "\n"
+
+
+def _ablation(conf: dict[str, Any]) -> list[str]:
+    """The ablation table: each part of the best node removed in turn (change: ablated minus full, paired)."""
+    rows = [r for r in conf.get("ablation") or [] if r.get("record")]
+    if not rows:
+        return []
+    body = "\n".join(f"{tex(r['label'])} & {r['record']['n']} & {r['record']['correct']} & "
+                     f"{tex(pct(r['record']['accuracy']))} & "
+                     + (tex(f"{100 * r['delta']:+.1f}") + f" & {r['p_value']:.3g}" if "delta" in r else "- & -")
+                     + " \\\\" for r in rows)
+    return [r"\begin{tabular}{lrrrrr}", r"Part removed & n & Correct & Accuracy & Change (points) & McNemar p \\ \hline",
+            body, r"\end{tabular}"]
 
 
 def tex_engine() -> str | None:

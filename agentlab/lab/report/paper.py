@@ -13,7 +13,14 @@ from typing import Any
 from agentlab.lab.power import ReportSizing, demo_text, sizing_text
 from agentlab.lab.report.figures import accuracy_figure, experiment_tree_figure
 from agentlab.lab.report.latex import tex_engine, to_latex
-from agentlab.lab.report.tables import comparison_text, paired_table, results_table
+from agentlab.lab.report.tables import (
+    ablation_table,
+    comparison_text,
+    confirmation_text,
+    paired_table,
+    results_table,
+)
+from agentlab.lab.search import summary_text
 from agentlab.lab.state import LabConfig
 from agentlab.techniques import TechniqueSpec
 
@@ -60,14 +67,24 @@ def dev_records(state: dict[str, Any]) -> list[dict[str, Any]]:
     return ([base] if base else []) + [e["record"] for e in state.get("experiments") or [] if e.get("record")]
 
 
+def confirmation_records(final: dict[str, Any]) -> list[dict[str, Any]]:
+    """The records of the confirmation on fresh dev problems and of the ablation (``agentlab.lab.confirm``): they
+    join the paper's records."""
+    conf = final.get("confirmation") or {}
+    recs = [conf.get("technique"), conf.get("baseline"), *(r.get("record") for r in conf.get("ablation") or [])]
+    return list({r["record_id"]: r for r in recs if r}.values())
+
+
 def build_paper(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, out_dir: Path) -> Paper:
     """Markdown + LaTeX (+ PNG figure) from a verified draft and the records in the state."""
     final = state.get("final") or {}
     records = [r for r in (final.get("technique"), final.get("baseline"), final.get("prior_best")) if r]
     dev = dev_records(state)
+    confirmed = confirmation_records(final)  # fresh dev problems: shown in their own section
     experiment_records = [e["record"] for e in state.get("experiments") or [] if e.get("record")]
     fig = accuracy_figure(records, experiment_records, out_dir / "figures" / "accuracy.png")
-    tree = experiment_tree_figure(state.get("experiments") or [], out_dir / "figures" / "experiments.png")
+    tree = experiment_tree_figure(state.get("experiments") or [], out_dir / "figures" / "experiments.png",
+                                  config.prune_after)
     lit = state.get("literature") or []
     relations = citation_relations(state)
     used = used_papers(lit, relations)
@@ -75,15 +92,16 @@ def build_paper(state: dict[str, Any], draft: dict[str, Any], config: LabConfig,
     markdown = "\n".join([*_front(state, draft, config, lit, used, relations),
                           *_training(state.get("experiments") or []),
                           *_results(state, config, records, dev, fig, tree),
-                          *_back(state, draft, records + dev)])
+                          *_back(state, draft, records + dev + confirmed)])
     latex = to_latex(draft, records, used, lab_name=config.lab_name, stop_reason=state.get("stop_reason"),
-                     comparison=final.get("comparison"), sizing=" ".join(_sizing_lines(state, config)))
+                     comparison=final.get("comparison"), sizing=" ".join(_sizing_lines(state, config)),
+                     confirmation=final.get("confirmation"))
     citations = list(dict.fromkeys([*(str(p["id"]) for p in used), *relations]))
     ran = [*(state.get("experiments") or []), state.get("dev_baseline") or {}]
     specs = {**{TechniqueSpec.parse(e["spec"]).spec_hash(): e["spec"] for e in ran
                 if e.get("record") and e.get("spec")}, **(final.get("specs") or {})}
     return Paper(title=draft["title"], abstract=draft["abstract"], markdown=markdown, latex=latex, figure=fig,
-                 records=records + dev, citations=citations, claims=[], comparison=final.get("comparison"),
+                 records=records + dev + confirmed, citations=citations, claims=[], comparison=final.get("comparison"),
                  techniques=specs or None, relations=relations, tree=tree, curves=curves or None)
 
 
@@ -207,6 +225,11 @@ def _results(state: dict[str, Any], config: LabConfig, records: list[dict[str, A
         lines += ["### Dev-split experiments", "", results_table(dev)]
         paired = paired_table(state.get("experiments") or [])
         lines += [paired] if paired else []
+    if final.get("confirmation"):
+        lines += ["### Confirmation and ablation", "", confirmation_text(final["confirmation"]), "",
+                  results_table(confirmation_records(final)), ablation_table(final["confirmation"])]
+    if state.get("search"):
+        lines += ["", summary_text(state["search"])]
     if tree:
         lines += ["", "![Experiment tree](figures/experiments.png)", ""]
     return lines

@@ -75,6 +75,8 @@ def results_summary(final: dict[str, Any]) -> str:
         parts.append(comparison_text(final["comparison"]))
     if final.get("comparison_prior"):
         parts.append("Against the prior best: " + comparison_text(final["comparison_prior"]))
+    if final.get("confirmation"):
+        parts.append(confirmation_text(final["confirmation"]))
     return "; ".join(parts) or "no results"
 
 
@@ -89,3 +91,39 @@ def experiments_summary(experiments: list[dict[str, Any]]) -> str:
                      + (f" ({paired['wins']} wins, {paired['losses']} losses against the baseline, "
                         f"McNemar p = {paired['p_value']:.3g})" if paired else ""))
     return "; ".join(parts) or "none"
+
+
+def confirmation_text(conf: dict[str, Any]) -> str:
+    """The paper's confirmation line: the best dev node against the baseline on fresh dev problems no node was
+    chosen on (generated from the records' paired comparison; the claim checker skips it)."""
+    t, b = conf.get("technique") or {}, conf.get("baseline") or {}
+    text = (f"Confirmation on {conf['n']} fresh dev problems ({conf.get('subset')}; no node was chosen on them, "
+            "none is in the report split): ")
+    if "delta" not in conf:
+        return text + "it did not finish, so the dev gain is unconfirmed."
+    text += (f"{t.get('technique')} {pct(t.get('accuracy'))} ({t.get('correct')}/{t.get('n')}) against the baseline "
+             f"{b.get('technique')} {pct(b.get('accuracy'))} ({b.get('correct')}/{b.get('n')}): {conf['wins']} wins, "
+             f"{conf['losses']} losses, difference {100 * conf['delta']:+.1f} percentage points, exact McNemar "
+             f"p = {conf['p_value']:.3g}. ")
+    return text + ("The dev gain confirmed." if conf.get("confirmed") else
+                   "The dev gain did not confirm on fresh problems; the report split decides.")
+
+
+def ablation_table(conf: dict[str, Any]) -> str:
+    """Markdown table: the best node with each part removed in turn, on the confirmation problems, paired with the
+    full node (change = ablated minus full; a negative change is what the part contributed); empty when none ran."""
+    rows = [r for r in conf.get("ablation") or [] if r.get("record")]
+    if not rows:
+        return ""
+    full = conf.get("technique") or {}
+    caption = (f"Ablation of {full.get('technique')} ({pct(full.get('accuracy'))} on the same {conf['n']} "
+               "confirmation problems): each part removed in turn, paired with the full node.\n\n")
+    head = ("| Part removed | Technique | n | Correct | Accuracy | Change vs full | Ablated right, full wrong "
+            "| Full right, ablated wrong | McNemar p |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+    lines = []
+    for r in rows:
+        rec, paired = r["record"], "delta" in r
+        lines.append(f"| {r['label']} | {rec['technique']} | {rec['n']} | {rec['correct']} | {pct(rec['accuracy'])} | "
+                     + (f"{100 * r['delta']:+.1f} points | {r['wins']} | {r['losses']} | {r['p_value']:.3g} |"
+                        if paired else "- | - | - | - |"))
+    return caption + head + "\n".join(lines) + "\n"

@@ -87,7 +87,7 @@ def test_two_labs_publish_two_papers_on_one_server_and_one_goal(workspace, llm, 
 @pytest.mark.slow
 @pytest.mark.integration
 def test_ctrl_c_stops_every_lab_and_labs_resume_finishes_them(workspace, llm):
-    llm.mus_delay_s = 0.15  # each dev job takes about a second: room to stop mid-experiments
+    llm.mus_delay_s = 0.3  # each dev job takes a few seconds: room to stop mid-experiments on a loaded machine
     env = _env(workspace, llm)
     proc = subprocess.Popen(_agentlab("labs", "run", "-n", "2", "--goal", GOAL, "--quiet", "--stop-timeout", "90",
                                       "--dev-n", "6", "--iterations", "2", *SIZES),

@@ -6,6 +6,7 @@ line on stderr and a non-zero exit code; ``--debug`` shows the traceback.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -74,6 +75,9 @@ lab_cmd.register(app)  # lab start|resume|status|list, demo (issue 6)
 
 
 def main() -> None:
+    # Ctrl-C stops a lab cleanly (jobs cancelled, run resumable), and `labs run` stops its labs with SIGINT: a
+    # process started in the background by a non-interactive shell inherits SIGINT ignored, so take it back
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         app()
     except USER_ERRORS as exc:

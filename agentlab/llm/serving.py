@@ -165,9 +165,8 @@ class ServingManager:
         return out
 
     def find(self, engine: Engine, model: str, wait_s: float = 180.0) -> RunningServer | None:
-        """A registered, live server of this model that answers. One still starting, or busy with a completion
-        is waited for up to `wait_s`: labs that
-        share a workspace then share one server instead of each starting its own."""
+        """A registered, live server of this model that answers. One still starting is waited for up to `wait_s`:
+        labs that share a workspace then share one server instead of each starting its own."""
         for server in self.list():
             if server.engine == engine and server.model == model and _answers(server, wait_s):
                 return server

@@ -9,8 +9,8 @@ scheduler, with the recipe in examples/train/.
 
     nice -n 10 .venv/bin/python benchmarks/bench_train.py [--n 200] [--max-steps 60] [--max-minutes 18] [--workspace DIR]
 
-The task ``arith_pm`` is reasoning-gym ``basic_arithmetic`` with + and - only (2-3 terms of 1-2 digits, no
-parentheses or negation), registered for this process; training problems come from seed 1000, the report
+The task ``arith_pm`` (a registered benchmark) is reasoning-gym ``basic_arithmetic`` with + and - only (2-3
+terms of 1-2 digits, no parentheses or negation); training problems come from seed 1000, the report
 split from seed 0, and any training question equal to a report question is dropped. The SFT target is a
 worked solution (one operation a line, then the boxed answer); ``--target boxed`` trains the bare answer.
 """
@@ -34,12 +34,12 @@ TASK = "arith_pm"
 
 
 def register_task(size: int) -> None:
-    from agentlab.bench.registry import BENCHMARKS, GymBenchmark
+    """``arith_pm`` (registered in agentlab.bench) generating ``size`` problems, so the report split has --n."""
+    import dataclasses
 
-    BENCHMARKS[TASK] = GymBenchmark(
-        TASK, "basic_arithmetic", "reasoning-gym arithmetic: + and -, 2-3 terms of 1-2 digits", size=size,
-        config=(("min_terms", 2), ("max_terms", 3), ("min_digits", 1), ("max_digits", 2),
-                ("operators", ("+", "-")), ("allow_parentheses", False), ("allow_negation", False)))
+    from agentlab.bench.registry import BENCHMARKS
+
+    BENCHMARKS[TASK] = dataclasses.replace(BENCHMARKS[TASK], size=size)
 
 
 def train(args, ws: Path, data_dir: Path, report_size: int):

@@ -309,6 +309,11 @@ BENCHMARKS: dict[str, FileBenchmark | GymBenchmark] = {
         "basic_arithmetic", "basic_arithmetic",
         "reasoning-gym arithmetic, 2-4 terms of 1-2 digits (offline, seeded; the embedded default)",
         config=(("min_terms", 2), ("max_terms", 4), ("min_digits", 1), ("max_digits", 2))),
+    "arith_pm": GymBenchmark(
+        "arith_pm", "basic_arithmetic",
+        "reasoning-gym arithmetic with + and - only, 2-3 terms of 1-2 digits (short answers: a 135M model can learn it)",
+        config=(("min_terms", 2), ("max_terms", 3), ("min_digits", 1), ("max_digits", 2), ("operators", ("+", "-")),
+                ("allow_parentheses", False), ("allow_negation", False))),
     "gsm_symbolic": GymBenchmark("gsm_symbolic", "gsm_symbolic", "reasoning-gym GSM-symbolic word problems"),
     "simple_equations": GymBenchmark("simple_equations", "simple_equations",
                                      "reasoning-gym linear equations in one variable"),

@@ -311,6 +311,8 @@ def start(
                                         "under study (SFT/GRPO with LoRA, a sandboxed train job) and evaluate the "
                                         "trained checkpoint; needs a local model under study."),
     train_max_steps: int = typer.Option(30, "--train-max-steps", help="Optimizer steps one training technique may run."),
+    train_max_minutes: float = typer.Option(20.0, "--train-max-minutes", min=0.1,
+                                            help="Wall-clock budget of one training technique."),
     max_usd: Optional[float] = typer.Option(None, "--max-usd", help="Agents' LLM budget in USD (budgets.max_usd)."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Agents' LLM token budget (budgets.max_tokens)."),
     max_jobs: Optional[int] = typer.Option(None, "--max-jobs", help="Maximum jobs (budgets.max_jobs)."),
@@ -333,6 +335,7 @@ def start(
                        max_tokens_per_answer=max_answer_tokens,
                        confirm_n=confirm_n, ablate=ablate, concurrency=concurrency, lab_name=lab_name, allow_code_techniques=allow_code,
                        allow_training=allow_training, train_max_steps=train_max_steps,
+                       train_max_minutes=train_max_minutes,
                        queue_if_server_down=queue_if_server_down, publish_failures=publish_failures)
     run_lab_command(goal, goal_id, copilot, server, config,
                     _budget_overrides(max_usd, max_tokens, max_jobs, max_wall_minutes), quiet, run_id,

@@ -172,12 +172,10 @@ def propose(state: dict, ctx: AgentContext, error: str = "") -> tuple[TechniqueP
     techniques = ctx.technique_names()
     plan = state.get("plan") or {}
     planned = [t for t in plan.get("techniques", []) if t in techniques]
-    i = len(state.get("experiments") or [])
-    default_name = planned[i % len(planned)] if planned else cfg.baseline
 
-    def fallback() -> TechniqueProposal:
-        return TechniqueProposal(technique=default_name, max_tokens=cfg.max_tokens_per_answer,
-                                 rationale="the plan's technique (fallback)")
+    def fallback(builtin: list[str] = techniques) -> TechniqueProposal:  # bound now: the list grows below
+        name, why = fallback_technique(state, planned, builtin, cfg.baseline)
+        return TechniqueProposal(technique=name, max_tokens=cfg.max_tokens_per_answer, rationale=why)
 
     techniques = [*techniques, *published_techniques(state)]
     if cfg.allow_code_techniques:
@@ -199,6 +197,17 @@ def propose(state: dict, ctx: AgentContext, error: str = "") -> tuple[TechniqueP
         proposal = proposal.model_copy(update={"parent": choice["parent"]})
         proposal._parent_asked = None if fell_back else asked
     return proposal, fell_back
+
+
+def fallback_technique(state: dict, planned: list[str], techniques: list[str], baseline: str) -> tuple[str, str]:
+    """(technique, why) when the engineer gave no valid proposal: the next planned technique not tried yet, else
+    any built-in one not tried yet, never the baseline (it is already the root of the tree: running it again
+    under another name would pass it off as a new technique); only when all were tried, the plan's again."""
+    tried = {(e.get("proposal") or {}).get("technique") for e in state.get("experiments") or []}
+    fresh = [t for t in [*planned, *techniques] if t != baseline and t not in tried]
+    others = fresh or [t for t in planned if t != baseline] or [t for t in techniques if t != baseline] or [baseline]
+    name = others[0 if fresh else len(state.get("experiments") or []) % len(others)]
+    return name, ("the plan's technique" if name in planned else "an untried technique") + " (fallback)"
 
 
 TRAINING_NOTE = (f"\nOr choose {TRAIN} to fine-tune the model under study itself (SFT or GRPO with LoRA, on problems "

@@ -21,7 +21,7 @@ from agentlab.config import Settings
 from agentlab.lab.dev_evidence import dev_evidence
 from agentlab.lab.state import LabConfig
 from agentlab.lab.training import TrainingExperiments, differences
-from agentlab.techniques import TechniqueSpec, apply_overrides, builtin_techniques, get_technique
+from agentlab.techniques import TechniqueError, TechniqueSpec, apply_overrides, builtin_techniques, get_technique
 
 EXEMPLAR_POOL = 8  # dev-pool problems after the dev problems that few-shot exemplars come from (the most)
 
@@ -125,6 +125,7 @@ class Experiments(TrainingExperiments):
         problems, never from the report split), aggregation, critique/revise rounds and a verifier (judge) step.
         Raises TechniqueError naming the bad field."""
         data = spec.model_dump(mode="json")
+        check_written_prompts(proposal)
         if proposal.get("system"):
             data["system"] = "\n".join(x for x in (proposal["system"], data.get("system")) if x)
         if proposal.get("template"):
@@ -432,3 +433,17 @@ class Experiments(TrainingExperiments):
 
 def run_sync(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def check_written_prompts(proposal: dict[str, Any]) -> None:
+    """Prompts the engineer wrote show the question once: a small model sometimes repeats ``{question}`` (or
+    a whole line) many times, a prompt that validates and then fails every problem. Raises TechniqueError."""
+    written = [("template", proposal.get("template") or ""),
+               *((f"chain_templates[{i}]", t) for i, t in enumerate(proposal.get("chain_templates") or [])),
+               *((f"steps[{i}].template", (st or {}).get("template") or "") for i, st in enumerate(proposal.get("steps") or []))]
+    for field, text in written:
+        n = text.count("{question}")
+        if n > 2:
+            raise TechniqueError(f"{field} has {{question}} {n} times: the model would read the question {n} "
+                                 "times; write it once")
+

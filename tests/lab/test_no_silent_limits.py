@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+import pytest
+
 from agentlab.config import load_settings
 from agentlab.lab.experiments import Experiments
 from agentlab.lab.run import sized_for_agents, start_lab
@@ -93,6 +95,7 @@ def test_simplify_never_passes_the_baseline_off_as_a_new_technique(lab_settings)
     assert simple.name == f"{base.name}_max32" and failing.name not in simple.name
 
 
+@pytest.mark.requires("bubblewrap")  # a lab run starts with a real sandboxed job (lab/preflight.py)
 def test_an_adjusted_proposal_is_told_once_and_the_record_notes_it(lab_settings, llm, preprint):
     prompts = []
 
@@ -118,3 +121,19 @@ def test_an_adjusted_proposal_is_told_once_and_the_record_notes_it(lab_settings,
     spec = entry["spec"]
     assert spec["chains"]["n"] == 2 and spec["sampling"]["max_tokens"] == 64 and spec["sampling"]["temperature"] == 1.5
     assert spec["system"] == "Be careful with signs."
+
+
+def test_fallback_never_reruns_the_baseline_as_a_new_technique():
+    """An engineer with no valid proposal falls back to a technique not tried yet, never the baseline (the root
+    of the tree, which would come back as the same record under a new name)."""
+    from agents.ml_engineer import fallback_technique
+
+    names = ["zero_shot_cot", "few_shot_cot", "self_consistency", "plan_and_solve"]
+    tried = {"experiments": [{"proposal": {"technique": "few_shot_cot"}}]}
+    assert fallback_technique({}, ["zero_shot_cot"], names, "zero_shot_cot") == \
+        ("few_shot_cot", "an untried technique (fallback)")
+    assert fallback_technique(tried, ["zero_shot_cot", "few_shot_cot"], names, "zero_shot_cot")[0] == "self_consistency"
+    assert fallback_technique({}, ["plan_and_solve"], names, "zero_shot_cot") == \
+        ("plan_and_solve", "the plan's technique (fallback)")
+    every = {"experiments": [{"proposal": {"technique": t}} for t in names]}
+    assert fallback_technique(every, ["few_shot_cot"], names, "zero_shot_cot")[0] == "few_shot_cot"

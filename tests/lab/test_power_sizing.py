@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from agentlab.bench import load_benchmark
 from agentlab.bench.registry import BENCHMARKS
 from agentlab.eval.stats import mcnemar_power, mcnemar_sample_size
-from agentlab.lab.power import plan_sizing, size_report_split, sizing_text, with_achieved
+from agentlab.lab.power import Z_DISCORDANCE, discordance, plan_sizing, size_report_split, sizing_text, with_achieved
 from agentlab.lab.report.claims import check_paper
 from agentlab.lab.report.paper import build_paper
 from agentlab.lab.state import LabConfig
@@ -32,13 +32,19 @@ def _paired(wins: int, losses: int, n: int) -> dict:
 
 
 def test_the_report_split_is_sized_from_the_dev_discordance_within_the_budget():
-    # 4 of 20 dev problems discordant: a 5-point gain needs 626 report problems; the budget allows 300
+    # 4 of 20 dev problems discordant, read at its 80% upper bound (28.5%): a 5-point gain needs 893 report
+    # problems (626 at the 20% seen); the budget allows 300
+    upper = discordance(4, 20, 0.05, Z_DISCORDANCE)
+    assert 0.284 < upper < 0.286
     s = size_report_split(LabConfig(report_n=300), 300, _paired(3, 1, 20))
-    assert (s.discordant, s.paired_n, s.needed, s.report_n) == (4, 20, mcnemar_sample_size(0.2, 0.05), 300)
-    assert s.planned_power == mcnemar_power(300, 0.2, 0.05) < 0.8
+    assert (s.discordant, s.paired_n, s.needed, s.report_n) == (4, 20, 893, 300)
+    assert s.planned_power == mcnemar_power(300, upper, 0.05) < 0.8
     # a 20-point gain needs fewer than the budget: the split gets only what it needs
     s = size_report_split(LabConfig(report_n=300, min_gain=0.2), 300, _paired(6, 2, 20))
-    assert s.report_n == s.needed == mcnemar_sample_size(0.4, 0.2) < 300 and s.planned_power >= 0.8
+    assert s.report_n == s.needed == mcnemar_sample_size(discordance(8, 20, 0.2, Z_DISCORDANCE), 0.2) < 300
+    assert s.planned_power >= 0.8
+    # 2 of 40 (seen in a lab run, which then disagreed on 15 of 155 report problems) asks for 273, not 155
+    assert size_report_split(LabConfig(report_n=300), 300, _paired(1, 1, 40)).needed == 273
     # no dev discordance at all is read as the least a gain of min_gain needs, not as "no problems needed"
     assert size_report_split(LabConfig(), 500, _paired(0, 0, 20)).needed == mcnemar_sample_size(0.05, 0.05)
     # a benchmark with fewer problems than the budget, no paired experiment, a demo
@@ -53,13 +59,13 @@ def test_the_paper_states_the_sizing_and_the_power_achieved(tmp_path):
     sizing = with_achieved(sizing, {"n": 500, "wins": 70, "losses": 30})
     assert sizing.achieved == {"n": 500, "discordant": 100, "power": mcnemar_power(500, 0.2, 0.05)}
     text = sizing_text(sizing)
-    assert "disagreed on 4 of 20 problems" in text and "needs 626 report problems" in text
-    assert "the budget allows 500 (report_n)" in text and "planned power 71%" in text
+    assert "disagreed on 4 of 20 problems" in text and "needs 893 report problems" in text
+    assert "the budget allows 500 (report_n)" in text and "planned power 55%" in text
     assert "disagreed on 100 of 500 problems, which gives 71% power for a gain of 5 points" in text
     state = {"run_id": "lab-x", "goal": "g", "experiments": [], "final": _final(sizing, 500)}
     paper = build_paper(state, DRAFT, LabConfig(report_n=500), tmp_path)
     assert text in paper.markdown and "Demo-size run" not in paper.markdown
-    assert "needs 626 report problems" in paper.latex
+    assert "needs 893 report problems" in paper.latex
     assert check_paper(paper.markdown, []) == []  # generated: never a claim to check
 
 

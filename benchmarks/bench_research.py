@@ -102,7 +102,7 @@ def figures(settings, run_id: str, wall_s: float) -> dict[str, Any]:
         "tree": st.get("search"),
         "dev": [{"iteration": e["iteration"], "technique": (e.get("spec") or {}).get("name"),
                  "accuracy": (e.get("record") or {}).get("accuracy"), "paired": e.get("paired")} for e in exps],
-        "dev_baseline": (st.get("dev_baseline") or {}).get("accuracy"),
+        "dev_baseline": ((st.get("dev_baseline") or {}).get("record") or {}).get("accuracy"),
         "plan_sizing": ((st.get("plan") or {}).get("sizing") or {}).get("text"),
         "sizing": final.get("sizing"), "confirmation": _confirmation(final.get("confirmation")),
         "technique": final.get("technique_name"), "baseline": _acc(final.get("baseline")),

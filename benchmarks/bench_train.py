@@ -2,8 +2,9 @@
 from the report split, and its report-split accuracy before and after, paired (exact McNemar).
 
 The base model and the checkpoint are served the same way: llama.cpp's server, the base from its GGUF (Q4_1)
-and the checkpoint from a GGUF converted at the base's quantization (agentlab.train.gguf; the conversion is
-timed), greedy; both are evaluated by the same harness on the same report-split problems, and each record
+and the checkpoint from a GGUF converted at Q8_0 (agentlab.train.gguf: a 4-bit grid rounds the training away;
+the conversion is timed), greedy; a control serves the untrained base the checkpoint's way (Q8_0) to show what
+the serving alone changes; both are evaluated by the same harness on the same report-split problems, and each record
 names its engine and quantization. Training runs as a real sandboxed `train` job through the local
 scheduler, with the recipe in examples/train/.
 
@@ -87,6 +88,27 @@ def base_endpoint(ws: Path):
     return Endpoint.from_server(managed.__enter__()), managed
 
 
+def base_at_q8_endpoint(ws: Path):
+    """(endpoint, server context) of the untrained base re-served as a checkpoint of a 4-bit base is (Q8_0,
+    agentlab.train.gguf): the control that shows what the serving alone changes."""
+    import json
+
+    from agentlab.eval.client import Endpoint
+    from agentlab.llm.serving import ServerSpec, ServingManager, embedded_model_path, managed_server
+    from agentlab.train.gguf import checkpoint_gguf
+    from agentlab.train.models import META_FILE, load_base
+
+    folder = ws / "control" / "checkpoint"
+    if not (folder / META_FILE).is_file():
+        model, tok = load_base(str(embedded_model_path()))
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        (folder / META_FILE).write_text(json.dumps({"base": "embedded", "method": "none", "finetune": "full"}))
+    managed = managed_server(ServingManager(ws), ServerSpec(engine="llama.cpp", model=str(checkpoint_gguf(folder))),
+                             reuse=False)
+    return Endpoint.from_server(managed.__enter__()), managed
+
+
 def evaluate_model(problems, ws: Path, served, max_tokens: int, concurrency: int):
     """Evaluate on the report split with ``served`` = (endpoint, server context); stops the server."""
     from agentlab.eval.harness import evaluate
@@ -138,20 +160,23 @@ def main() -> int:
     t1 = time.monotonic()
     before, res_b = evaluate_model(problems, ws, base_endpoint(ws), args.max_tokens, args.concurrency)
     t2 = time.monotonic()
-    served = checkpoint_endpoint(ws, run.run_id)  # converted to GGUF at the base's quantization, then served
+    served = checkpoint_endpoint(ws, run.run_id)  # converted to GGUF (Q8_0 for this Q4_1 base), then served
     t_convert = time.monotonic() - t2
     after, res_a = evaluate_model(problems, ws, served, args.max_tokens, args.concurrency)
     t3 = time.monotonic()
-    wins = sum(1 for k in res_a if res_a[k] and not res_b.get(k, False))
-    losses = sum(1 for k in res_a if not res_a[k] and res_b.get(k, False))
+    control, res_c = evaluate_model(problems, ws, base_at_q8_endpoint(ws), args.max_tokens, args.concurrency)
+    wins, losses = paired(res_a, res_b)
     r = run.result or {}
     print("\n== bench_train (SFT, LoRA, CPU)")
-    for label, s in (("before (base)", before), ("after (SFT)", after)):
+    for label, s in (("before (base)", before), ("after (SFT)", after), ("base at Q8_0", control)):
         lo, hi = wilson_interval(s.correct, s.n)
         print(f"{label:14s} {s.correct}/{s.n} = {s.correct / s.n:.1%}  95% CI [{lo:.1%}, {hi:.1%}]  "
               f"model {s.model} served by {s.serving}, {s.truncated} of {s.calls} replies cut at "
               f"{args.max_tokens} tokens")
     print(f"paired: SFT-only correct {wins}, base-only correct {losses}; exact McNemar p = {mcnemar(wins, losses):.3g}")
+    c_wins, c_losses = paired(res_c, res_b)
+    print(f"control (the serving alone): the base at Q8_0 against Q4_1: {c_wins} wins, {c_losses} losses, exact "
+          f"McNemar p = {mcnemar(c_wins, c_losses):.3g}")
     print(f"training: {r.get('steps')} steps x batch {args.batch}, {run.n_train} rows ({run.dropped_leaks} leaks "
           f"dropped), final loss {r.get('final_loss'):.4f}, {r.get('tokens_per_s')} tokens/s, peak memory "
           f"{r.get('peak_memory_mb')} MB, train {r.get('train_wall_s')} s (job {r.get('wall_s', 0):.0f} s, {backend})")
@@ -159,6 +184,12 @@ def main() -> int:
           f"before {t2 - t1:.0f} s (0 when resumed from an earlier run in --workspace), after {t3 - t2:.0f} s "
           f"(GGUF conversion and server start {t_convert:.0f} s of it), total {time.monotonic() - t0:.0f} s")
     return 0
+
+
+def paired(ours: dict, theirs: dict) -> tuple[int, int]:
+    """(problems only ``ours`` got right, problems only ``theirs`` got right)."""
+    return (sum(1 for k in ours if ours[k] and not theirs.get(k, False)),
+            sum(1 for k in ours if not ours[k] and theirs.get(k, False)))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ system-deps:
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES); \
 	else \
-		echo "note: missing system packages:$$missing (sudo apt-get install -y $(SYSTEM_PACKAGES)); related tests will skip"; \
+		echo "note: missing system packages:$$missing (sudo apt-get install -y $(SYSTEM_PACKAGES)); related tests skip (with CI set, they fail naming it)"; \
 	fi
 
 # the demo's jobs run in bubblewrap: install it when we can, else stop before the run and say how

@@ -17,7 +17,7 @@ from preprint_server import crud
 from preprint_server.client import PreprintClient
 from preprint_server.core.config import ServerSettings
 from preprint_server.db import Database
-from preprint_server.embedding import default_embedder
+from preprint_server.search import default_embedder
 from preprint_server.serve import local_server
 
 

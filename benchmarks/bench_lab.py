@@ -132,7 +132,7 @@ def embedded() -> None:
         del os.environ[k]
     key, url, stop = _fresh_workspace("bench-lab-emb-", "demo-lab")
     settings = load_settings()
-    from agentlab.cli.lab_cmd import demo_config
+    from agentlab.lab.launch import demo_config
 
     cfg = demo_config(server_url=url)
     t0 = time.perf_counter()

@@ -40,7 +40,8 @@ import numpy as np
 from search_quality_corpus import SynthPaper, check, corpus
 
 from preprint_server.core.config import ServerSettings
-from preprint_server.index import SearchIndex, chunk_text, paper_text
+from preprint_server.search import SearchIndex
+from preprint_server.search.index import chunk_text, paper_text
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "agentlab" / "bench-search-quality"
 
@@ -90,7 +91,7 @@ def paper_chunks(p: SynthPaper, settings: ServerSettings) -> list[str]:
 
 
 def embed_corpus(papers: list[SynthPaper], cache: EmbeddingCache, settings: ServerSettings) -> None:
-    from preprint_server.embedding import default_embedder
+    from preprint_server.search import default_embedder
 
     texts = [c for p in papers for c in paper_chunks(p, settings)]
     todo = cache.missing(texts)
@@ -134,10 +135,10 @@ class BaselineKeywords:
 def build(papers: list[SynthPaper], cache: EmbeddingCache, settings: ServerSettings):
     """SQLite rows, Chroma vectors and both keyword indexes for `papers`, through the server's code."""
     from preprint_server.db import Database
-    from preprint_server.embedding import default_embedder
-    from preprint_server.index import Prepared
-    from preprint_server.keyword import KeywordDoc
     from preprint_server.models import Lab, Paper
+    from preprint_server.search import default_embedder
+    from preprint_server.search.index import Prepared
+    from preprint_server.search.keyword import KeywordDoc
 
     db = Database(settings.db_path)
     index = SearchIndex(settings, embedder=default_embedder())
@@ -177,8 +178,8 @@ def by_score(scores: dict[str, float]) -> list[str]:
 def rankings(index, baseline: BaselineKeywords, conn, q: str, explore: bool, fp32_queries=None) -> dict[str, list[str]]:
     """Paper ids, best first, for the baseline, the server's current search and (explore) variants;
     `fp32_queries` (an Embedder): also the current search with queries embedded in fp32."""
-    from preprint_server.index import query_terms
-    from preprint_server.ranking import fuse
+    from preprint_server.search.ranking import fuse
+    from preprint_server.search.snippets import query_terms
 
     depth = 50
     sem = index.semantic(q, depth, None)
@@ -195,7 +196,7 @@ def rankings(index, baseline: BaselineKeywords, conn, q: str, explore: bool, fp3
         finally:
             index.embedder = int8_queries
     if explore:
-        from preprint_server import keyword
+        from preprint_server.search import keyword
 
         kw = {h.paper_id: h.score for h in index.keyword(conn, q, depth, None)}
         power, keyword.RARE_TERM_POWER = keyword.RARE_TERM_POWER, 0.0
@@ -260,7 +261,7 @@ def main() -> None:
                     help="keyword passages of at most this many words instead of keyword.PASSAGE_WORDS")
     args = ap.parse_args()
     if args.passage_words:
-        from preprint_server import keyword
+        from preprint_server.search import keyword
 
         keyword.PASSAGE_WORDS = args.passage_words
     cache = EmbeddingCache(args.cache / "embeddings.sqlite")
@@ -270,7 +271,7 @@ def main() -> None:
         return
     fp32_queries = None
     if args.fp32_queries:
-        from preprint_server.embedding import Embedder
+        from preprint_server.search import Embedder
 
         fp32_queries = Embedder(query_precision="fp32")
     table = {n: evaluate(n, cache, args.explore, fp32_queries) for n in args.papers}

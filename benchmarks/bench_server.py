@@ -43,10 +43,10 @@ import numpy as np
 from preprint_server import crud
 from preprint_server.core.config import ServerSettings
 from preprint_server.db import Database
-from preprint_server.embedding import default_embedder
-from preprint_server.index import Prepared, SearchIndex
-from preprint_server.keyword import KeywordDoc
 from preprint_server.models import Lab, Paper
+from preprint_server.search import SearchIndex, default_embedder
+from preprint_server.search.index import Prepared
+from preprint_server.search.keyword import KeywordDoc
 from preprint_server.serve import free_port
 
 TOPICS = {

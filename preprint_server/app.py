@@ -19,9 +19,9 @@ from preprint_server.api.deps import Services
 from preprint_server.api.routes import goals, pages, papers, search
 from preprint_server.core.config import ServerSettings
 from preprint_server.db import Database
-from preprint_server.embedding import Embedder
-from preprint_server.errors import ServiceError
-from preprint_server.index import SearchIndex
+from preprint_server.catchup import IndexCatchUp
+from preprint_server.errors import ServiceError, Unavailable
+from preprint_server.search import Embedder, SearchIndex
 from preprint_server.storage import BlobStore
 
 log = logging.getLogger("preprint_server")
@@ -88,7 +88,7 @@ def create_app(settings: ServerSettings | None = None, embedder: Embedder | None
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         svc: Services = app.state.services
-        if settings.reconcile_on_startup:
+        if settings.reconcile_on_startup and not svc.index.lost:  # lost: the catch-up does it on its return
             added, removed = crud.reconcile_index(svc.db, svc.index)
             if added or removed:
                 log.info("index reconciled: %d papers added, %d orphans removed", added, removed)
@@ -99,7 +99,11 @@ def create_app(settings: ServerSettings | None = None, embedder: Embedder | None
         # stops every request for ~100 ms every few hundred searches.
         gc.collect()
         gc.freeze()
+        if svc.catch_up:  # a standalone Chroma server may go away and come back
+            svc.catch_up.start()
         yield
+        if svc.catch_up:
+            svc.catch_up.stop()
         svc.db.close()
 
     app = FastAPI(
@@ -107,9 +111,10 @@ def create_app(settings: ServerSettings | None = None, embedder: Embedder | None
         description="Labs publish reports with verified results; other labs search and build on them.",
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db, index = Database(settings.db_path), SearchIndex(settings, embedder)
     app.state.services = Services(
-        settings=settings, db=Database(settings.db_path), index=SearchIndex(settings, embedder),
-        store=BlobStore(settings.blob_dir),
+        settings=settings, db=db, index=index, store=BlobStore(settings.blob_dir),
+        catch_up=IndexCatchUp(db, index, settings.chroma_retry_s) if settings.chroma_url else None,
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for r in (papers.router, papers.public, papers.techniques, search.router, goals.router, pages.router):
@@ -117,6 +122,7 @@ def create_app(settings: ServerSettings | None = None, embedder: Embedder | None
 
     @app.get("/health", response_model=schemas.Health, tags=["health"])
     def health() -> schemas.Health:
+        """Paper counts; 503 while a standalone Chroma server does not answer (search and publishing fail too)."""
         svc: Services = app.state.services
         return schemas.Health(papers=crud.count_papers(svc.db), indexed_papers=len(svc.index.indexed_paper_ids()),
                               version=__version__)
@@ -132,7 +138,8 @@ def create_app(settings: ServerSettings | None = None, embedder: Embedder | None
 
 async def _service_error(request: Request, exc: ServiceError):
     extra = {"fields": [exc.field]} if hasattr(exc, "field") else None
-    return _error(request, exc.status, exc.message, extra=extra)
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Unavailable) else None
+    return _error(request, exc.status, exc.message, headers=headers, extra=extra)
 
 
 async def _invalid(request: Request, exc: RequestValidationError):

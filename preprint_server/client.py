@@ -1,4 +1,4 @@
-"""HTTP client for the preprint server (sync and async, httpx). Used by labs and the CLI.
+"""HTTP client for the preprint server (httpx). Used by labs and the CLI.
 
 Connection failures are retried with backoff; every failure surfaces as a `PreprintError`
 (a `PreprintServerError`) with a one-line message, e.g. "preprint server at http://... is unreachable".
@@ -6,7 +6,6 @@ Connection failures are retried with backoff; every failure surfaces as a `Prepr
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
@@ -111,16 +110,16 @@ def _paper_request(paper: PaperCreate | dict, pdf: Path | bytes | None, source: 
     return {"data": {"metadata": paper.model_dump_json()}, "files": files}
 
 
-class _Base:
+class PreprintClient:
+    """`with PreprintClient(url, key) as c: c.publish(paper)`."""
+
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0,
                  retries: int = 3, backoff_s: float = 0.5):
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.retries, self.backoff_s = retries, backoff_s
-        self._kw = dict(
-            base_url=self.base_url, timeout=timeout,
-            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
-        )
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout,
+                                  headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
 
     def _unreachable(self, exc: Exception) -> ServerUnreachable:
         return ServerUnreachable(
@@ -136,14 +135,6 @@ class _Base:
     @staticmethod
     def _params(**kw) -> dict:
         return {k: v for k, v in kw.items() if v is not None}
-
-
-class PreprintClient(_Base):
-    """Synchronous client. `with PreprintClient(url, key) as c: c.publish(paper)`."""
-
-    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0, **kw):
-        super().__init__(base_url, api_key, timeout, **kw)
-        self._http = httpx.Client(**self._kw)
 
     def __enter__(self) -> PreprintClient:
         return self
@@ -259,91 +250,6 @@ class PreprintClient(_Base):
     def add_review(self, paper_id: str, text: str, scores: dict[str, float] | None = None) -> ReviewOut:
         body = ReviewCreate(text=text, scores=scores or {}).model_dump(mode="json")
         return _parse(ReviewOut, self._request("POST", f"/api/papers/{_seg(paper_id)}/reviews", json=body))
-
-
-class AsyncPreprintClient(_Base):
-    """Asynchronous twin of `PreprintClient` (same methods, awaitable)."""
-
-    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0, **kw):
-        super().__init__(base_url, api_key, timeout, **kw)
-        self._http = httpx.AsyncClient(**self._kw)
-
-    async def __aenter__(self) -> AsyncPreprintClient:
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def _request(self, method: str, path: str, **kw) -> httpx.Response:
-        for attempt in range(self.retries + 1):
-            try:
-                return self._check(await self._http.request(method, path, **kw))
-            except _RETRYABLE as exc:
-                if attempt == self.retries:
-                    raise self._unreachable(exc) from None
-                await asyncio.sleep(self.backoff_s * 2**attempt)
-            except httpx.TimeoutException as exc:
-                raise PreprintError(f"preprint server {self.base_url}: timed out ({type(exc).__name__})") from None
-        raise AssertionError("unreachable")
-
-    async def health(self) -> Health:
-        return _parse(Health, await self._request("GET", "/health"))
-
-    async def publish(self, paper: PaperCreate | dict, pdf: Path | bytes | None = None,
-                      source: Path | bytes | None = None, artifacts: list[Path] | None = None) -> PaperOut:
-        req = _paper_request(paper, pdf, source, artifacts)
-        return _parse(PaperOut, await self._request("POST", "/api/papers", **req))
-
-    async def get_paper(self, paper_id: str) -> PaperOut:
-        return _parse(PaperOut, await self._request("GET", f"/api/papers/{_seg(paper_id)}"))
-
-    async def retract(self, paper_id: str) -> PaperOut:
-        return _parse(PaperOut, await self._request("POST", f"/api/papers/{_seg(paper_id)}/retract"))
-
-    async def list_papers(self, goal: str | None = None, lab: str | None = None, benchmark: str | None = None,
-                          status: str | None = None, sort: str = "-created", limit: int = 20,
-                          offset: int = 0) -> PaperPage:
-        params = self._params(goal=goal, lab=lab, benchmark=benchmark, status=status, sort=sort, limit=limit, offset=offset)
-        return _parse(PaperPage, await self._request("GET", "/api/papers", params=params))
-
-    async def search(self, q: str, k: int = 5, goal: str | None = None) -> list[SearchHit]:
-        params = self._params(q=q, k=k, goal=goal)
-        return _parse(list[SearchHit], await self._request("GET", "/api/search", params=params))
-
-    async def leaderboard(self, benchmark: str | None = None, goal: str | None = None) -> list[LeaderboardEntry]:
-        params = self._params(benchmark=benchmark, goal=goal)
-        return _parse(list[LeaderboardEntry], await self._request("GET", "/api/leaderboard", params=params))
-
-    async def add_goal(self, text: str, benchmark: str | None = None, baseline: float | None = None,
-                       target: float | None = None, max_papers: int | None = None) -> GoalOut:
-        body = GoalCreate(text=text, benchmark=benchmark, baseline=baseline, target=target,
-                          max_papers=max_papers).model_dump(mode="json")
-        return _parse(GoalOut, await self._request("POST", "/api/goals", json=body))
-
-    async def claim_goal(self, lease_s: float = 300.0, goal: str | None = None, benchmark: str | None = None,
-                         holder: str = "") -> LeaseOut | None:
-        body = GoalClaim(goal=goal, benchmark=benchmark, lease_s=lease_s, holder=holder).model_dump(mode="json")
-        resp = await self._request("POST", "/api/goals/claim", json=body)
-        return None if resp.status_code == 204 else _parse(LeaseOut, resp)
-
-    async def heartbeat_goal(self, lease_id: str, lease_s: float | None = None) -> LeaseOut:
-        body = LeaseRenew(lease_s=lease_s).model_dump(mode="json")
-        resp = await self._request("POST", f"/api/goals/leases/{_seg(lease_id)}/heartbeat", json=body)
-        return _parse(LeaseOut, resp)
-
-    async def release_goal(self, lease_id: str, reason: str = "released") -> LeaseOut:
-        body = LeaseRelease(reason=reason).model_dump(mode="json")
-        return _parse(LeaseOut, await self._request("POST", f"/api/goals/leases/{_seg(lease_id)}/release", json=body))
-
-    async def list_goals(self, status: str | None = None) -> list[GoalOut]:
-        return _parse(list[GoalOut], await self._request("GET", "/api/goals", params=self._params(status=status)))
-
-    async def add_review(self, paper_id: str, text: str, scores: dict[str, float] | None = None) -> ReviewOut:
-        body = ReviewCreate(text=text, scores=scores or {}).model_dump(mode="json")
-        return _parse(ReviewOut, await self._request("POST", f"/api/papers/{_seg(paper_id)}/reviews", json=body))
 
 
 def _seg(value: str) -> str:

@@ -34,7 +34,11 @@ ANSWERS = {
     404: "no such paper, goal, lab or file",
     413: "the request body or a file is larger than the server accepts",
     422: "a field is invalid: `fields` and `errors` name it",
+    503: "the search index's standalone Chroma server does not answer: nothing was written; retry after "
+         "`Retry-After` seconds",
 }
+# Operations that need the vector store (a standalone Chroma server may be away: 503)
+NEEDS_VECTORS = {("/health", "get"), ("/api/search", "get"), ("/api/papers", "post")}
 MAX_REPORTED_ERRORS = 20
 
 
@@ -54,7 +58,9 @@ def openapi(app: FastAPI, private: bool) -> dict:
         form["schema"]["properties"]["metadata"] = {"$ref": "#/components/schemas/PaperCreate"}
         form["encoding"] = {"metadata": {"contentType": "application/json"}}  # the form part is JSON
         for path, ops in doc["paths"].items():
-            for op in ops.values():
+            for method, op in ops.items():
+                if (path, method) in NEEDS_VECTORS:
+                    op["responses"]["503"] = {"description": ANSWERS[503]}
                 _declare_answers(op, path, private)
         app.openapi_schema = doc
     return app.openapi_schema

@@ -5,6 +5,7 @@ before the commit (taken back out if the commit fails)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -14,11 +15,21 @@ from sqlalchemy.orm import Session, selectinload
 
 from preprint_server import goals, schemas
 from preprint_server.db import Database
-from preprint_server.errors import Forbidden, Invalid, NotFound
-from preprint_server.index import SearchIndex
-from preprint_server.models import (ApiKey, Citation, Goal, Lab, Paper, PaperFile, PaperTechnique, Replication, Result,
-                                    Review)
+from preprint_server.errors import Forbidden, Invalid, NotFound, Unavailable
+from preprint_server.models import (
+    ApiKey,
+    Citation,
+    Goal,
+    Lab,
+    Paper,
+    PaperFile,
+    PaperTechnique,
+    Replication,
+    Result,
+    Review,
+)
 from preprint_server.replication import counts_by_result
+from preprint_server.search import SearchIndex
 from preprint_server.storage import BlobStore
 
 KEY_PREFIX = "alk_"
@@ -141,11 +152,13 @@ def create_paper(
     db: Database, index: SearchIndex, store: BlobStore, lab: Lab,
     data: schemas.PaperCreate, uploads: list[Upload] = (),
 ) -> tuple[Paper, bool]:
-    """Store a paper; returns (paper, created). An idempotency key seen before returns the first paper."""
+    """Store a paper; returns (paper, created). An idempotency key seen before returns the first paper.
+    Raises Unavailable (nothing stored) while a standalone Chroma server does not answer."""
     with db.read() as s:
         if (old := _existing(s, lab, data.idempotency_key)) is not None:
             return old, False
         _check_refs(s, data)
+    index.check_available()
     uploads = list(uploads)
     if data.latex_source is not None:
         uploads.append(Upload("source", "source.tex", "text/x-tex; charset=utf-8", data.latex_source.encode()))
@@ -180,8 +193,9 @@ def create_paper(
             index.add([prepared])  # last step before commit: a failure above leaves no index entries
             indexed = True
     except BaseException:
-        if indexed:  # the commit itself failed: take the vectors back out
-            index.delete([paper_id])
+        if indexed:  # the commit itself failed: take the vectors back out (or the next reconcile will)
+            with contextlib.suppress(Unavailable):
+                index.delete([paper_id])
         raise
     return get_paper(db, paper_id), True
 

@@ -2,8 +2,8 @@
 
 ``PreprintServerError`` is the base of what a user can fix on the client side (the HTTP client's
 errors, a local server that does not start); the agentlab CLI prints it as one line. ``ServiceError``
-and its subclasses are raised inside the service for client mistakes; the app maps them to 4xx
-JSON answers."""
+and its subclasses are raised inside the service for client mistakes (and `Unavailable` for a
+service it depends on that does not answer); the app maps them to 4xx (503) JSON answers."""
 
 from __future__ import annotations
 
@@ -48,6 +48,13 @@ class Invalid(ServiceError):
 
 class TooLarge(ServiceError):
     status = 413
+
+
+class Unavailable(ServiceError):
+    """Something the server depends on does not answer (a standalone Chroma server): 503, retry later."""
+
+    status = 503
+    retry_after_s = 5
 
 
 # -- what an error answer carries (the app's handlers build these; the OpenAPI document declares them) --

@@ -19,8 +19,8 @@ import uvicorn
 
 from preprint_server.app import create_app
 from preprint_server.core.config import ServerSettings
-from preprint_server.embedding import Embedder
 from preprint_server.errors import ServerStartError
+from preprint_server.search import Embedder
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from agentlab.cli import app
 from agentlab.cli.common import state
-from agentlab.cli.goals_cmd import read_goals_file
 from agentlab.config import load_settings
+from agentlab.lab.goals_file import read_goals_file
 from agentlab.techniques import TechniqueSpec, get_technique
 from tests.conftest import REPO
 
@@ -99,7 +99,7 @@ def preprint(tmp_path_factory):
     from preprint_server import crud
     from preprint_server.core.config import ServerSettings
     from preprint_server.db import Database
-    from preprint_server.embedding import default_embedder
+    from preprint_server.search import default_embedder
     from preprint_server.serve import start_local_server
 
     data = tmp_path_factory.mktemp("preprints")

@@ -1,7 +1,9 @@
 """The ``agentlab`` command line (typer + rich).
 
-Each command group lives in its own module and is registered here. User mistakes end with one
-line on stderr and a non-zero exit code; ``--debug`` shows the traceback.
+Each command group lives in its own module and is registered here; a command module imports no other (what
+two share is in ``common``, ``lab_view``, ``labs_view``, ``eval_run``), and what a command runs on (the lab, the
+gateway, litellm, LangGraph, torch...) is imported when it runs, so ``agentlab --help`` starts at once. User
+mistakes end with one line on stderr and a non-zero exit code; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -15,20 +17,12 @@ import typer
 
 import agentlab  # noqa: F401  (offline environment defaults)
 from agentlab.cli import chat_cmd, config_cmd, models_cmd, usage_cmd
-from agentlab.cli import eval_cmd, techniques_cmd  # evaluation (issue 4)
-from agentlab.cli import goals_cmd, papers_cmd, server_cmd  # preprint server (issue 3)
-from agentlab.cli import lab_cmd  # research lab (issue 6)
-from agentlab.cli import labs_cmd  # many labs, one server (issue 14)
-from agentlab.cli import report_cmd  # claim check (issue 11)
-from agentlab.cli import jobs_cmd, sandbox_cmd  # sandbox, jobs, GPUs (issue 5)
-from agentlab.cli import train_cmd  # training recipes (issue 13)
+from agentlab.cli import eval_cmd, techniques_cmd  # evaluation
+from agentlab.cli import goals_cmd, papers_cmd, server_cmd  # the preprint server
+from agentlab.cli import lab_cmd, labs_cmd, report_cmd  # one lab, many labs, a paper's claims
+from agentlab.cli import jobs_cmd, sandbox_cmd, train_cmd  # sandbox, jobs, GPUs, training
 from agentlab.cli.common import err_console, state
 from agentlab.errors import AgentlabError
-from preprint_server.errors import PreprintServerError
-from sandbox.types import SandboxError
-
-# user-fixable errors: one line on stderr, no traceback (sandbox and preprint_server have their own bases)
-USER_ERRORS = (AgentlabError, SandboxError, PreprintServerError)
 
 app = typer.Typer(
     name="agentlab",
@@ -71,7 +65,16 @@ app.add_typer(labs_cmd.app, name="labs")
 app.command("gpus")(jobs_cmd.gpus)
 app.command("chat")(chat_cmd.chat)
 app.command("usage")(usage_cmd.usage)
-lab_cmd.register(app)  # lab start|resume|status|list, demo (issue 6)
+lab_cmd.register(app)  # lab start|resume|status|list, demo
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """User-fixable errors: one line on stderr, no traceback (sandbox and preprint_server have their own bases;
+    imported here, when an error needs them, so that the CLI starts without either)."""
+    from preprint_server.errors import PreprintServerError
+    from sandbox.types import SandboxError
+
+    return AgentlabError, SandboxError, PreprintServerError
 
 
 def main() -> None:
@@ -80,8 +83,8 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         app()
-    except USER_ERRORS as exc:
-        if state.debug:
+    except Exception as exc:
+        if state.debug or not isinstance(exc, user_errors()):
             raise
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import typer
-from pydantic import SecretStr
 from rich.table import Table
 
 from agentlab.cli.common import console, state
-from agentlab.config import flatten, load_settings, user_config_path
 
 app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 
@@ -15,6 +13,10 @@ app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 @app.command("show")
 def show() -> None:
     """Print the effective config (secrets masked) and the source of each value."""
+    from pydantic import SecretStr
+
+    from agentlab.config import flatten, load_settings, user_config_path
+
     settings, sources = load_settings(state.config_file, state.overrides, with_sources=True)
     table = Table(title="agentlab configuration", show_lines=False)
     table.add_column("key", style="cyan")

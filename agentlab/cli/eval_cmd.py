@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.markup import escape
 from rich.table import Table
 
-from agentlab.bench import DEFAULT_BENCHMARK, Subset, load_benchmark
+from agentlab.bench import DEFAULT_BENCHMARK
 from agentlab.cli.common import console, get_settings
-from agentlab.eval.client import Endpoint
-from agentlab.eval.errors import EvalError
-from agentlab.eval.harness import evaluate
-from agentlab.eval.outputs import write_chart
-from agentlab.eval.records import ResultStore, default_db_path, load_summary
-from agentlab.eval.records import compare as compare_runs
-from agentlab.llm.transport import RetryPolicy
-from agentlab.techniques import get_technique
 
 app = typer.Typer(help="Evaluate reasoning techniques on benchmarks against a model under study.",
                   no_args_is_help=True)
@@ -57,6 +47,14 @@ def run(
     job_id: Optional[str] = typer.Option(None, "--job-id", help="Job id to store in the record."),
 ) -> None:
     """Run a technique on a benchmark; prints the summary record and writes a chart beside the results."""
+    from agentlab.bench import Subset, load_benchmark
+    from agentlab.cli.eval_run import choose_endpoint, run_with_progress
+    from agentlab.eval.errors import EvalError
+    from agentlab.eval.outputs import write_chart
+    from agentlab.eval.records import compare as compare_runs
+    from agentlab.eval.records import default_db_path, load_summary
+    from agentlab.techniques import get_technique
+
     settings = get_settings()
     if split not in {"all", "dev", "report"}:
         raise typer.BadParameter("use all, dev or report", param_hint="--split")
@@ -89,59 +87,6 @@ def run(
         chart = write_chart(summary, Path(summary.run_dir) / "accuracy.png", baseline=base)
         console.print(f"results: {summary.run_dir} (summary.json, results.jsonl, {chart.name})")
 
-
-
-def choose_endpoint(settings, model_url, model_name, api_key, litellm_model, serve, model):
-    """The model under study: (endpoint, the managed server to stop afterwards or None)."""
-    if sum(x is not None for x in (model_url, litellm_model, serve)) > 1:
-        raise typer.BadParameter("give one of --model-url, --litellm or --serve")
-    if litellm_model:
-        return Endpoint.from_litellm(litellm_model, api_key=api_key), None
-    if model_url:
-        return _url_endpoint(model_url, model_name, api_key), None
-    engine = serve or "llama.cpp"
-    if engine != "llama.cpp":
-        raise typer.BadParameter("only llama.cpp can be started here; run vLLM with `agentlab models serve` and use "
-                                 "--model-url", param_hint="--serve")
-    from agentlab.llm.serving import ServerSpec, ServingManager, managed_server
-
-    managed = managed_server(ServingManager(settings.workspace),
-                             ServerSpec.local(model, settings.model_under_study),
-                             reuse=True, timeout_s=600)
-    with console.status("starting llama.cpp..."):
-        server = managed.__enter__()
-    return Endpoint.from_server(server), managed
-
-def _url_endpoint(url: str, name: Optional[str], api_key: Optional[str]) -> Endpoint:
-    ep = Endpoint.openai(url, name or "default", api_key)
-    if name:
-        return ep
-    import httpx
-
-    try:
-        r = httpx.get(f"{ep.base_url}/models", timeout=5.0,
-                      headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
-        models = [m.get("id") for m in r.json().get("data", [])] if r.status_code == 200 else []
-    except (httpx.HTTPError, ValueError):
-        raise EvalError(f"endpoint {ep.base_url} is not reachable: start the server or fix --model-url") from None
-    if not models:
-        raise EvalError(f"{ep.base_url}/models lists no model: pass --model-name")
-    return Endpoint.openai(url, models[0], api_key)
-
-
-def run_with_progress(spec, problems, endpoint, benchmark, subset, settings, concurrency, timeout, cache, job_id):
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("acc {task.fields[acc]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=console, transient=False) as progress:
-        task = progress.add_task(f"{spec.name} on {benchmark}", total=len(problems), acc="-")
-
-        def on_result(res, done, correct, total):
-            progress.update(task, completed=done, acc=f"{correct}/{done} = {correct / done:.1%}")
-
-        return asyncio.run(evaluate(
-            spec, problems, endpoint, db_path=default_db_path(settings), benchmark=benchmark, subset=subset,
-            concurrency=concurrency, timeout_s=timeout or settings.llm.timeout_s,
-            retry=RetryPolicy.from_settings(settings.llm), cache=cache, job_id=job_id, on_result=on_result))
 
 
 def _print_summary(s) -> None:
@@ -187,6 +132,10 @@ def compare(
     chart: Optional[Path] = typer.Option(None, "--chart", help="Also write a PNG chart of A vs B here."),
 ) -> None:
     """Paired comparison of two runs on their shared problems (wins, losses, exact McNemar p)."""
+    from agentlab.eval.outputs import write_chart
+    from agentlab.eval.records import compare as compare_runs
+    from agentlab.eval.records import default_db_path, load_summary
+
     db = default_db_path(get_settings())
     c = compare_runs(run_a, run_b, db_path=db)
     if as_json:
@@ -203,6 +152,8 @@ def compare(
 @app.command("list")
 def list_runs() -> None:
     """List evaluation runs in this workspace."""
+    from agentlab.eval.records import ResultStore, default_db_path
+
     settings = get_settings()
     db = default_db_path(settings)
     if not db.exists():
@@ -227,6 +178,8 @@ def list_runs() -> None:
 def show(ref: str = typer.Argument(..., help="Run id or record id (or a unique prefix)."),
          as_json: bool = typer.Option(False, "--json", help="Print the record as JSON.")) -> None:
     """Show one run's summary record."""
+    from agentlab.eval.records import default_db_path, load_summary
+
     s = load_summary(ref, default_db_path(get_settings()))
     if as_json:
         console.print_json(s.model_dump_json())

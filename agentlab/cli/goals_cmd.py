@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from agentlab.cli.common import console
-from agentlab.cli.papers_cmd import server_client
+from agentlab.cli.common import console, server_client
 from agentlab.errors import AgentlabError
-from preprint_server.errors import PreprintServerError
+from agentlab.lab.goals_file import GoalFileError, check_benchmark, read_goals_file
 
 if TYPE_CHECKING:
     from preprint_server.schemas import GoalCreate
 
 app = typer.Typer(help="Research goals labs work on (stored on the preprint server).", no_args_is_help=True)
-
-GOAL_FIELDS = "text, benchmark, baseline, target, max_papers"
-
-
-class GoalFileError(AgentlabError):
-    """A goals file that cannot be imported; the message names the file, the item and the field."""
 
 
 @app.command("add")
@@ -35,7 +27,7 @@ def add(text: str = typer.Argument(..., help="The goal, e.g. \"improve accuracy 
         max_papers: int | None = typer.Option(None, "--max-papers", min=1, help="Close the goal after this many papers.")) -> None:
     """Add a goal to the queue (needs server.api_key)."""
     if benchmark:
-        _check_benchmark(benchmark)
+        check_benchmark(benchmark)
     with server_client() as c:
         g = c.add_goal(text, benchmark=benchmark, baseline=baseline, target=target, max_papers=max_papers)
     console.print(f"goal {g.id} added", highlight=False)
@@ -53,6 +45,8 @@ def import_(
     Goals already on the server (same text and benchmark) are skipped, so a second import adds nothing.
     Examples: examples/goals/ (`agentlab goals import examples/goals/math500.yaml`).
     """
+    from preprint_server.errors import PreprintServerError
+
     goals = read_goals_file(file)
     if dry_run:
         for i, g in enumerate(goals, 1):
@@ -193,93 +187,11 @@ def progress(goal_id: str = typer.Argument(..., help="A goal id."),
         console.print(f"wrote {write_png(prog, png)}")
 
 
-# -- goals files ------------------------------------------------------------------------------------
-
-def read_goals_file(path: Path) -> list[GoalCreate]:
-    """Every goal in a YAML/JSON list or a JSONL file, validated; raises GoalFileError on the first bad one."""
-    if not path.is_file():
-        raise GoalFileError(f"{path}: no such file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GoalFileError(f"{path}: cannot read: {exc}") from None
-    items = _jsonl_items(path, text) if path.suffix == ".jsonl" else _yaml_items(path, text)
-    if not items:
-        raise GoalFileError(f"{path}: no goals in the file")
-    return [_validate(path, where, item) for where, item in items]
-
-
-def _yaml_items(path: Path, text: str) -> list[tuple[str, Any]]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" (line {mark.line + 1})" if mark is not None else ""
-        raise GoalFileError(f"{path}: not valid YAML: {getattr(exc, 'problem', None) or exc}{at}") from None
-    if data is None:
-        return []
-    if not isinstance(data, list):
-        raise GoalFileError(f"{path}: expected a list of goals (one `- text: ...` item each), got {_kind(data)}")
-    return [(f"item {i}", item) for i, item in enumerate(data, 1)]
-
-
-def _jsonl_items(path: Path, text: str) -> list[tuple[str, Any]]:
-    items: list[tuple[str, Any]] = []
-    for line_no, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"item {len(items) + 1} (line {line_no})"
-        try:
-            items.append((where, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise GoalFileError(f"{path}: {where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
-    return items
-
-
-def _validate(path: Path, where: str, item: Any) -> GoalCreate:
-    from pydantic import ValidationError
-
-    from preprint_server.schemas import GoalCreate
-
-    if not isinstance(item, dict):
-        raise GoalFileError(f"{path}: {where}: a goal is a mapping with {GOAL_FIELDS}, got {_kind(item)}")
-    try:
-        goal = GoalCreate.model_validate(item)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "goal"
-        if err["type"] == "extra_forbidden":
-            problem = f"unknown field {field!r} (a goal has {GOAL_FIELDS})"
-        else:
-            problem = f"{field}: {err['msg'].removeprefix('Value error, ')}"
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise GoalFileError(f"{path}: {where}: {problem}{more}") from None
-    if goal.benchmark:
-        try:
-            _check_benchmark(goal.benchmark)
-        except AgentlabError as exc:
-            raise GoalFileError(f"{path}: {where}: benchmark: {exc}") from None
-    return goal
-
-
-def _check_benchmark(name: str) -> None:
-    """A goal's benchmark becomes the lab's benchmark: catch a typo now, not when a lab starts."""
-    from agentlab.bench import get_benchmark
-
-    get_benchmark(name)
-
-
 STATUSES = ("open", "claimed", "closed")
 
 
 def _pct(v: float | None) -> str:
     return "" if v is None else f"{100 * v:.1f}%"
-
-
-def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string"}.get(type(value), f"a {type(value).__name__}")
 
 
 def _label(g: GoalCreate) -> str:

@@ -9,20 +9,20 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+import agentlab.jobs as jobs_api  # its parts load when first used (PEP 562): the CLI starts without them
 from agentlab.cli.common import console, get_settings
-from agentlab.jobs import JobError, JobStore, inventory
 
 app = typer.Typer(help="List, inspect, cancel and retry jobs (evaluation, training, scripts).", no_args_is_help=True)
 
 
-def _store() -> JobStore:
-    return JobStore(get_settings().jobs_db_path)
+def _store() -> jobs_api.JobStore:
+    return jobs_api.JobStore(get_settings().jobs_db_path)
 
 
-def _get(store: JobStore, job_id: str):
+def _get(store: jobs_api.JobStore, job_id: str):
     job = store.get(job_id)
     if job is None:
-        raise JobError(f"no job {job_id!r} in {store.path} (see `agentlab jobs list`)")
+        raise jobs_api.JobError(f"no job {job_id!r} in {store.path} (see `agentlab jobs list`)")
     return job
 
 
@@ -81,10 +81,10 @@ def logs(
     """Print a job's stdout (or stderr) log."""
     j = _get(_store(), job_id)
     if not j.log_dir:
-        raise JobError(f"job {j.id} has not started yet (state {j.state})")
+        raise jobs_api.JobError(f"job {j.id} has not started yet (state {j.state})")
     path = Path(j.log_dir) / ("stderr.log" if stderr else "stdout.log")
     if not path.exists():
-        raise JobError(f"no log at {path}")
+        raise jobs_api.JobError(f"no log at {path}")
     text = path.read_text(errors="replace")
     if tail:
         text = "\n".join(text.splitlines()[-tail:])
@@ -110,14 +110,14 @@ def retry(
     store = _store()
     j = _get(store, job_id)
     if not j.done:
-        raise JobError(f"job {j.id} is {j.state}; only finished jobs can be retried")
+        raise jobs_api.JobError(f"job {j.id} is {j.state}; only finished jobs can be retried")
     if not wait:
         new = store.add(j.spec, retry_of=j.id, attempt=j.attempt + 1)
         console.print(f"queued {new} (retry of {j.id}); a running scheduler picks it up, or use --run")
         return
-    from agentlab.jobs import LocalScheduler
+    import agentlab.eval  # noqa: F401  (registers the completion cache evaluation jobs share)
 
-    with LocalScheduler.from_settings(get_settings()) as sched:
+    with jobs_api.LocalScheduler.from_settings(get_settings()) as sched:
         new = sched.retry(j.id)
         console.print(f"running {new} (retry of {j.id}) ...")
         done = sched.wait(new)
@@ -129,12 +129,12 @@ def retry(
 def gpus() -> None:
     """Show the GPU inventory (config jobs.gpus or nvidia-smi) and which running job holds each GPU."""
     s = get_settings()
-    inv = inventory(s.jobs.gpus)
+    inv = jobs_api.inventory(s.jobs.gpus)
     src = "config jobs.gpus" if s.jobs.gpus is not None else "nvidia-smi"
     if not inv:
         console.print(f"no GPUs (source: {src}); jobs that need no GPU still run")
         return
-    store = JobStore(s.jobs_db_path)
+    store = jobs_api.JobStore(s.jobs_db_path)
     held = {g: j for j in store.list(state="running") for g in j.gpus}
     t = Table(title=f"GPUs (source: {src})")
     for c in ("index", "name", "memory (MB)", "uuid", "job", "lab"):

@@ -10,9 +10,15 @@ import typer
 from rich.table import Table
 
 from agentlab.cli.common import console, get_settings
-from agentlab.llm.serving import ServerSpec, ServingManager
 
 app = typer.Typer(help="Serve models under study (llama.cpp on CPU, vLLM on GPUs, or external).", no_args_is_help=True)
+
+
+def _manager():
+    """The registry of the model servers running for this workspace."""
+    from agentlab.llm.serving import ServingManager
+
+    return ServingManager(get_settings().workspace)
 
 
 def _gpus(value: Optional[str]) -> list[int]:
@@ -41,8 +47,10 @@ def serve(
     """Start a server and keep it running until Ctrl-C (or in the background with --detach)."""
     if engine not in {"llama.cpp", "vllm", "external"}:
         raise typer.BadParameter("use llama.cpp, vllm or external", param_hint="--engine")
+    from agentlab.llm.serving import ServerSpec
+
     settings = get_settings()
-    mgr = ServingManager(settings.workspace)
+    mgr = _manager()
     spec = ServerSpec(engine=engine, model=model, port=port, host=host, gpus=_gpus(gpus),
                       tensor_parallel_size=tp, url=url, n_ctx=settings.model_under_study.n_ctx,
                       parallel=parallel or settings.model_under_study.parallel, detach=detach)
@@ -72,7 +80,7 @@ def serve(
 @app.command("list")
 def list_servers() -> None:
     """List running model servers."""
-    servers = ServingManager(get_settings().workspace).list()
+    servers = _manager().list()
     if not servers:
         console.print("no model servers running")
         return
@@ -87,7 +95,7 @@ def list_servers() -> None:
 @app.command("stop")
 def stop(name: str = typer.Argument(..., help="Server name from `agentlab models list`, or 'all'.")) -> None:
     """Stop a running model server."""
-    mgr = ServingManager(get_settings().workspace)
+    mgr = _manager()
     if name == "all":
         for s in mgr.list():
             mgr.stop(s)

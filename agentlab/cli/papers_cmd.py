@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import typer
-from rich.markdown import Markdown
 from rich.table import Table
 
-from agentlab.cli.common import console, get_settings
+from agentlab.cli.common import console, get_settings, server_client
 
 app = typer.Typer(help="Papers on the preprint server (server.url, default http://127.0.0.1:8000).", no_args_is_help=True)
-
-DEFAULT_URL = "http://127.0.0.1:8000"
-
-
-def server_client():
-    """A client for the configured server (server.url / server.api_key)."""
-    from preprint_server.client import PreprintClient
-
-    s = get_settings().server
-    return PreprintClient(s.url or DEFAULT_URL, s.api_key.get_secret_value() if s.api_key else None, retries=1)
 
 
 @app.command("search")
@@ -38,6 +27,8 @@ def search(query: str = typer.Argument(..., help="What to look for."),
 @app.command("show")
 def show(paper_id: str = typer.Argument(..., help="Paper id.")) -> None:
     """A paper: metadata, results table and body."""
+    from rich.markdown import Markdown
+
     with server_client() as c:
         p = c.get_paper(paper_id)
     console.print(f"[bold]{p.title}[/]\n{p.id} · {p.lab} · {p.created:%Y-%m-%d %H:%M} · {p.status}"
@@ -84,7 +75,7 @@ def replicate(
     (server.api_key). The server says whether it is consistent with the paper's confidence interval. Completions
     are never taken from the cache: a replication measures again."""
     from agentlab.bench import load_benchmark
-    from agentlab.cli.eval_cmd import choose_endpoint, run_with_progress
+    from agentlab.cli.eval_run import choose_endpoint, run_with_progress
     from agentlab.eval import replicate as rep
 
     settings = get_settings()

@@ -74,8 +74,7 @@ def reindex(data_dir: Path | None = DataDirOpt, chroma_url: str | None = ChromaO
 
     from preprint_server import crud
     from preprint_server.core.config import ServerSettings
-    from preprint_server.index import SearchIndex
-    from preprint_server.keyword import KeywordIndexBusy
+    from preprint_server.search import KeywordIndexBusy, SearchIndex
 
     settings = ServerSettings(data_dir=_data_dir(data_dir), chroma_url=chroma_url)
     db = _db(data_dir)

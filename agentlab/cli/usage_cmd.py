@@ -9,7 +9,6 @@ import typer
 from rich.table import Table
 
 from agentlab.cli.common import console, get_settings
-from agentlab.llm.usage import UsageLedger
 
 
 def usage(
@@ -19,6 +18,8 @@ def usage(
 ) -> None:
     """Summarize agents' LLM calls: calls, tokens, cost, latency, and how structured answers went (grammar-
     constrained calls, re-asks after an invalid answer, fallbacks to a safe default)."""
+    from agentlab.llm.usage import UsageLedger
+
     if by not in {"model", "role", "lab", "run_id", "run"}:
         raise typer.BadParameter("use model, role, lab or run", param_hint="--by")
     by = "run_id" if by == "run" else by

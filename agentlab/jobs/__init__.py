@@ -6,13 +6,17 @@
         job = sched.wait(jid)          # job.state, job.result, job.error
 
     sched = scheduler_from_settings(settings)   # jobs.backend: LocalScheduler, or RayScheduler at jobs.ray_address
+
+Both schedulers are a ``Scheduler`` (``agentlab.jobs.base``). Nothing here imports ``agentlab.eval``: evaluation
+jobs' completion cache is a hook that ``agentlab.eval`` registers (``agentlab.jobs.cache_hooks``).
 """
 
 # Imported lazily (PEP 562): every sandboxed job starts with ``python -m agentlab.jobs.sandbox_entry``, which
 # imports this package first, and needs none of the scheduler, store or GPU code.
 _EXPORTS = {
     "GpuInfo": "gpus", "detect_gpus": "gpus", "inventory": "gpus",
-    "JobError": "scheduler", "LocalScheduler": "scheduler", "scheduler_from_settings": "scheduler",
+    "JobError": "base", "Scheduler": "base",
+    "LocalScheduler": "scheduler", "scheduler_from_settings": "scheduler",
     "RayScheduler": "ray_backend",
     "TERMINAL": "spec", "Job": "spec", "JobSpec": "spec", "Resources": "spec",
     "JobStore": "store",
@@ -38,6 +42,7 @@ __all__ = [
     "LocalScheduler",
     "RayScheduler",
     "Resources",
+    "Scheduler",
     "detect_gpus",
     "inventory",
     "scheduler_from_settings",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,8 +15,6 @@ from sandbox import Limits, SandboxOptions
 
 if TYPE_CHECKING:
     from agentlab.config import SandboxConfig
-
-log = logging.getLogger("agentlab.jobs")
 
 PY_DIR = "/opt/agentlab/py"
 COLLECT_MAX_BYTES = 256 * 1024 * 1024
@@ -55,44 +52,6 @@ def _entry(spec: JobSpec, backend: str) -> tuple[dict[str, Any], dict[str, str],
         host_dirs.append(str(d.parent))
     pythonpath = PY_DIR if backend == "bubblewrap" else ":".join(dict.fromkeys(host_dirs))
     return {"command": ["python", "-m", "agentlab.jobs.sandbox_entry"]}, binds, {"PYTHONPATH": pythonpath}
-
-
-def job_cache(spec: JobSpec, workspace: Path | str | None) -> Any:
-    """The workspace's shared completion cache as an evaluation job sees it (``agentlab.eval.shared_cache``:
-    seed files before the start, a journal to merge after the end); None for every other job."""
-    if spec.kind != "eval" or not spec.target or workspace is None:
-        return None
-    from agentlab.eval.shared_cache import JobCache
-
-    return JobCache.for_job(spec, workspace)
-
-
-def seed_job_cache(cache: Any, job_id: str) -> dict[str, str]:
-    """The files that seed a job with the shared cache's rows ({} when none or on an error: it runs uncached)."""
-    if cache is None:
-        return {}
-    try:
-        return cache.seed_files()
-    except Exception:  # a locked or broken cache db never fails a job
-        log.exception("job %s: could not read the shared completion cache", job_id)
-        return {}
-
-
-def merge_job_cache(cache: Any, job_id: str, out: dict[str, Any]) -> None:
-    """Merge what the job computed into the shared cache; the job's result says how much (``cache.merged``)."""
-    collected = out.pop("collected", None) or {}
-    if cache is None:
-        return
-    from agentlab.eval.shared_cache import JOURNAL_FILE
-
-    try:
-        merged = cache.merge(collected.get(JOURNAL_FILE))
-    except Exception:
-        log.exception("job %s: could not merge its completions into the shared completion cache", job_id)
-        return
-    result = out.get("result")
-    if isinstance(result, dict) and isinstance(result.get("cache"), dict):
-        result["cache"]["merged"] = merged
 
 
 def limits_for(spec: JobSpec) -> Limits:

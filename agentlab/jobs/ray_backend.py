@@ -15,8 +15,9 @@ with the local scheduler (``CUDA_VISIBLE_DEVICES`` and device nodes = ``ray.get_
 configured GPU indices on a local instance). The task returns the outcome plus its logs (capped), which
 the driver records in the store and writes under ``workspace/jobs/<id>/`` so ``agentlab jobs logs`` works
 the same for both backends. Evaluation jobs share the workspace's completion cache as with the local
-scheduler (the driver seeds the task and merges back what it computed). The scheduler has the local one's
-interface (scope by labs/runs, ``cancel_jobs``, ``retry``, heartbeats, cancel requests from other processes).
+scheduler (the driver seeds the task and merges back what it computed: ``agentlab.jobs.cache_hooks``). Both
+schedulers are ``agentlab.jobs.base.Scheduler`` (scope by labs/runs, ``cancel_jobs``, ``retry``, ``wait``); this
+one also heartbeats and follows cancel requests from other processes.
 Requires the ``ray`` extra (``pip install 'agentlab[ray]'``).
 """
 
@@ -32,10 +33,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from agentlab.jobs.execute import job_cache, merge_job_cache, sandbox_options_for, seed_job_cache
-from agentlab.jobs.gpus import GpuInfo, inventory
-from agentlab.jobs.scheduler import JobError
-from agentlab.jobs.spec import Job, JobSpec
+from agentlab.jobs.base import JobError, Scheduler, gpu_list, settings_kwargs
+from agentlab.jobs.cache_hooks import job_cache, merge_job_cache, seed_job_cache
+from agentlab.jobs.execute import sandbox_options_for
+from agentlab.jobs.gpus import GpuInfo
+from agentlab.jobs.spec import JobSpec
 from agentlab.jobs.store import JobStore
 from sandbox import SandboxOptions
 
@@ -121,7 +123,7 @@ def connect(address: str | None, *, num_cpus: float | None = None, num_gpus: int
     return ray, bool(getattr(node, "head", False))
 
 
-class RayScheduler:
+class RayScheduler(Scheduler):
     def __init__(self, store: JobStore, workspace: Path | str, *, address: str | None = None,
                  sandbox_options: SandboxOptions | None = None, init_kwargs: dict[str, Any] | None = None,
                  proxy_api_key: str | None = None, gpus: list[int] | list[GpuInfo] | None = None,
@@ -130,8 +132,8 @@ class RayScheduler:
         """``gpus``/``cpus``: the resources of a local Ray instance this scheduler starts (ignored when it
         attaches to a running one: the cluster has its own). ``max_concurrent`` is the local scheduler's knob:
         Ray runs as many jobs as the cluster's resources allow."""
-        self._gpu_info = inventory(gpus) if gpus is None or not gpus or isinstance(gpus[0], int) else list(gpus)  # type: ignore[arg-type]
-        self._ray, started = connect(address, num_cpus=cpus, num_gpus=len(self._gpu_info), init_kwargs=init_kwargs)
+        gpu_info = gpu_list(gpus)
+        self._ray, started = connect(address, num_cpus=cpus, num_gpus=len(gpu_info), init_kwargs=init_kwargs)
         ray = self._ray
         with _lock:
             if started:
@@ -139,22 +141,13 @@ class RayScheduler:
             if _started_here["owner"]:
                 _started_here["n"] += 1
         self._counted = bool(_started_here["owner"])
-        self._gpu_map = [g.index for g in self._gpu_info] if started else None
-        self.store = store
-        self.workspace = Path(workspace)
-        self.jobs_dir = self.workspace / "jobs"
-        self.options = sandbox_options or SandboxOptions()  # defaults = the config's defaults
-        self.proxy_api_key = proxy_api_key
-        self.labs = set(labs) if labs is not None else None
-        self.runs = set(runs) if runs is not None else None
-        self.heartbeat_s = heartbeat_s
-        self.share_cache = share_cache
-        self.id = store.register_scheduler([])
-        self.recovered = store.recover_orphans(stale_after_s=heartbeat_s * 5, exclude=self.id)
+        self._gpu_map = [g.index for g in gpu_info] if started else None
+        # Ray hands out the GPUs: this scheduler holds none itself
+        super().__init__(store, workspace, gpus=gpu_info, held_gpus=[], sandbox_options=sandbox_options,
+                         proxy_api_key=proxy_api_key, labs=labs, runs=runs, heartbeat_s=heartbeat_s,
+                         share_cache=share_cache)
         self._remote = ray.remote(max_retries=0)(_run_on_node)
         self._refs: dict[Any, tuple[str, Any]] = {}  # ref -> (job id, its shared-cache side)
-        self._secrets: dict[str, str] = {}
-        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="ray-jobs", daemon=True)
         self._thread.start()
@@ -162,18 +155,11 @@ class RayScheduler:
     @classmethod
     def from_settings(cls, settings: Any, **kw: Any) -> RayScheduler:
         s = settings
-        kw.setdefault("gpus", s.jobs.gpus)
-        kw.setdefault("cpus", s.jobs.cpus)
-        key = s.model_under_study.api_key
-        kw.setdefault("proxy_api_key", key.get_secret_value() if key else None)
         kw.pop("start", None)
         return cls(JobStore(s.jobs_db_path), s.workspace, address=s.jobs.ray_address or None,
-                   sandbox_options=sandbox_options_for(s.sandbox), **kw)
+                   sandbox_options=sandbox_options_for(s.sandbox), **settings_kwargs(s, kw))
 
-    # --- public API (as LocalScheduler's) --------------------------------------------------------------
-    def owns(self, spec: JobSpec) -> bool:
-        return (self.labs is None or spec.lab in self.labs) and (self.runs is None or spec.run_id in self.runs)
-
+    # --- the Scheduler interface ---------------------------------------------------------------------------
     def submit(self, spec: JobSpec) -> str:
         self._check_fits(spec)
         job_id = self.store.add(spec, submitted_by=self.id)
@@ -194,35 +180,11 @@ class RayScheduler:
         self._launch(new_id, spec)
         return new_id
 
-    def get(self, job_id: str) -> Job:
-        job = self.store.get(job_id)
-        if job is None:
-            raise JobError(f"no job {job_id!r} (see `agentlab jobs list`)")
-        return job
-
-    def wait(self, job_id: str, timeout: float | None = None, poll_s: float = 0.05) -> Job:
-        end = None if timeout is None else time.monotonic() + timeout
-        while not (job := self.get(job_id)).done:
-            if end is not None and time.monotonic() > end:
-                raise TimeoutError(f"job {job_id} still {job.state} after {timeout} s")
-            time.sleep(poll_s)
-        return job
-
     def cancel(self, job_id: str) -> str:
         job_id = self.get(job_id).id
         state = self.store.request_cancel(job_id)
         self._cancel_ref(job_id)
         return state or "unknown"
-
-    def cancel_jobs(self, *, lab: str | None = None, run_id: str | None = None) -> list[str]:
-        ids = self.store.owned(lab=lab, run_id=run_id)
-        for job_id in ids:
-            self.cancel(job_id)
-        return ids
-
-    def assignments(self) -> dict[int, str | None]:
-        held = {g: j.id for j in self.store.list(state="running") for g in j.gpus}
-        return {g.index: held.get(g.index) for g in self._gpu_info}
 
     def shutdown(self, wait: bool = True, cancel_running: bool = False) -> None:
         if cancel_running:
@@ -249,16 +211,9 @@ class RayScheduler:
             if last:  # the local instance this process started goes with its last scheduler
                 self._ray.shutdown()
 
-    def __enter__(self) -> RayScheduler:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown(wait=True, cancel_running=exc[0] is not None)
-
     # --- internals ----------------------------------------------------------------------------------------
     def _check_fits(self, spec: JobSpec) -> None:
-        if not self.owns(spec):
-            raise JobError(f"job of lab {spec.lab!r}, run {spec.run_id!r} is outside this scheduler's scope")
+        self._check_scope(spec)
         total = self._ray.cluster_resources()
         if spec.resources.gpus > total.get("GPU", 0):
             raise JobError(f"job needs {spec.resources.gpus} GPU(s) but the Ray cluster has {int(total.get('GPU', 0))}")
@@ -310,6 +265,7 @@ class RayScheduler:
                 self._record(job_id, ref, cache)
                 with self._lock:
                     self._refs.pop(ref, None)
+                self._job_finished()
 
     def _record(self, job_id: str, ref: Any, cache: Any) -> None:
         log_dir = self.jobs_dir / job_id

@@ -20,10 +20,10 @@ Recovery. Each scheduler registers itself and heartbeats. On start, running jobs
 gone (process dead or heartbeat stale) are marked failed with a message naming the cause; ``retry``
 queues them again. Their sandboxes died with the old scheduler (die-with-parent).
 
-Evaluation jobs. They share the workspace's completion cache (seeded before, merged after:
-``agentlab.eval.shared_cache``), and with ``warm_start`` the next one finds its sandbox started and waiting
-(``agentlab.jobs.warm``). ``scheduler_from_settings`` gives this scheduler or, with ``jobs.backend = "ray"``,
-``agentlab.jobs.ray_backend.RayScheduler``.
+Evaluation jobs. They share the workspace's completion cache (seeded before, merged after: the hook
+``agentlab.eval`` registers in ``agentlab.jobs.cache_hooks``), and with ``warm_start`` the next one finds its
+sandbox started and waiting (``agentlab.jobs.warm``). ``scheduler_from_settings`` gives this scheduler or, with
+``jobs.backend = "ray"``, ``agentlab.jobs.ray_backend.RayScheduler``; both are ``agentlab.jobs.base.Scheduler``.
 """
 
 from __future__ import annotations
@@ -37,22 +37,20 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from agentlab.errors import AgentlabError
-from agentlab.jobs.execute import execute_job, job_cache, merge_job_cache, sandbox_options_for, seed_job_cache
-from agentlab.jobs.gpus import GpuInfo, inventory
+from agentlab.jobs.base import JobError, Scheduler, gpu_list, settings_kwargs
+from agentlab.jobs.cache_hooks import job_cache, merge_job_cache, seed_job_cache
+from agentlab.jobs.execute import execute_job, sandbox_options_for
+from agentlab.jobs.gpus import GpuInfo
 from agentlab.jobs.spec import Job, JobSpec
 from agentlab.jobs.store import JobStore, new_job_id
 from agentlab.jobs.warm import DEFAULT_IDLE_S, WarmRunner, warm_key
 from sandbox import SandboxOptions
 
 log = logging.getLogger("agentlab.jobs")
+__all__ = ["JobError", "LocalScheduler", "scheduler_from_settings"]  # JobError: still importable from here
 
 
-class JobError(AgentlabError):
-    """A job request that cannot be accepted (unknown id, more GPUs than exist, ...)."""
-
-
-class LocalScheduler:
+class LocalScheduler(Scheduler):
     def __init__(self, store: JobStore, workspace: Path | str, *, gpus: list[int] | list[GpuInfo] | None = None,
                  max_concurrent: int = 2, cpus: float | None = None, sandbox_options: SandboxOptions | None = None,
                  heartbeat_s: float = 2.0, proxy_api_key: str | None = None, start: bool = True,
@@ -61,41 +59,27 @@ class LocalScheduler:
                  max_warm: int = 1) -> None:
         """``warm_start``: after an evaluation job, keep the next one's sandbox started and waiting
         (``agentlab.jobs.warm``; at most ``max_warm`` at a time, each gone after ``warm_idle_s`` unused).
-        ``share_cache``: evaluation jobs share the workspace's completion cache (``agentlab.eval.shared_cache``)."""
-        self.store = store
-        self.workspace = Path(workspace)
-        self.jobs_dir = self.workspace / "jobs"
-        self.share_cache = share_cache  # evaluation jobs share the workspace's completion cache
-        if gpus is None or (gpus and isinstance(gpus[0], int)):
-            self.gpus = inventory(gpus)  # type: ignore[arg-type]
-        else:
-            self.gpus = list(gpus)  # type: ignore[arg-type]
+        ``share_cache``: evaluation jobs share the workspace's completion cache (``agentlab.jobs.cache_hooks``)."""
         self.max_concurrent = max_concurrent
         self.cpus = cpus or float(os.cpu_count() or 1)
-        self.options = sandbox_options or SandboxOptions()  # defaults = the config's defaults
-        self.heartbeat_s = heartbeat_s
-        self.proxy_api_key = proxy_api_key
-        self.labs = set(labs) if labs is not None else None  # scope: the jobs it may run (None = any)
-        self.runs = set(runs) if runs is not None else None
-        self._secrets: dict[str, str] = {}
         self.warm_start, self.warm_idle_s, self.max_warm = warm_start, warm_idle_s, max_warm
         self._warm: dict[str, WarmRunner] = {}  # shape -> a waiting sandbox nobody took yet
         self._reserved: dict[str, WarmRunner] = {}  # job id -> the waiting sandbox it took at submit
-        self._finished = threading.Condition()
         self._closing = False
         self._started: Counter[str] = Counter()
         self._running: dict[str, tuple[threading.Thread, threading.Event]] = {}
-        self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.id = store.register_scheduler([g.index for g in self.gpus])
-        self.recovered = store.recover_orphans(stale_after_s=heartbeat_s * 5, exclude=self.id)
+        held = gpu_list(gpus)
+        super().__init__(store, workspace, gpus=held, held_gpus=[g.index for g in held],
+                         sandbox_options=sandbox_options, proxy_api_key=proxy_api_key, labs=labs, runs=runs,
+                         heartbeat_s=heartbeat_s, share_cache=share_cache)
         if start:
             self.start()
 
     @classmethod
-    def from_settings(cls, settings: Any, **kw: Any) -> Any:
+    def from_settings(cls, settings: Any, **kw: Any) -> Scheduler:
         """The scheduler the settings ask for: this local one, or with ``jobs.backend = "ray"`` a
         ``RayScheduler`` connected to ``jobs.ray_address`` (same interface; raises JobError naming the fix
         when ray is missing or the cluster cannot be reached)."""
@@ -104,16 +88,11 @@ class LocalScheduler:
     @classmethod
     def _local_from_settings(cls, settings: Any, **kw: Any) -> LocalScheduler:
         s = settings
-        store = JobStore(s.jobs_db_path)
-        opts = sandbox_options_for(s.sandbox)
-        kw.setdefault("gpus", s.jobs.gpus)
         kw.setdefault("max_concurrent", s.jobs.max_concurrent)
-        kw.setdefault("cpus", s.jobs.cpus)
         kw.setdefault("warm_start", s.jobs.warm_start)
         kw.setdefault("warm_idle_s", s.jobs.warm_idle_s)
-        key = s.model_under_study.api_key
-        kw.setdefault("proxy_api_key", key.get_secret_value() if key else None)
-        return cls(store, s.workspace, sandbox_options=opts, **kw)
+        return cls(JobStore(s.jobs_db_path), s.workspace, sandbox_options=sandbox_options_for(s.sandbox),
+                   **settings_kwargs(s, kw))
 
     # --- public API ---------------------------------------------------------------------------------
     def submit(self, spec: JobSpec) -> str:
@@ -137,24 +116,6 @@ class LocalScheduler:
             self._secrets[job_id] = secret
         return job_id
 
-    def get(self, job_id: str) -> Job:
-        job = self.store.get(job_id)
-        if job is None:
-            raise JobError(f"no job {job_id!r} (see `agentlab jobs list`)")
-        return job
-
-    def wait(self, job_id: str, timeout: float | None = None, poll_s: float = 0.05) -> Job:
-        """Wait for a job's end: woken at once when this scheduler finishes it, else polling the store."""
-        end = None if timeout is None else time.monotonic() + timeout
-        while True:
-            job = self.get(job_id)
-            if job.done:
-                return job
-            if end is not None and time.monotonic() > end:
-                raise TimeoutError(f"job {job_id} still {job.state} after {timeout} s")
-            with self._finished:
-                self._finished.wait(poll_s)
-
     def cancel(self, job_id: str) -> str:
         state = self.store.request_cancel(self.get(job_id).id)
         with self._lock:
@@ -163,18 +124,6 @@ class LocalScheduler:
             entry[1].set()
         self._wake.set()
         return state or "unknown"
-
-    def cancel_jobs(self, *, lab: str | None = None, run_id: str | None = None) -> list[str]:
-        """Cancel the queued and running jobs of a lab or a run (both when both are given), whichever
-        scheduler runs them; returns their ids. A lab's cleanup calls this, never a blanket cancel."""
-        ids = self.store.owned(lab=lab, run_id=run_id)
-        for job_id in ids:
-            self.cancel(job_id)
-        return ids
-
-    def owns(self, spec: JobSpec) -> bool:
-        """Within this scheduler's scope (labs, runs)."""
-        return (self.labs is None or spec.lab in self.labs) and (self.runs is None or spec.run_id in self.runs)
 
     def retry(self, job_id: str) -> str:
         old = self.get(job_id)
@@ -187,11 +136,6 @@ class LocalScheduler:
         new_id = self._queue(spec, self._secrets.get(old.id), retry_of=old.id, attempt=old.attempt + 1)
         self._wake.set()
         return new_id
-
-    def assignments(self) -> dict[int, str | None]:
-        """GPU index -> id of the running job holding it (None = free)."""
-        held = {g: j.id for j in self.store.list(state="running") for g in j.gpus}
-        return {g.index: held.get(g.index) for g in self.gpus}
 
     # --- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -233,18 +177,9 @@ class LocalScheduler:
                 runner.thread.join()
         self.store.unregister_scheduler(self.id)
 
-    def __enter__(self) -> LocalScheduler:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown(wait=True, cancel_running=exc[0] is not None)
-
     # --- internals -----------------------------------------------------------------------------------------
     def _check_fits(self, spec: JobSpec) -> None:
-        if not self.owns(spec):
-            raise JobError(f"job of lab {spec.lab!r}, run {spec.run_id!r} is outside this scheduler's scope "
-                           f"(labs {sorted(self.labs) if self.labs is not None else 'any'}, "
-                           f"runs {sorted(self.runs) if self.runs is not None else 'any'})")
+        self._check_scope(spec)
         need = spec.resources.gpus
         if need > len(self.gpus):
             have = ", ".join(str(g.index) for g in self.gpus) or "none"
@@ -361,8 +296,7 @@ class LocalScheduler:
             log.exception("could not start a warm sandbox after job %s", job.id)
         with self._lock:
             self._running.pop(job.id, None)
-        with self._finished:
-            self._finished.notify_all()
+        self._job_finished()
         self._wake.set()
 
     # --- warm sandboxes (agentlab.jobs.warm) -------------------------------------------------------------
@@ -414,7 +348,7 @@ class LocalScheduler:
         return any(r.ready() for r in runners)
 
 
-def scheduler_from_settings(settings: Any, **kw: Any) -> Any:
+def scheduler_from_settings(settings: Any, **kw: Any) -> Scheduler:
     """A job scheduler for ``settings.jobs.backend``: ``LocalScheduler`` (local) or ``RayScheduler`` (ray).
     Keyword arguments are the schedulers' own (``runs``, ``labs``, ``gpus``, ...)."""
     if settings.jobs.backend == "ray":

@@ -11,10 +11,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
 from preprint_server import crud
+from preprint_server.catchup import IndexCatchUp
 from preprint_server.core.config import ServerSettings
 from preprint_server.db import Database
-from preprint_server.index import SearchIndex
 from preprint_server.models import Lab
+from preprint_server.search import SearchIndex
 from preprint_server.storage import BlobStore
 
 
@@ -24,6 +25,7 @@ class Services:
     db: Database
     index: SearchIndex
     store: BlobStore
+    catch_up: IndexCatchUp | None = None  # with a standalone Chroma server: re-adds papers after its loss
 
 
 async def get_services(request: Request) -> Services:

@@ -19,6 +19,8 @@ class ServerSettings(BaseModel):
     search_concurrency: int = Field(0, ge=0, description="searches run at once, the others wait in arrival order; "
                                                          "0 = one more than the CPU cores")
     reconcile_on_startup: bool = Field(True, description="index papers missing from Chroma at startup")
+    chroma_retry_s: float = Field(2.0, gt=0, description="while a standalone Chroma server is lost: seconds between "
+                                                      "tries to reach it again (then missing papers are re-added)")
 
     @property
     def db_path(self) -> Path:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import sys
-from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -41,8 +40,8 @@ def test_without_ray_the_error_names_the_fix(ray_settings, monkeypatch):
         LocalScheduler.from_settings(ray_settings)
 
 
+@pytest.mark.requires("ray")
 def test_an_unreachable_cluster_is_named_with_the_fix(ray_settings, monkeypatch):
-    pytest.importorskip("ray")
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -70,7 +69,7 @@ def _eval_job(url: str, run_id: str, lab: str) -> JobSpec:
 @needs_bwrap
 @pytest.mark.slow
 @pytest.mark.integration
-@pytest.mark.skipif(find_spec("ray") is None, reason="ray not installed (pip install 'agentlab[ray]')")
+@pytest.mark.requires("ray")
 def test_jobs_run_on_a_local_ray_started_from_the_settings(ray_settings):
     import ray
 

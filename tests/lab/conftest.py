@@ -25,7 +25,7 @@ def llm(answers):
 
 @pytest.fixture(scope="session")
 def embedder():
-    from preprint_server.embedding import default_embedder
+    from preprint_server.search import default_embedder
 
     return default_embedder()
 

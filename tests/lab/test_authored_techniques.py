@@ -24,6 +24,7 @@ EXPERT = {"technique": "zero_shot_cot", "num_chains": 2, "temperature": 0.7, "ma
           "rationale": "worked examples, a plan, a vote, a self-check and a judge"}
 
 
+@pytest.mark.requires("bubblewrap")  # a lab run starts with a real sandboxed job (lab/preflight.py)
 def test_an_expert_writes_a_composed_technique_and_fixes_an_invalid_draft(lab_settings, llm, preprint):
     proposals = []
 
@@ -60,6 +61,7 @@ def test_an_expert_writes_a_composed_technique_and_fixes_an_invalid_draft(lab_se
     assert mine and json.dumps(mine[0].spec["few_shot"]) == json.dumps(spec["few_shot"])
 
 
+@pytest.mark.requires("bubblewrap")  # a lab run starts with a real sandboxed job (lab/preflight.py)
 def test_a_second_lab_extends_a_published_technique_and_cites_it_as_extends(lab_settings, llm, preprint):
     llm.script["TechniqueProposal"] = dict(EXPERT)
     cfg = tiny_config(server_url=preprint["url"], max_iterations=1, literature_top_n=0)
@@ -89,6 +91,7 @@ def test_a_second_lab_extends_a_published_technique_and_cites_it_as_extends(lab_
     assert "We build on its published technique." in paper.body
 
 
+@pytest.mark.requires("bubblewrap")  # a lab run starts with a real sandboxed job (lab/preflight.py)
 def test_experiments_branch_from_earlier_ones_and_the_paper_draws_the_tree(lab_settings, llm, preprint):
     turns = iter([dict(EXPERT, refine_rounds=0), {"technique": "zero_shot_cot", "parent": 1, "num_chains": 2,
                                                    "max_tokens": 64, "refine_rounds": 1}])
@@ -121,3 +124,17 @@ def test_per_chain_prompts_and_a_judge_written_out(lab_settings):
     assert spec.verifier is not None and spec.name == "zero_shot_cot_e1"
     with pytest.raises(TechniqueError, match="templates"):  # the re-ask names the field
         ex.build_spec({"technique": "zero_shot_cot", "chain_templates": ["Solve it."]}, 2)
+
+
+def test_a_written_prompt_that_repeats_the_question_is_refused():
+    """Seen from a 0.5B engineer: "Calculate {question} Calculate {question} ..." validated, ran, and scored 0%."""
+    import pytest
+
+    from agentlab.lab.experiments import check_written_prompts
+    from agentlab.techniques import TechniqueError
+
+    check_written_prompts({"template": "Q: {question}\nRestate: {question}\n{answer_instruction}"})  # twice is fine
+    with pytest.raises(TechniqueError, match=r"template has \{question\} 6 times"):
+        check_written_prompts({"template": "Calculate {question} " * 6})
+    with pytest.raises(TechniqueError, match=r"steps\[0\].template"):
+        check_written_prompts({"steps": [{"name": "plan", "template": "{question}" * 3}]})

@@ -12,7 +12,7 @@ from agentlab.lab.experiments import Experiments
 from agentlab.lab.run import start_lab
 from tests.lab.conftest import tiny_config
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.requires("bubblewrap")]  # code techniques run in the sandbox
 
 GOOD_CODE = '''
 def solve(problem, client):

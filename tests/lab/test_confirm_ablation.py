@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
 from agentlab.bench import Subset
-from agentlab.cli.lab_cmd import demo_config
 from agentlab.eval.records import ResultStore
 from agentlab.lab.confirm import confirm
 from agentlab.lab.experiments import EXEMPLAR_POOL, Experiments
+from agentlab.lab.launch import demo_config
 from agentlab.lab.report.claims import check_paper
 from agentlab.lab.report.paper import build_paper
 from agentlab.lab.run import start_lab
@@ -61,6 +63,7 @@ def test_confirmation_problems_are_fresh_dev_problems(workspace):
     assert Experiments(load_settings(), cfg.model_copy(update={"confirm_n": 0}), "r", "l").confirm_problems() == []
 
 
+@pytest.mark.requires("bubblewrap")  # a lab run starts with a real sandboxed job (lab/preflight.py)
 def test_a_scripted_lab_confirms_and_ablates_its_best_node(lab_settings, llm, preprint):
     # the best node: plan_and_solve with two chains, a verifier and an extra instruction (three parts)
     llm.script["TechniqueProposal"] = {"technique": "plan_and_solve", "num_chains": 2, "aggregation": "majority",

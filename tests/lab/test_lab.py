@@ -13,6 +13,8 @@ from preprint_server.client import PreprintClient
 from tests.lab.conftest import tiny_config
 from tests.lab.doubles import PLANTED_WRONG
 
+pytestmark = pytest.mark.requires("bubblewrap")  # a lab run starts with a real sandboxed job (lab/preflight.py)
+
 
 def _papers(url):
     with PreprintClient(url) as c:

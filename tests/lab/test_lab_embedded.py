@@ -7,7 +7,7 @@ import pytest
 from tests.conftest import require_embedded_engine
 
 # a whole lab on a CPU model: about 90 s on 2 quiet cores, 9 minutes with both cores saturated
-pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(1800), pytest.mark.requires("bubblewrap")]
 
 
 def test_embedded_lab_publishes_verified_paper(workspace, preprint, monkeypatch):

@@ -6,12 +6,15 @@ The two labs share one job scheduler: A's end cancels only A's jobs and leaves t
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from agentlab.jobs import JobStore, LocalScheduler
 from agentlab.lab.local_server import lab_key
 from agentlab.lab.run import start_lab
 from preprint_server.client import PreprintClient
 from tests.lab.conftest import tiny_config
+
+pytestmark = pytest.mark.requires("bubblewrap")  # a lab run starts with a real sandboxed job (lab/preflight.py)
 
 GOAL = "Improve arithmetic accuracy of a small model"
 

@@ -15,6 +15,8 @@ from agentlab.lab.run import start_lab
 from agentlab.lab.store import LabStore
 from tests.lab.conftest import tiny_config
 
+pytestmark = pytest.mark.requires("bubblewrap")  # a lab run starts with a real sandboxed job (lab/preflight.py)
+
 
 def test_baseline_runs_first_and_every_experiment_is_paired_with_it(lab_settings, llm, preprint):
     events: list[tuple[str, dict]] = []

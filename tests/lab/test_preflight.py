@@ -37,6 +37,7 @@ def test_missing_bubblewrap_stops_before_any_llm_call(lab_settings, llm, preprin
     assert llm.agent_calls == [] and llm.mus_calls == 0
 
 
+@pytest.mark.requires("bubblewrap")  # a lab run starts with a real sandboxed job (lab/preflight.py)
 def test_unreachable_model_under_study(lab_settings, llm, preprint, monkeypatch):
     settings = _settings_with(monkeypatch, lab_settings, AGENTLAB_MODEL_UNDER_STUDY__URL="http://127.0.0.1:9/v1")
     msg = _start_expecting_failure(settings, tiny_config(server_url=preprint["url"]), preprint["key"],
@@ -72,6 +73,7 @@ def _report_jobs_fail(monkeypatch):
     monkeypatch.setattr(Experiments, "run", run)
 
 
+@pytest.mark.requires("bubblewrap")  # a lab run starts with a real sandboxed job (lab/preflight.py)
 def test_no_report_results_ends_failed_and_publishes_nothing(lab_settings, llm, preprint, monkeypatch):
     from preprint_server.client import PreprintClient
 
@@ -89,6 +91,7 @@ def test_no_report_results_ends_failed_and_publishes_nothing(lab_settings, llm, 
     assert row["status"] == "failed" and "scripted report-split failure" in row["note"]
 
 
+@pytest.mark.requires("bubblewrap")  # a lab run starts with a real sandboxed job (lab/preflight.py)
 def test_publish_failures_publishes_a_marked_failed_run_without_results(lab_settings, llm, preprint, monkeypatch):
     from preprint_server.client import PreprintClient
 

@@ -17,7 +17,7 @@ from preprint_server.client import PreprintClient
 from tests.lab.conftest import tiny_config
 from tests.lab.test_authored_techniques import EXPERT
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(2400), pytest.mark.requires("bubblewrap")]
 
 BROKEN = '''
 def solve(problem, client):

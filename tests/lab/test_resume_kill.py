@@ -14,7 +14,7 @@ from agentlab.lab.store import LabStore
 from preprint_server.client import PreprintClient
 from tests.lab.doubles import lab_env
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.requires("bubblewrap")]  # a lab run starts with a real sandboxed job (lab/preflight.py)
 
 
 def _env(workspace, llm, preprint):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from agentlab.lab import search
 from agentlab.lab.run import start_lab
 from tests.lab.conftest import tiny_config
@@ -108,6 +110,7 @@ def _proposer(asked_parent: int):
     return reply
 
 
+@pytest.mark.requires("bubblewrap")  # a lab run starts with a real sandboxed job (lab/preflight.py)
 def test_the_search_chooses_the_parent_by_paired_dev_score_even_when_the_agent_names_another(
         lab_settings, llm, preprint):
     llm.script["TechniqueProposal"] = _proposer(asked_parent=1)  # the agent always wants to branch from #1
@@ -143,6 +146,7 @@ def test_the_search_chooses_the_parent_by_paired_dev_score_even_when_the_agent_n
     assert search.summary_text(tree) in out.state["report"]["markdown"]
 
 
+@pytest.mark.requires("bubblewrap")  # a lab run starts with a real sandboxed job (lab/preflight.py)
 def test_a_weak_agent_that_never_asks_for_training_does_not_hide_the_lever(lab_settings, llm, preprint):
     """The search runs its training stage itself after the first round. Under the double the model under study is
     an external endpoint, which has no weights to train: the training node fails fast, as data, and is counted."""

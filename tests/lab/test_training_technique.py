@@ -17,6 +17,8 @@ from agentlab.train.runs import RunStore
 from preprint_server.client import PreprintClient
 from tests.lab.conftest import tiny_config
 
+pytestmark = pytest.mark.requires("bubblewrap")  # training and evaluation jobs run in the sandbox
+
 TRAIN_PROPOSAL = {"technique": "train_model", "max_tokens": 24, "rationale": "learn the task from solutions"}
 TRAINING = {"method": "sft", "evaluate_with": "direct", "target": "worked", "learning_rate": 1e-3, "max_steps": 2,
             "batch_size": 4, "lora_r": 8, "rationale": "worked arithmetic solutions"}
@@ -25,8 +27,8 @@ TRAINING = {"method": "sft", "evaluate_with": "direct", "target": "worked", "lea
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.timeout(1800)
+@pytest.mark.requires("train")
 def test_a_lab_trains_evaluates_the_checkpoint_and_publishes_the_curve(embedded_settings, llm, preprint):
-    pytest.importorskip("trl", reason="training needs agentlab[train]")
     settings = embedded_settings
     llm.script["TechniqueProposal"] = TRAIN_PROPOSAL
     llm.script["TrainingProposal"] = TRAINING

@@ -4,7 +4,6 @@ sandbox's private /tmp, not hidden by it (a checkout under /tmp once failed ever
 from __future__ import annotations
 
 import json
-import shutil
 import site
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
+pytestmark = pytest.mark.requires("bubblewrap")
 
 
 def test_a_venv_under_tmp_runs_in_the_sandbox(tmp_path):

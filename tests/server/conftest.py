@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from preprint_server import crud
 from preprint_server.app import create_app
 from preprint_server.core.config import ServerSettings
-from preprint_server.embedding import default_embedder
+from preprint_server.search import default_embedder
 
 RESULT = dict(benchmark="math500", subset="test", model="qwen2.5-0.5b", technique="self-consistency",
               spec_hash="abc123", n=100, correct=62, accuracy=0.62, ci_low=0.52, ci_high=0.71,

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from preprint_server.gate import FifoGate
+from preprint_server.search.gate import FifoGate
 
 
 @pytest.mark.parametrize("slots", [1, 2])

@@ -1,4 +1,4 @@
-"""A real uvicorn server on loopback: sync and async clients, concurrent writers, the CLI; a
+"""A real uvicorn server on loopback: the client, concurrent writers, the CLI; a
 restart, reindex and the startup reconciliation with real server and CLI processes."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import pytest
 from typer.testing import CliRunner
 
 from preprint_server.client import (
-    AsyncPreprintClient,
     AuthError,
     NotFoundError,
     PreprintClient,
@@ -57,7 +56,7 @@ def test_sync_client_against_uvicorn(tmp_path, embedder):
             anon.add_goal("x")
 
 
-async def test_async_client_and_concurrent_writers(tmp_path, embedder):
+def test_concurrent_writers(tmp_path, embedder):
     data = tmp_path / "d"
     key = lab_key(data)
     with local_server(data, embedder=embedder) as url:
@@ -68,13 +67,13 @@ async def test_async_client_and_concurrent_writers(tmp_path, embedder):
         with ThreadPoolExecutor(8) as pool:
             ids = list(pool.map(publish, range(12)))
         assert len(set(ids)) == 6  # k0..k5, each published once
-        async with AsyncPreprintClient(url, key) as c:
-            assert (await c.health()).papers == 6
-            page = await c.list_papers(limit=100)
+        with PreprintClient(url, key) as c:
+            assert c.health().papers == 6
+            page = c.list_papers(limit=100)
             assert sorted(p.id for p in page.items) == sorted(set(ids))
-            assert (await c.search("topic number", k=3))
-            p = await c.publish(PaperCreate(title="async paper"))
-            assert (await c.get_paper(p.id)).title == "async paper"
+            assert c.search("topic number", k=3)
+            p = c.publish(PaperCreate(title="one more paper"))
+            assert c.get_paper(p.id).title == "one more paper"
 
 
 def test_unreachable_server_names_the_url():

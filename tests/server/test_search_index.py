@@ -1,4 +1,4 @@
-"""The keyword index (tantivy), its reconciliation, and the ONNX / torch embedding backends."""
+"""The keyword index (tantivy), its reconciliation, the ONNX / torch embedding backends, and what building them prints."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from preprint_server import embedding, keyword, quantize
 from preprint_server.app import create_app
 from preprint_server.db import Database
-from preprint_server.index import keyword_snippet, query_terms
-from preprint_server.keyword import KeywordDoc, KeywordIndex, passage_spans, passages
+from preprint_server.search import embedding, encoder, keyword, quantize, quiet
+from preprint_server.search.keyword import KeywordDoc, KeywordIndex, passage_spans, passages
+from preprint_server.search.snippets import keyword_snippet, query_terms
 from tests.server.conftest import PAPERS, paper_json
 
 
@@ -98,7 +98,7 @@ def test_a_paper_ranks_by_its_best_passage_however_long_it_is(tmp_path):
 
 
 def test_passages_hold_whole_sentences_up_to_the_passage_size():
-    from preprint_server.keyword import PASSAGE_WORDS
+    from preprint_server.search.keyword import PASSAGE_WORDS
 
     sentences = [f"Sentence {i} has " + "some filler words " * (i % 5) + "and ends here." for i in range(60)]
     body = " ".join(sentences[:30]) + "\n\n" + " ".join(sentences[30:]) + " " + "unending " * (PASSAGE_WORDS + 7)
@@ -272,18 +272,24 @@ def test_int8_query_vectors_stay_close_to_fp32(embedder):
     assert ((a @ b.T).argmax(1) == np.arange(len(HELD_OUT))).all()
 
 
-def test_int8_query_graph_is_made_once_and_falls_back_to_fp32(tmp_path, monkeypatch, caplog):
+def test_int8_query_graph_is_made_once_and_falls_back_to_fp32(tmp_path, monkeypatch, caplog, capfd):
     monkeypatch.setenv("AGENTLAB_CACHE_DIR", str(tmp_path))
-    assert embedding.load_backend().query_precision == "int8"
-    assert embedding.query_onnx_path().exists()
+    with caplog.at_level(logging.DEBUG):
+        assert embedding.load_backend().query_precision == "int8"  # exported and quantized here
+    assert quantize.query_onnx_path().exists()
+    # what the libraries say while building the graphs goes to our log, not to the terminal
+    advice = [r for r in caplog.records if "pre-processing before quantization" in r.getMessage()]
+    assert [(r.name, r.levelno) for r in advice] == [("preprint_server.search.quantize", logging.DEBUG)]
+    assert "Loading weights" not in capfd.readouterr().err
+    caplog.clear()
     monkeypatch.setattr(quantize, "quantize_for_queries", lambda src, dest: pytest.fail("quantized twice"))
     assert embedding.load_backend().query_precision == "int8"
-    embedding.query_onnx_path().unlink()
+    quantize.query_onnx_path().unlink()
 
     def broken(src, dest):
         raise RuntimeError("quantizer unavailable")
     monkeypatch.setattr(quantize, "quantize_for_queries", broken)
-    with caplog.at_level(logging.WARNING, logger="preprint_server.embedding"):
+    with caplog.at_level(logging.WARNING, logger="preprint_server.search.embedding"):
         backend = embedding.load_backend()
     assert backend.name == "onnx" and backend.query_precision == "fp32" and "quantizer unavailable" in caplog.text
     assert not list(tmp_path.glob("onnx/*.tmp"))  # nothing half-written
@@ -299,8 +305,8 @@ def test_failed_export_falls_back_to_torch_with_a_warning(tmp_path, monkeypatch,
 
     def broken(dest):
         raise RuntimeError("exporter unavailable")
-    monkeypatch.setattr(embedding, "export_onnx", broken)
-    with caplog.at_level(logging.WARNING, logger="preprint_server.embedding"):
+    monkeypatch.setattr(encoder, "export_onnx", broken)
+    with caplog.at_level(logging.WARNING, logger="preprint_server.search.embedding"):
         backend = embedding.load_backend()
     assert backend.name == "torch" and "exporter unavailable" in caplog.text
     with pytest.raises(RuntimeError):
@@ -310,8 +316,36 @@ def test_failed_export_falls_back_to_torch_with_a_warning(tmp_path, monkeypatch,
 def test_exported_graph_is_cached_and_env_can_force_torch(tmp_path, monkeypatch):
     monkeypatch.setenv("AGENTLAB_CACHE_DIR", str(tmp_path))
     assert embedding.load_backend().name == "onnx"
-    assert embedding.onnx_path().exists()
-    monkeypatch.setattr(embedding, "export_onnx", lambda dest: pytest.fail("exported twice"))
+    assert encoder.onnx_path().exists()
+    monkeypatch.setattr(encoder, "export_onnx", lambda dest: pytest.fail("exported twice"))
     assert embedding.load_backend().name == "onnx"
     monkeypatch.setenv("AGENTLAB_EMBED_BACKEND", "torch")
     assert embedding.load_backend().name == "torch"
+
+
+def _log_as_onnxruntime_does() -> None:
+    """Straight on the root logger, as onnxruntime's quantizer logs its advice."""
+    logging.warning("consider pre-processing")  # noqa: LOG015
+    logging.error("the quantizer failed")  # noqa: LOG015
+
+
+def test_root_logger_records_of_a_library_go_to_our_log_and_errors_still_show(caplog, capsys):
+    ours = logging.getLogger("preprint_server.search.test")
+    root = logging.getLogger()
+    with caplog.at_level(logging.DEBUG), quiet.root_logging_to(ours):
+        _log_as_onnxruntime_does()
+        logging.getLogger("other").warning("a named logger's warning")
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        ("preprint_server.search.test", logging.DEBUG, "warning: consider pre-processing"),
+        ("root", logging.ERROR, "the quantizer failed"),
+        ("other", logging.WARNING, "a named logger's warning")]
+    # an application that configured no logging: no stderr handler is added (logging.warning would
+    # call basicConfig), and errors still reach stderr through Python's last-resort handler
+    saved, root.handlers = root.handlers, []
+    try:
+        with quiet.root_logging_to(ours):
+            _log_as_onnxruntime_does()
+        assert root.handlers == []
+    finally:
+        root.handlers = saved
+    assert capsys.readouterr().err == "the quantizer failed\n"

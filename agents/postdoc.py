@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, field_validator
 
+from agentlab.lab.view import LabView
 from agents import phd_student
 from agents.base import AgentContext, Text, ask, cclip, clip, restrict_choices
 
@@ -34,21 +35,21 @@ class Interpretation(BaseModel):
     limitation: Text(200, "one limitation")
 
 
-def plan_formulation(state: dict, ctx: AgentContext) -> dict:
+def plan_formulation(view: LabView, ctx: AgentContext) -> dict:
     """A bounded PhD/postdoc dialogue ending in a structured plan."""
     cfg = ctx.config
     techniques = ctx.technique_names()
     dialogue: list[dict[str, str]] = []
-    feedback = "; ".join(state.get("human_feedback") or [])
+    feedback = "; ".join(view.human_feedback)
     proposal = None
     for turn in range(cfg.plan_turns):
-        proposal = phd_student.propose(state, ctx, techniques, feedback)
+        proposal = phd_student.propose(view, ctx, techniques, feedback)
         dialogue.append({"role": "phd_student", "text": f"{proposal.hypothesis} (technique: {proposal.technique})"})
         if turn == cfg.plan_turns - 1:
             break
         critique, _ = ask(ctx, ROLE, "postdoc_critique", PlanCritique,
                           lambda: PlanCritique(feedback="proceed", approve=True), "critique",
-                          goal=cclip(ctx, state["goal"], 300), proposal=cclip(ctx, dialogue[-1]["text"], 400))
+                          goal=cclip(ctx, view.goal, 300), proposal=cclip(ctx, dialogue[-1]["text"], 400))
         dialogue.append({"role": "postdoc", "text": clip(critique.feedback, 300)})
         if critique.approve:
             break
@@ -61,7 +62,7 @@ def plan_formulation(state: dict, ctx: AgentContext) -> dict:
                             rationale="proposed by the PhD student")
 
     plan, fell_back = ask(ctx, ROLE, "postdoc_plan", schema, fallback, "research plan",
-                          goal=cclip(ctx, state["goal"], 300), benchmark=cfg.benchmark, baseline=cfg.baseline,
+                          goal=cclip(ctx, view.goal, 300), benchmark=cfg.benchmark, baseline=cfg.baseline,
                           dialogue=cclip(ctx, " | ".join(f"{d['role']}: {d['text']}" for d in dialogue), 900),
                           techniques=", ".join(techniques))
     out = plan.model_dump()
@@ -70,18 +71,16 @@ def plan_formulation(state: dict, ctx: AgentContext) -> dict:
     return {"plan": out, "dialogue": dialogue}
 
 
-def interpret(state: dict, ctx: AgentContext, results_text: str, experiments_text: str) -> dict:
-    plan = state.get("plan") or {}
-    final = state.get("final") or {}
-    comp = final.get("comparison") or {}
+def interpret(view: LabView, ctx: AgentContext, results_text: str, experiments_text: str) -> dict:
+    comp = view.final.comparison
 
     def fallback() -> Interpretation:
-        better = (comp.get("delta") or 0) > 0
+        better = comp is not None and (comp.delta or 0) > 0
         return Interpretation(summary="The results table reports the measured accuracies.",
-                              hypothesis_supported=bool(better and (comp.get("p_value") or 1) < 0.05),
+                              hypothesis_supported=bool(better and (comp.p_value or 1) < 0.05),
                               limitation="small evaluation subsets")
 
     obj, fell_back = ask(ctx, ROLE, "postdoc_interpret", Interpretation, fallback, "interpretation",
-                         goal=cclip(ctx, state["goal"], 300), hypothesis=cclip(ctx, plan.get("hypothesis"), 300),
+                         goal=cclip(ctx, view.goal, 300), hypothesis=cclip(ctx, view.plan.hypothesis, 300),
                          results=cclip(ctx, results_text, 600), experiments=cclip(ctx, experiments_text, 600))
     return {"interpretation": {**obj.model_dump(), "source": "fallback" if fell_back else "llm"}}

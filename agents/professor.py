@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from agentlab.lab.view import LabView
 from agents.base import AgentContext, Text, ask, cclip, clip
 
 ROLE = "professor"
@@ -18,35 +19,33 @@ class ReportDraft(BaseModel):
     conclusion: Text(400)
 
 
-def fallback_draft(state: dict, ctx: AgentContext, results_text: str) -> ReportDraft:
+def fallback_draft(view: LabView, ctx: AgentContext, results_text: str) -> ReportDraft:
     """A plain report written from the records alone, used when the model gives nothing usable."""
-    plan = state.get("plan") or {}
     cfg = ctx.config
-    best = (state.get("final") or {}).get("technique_name") or "the best technique"
+    best = view.final.technique_name or "the best technique"
     return ReportDraft(
         title=f"{best} versus {cfg.baseline} on {cfg.benchmark}",
-        abstract=f"We study the goal: {clip(state['goal'], 200)} We compare {best} with the baseline "
+        abstract=f"We study the goal: {clip(view.goal, 200)} We compare {best} with the baseline "
                  f"{cfg.baseline} on a held-out split; the results table gives the verified accuracies.",
-        introduction=clip(state["goal"], 400),
-        method=f"Hypothesis: {clip(plan.get('hypothesis'), 300)} The technique was tuned on a dev split and "
+        introduction=clip(view.goal, 400),
+        method=f"Hypothesis: {clip(view.plan.hypothesis, 300)} The technique was tuned on a dev split and "
                "evaluated once on a separate report split.",
-        discussion=clip((state.get("interpretation") or {}).get("summary")
-                        or "See the results table.", 500),
+        discussion=clip(view.interpretation.summary or "See the results table.", 500),
         conclusion="The measured results are reported in the table; conclusions are limited by the subset size.",
     )
 
 
-def write_report(state: dict, ctx: AgentContext, results_text: str, method_text: str, feedback: str = "") -> tuple[ReportDraft, bool]:
-    plan = state.get("plan") or {}
-    lit = "; ".join(f"[{p['id']}] {p['title']}" for p in state.get("literature", [])[:5]) or "none"
-    draft, fell_back = ask(ctx, ROLE, "professor_report", ReportDraft, lambda: fallback_draft(state, ctx, results_text),
-               "report draft", goal=cclip(ctx, state["goal"], 300), hypothesis=cclip(ctx, plan.get("hypothesis"), 300),
+def write_report(view: LabView, ctx: AgentContext, results_text: str, method_text: str,
+                 feedback: str = "") -> tuple[ReportDraft, bool]:
+    lit = "; ".join(f"[{p.id}] {p.title}" for p in view.literature[:5]) or "none"
+    draft, fell_back = ask(ctx, ROLE, "professor_report", ReportDraft, lambda: fallback_draft(view, ctx, results_text),
+               "report draft", goal=cclip(ctx, view.goal, 300), hypothesis=cclip(ctx, view.plan.hypothesis, 300),
                method=cclip(ctx, method_text, 400), results=cclip(ctx, results_text, 700),
-               interpretation=cclip(ctx, (state.get("interpretation") or {}).get("summary"), 400),
+               interpretation=cclip(ctx, view.interpretation.summary, 400),
                literature=cclip(ctx, lit, 400),
                feedback=("Reviewer feedback to address: " + cclip(ctx, feedback, 600)) if feedback else "",
                max_tokens=900)
     if len(draft.title.split()) < 3 or draft.title.strip().lower() in {"reportdraft", "title", "report"}:
         ctx.note("professor: the model's title was unusable; a title was generated from the records")
-        draft.title = fallback_draft(state, ctx, results_text).title
+        draft.title = fallback_draft(view, ctx, results_text).title
     return draft, fell_back

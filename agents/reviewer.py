@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from agentlab.lab.view import Draft, LabView
+from agentlab.lab.view import Review as StoredReview
 from agents.base import AgentContext, Text, ask, cclip
 
 ROLE = "reviewer"
@@ -31,20 +33,22 @@ class Review(BaseModel):
     confidence: int = Field(ge=1, le=5)
 
 
-def review(state: dict, ctx: AgentContext, draft: dict[str, Any], table: str) -> list[dict[str, Any]]:
+def review(view: LabView, ctx: AgentContext, draft: Draft, table: str) -> list[dict[str, Any]]:
+    """The three personas' reviews of ``draft`` (stored form, each with its persona and whether it fell back)."""
     out = []
     for name, persona in PERSONAS.items():
         obj, fell_back = ask(
             ctx, ROLE, "reviewer", Review,
             lambda: Review(summary="no usable review", strength="", weakness="", soundness=2, presentation=2,
                            contribution=2, overall=5, confidence=1),
-            f"review ({name})", persona=persona, title=cclip(ctx, draft.get("title"), 200),
-            abstract=cclip(ctx, draft.get("abstract"), 600), table=cclip(ctx, table, 600),
-            discussion=cclip(ctx, draft.get("discussion"), 500))
+            f"review ({name})", persona=persona, title=cclip(ctx, draft.title, 200),
+            abstract=cclip(ctx, draft.abstract, 600), table=cclip(ctx, table, 600),
+            discussion=cclip(ctx, draft.discussion, 500))
         out.append({"persona": name, **obj.model_dump(), "fallback": fell_back})
     return out
 
 
-def mean_score(reviews: list[dict[str, Any]]) -> float | None:
-    scores = [r["overall"] for r in reviews if not r.get("fallback")]
+def mean_score(reviews: list[StoredReview]) -> float | None:
+    """The mean overall score of the reviews that did not fall back; None when none."""
+    scores = [r.overall for r in reviews if not r.fallback]
     return mean(scores) if scores else None

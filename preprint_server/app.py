@@ -17,9 +17,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from preprint_server import __version__, contract, crud, schemas
 from preprint_server.api.deps import Services
 from preprint_server.api.routes import goals, pages, papers, search
+from preprint_server.catchup import IndexCatchUp
 from preprint_server.core.config import ServerSettings
 from preprint_server.db import Database
-from preprint_server.catchup import IndexCatchUp
 from preprint_server.errors import ServiceError, Unavailable
 from preprint_server.search import Embedder, SearchIndex
 from preprint_server.storage import BlobStore

@@ -185,10 +185,6 @@ COMMAND_MODULE = re.compile(r"agentlab\.cli\.\w+_cmd")
 # what commands run on, imported only when they run: `agentlab --help` must not wait seconds for them
 HEAVY_MODULES = ("litellm", "langgraph", "torch", "transformers", "chromadb", "ray")
 HEAVY_AGENTLAB_MODULES = ("agentlab.llm.gateway", "agentlab.lab.run", "agentlab.lab.graph", "agentlab.lab.parallel")
-# private CLI names still imported by a test another change is editing; it takes agentlab.lab.launch_many's
-# fit_to_queue and resume_argv_for instead, and this set goes
-PENDING_PRIVATE_IMPORTS = {("tests/cli/test_labs_parallel.py", "agentlab.cli.labs_cmd", "_fit_to_queue"),
-                           ("tests/cli/test_labs_parallel.py", "agentlab.cli.labs_cmd", "_resume_argv")}
 
 
 def from_imports(source: str) -> list[tuple[int, str, str]]:
@@ -232,8 +228,7 @@ def test_benchmarks_and_tests_import_no_private_cli_name():
     found = []
     for path in python_files("benchmarks", "tests"):
         rel = str(path.relative_to(REPO))
-        found += [f"{rel}:{line}: {module} {name}" for line, module, name in private_cli_imports(path.read_text())
-                  if (rel, module, name) not in PENDING_PRIVATE_IMPORTS]
+        found += [f"{rel}:{line}: {module} {name}" for line, module, name in private_cli_imports(path.read_text())]
     assert found == [], "import these from the library (agentlab.lab.launch, agentlab.lab.launch_many, ...)"
 
 

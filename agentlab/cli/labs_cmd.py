@@ -18,12 +18,8 @@ from agentlab.cli.labs_view import TerminalLabsUI, argv_prefix, exit_for, run_ma
 from agentlab.errors import AgentlabError
 from agentlab.lab.goals_file import read_goals_file
 from agentlab.lab.launch import LabRequest
-from agentlab.lab.launch_many import LabsRequest, fit_to_queue, labs_to_resume, resume_argv_for, resume_labs
+from agentlab.lab.launch_many import LabsRequest, labs_to_resume, resume_labs
 from agentlab.lab.state import LabConfig
-
-# temporary: tests/cli/test_labs_parallel.py still imports these two from here under their old names; drop them
-# once it imports fit_to_queue and resume_argv_for from agentlab.lab.launch_many
-_fit_to_queue, _resume_argv = fit_to_queue, resume_argv_for
 
 app = typer.Typer(help="Run many labs at once: they share one preprint server, the workspace (jobs, GPUs) and "
                        "one model server, on one dashboard.", no_args_is_help=True)

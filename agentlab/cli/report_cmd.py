@@ -42,6 +42,16 @@ def _load(paper: Path, records: Path) -> tuple[str, dict[str, Any]]:
         raise _fail(f"{paper}: cannot read it ({exc})") from None
 
 
+def _specs(records: Path) -> dict[str, Any] | None:
+    """The techniques.json the lab wrote beside records.json (spec_hash -> spec): method descriptions are
+    checked against it; None when it is missing or unreadable (then only what the records carry)."""
+    try:
+        specs = json.loads((records.parent / "techniques.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return specs if isinstance(specs, dict) else None
+
+
 def _comparison(markdown: str, data: dict[str, Any]) -> dict[str, Any] | None:
     """The paired comparison: from records.json when it has one, else the paper's generated McNemar line (its p
     recomputed from the wins and losses, not read from the paper)."""
@@ -73,7 +83,7 @@ def check(paper: Path = typer.Argument(..., help="The paper's Markdown (paper.md
 
     markdown, data = _load(paper, records)
     recs = [r for r in data["records"] if isinstance(r, dict)]
-    claims = check_paper(markdown, recs, _comparison(markdown, data), _settings(markdown))
+    claims = check_paper(markdown, recs, _comparison(markdown, data), _settings(markdown), specs=_specs(records))
     if as_json:
         keys = ("section", "sentence", "text", "kind", "status", "bound", "expected")
         console.print_json(json.dumps([{k: c[k] for k in keys} for c in claims], default=str))

@@ -74,18 +74,21 @@ def reindex(data_dir: Path | None = DataDirOpt, chroma_url: str | None = ChromaO
 
     from preprint_server import crud
     from preprint_server.core.config import ServerSettings
+    from preprint_server.errors import ServiceError
     from preprint_server.search import KeywordIndexBusy, SearchIndex
 
     settings = ServerSettings(data_dir=_data_dir(data_dir), chroma_url=chroma_url)
     db = _db(data_dir)
-    with console.status("loading the embedding model..."):
-        index = SearchIndex(settings, discard_unreadable=True)
-    with Progress(console=console) as progress:
-        task = progress.add_task("reindexing", total=None)
-        try:
+    try:
+        with console.status("loading the embedding model..."):
+            index = SearchIndex(settings, discard_unreadable=True)
+        with Progress(console=console) as progress:
+            task = progress.add_task("reindexing", total=None)
             n = crud.rebuild_index(db, index, progress=lambda done, total: progress.update(task, completed=done, total=total))
-        except KeywordIndexBusy as exc:
-            raise AgentlabError(f"{exc}; is the server running? Stop it first.") from None
+    except KeywordIndexBusy as exc:
+        raise AgentlabError(f"{exc}; is the server running? Stop it first.") from None
+    except ServiceError as exc:  # a standalone Chroma that does not answer
+        raise AgentlabError(f"reindex: {exc}") from None
     console.print(f"reindexed {n} papers")
 
 

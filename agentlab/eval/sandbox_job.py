@@ -69,6 +69,7 @@ def warm(hint: dict[str, Any] | None = None) -> None:
     import agentlab.bench.registry
     import agentlab.eval.client
     import agentlab.eval.harness
+    import agentlab.eval.job_args
     import agentlab.llm.transport
     import agentlab.techniques  # noqa: F401
     from agentlab.eval.records import ResultStore
@@ -86,31 +87,31 @@ def warm(hint: dict[str, Any] | None = None) -> None:
         import reasoning_gym  # noqa: F401
 
 
-def run_eval(spec: dict[str, Any], problems: list[dict[str, Any]], model: str, benchmark: str, subset: str,
-             concurrency: int = 4, timeout_s: float = 180.0, max_retries: int = 2, base_url: str | None = None,
-             seed_db: str | None = None, model_id: str = "", serving: str = "") -> dict[str, Any]:
-    """Job target: evaluate ``spec`` on ``problems``; returns {"summary", "results"} (JSON).
+def run_eval(**args: Any) -> dict[str, Any]:
+    """Job target: evaluate the spec on the problems of ``args`` (``agentlab.eval.job_args.EvalJobArgs``, validated
+    here: a bad field fails the job naming it); returns {"summary", "results"} (JSON).
 
     The model is reached through the metered proxy when the job has one, else at ``base_url``
     (for the process backend run by hand). ``model_id`` is the model's identity (``Endpoint.identity``): the
     completion cache's keys include it, and without it the job shares no completions with other jobs.
     ``serving`` (``Endpoint.serving``: engine and quantization) goes into the record and the cache's keys."""
     _light_http()
-    from agentlab.bench.registry import Problem
     from agentlab.eval.client import Endpoint
     from agentlab.eval.harness import evaluate
+    from agentlab.eval.job_args import EvalJobArgs
     from agentlab.eval.records import ResultStore
     from agentlab.llm.transport import RetryPolicy
-    from agentlab.techniques import TechniqueSpec
 
+    job = EvalJobArgs.parse(args)
     sock = os.environ.get("AGENTLAB_MODEL_SOCKET")
     if sock:
-        endpoint = Endpoint(model=model, base_url="http://model-proxy/v1", uds=sock, identity=model_id,
-                            serving=serving)
-    elif base_url:
-        endpoint = Endpoint.openai(base_url, model, identity=model_id or None, serving=serving)
+        endpoint = Endpoint(model=job.model, base_url="http://model-proxy/v1", uds=sock, identity=job.model_id,
+                            serving=job.serving)
+    elif job.base_url:
+        endpoint = Endpoint.openai(job.base_url, job.model, identity=job.model_id or None, serving=job.serving)
     else:
         raise RuntimeError("no model endpoint: run the job with network='proxy'")
+    seed_db = job.seed_db
     if seed_db and Path(seed_db, JOB_DB).is_file() and not Path(JOB_DB).exists():
         for name in (JOB_DB, JOB_DB + "-wal"):  # a killed attempt's finished problems (and its cache)
             if Path(seed_db, name).is_file():
@@ -120,18 +121,17 @@ def run_eval(spec: dict[str, Any], problems: list[dict[str, Any]], model: str, b
             os.unlink(WARM_DB)
         else:
             os.rename(WARM_DB, JOB_DB)
-    parsed = TechniqueSpec.parse(spec)
-    probs = [Problem.model_validate(p) for p in problems]
 
     def progress(res: Any, done: int, correct: int, total: int) -> None:
         print(f"progress {done} {correct} {total}", flush=True)
 
     cache = JournaledCache(JOB_DB)
     try:
-        seeded = cache.load_seed(SEED_FILE) if model_id else 0
+        seeded = cache.load_seed(SEED_FILE) if job.model_id else 0
         summary = asyncio.run(evaluate(
-            parsed, probs, endpoint, benchmark=benchmark, subset=subset, db_path=JOB_DB, run_dir="run",
-            concurrency=concurrency, timeout_s=timeout_s, retry=RetryPolicy(max_retries=max_retries),
+            job.spec, job.problems, endpoint, benchmark=job.benchmark, subset=job.subset, db_path=JOB_DB,
+            run_dir="run", concurrency=job.concurrency, timeout_s=job.timeout_s,
+            retry=RetryPolicy(max_retries=job.max_retries),
             job_id=os.environ.get("AGENTLAB_JOB_ID"), on_result=progress, cache=cache))
     finally:
         cache.close()

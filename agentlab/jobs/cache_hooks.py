@@ -5,12 +5,18 @@ The schedulers know nothing of what a job computes. A package whose jobs share a
 registers a factory here; for each job the scheduler asks the factories for the job's cache, seeds the job's
 workdir with its files before the start and hands it the files the job wrote when it ends. So the dependency
 points from that package to ``agentlab.jobs``, never back.
+
+The files a job writes for its cache are journals (they only grow, by whole lines), so a scheduler may also
+merge them while the job runs: ``JournalFollower`` reads, where the job runs, the lines gained since its last
+look. The Ray backend does, so that what a job computed survives the loss of its node, and its re-run is
+seeded with it (a re-run never pays twice for a completion).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -44,6 +50,11 @@ def register_job_cache(factory: JobCacheFactory) -> None:
         _factories.append(factory)
 
 
+def unregister_job_cache(factory: JobCacheFactory) -> None:
+    if factory in _factories:
+        _factories.remove(factory)
+
+
 def job_cache(spec: JobSpec, workspace: Path | str | None) -> JobCache | None:
     """The shared cache of a ``target`` job as the registered factories see it (the first that serves it);
     None for every other job."""
@@ -67,8 +78,9 @@ def seed_job_cache(cache: JobCache | None, job_id: str) -> dict[str, str]:
         return {}
 
 
-def merge_job_cache(cache: JobCache | None, job_id: str, out: dict[str, Any]) -> None:
-    """Merge what the job computed into the shared cache; the job's result says how much (``cache.merged``)."""
+def merge_job_cache(cache: JobCache | None, job_id: str, out: dict[str, Any], earlier: int = 0) -> None:
+    """Merge what the job computed into the shared cache; the job's result says how much (``cache.merged``,
+    with the ``earlier`` rows merged while it ran: ``merge_job_lines``)."""
     collected = out.pop("collected", None) or {}
     if cache is None:
         return
@@ -79,4 +91,73 @@ def merge_job_cache(cache: JobCache | None, job_id: str, out: dict[str, Any]) ->
         return
     result = out.get("result")
     if isinstance(result, dict) and isinstance(result.get("cache"), dict):
-        result["cache"]["merged"] = merged
+        result["cache"]["merged"] = merged + earlier
+
+
+def merge_job_lines(cache: JobCache | None, job_id: str, lines: dict[str, str]) -> int:
+    """Merge the lines a running job's journals gained (``JournalFollower.new_lines``); the new rows."""
+    if cache is None or not lines:
+        return 0
+    try:
+        return cache.merge_collected(lines)
+    except Exception:
+        log.exception("job %s: could not merge its partial results into the shared cache", job_id)
+        return 0
+
+
+class JournalFollower:
+    """Where a job runs: the whole lines its journals (the cache's ``collect`` files) gained since the last look."""
+
+    def __init__(self, workdir: Path, names: Iterable[str], max_bytes: int):
+        self.workdir, self.max_bytes = Path(workdir), max_bytes
+        self._sent = dict.fromkeys(names, 0)  # name -> bytes already handed on
+
+    def new_lines(self) -> dict[str, str]:
+        from sandbox import read_workdir_file  # never following a link the job may have put there
+
+        out = {}
+        for name, sent in self._sent.items():
+            try:
+                data = read_workdir_file(self.workdir, name, self.max_bytes) or b""
+            except OSError:  # the workdir is not there yet
+                continue
+            end = data.rfind(b"\n") + 1  # a line being written waits for the next look
+            if end > sent:
+                out[name] = data[sent:end].decode("utf-8", "replace")
+                self._sent[name] = end
+        return out
+
+
+def follow_journals(send: Callable[[dict[str, str]], None], workdir: Path, names: Iterable[str], every_s: float,
+                    max_bytes: int) -> threading.Event:
+    """Where a job runs: ``send`` the lines its journals gained, every ``every_s`` (from a thread), until the
+    returned event is set. The job's own end brings the whole journals back: this is for a job that never ends."""
+    stop = threading.Event()
+    names = tuple(names)
+    if not names:
+        return stop
+    follower = JournalFollower(workdir, names, max_bytes)
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            if lines := follower.new_lines():
+                send(lines)
+
+    threading.Thread(target=loop, name="journal-follower", daemon=True).start()
+    return stop
+
+
+class JournalBox:
+    """The lines running jobs' journals gained, by job and file, kept until taken (the Ray backend runs one
+    as an actor on the driver's node, so what a job computed outlives the loss of the node it ran on)."""
+
+    def __init__(self) -> None:
+        self._lines: dict[str, dict[str, list[str]]] = {}
+
+    def add(self, job_id: str, lines: dict[str, str]) -> None:
+        for name, text in lines.items():
+            self._lines.setdefault(job_id, {}).setdefault(name, []).append(text)
+
+    def take(self) -> dict[str, dict[str, str]]:
+        got, self._lines = self._lines, {}
+        return {job: {name: "".join(parts) for name, parts in files.items()} for job, files in got.items()}

@@ -7,6 +7,7 @@ import json
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 import sandbox
 from agentlab.jobs.sandbox_entry import CALL_FILE
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 PY_DIR = "/opt/agentlab/py"
 COLLECT_MAX_BYTES = 256 * 1024 * 1024
 CODE_PACKAGES = ("agentlab", "sandbox")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def sandbox_options_for(config: SandboxConfig) -> SandboxOptions:
@@ -89,12 +91,18 @@ def launch(spec: JobSpec, job_id: str, workdir: Path, log_dir: Path, gpus: list[
 def execute_job(spec: JobSpec, job_id: str, workdir: Path, log_dir: Path, gpus: list[int],
                 options: SandboxOptions, gpu_uuids: dict[int, str] | None = None,
                 cancel_event: threading.Event | None = None, api_key: str | None = None,
-                extra_files: dict[str, str] | None = None, collect: tuple[str, ...] = ()) -> dict[str, Any]:
+                extra_files: dict[str, str] | None = None, collect: tuple[str, ...] = (),
+                missing_hint: str = "") -> dict[str, Any]:
     """Run the job; return the fields the store records (state, exit_code, killed_by, error, result, ...).
 
     ``extra_files`` are written into the workdir too (inputs the host prepares at start, kept out of the
     stored spec); the text of the workdir files named in ``collect`` comes back under ``"collected"``
-    (whatever the job's end), read without following links."""
+    (whatever the job's end), read without following links. A job that binds host paths this machine
+    lacks fails at once, naming them (``missing_hint``: what to do about it)."""
+    missing = [src for src in spec.ro_binds if not Path(src).exists()]
+    if missing:
+        return {"state": "failed", "error": f"the job reads host paths that are not on this machine: "
+                                            f"{', '.join(missing[:3])}" + (f"; {missing_hint}" if missing_hint else "")}
     try:
         files = {**spec.files, **(extra_files or {})}
         if spec.target:
@@ -104,6 +112,22 @@ def execute_job(spec: JobSpec, job_id: str, workdir: Path, log_dir: Path, gpus: 
     except sandbox.SandboxError as exc:
         return {"state": "failed", "error": str(exc)}
     return outcome(res, collect)
+
+
+def out_of_reach(spec: JobSpec, here: str, submitted_from: str) -> str | None:
+    """Why a job on the machine at address ``here`` cannot reach the model it evaluates, served on the
+    loopback of the machine that submitted it (``submitted_from``), or None."""
+    upstream = spec.proxy.upstream if spec.proxy is not None else ""
+    if urlparse(upstream).hostname not in LOOPBACK or not submitted_from or here == submitted_from:
+        return None
+    return (f"the job's model is served at {upstream}, on the machine that submitted it ({submitted_from}) only, "
+            f"but the job runs on Ray node {here}: serve it on an address every node reaches "
+            "(model_under_study.url), or run the jobs on one machine (jobs.backend = \"local\")")
+
+
+def killed_from_outside(out: dict[str, Any]) -> bool:
+    """The job's program died of a SIGKILL none of its limits sent: the OOM killer, or its machine going away."""
+    return out.get("state") == "failed" and out.get("killed_by") is None and out.get("exit_code") in (137, -9)
 
 
 def outcome(res: sandbox.Result, collect: tuple[str, ...] = (), timed_out_s: float | None = None) -> dict[str, Any]:

@@ -1,9 +1,7 @@
 """Ray backend: the same JobSpec, run as a Ray task with ``num_cpus``/``num_gpus`` on any node of a cluster.
 
-    from agentlab.jobs.ray_backend import RayScheduler
     sched = RayScheduler(JobStore(ws / "jobs.db"), ws, address="auto")   # or None: a local Ray
-    jid = sched.submit(JobSpec(kind="train", command=[...], resources=Resources(gpus=1)))
-    sched.wait(jid)
+    sched.wait(sched.submit(JobSpec(kind="train", command=[...], resources=Resources(gpus=1))))
 
 Chosen by the config: ``jobs.backend = "ray"`` makes ``LocalScheduler.from_settings`` (which every lab run,
 ``agentlab jobs`` and ``agentlab train`` use) return a ``RayScheduler`` connected to ``jobs.ray_address``
@@ -14,28 +12,43 @@ Ray places the task and assigns GPUs; inside the task the job runs in the node's
 with the local scheduler (``CUDA_VISIBLE_DEVICES`` and device nodes = ``ray.get_gpu_ids()``, mapped to the
 configured GPU indices on a local instance). The task returns the outcome plus its logs (capped), which
 the driver records in the store and writes under ``workspace/jobs/<id>/`` so ``agentlab jobs logs`` works
-the same for both backends. Evaluation jobs share the workspace's completion cache as with the local
-scheduler (the driver seeds the task and merges back what it computed: ``agentlab.jobs.cache_hooks``). Both
-schedulers are ``agentlab.jobs.base.Scheduler`` (scope by labs/runs, ``cancel_jobs``, ``retry``, ``wait``); this
-one also heartbeats and follows cancel requests from other processes.
-Requires the ``ray`` extra (``pip install 'agentlab[ray]'``).
+the same for both backends. The job sees the id of its Ray node in ``AGENTLAB_RAY_NODE_ID``.
+
+Evaluation jobs share the workspace's completion cache (``agentlab.jobs.cache_hooks``): the driver seeds
+the task, and merges what it computed while it runs (every ``journal_every_s`` the task sends what its
+cache journal gained to an actor on the driver's node) and at its end. A job whose node or Ray worker is
+lost (``LOSSES``) runs again, same id, seeded with what it had computed, until it lost ``max_losses`` nodes
+or no node left can take it: then it ends ``failed`` saying so. A job that fails on its own is never re-run.
+At most ``max_concurrent`` jobs of the scheduler run at once; the others wait ``queued``, oldest first.
+Both schedulers are ``agentlab.jobs.base.Scheduler``; this one also heartbeats and follows cancel requests
+from other processes. Requires the ``ray`` extra (``pip install 'agentlab[ray]'``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from agentlab.jobs.base import JobError, Scheduler, gpu_list, settings_kwargs
-from agentlab.jobs.cache_hooks import job_cache, merge_job_cache, seed_job_cache
-from agentlab.jobs.execute import sandbox_options_for
+from agentlab.jobs.cache_hooks import (
+    JournalBox,
+    follow_journals,
+    job_cache,
+    merge_job_cache,
+    merge_job_lines,
+    seed_job_cache,
+)
+from agentlab.jobs.execute import COLLECT_MAX_BYTES, killed_from_outside, out_of_reach, sandbox_options_for
 from agentlab.jobs.gpus import GpuInfo
 from agentlab.jobs.spec import JobSpec
 from agentlab.jobs.store import JobStore
@@ -43,6 +56,12 @@ from sandbox import SandboxOptions
 
 log = logging.getLogger("agentlab.jobs")
 LOG_CAP = 1024 * 1024
+NODE_ENV = "AGENTLAB_RAY_NODE_ID"
+# What ray.get raises when a task's worker or node went away (not the job's doing): the job runs again.
+LOSSES = ("WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError", "ObjectLostError", "OutOfMemoryError")
+# what a job that binds workspace paths (training data, checkpoints, a model's files) needs on another node
+ELSEWHERE = ("it runs on Ray node {here}, which does not have them: put the workspace on a filesystem every node "
+             "mounts at the same path, or run these jobs with jobs.backend = \"local\"")
 INSTALL_HINT = "install it with `pip install 'agentlab[ray]'`, or set jobs.backend = \"local\" (AGENTLAB_JOBS__BACKEND=local)"
 _started_here = {"n": 0, "owner": False}  # RaySchedulers of this process on a Ray instance this process started
 _lock = threading.Lock()
@@ -50,25 +69,50 @@ _lock = threading.Lock()
 
 def _run_on_node(spec_json: str, job_id: str, opts: dict[str, Any], api_key: str | None,
                  extra_files: dict[str, str] | None = None, collect: tuple[str, ...] = (),
-                 gpu_map: list[int] | None = None) -> dict[str, Any]:
+                 gpu_map: list[int] | None = None, journals: Any = None, journal_every_s: float = 2.0,
+                 driver_ip: str = "") -> dict[str, Any]:
+    """The Ray task: run the job in this node's sandbox; its outcome, logs (capped) and where it ran.
+    ``journals``: the driver's ``JournalBox`` actor, sent the lines the job's ``collect`` files gain."""
     import ray
 
     from agentlab.jobs.execute import execute_job
 
+    node, here = ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address()
     spec = JobSpec.model_validate_json(spec_json)
+    spec = spec.model_copy(update={"env": {**spec.env, NODE_ENV: node}})
     gpus = [int(g) for g in ray.get_gpu_ids()]
     if gpu_map:  # a local Ray instance numbers its GPU resources 0..n-1: the configured indices
         gpus = [gpu_map[g] if g < len(gpu_map) else g for g in gpus]
     base = Path(tempfile.mkdtemp(prefix=f"agentlab-{job_id}-"))
-    out = execute_job(spec, job_id, base / "work", base, gpus, SandboxOptions(**opts), api_key=api_key,
-                      extra_files=extra_files, collect=tuple(collect))
+    send = (lambda lines: journals.add.remote(job_id, lines)) if journals is not None else None
+    stop = follow_journals(send, base / "work", collect if send else (), journal_every_s, COLLECT_MAX_BYTES)
+    try:
+        out = {"state": "failed", "error": problem} if (problem := out_of_reach(spec, here, driver_ip)) else \
+            execute_job(spec, job_id, base / "work", base, gpus, SandboxOptions(**opts), api_key=api_key,
+                        extra_files=extra_files, collect=tuple(collect), missing_hint=ELSEWHERE.format(here=here))
+    finally:
+        stop.set()
     for name in ("stdout.log", "stderr.log"):
         p = base / name
         data = p.read_bytes()[-LOG_CAP:] if p.exists() else b""
         out[name] = data.decode("utf-8", "replace")
-    out["node_dir"] = str(base)
-    out["gpus"] = gpus
+    out.update(node_dir=str(base), gpus=gpus, node=node)
     return out
+
+
+@dataclass
+class _Run:
+    """A job of this scheduler, from its submission until its end is recorded."""
+
+    job_id: str
+    spec: JobSpec
+    cache: Any  # its side of the shared cache (``cache_hooks.JobCache``), or None
+    losses: int = 0  # nodes or workers lost under it
+    lost: str = ""  # what the last loss was
+    merged: int = 0  # cache rows merged while it ran
+    requeued: bool = False  # waiting to run again after a loss ('running' in the store meanwhile)
+    homeless: int = 0  # heartbeats in a row that found no live node able to take it
+    unplaceable: bool = False  # cancelled because no live node can take it any more
 
 
 def _check_reachable(address: str) -> None:
@@ -128,10 +172,13 @@ class RayScheduler(Scheduler):
                  sandbox_options: SandboxOptions | None = None, init_kwargs: dict[str, Any] | None = None,
                  proxy_api_key: str | None = None, gpus: list[int] | list[GpuInfo] | None = None,
                  cpus: float | None = None, labs: Iterable[str] | None = None, runs: Iterable[str] | None = None,
-                 heartbeat_s: float = 2.0, share_cache: bool = True, max_concurrent: int | None = None) -> None:
+                 heartbeat_s: float = 2.0, share_cache: bool = True, max_concurrent: int | None = None,
+                 max_losses: int = 3, journal_every_s: float = 2.0, node_death_wait_s: float = 30.0) -> None:
         """``gpus``/``cpus``: the resources of a local Ray instance this scheduler starts (ignored when it
-        attaches to a running one: the cluster has its own). ``max_concurrent`` is the local scheduler's knob:
-        Ray runs as many jobs as the cluster's resources allow."""
+        attaches to a running one: the cluster has its own). ``max_concurrent``: this scheduler's jobs running
+        at once (None: as many as the cluster takes). ``max_losses``: a job whose node or worker is lost this
+        many times ends failed. ``journal_every_s``: how often running jobs send their cache journals.
+        ``node_death_wait_s``: how long a job killed from outside waits for its node to be declared dead."""
         gpu_info = gpu_list(gpus)
         self._ray, started = connect(address, num_cpus=cpus, num_gpus=len(gpu_info), init_kwargs=init_kwargs)
         ray = self._ray
@@ -146,8 +193,16 @@ class RayScheduler(Scheduler):
         super().__init__(store, workspace, gpus=gpu_info, held_gpus=[], sandbox_options=sandbox_options,
                          proxy_api_key=proxy_api_key, labs=labs, runs=runs, heartbeat_s=heartbeat_s,
                          share_cache=share_cache)
-        self._remote = ray.remote(max_retries=0)(_run_on_node)
-        self._refs: dict[Any, tuple[str, Any]] = {}  # ref -> (job id, its shared-cache side)
+        self.max_concurrent, self.max_losses, self.journal_every_s = max_concurrent, max_losses, journal_every_s
+        self.node_death_wait_s = node_death_wait_s
+        self._driver_ip = ray.util.get_node_ip_address()
+        self._remote = ray.remote(max_retries=0)(_run_on_node)  # this scheduler re-runs lost tasks (_ended_by)
+        self._runs: dict[str, _Run] = {}  # waiting and running jobs
+        self._waiting: deque[str] = deque()  # held back by max_concurrent, in submission order
+        self._refs: dict[Any, str] = {}  # ref of a running task -> its job id
+        self._journals: Any = None  # the JournalBox actor, started with the first job that has a cache
+        self._suspects: dict[str, tuple[dict[str, Any], float]] = {}  # job id -> outcome, decision time
+        self._dispatching = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="ray-jobs", daemon=True)
         self._thread.start()
@@ -156,51 +211,53 @@ class RayScheduler(Scheduler):
     def from_settings(cls, settings: Any, **kw: Any) -> RayScheduler:
         s = settings
         kw.pop("start", None)
+        kw.setdefault("max_concurrent", s.jobs.max_concurrent)
         return cls(JobStore(s.jobs_db_path), s.workspace, address=s.jobs.ray_address or None,
                    sandbox_options=sandbox_options_for(s.sandbox), **settings_kwargs(s, kw))
 
     # --- the Scheduler interface ---------------------------------------------------------------------------
     def submit(self, spec: JobSpec) -> str:
-        self._check_fits(spec)
-        job_id = self.store.add(spec, submitted_by=self.id)
-        if spec.proxy is not None and spec.proxy.api_key:
-            self._secrets[job_id] = spec.proxy.api_key
-        self._launch(job_id, spec)
-        return job_id
+        return self._add(spec, spec.proxy.api_key if spec.proxy is not None else None)
 
     def retry(self, job_id: str) -> str:
         old = self.get(job_id)
         if not old.done:
             raise JobError(f"job {job_id} is {old.state}; only finished jobs can be retried")
-        spec = old.spec
-        self._check_fits(spec)
-        new_id = self.store.add(spec, retry_of=old.id, attempt=old.attempt + 1, submitted_by=self.id)
-        if old.id in self._secrets:
-            self._secrets[new_id] = self._secrets[old.id]
-        self._launch(new_id, spec)
-        return new_id
+        return self._add(old.spec, self._secrets.get(old.id), retry_of=old.id, attempt=old.attempt + 1)
 
     def cancel(self, job_id: str) -> str:
         job_id = self.get(job_id).id
-        state = self.store.request_cancel(job_id)
+        state = self.store.request_cancel(job_id)  # a waiting job is 'queued' in the store: cancelled now
+        with self._lock:
+            waiting = job_id in self._waiting
+            if waiting:
+                self._waiting.remove(job_id)
+                run = self._runs.pop(job_id)
+        if waiting:
+            if run.requeued:  # 'running' in the store: its run was lost, the next one not started
+                self.store.finish(job_id, "cancelled", error="cancelled while waiting to run again")
+                state = "cancelled"
+            self._job_finished()
         self._cancel_ref(job_id)
         return state or "unknown"
 
     def shutdown(self, wait: bool = True, cancel_running: bool = False) -> None:
         if cancel_running:
             with self._lock:
-                ids = [j for j, _ in self._refs.values()]
+                ids = list(self._runs)
             for job_id in ids:
-                self.store.request_cancel(job_id)
-                self._cancel_ref(job_id)
+                self.cancel(job_id)
         if wait:
             while True:
                 with self._lock:
-                    if not self._refs:
+                    if not self._runs:
                         break
                 time.sleep(0.05)
         self._stop.set()
         self._thread.join()
+        if self._journals is not None:
+            with contextlib.suppress(Exception):
+                self._ray.kill(self._journals)
         self.store.unregister_scheduler(self.id)
         if self._counted:
             with _lock:
@@ -211,38 +268,93 @@ class RayScheduler(Scheduler):
             if last:  # the local instance this process started goes with its last scheduler
                 self._ray.shutdown()
 
-    # --- internals ----------------------------------------------------------------------------------------
-    def _check_fits(self, spec: JobSpec) -> None:
-        self._check_scope(spec)
-        total = self._ray.cluster_resources()
-        if spec.resources.gpus > total.get("GPU", 0):
-            raise JobError(f"job needs {spec.resources.gpus} GPU(s) but the Ray cluster has {int(total.get('GPU', 0))}")
-        if spec.resources.cpus > total.get("CPU", 0):
-            raise JobError(f"job needs {spec.resources.cpus:g} CPUs but the Ray cluster has {total.get('CPU', 0):g}")
+    # --- where a job can run -------------------------------------------------------------------------------
+    def _node_resources(self) -> list[dict[str, float]]:
+        return [n.get("Resources", {}) for n in self._ray.nodes() if n.get("Alive")]
 
-    def _launch(self, job_id: str, spec: JobSpec) -> None:
-        log_dir = self.jobs_dir / job_id
-        # the job is 'running' from here: Ray queues it until the cluster has its resources
-        self.store.claim(job_id, self.id, [], str(log_dir / "work"), str(log_dir))
+    def _fits_a_node(self, spec: JobSpec, nodes: list[dict[str, float]] | None = None) -> bool:
+        r = spec.resources
+        nodes = self._node_resources() if nodes is None else nodes
+        return any(res.get("CPU", 0) >= r.cpus and res.get("GPU", 0) >= r.gpus for res in nodes)
+
+    def _no_node_for(self, spec: JobSpec) -> str:
+        r = spec.resources
+        nodes = ", ".join(f"{res.get('CPU', 0):g} CPU/{int(res.get('GPU', 0))} GPU" for res in self._node_resources())
+        return (f"job needs {r.cpus:g} CPU(s) and {r.gpus} GPU(s) on one node, but no node of the Ray cluster has "
+                f"that much (nodes: {nodes or 'none'})")
+
+    def _check_fits(self, spec: JobSpec) -> None:
+        """Refuse a job no node can take (Ray would keep it pending for ever)."""
+        self._check_scope(spec)
+        if not self._fits_a_node(spec):
+            raise JobError(self._no_node_for(spec))
+
+    # --- starting jobs -------------------------------------------------------------------------------------
+    def _add(self, spec: JobSpec, secret: str | None, **kw: Any) -> str:
+        """Store the job and queue it here (it starts when ``max_concurrent`` allows); its id."""
+        self._check_fits(spec)
+        job_id = self.store.add(spec, submitted_by=self.id, **kw)
+        if secret:
+            self._secrets[job_id] = secret
+        cache = job_cache(spec, self.workspace) if self.share_cache else None
+        with self._lock:
+            self._runs[job_id] = _Run(job_id, spec, cache)
+            self._waiting.append(job_id)
+        self._dispatch()
+        return job_id
+
+    def _dispatch(self) -> None:
+        """Start waiting jobs, oldest first, while fewer than ``max_concurrent`` of this scheduler's run."""
+        with self._dispatching:
+            while True:
+                with self._lock:
+                    full = self.max_concurrent is not None and len(self._refs) >= self.max_concurrent
+                    if full or not self._waiting:
+                        return
+                    run = self._runs[self._waiting.popleft()]
+                log_dir = self.jobs_dir / run.job_id
+                # 'running' from here: Ray queues the task until a node has its resources
+                if run.requeued or self.store.claim(run.job_id, self.id, [], str(log_dir / "work"), str(log_dir)):
+                    run.requeued = False
+                    self._launch(run)
+                else:  # cancelled while it waited
+                    self._forget(run)
+
+    def _launch(self, run: _Run) -> None:
+        job_id, spec = run.job_id, run.spec
         key = self._secrets.get(job_id) or self.proxy_api_key
         opts = {k: getattr(self.options, k) for k in ("backend", "bwrap_path", "uid", "gid", "drop_privileges",
                                                       "use_cgroups")}
         opts["env_passthrough"] = tuple(self.options.env_passthrough)
-        cache = job_cache(spec, self.workspace) if self.share_cache else None
+        collect = run.cache.collect if run.cache else ()
+        journals = self._journal_actor() if collect else None
         ref = self._remote.options(num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus).remote(
-            spec.model_dump_json(), job_id, opts, key, seed_job_cache(cache, job_id),
-            cache.collect if cache else (), self._gpu_map)
+            spec.model_dump_json(), job_id, opts, key, seed_job_cache(run.cache, job_id), collect, self._gpu_map,
+            journals, self.journal_every_s, self._driver_ip)
         with self._lock:
-            self._refs[ref] = (job_id, cache)
+            self._refs[ref] = job_id
+
+    def _journal_actor(self) -> Any:
+        """The ``JournalBox`` actor, on this driver's node (not merely preferred: Ray's soft affinity put it on a
+        worker when the driver's node had no CPU), so it outlives the loss of any node running jobs."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        with self._lock:
+            if self._journals is None:
+                here = self._ray.get_runtime_context().get_node_id()
+                self._journals = self._ray.remote(num_cpus=0)(JournalBox).options(
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
+            return self._journals
 
     def _cancel_ref(self, job_id: str) -> None:
         with self._lock:
-            ref = next((r for r, (j, _) in self._refs.items() if j == job_id), None)
+            ref = next((r for r, j in self._refs.items() if j == job_id), None)
         if ref is not None:
             self._ray.cancel(ref, force=True)
 
+    # --- following jobs ------------------------------------------------------------------------------------
     def _watch(self) -> None:
-        last_beat = 0.0
+        last_beat = last_journal = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
             if now - last_beat >= self.heartbeat_s:  # other schedulers of the workspace see this one alive
@@ -250,9 +362,15 @@ class RayScheduler(Scheduler):
                     self.store.heartbeat(self.id)
                     for job_id in self.store.cancel_requested(self.id):  # `agentlab jobs cancel` elsewhere
                         self._cancel_ref(job_id)
+                    self._cancel_unplaceable()
                 except Exception:  # a busy db: the next beat
                     log.debug("ray scheduler heartbeat failed", exc_info=True)
                 last_beat = now
+            if self._journals is not None and now - last_journal >= self.journal_every_s:
+                self._merge_journals()
+                last_journal = now
+            if self._suspects:
+                self._judge_suspects()
             with self._lock:
                 refs = list(self._refs)
             if not refs:
@@ -261,30 +379,114 @@ class RayScheduler(Scheduler):
             ready, _ = self._ray.wait(refs, num_returns=1, timeout=0.2)
             for ref in ready:
                 with self._lock:
-                    job_id, cache = self._refs[ref]
-                self._record(job_id, ref, cache)
-                with self._lock:
-                    self._refs.pop(ref, None)
-                self._job_finished()
+                    job_id = self._refs.pop(ref)
+                    run = self._runs[job_id]
+                self._record(run, ref)
+            if ready:
+                self._dispatch()
 
-    def _record(self, job_id: str, ref: Any, cache: Any) -> None:
-        log_dir = self.jobs_dir / job_id
-        log_dir.mkdir(parents=True, exist_ok=True)
+    def _cancel_unplaceable(self) -> None:
+        """Cancel the tasks no live node can take any more (the nodes that could are gone), seen so at two
+        heartbeats in a row: Ray would keep them pending for ever. (A task that was running on a lost node
+        ends by itself, as a loss, meanwhile.) They end failed, saying so (``_ended_by``)."""
+        with self._lock:
+            running = [(ref, self._runs[job_id]) for ref, job_id in self._refs.items()]
+        nodes = self._node_resources() if running else []
+        for ref, run in running:
+            run.homeless = 0 if self._fits_a_node(run.spec, nodes) else run.homeless + 1
+            if run.homeless >= 2 and not run.unplaceable:
+                run.unplaceable = True
+                self._ray.cancel(ref, force=True)
+
+    def _merge_journals(self) -> None:
+        """Merge into the shared cache the journal lines running jobs sent (``JournalBox``)."""
+        try:
+            got = self._ray.get(self._journals.take.remote(), timeout=10)
+        except Exception as exc:  # the next look tries again; the jobs' results carry their whole journals
+            log.warning("could not read the running jobs' cache journals: %s", exc)
+            return
+        for job_id, lines in got.items():
+            with self._lock:
+                run = self._runs.get(job_id)
+            if run is not None:
+                run.merged += merge_job_lines(run.cache, job_id, lines)
+
+    def _record(self, run: _Run, ref: Any) -> None:
+        job_id = run.job_id
         try:
             out = self._ray.get(ref)
-        except (self._ray.exceptions.TaskCancelledError, self._ray.exceptions.WorkerCrashedError) as exc:
-            if self.get(job_id).cancel_requested:
-                self.store.finish(job_id, "cancelled", error="cancelled while running")
-            else:
-                self.store.finish(job_id, "failed", error=f"ray task failed: {str(exc)[:500]}")
+        except Exception as exc:
+            self._ended_by(run, exc)
             return
-        except Exception as exc:  # a lost node
-            self.store.finish(job_id, "failed", error=f"ray task failed: {str(exc)[:500]}")
+        if killed_from_outside(out):  # by its node's end? Ray may take seconds to declare the node dead
+            self._suspects[job_id] = (out, time.monotonic() + self.node_death_wait_s)
             return
+        self._store_outcome(run, out)
+
+    def _judge_suspects(self) -> None:
+        """A job killed from outside whose node was then declared dead was lost with it (its task could
+        still answer); one whose node lives on after ``node_death_wait_s`` failed on its own."""
+        alive = {n.get("NodeID") for n in self._ray.nodes() if n.get("Alive")}
+        for job_id, (out, until) in list(self._suspects.items()):
+            dead = out.get("node") not in alive
+            if dead or time.monotonic() > until:
+                del self._suspects[job_id]
+                if dead:
+                    self._lost(self._runs[job_id], f"its node died: {out.get('error')}")
+                    self._dispatch()
+                else:
+                    self._store_outcome(self._runs[job_id], out)
+
+    def _store_outcome(self, run: _Run, out: dict[str, Any]) -> None:
+        job_id = run.job_id
+        log_dir = self.jobs_dir / job_id
+        log_dir.mkdir(parents=True, exist_ok=True)
         for name in ("stdout.log", "stderr.log"):
             (log_dir / name).write_text(out.pop(name, ""))
-        node_dir, gpus = out.pop("node_dir"), out.pop("gpus")
-        merge_job_cache(cache, job_id, out)
+        node_dir, gpus, node = out.pop("node_dir"), out.pop("gpus"), out.pop("node", None)
+        log.debug("job %s ran on Ray node %s", job_id, node)
+        merge_job_cache(run.cache, job_id, out, earlier=run.merged)
         state = out.pop("state")
         self.store.update(job_id, gpus=gpus, workdir=f"{node_dir}/work")
-        self.store.finish(job_id, state, **out)
+        self._finish(run, state, **out)
+
+    def _ended_by(self, run: _Run, exc: Exception) -> None:
+        """The task raised: cancelled, lost with its node or worker (run again while allowed), or broken."""
+        if self.get(run.job_id).cancel_requested:
+            self._finish(run, "cancelled", error="cancelled while running")
+            return
+        if isinstance(exc, tuple(getattr(self._ray.exceptions, name) for name in LOSSES)):
+            self._lost(run, f"{type(exc).__name__}: {str(exc)[:300]}")
+        elif run.unplaceable:
+            self._finish(run, "failed", error="; ".join(filter(None, [run.lost, self._homeless(run)])))
+        else:
+            self._finish(run, "failed", error=f"ray task failed: {str(exc)[:500]}")
+
+    def _homeless(self, run: _Run) -> str:
+        return f"no node left can take it: {self._no_node_for(run.spec)}"
+
+    def _lost(self, run: _Run, why: str) -> None:
+        """The job's node or worker was lost: run it again while allowed, else it ends failed."""
+        run.losses += 1
+        if self._journals is not None:  # what it computed before the loss, so that its re-run is seeded with it
+            self._merge_journals()
+        run.lost = f"node lost {run.losses} time{'s' if run.losses > 1 else ''} ({why})"
+        if run.losses >= self.max_losses:
+            self._finish(run, "failed", error=f"{run.lost}; not run again (at most {self.max_losses} losses)")
+        elif not self._fits_a_node(run.spec):  # (Ray may still count the lost node: then _cancel_unplaceable)
+            self._finish(run, "failed", error=f"{run.lost}; {self._homeless(run)}")
+        else:  # first in line for this scheduler's next free slot (``_watch`` dispatches at once)
+            log.warning("job %s: %s; running it again", run.job_id, run.lost)
+            self.store.update(run.job_id, error=f"running again after: {run.lost}")
+            run.requeued = True
+            with self._lock:
+                self._waiting.appendleft(run.job_id)
+
+    def _finish(self, run: _Run, state: str, **fields: Any) -> None:
+        self.store.finish(run.job_id, state, **fields)
+        self._forget(run)
+        self._job_finished()
+
+    def _forget(self, run: _Run) -> None:
+        with self._lock:
+            self._runs.pop(run.job_id, None)

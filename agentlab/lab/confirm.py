@@ -12,15 +12,13 @@ number a harness record; the report split still decides, and the paper states bo
 
 from __future__ import annotations
 
-from typing import Any
-
 from agentlab.lab.context import LabContext, LimitReached
+from agentlab.lab.models import AblationRow, Confirmation, Experiment, JobResult, Paired, Record
 from agentlab.llm.gateway import BudgetExceeded
 from agentlab.techniques import TechniqueSpec
 from agentlab.techniques.spec import ABLATION_PARTS, ablations
 
 CONFIRM_BEST, CONFIRM_BASELINE = "confirm-best", "confirm-baseline"
-PAIRED_KEYS = ("n", "wins", "losses", "ties", "delta", "p_value")
 
 
 def jobs_left(ctx: LabContext) -> int:
@@ -30,16 +28,16 @@ def jobs_left(ctx: LabContext) -> int:
 
 def _to_run(ctx: LabContext, keys: list[str]) -> int:
     """How many of ``keys`` still need a job (a resumed run reuses the finished ones)."""
-    return sum(1 for k in keys if (ctx.store.experiment(ctx.run_id, k) or {}).get("status") != "succeeded")
+    return sum(1 for k in keys if not ((row := ctx.stored_job(k)) and row.status == "succeeded"))
 
 
-def confirm(ctx: LabContext, best: dict[str, Any] | None, best_spec: TechniqueSpec | None,
-            base_spec: TechniqueSpec, reserve: int) -> dict[str, Any] | None:
+def confirm(ctx: LabContext, best: Experiment | None, best_spec: TechniqueSpec | None,
+            base_spec: TechniqueSpec, reserve: int) -> Confirmation | None:
     """The best node against the baseline on the confirmation problems, then its ablation; None when off
     (``confirm_n`` 0), when there is no best node other than the baseline, or when the job budget has fewer
     than ``reserve`` (the report split's jobs) plus its own left."""
     cfg = ctx.config
-    trained = (best or {}).get("training")
+    trained = best.training if best else None
     if cfg.confirm_n == 0 or best_spec is None:
         return None
     if not trained and best_spec.spec_hash() == base_spec.spec_hash():
@@ -55,33 +53,32 @@ def confirm(ctx: LabContext, best: dict[str, Any] | None, best_spec: TechniqueSp
                  f"{asked} were asked for")
     if not problems:
         return None
-    ckpt = trained["run_id"] if trained else None
+    ckpt = trained.run_id if trained else None
     try:
         base = ctx.run_job(CONFIRM_BASELINE, base_spec, "confirm")
         tech = ctx.run_job(CONFIRM_BEST, best_spec, "confirm", checkpoint=ckpt)
     except (LimitReached, BudgetExceeded) as exc:
         ctx.note(f"the confirmation stopped: {exc}")
         return None
-    out: dict[str, Any] = {"n": len(problems), "subset": ctx.experiments.subset_label("confirm"),
-                           "technique": tech.get("record"), "baseline": base.get("record"),
-                           "dev_paired": (best or {}).get("paired")}
-    out.update(_paired(ctx, tech.get("record"), base.get("record"), "the confirmation"))
-    if "delta" in out:
-        out["confirmed"] = out["delta"] > 0
-        if not out["confirmed"]:
-            ctx.note(f"the dev gain of {best_spec.name} did not confirm on {out['n']} fresh dev problems "
-                     f"({out['wins']} wins, {out['losses']} losses against the baseline); the report split "
+    out = Confirmation(n=len(problems), subset=ctx.experiments.subset_label("confirm"), technique=tech.record,
+                       baseline=base.record, dev_paired=best.paired if best else None)
+    paired = _paired(ctx, tech.record, base.record, "the confirmation")
+    if paired:
+        out = out.model_copy(update={**paired.model_dump(), "confirmed": paired.delta > 0})
+        if not out.confirmed:
+            ctx.note(f"the dev gain of {best_spec.name} did not confirm on {out.n} fresh dev problems "
+                     f"({out.wins} wins, {out.losses} losses against the baseline); the report split "
                      "decides")
     else:
         ctx.note("the confirmation on fresh dev problems failed: "
-                 + "; ".join(str(r.get("error"))[:200] for r in (base, tech) if r.get("error")))
-    if out["technique"]:
-        out["ablation"] = ablate(ctx, best_spec, base_spec, tech, base, ckpt, reserve)
+                 + "; ".join(str(r.error)[:200] for r in (base, tech) if r.error))
+    if out.technique:
+        out.ablation = ablate(ctx, best_spec, base_spec, tech, base, ckpt, reserve)
     return out
 
 
-def ablate(ctx: LabContext, spec: TechniqueSpec, base_spec: TechniqueSpec, full: dict[str, Any],
-           base: dict[str, Any], ckpt: str | None, reserve: int) -> list[dict[str, Any]]:
+def ablate(ctx: LabContext, spec: TechniqueSpec, base_spec: TechniqueSpec, full: JobResult,
+           base: JobResult, ckpt: str | None, reserve: int) -> list[AblationRow]:
     """Each part of ``spec`` removed in turn, on the confirmation problems, paired with the full node
     (``full``); [] when ablation is off, the spec has fewer than two parts, or the job budget does not allow
     all of them."""
@@ -100,24 +97,21 @@ def ablate(ctx: LabContext, spec: TechniqueSpec, base_spec: TechniqueSpec, full:
         except (LimitReached, BudgetExceeded) as exc:
             ctx.note(f"the ablation of {spec.name} stopped: {exc}")
             break
-        rec = res.get("record")
-        row = {"part": part, "label": ABLATION_PARTS[part],
-               "technique": (rec or {}).get("technique") or ablated.name,
-               "spec_hash": ablated.spec_hash(), "spec": ablated.model_dump(mode="json"), "record": rec,
-               "error": None if rec else str(res.get("error"))[:300]}
-        row.update(_paired(ctx, rec, full.get("record"), f"the ablation of {part}"))
-        rows.append(row)
+        rec = res.record
+        row = AblationRow(part=part, label=ABLATION_PARTS[part], technique=rec.technique if rec else ablated.name,
+                          spec_hash=ablated.spec_hash(), spec=ablated.model_dump(mode="json"), record=rec,
+                          error=None if rec else str(res.error)[:300])
+        paired = _paired(ctx, rec, full.record, f"the ablation of {part}")
+        rows.append(row.model_copy(update=paired.model_dump()) if paired else row)
     return rows
 
 
-def _paired(ctx: LabContext, a: dict[str, Any] | None, b: dict[str, Any] | None, what: str) -> dict[str, Any]:
-    """``a`` against ``b`` on the same problems (wins: a right, b wrong); {} when either has no record."""
+def _paired(ctx: LabContext, a: Record | None, b: Record | None, what: str) -> Paired | None:
+    """``a`` against ``b`` on the same problems (wins: a right, b wrong); None when either has no record."""
     if not (a and b):
-        return {}
+        return None
     try:
-        c = ctx.experiments.compare(a, b)
+        return ctx.experiments.compare(a, b).paired()
     except Exception as exc:
         ctx.note(f"paired comparison for {what} unavailable: {type(exc).__name__}: {exc}")
-        return {}
-    return {k: c[k] for k in PAIRED_KEYS}
-
+        return None

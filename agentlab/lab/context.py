@@ -22,9 +22,11 @@ from agentlab.config import Settings
 from agentlab.errors import AgentlabError
 from agentlab.lab.dev_evidence import stored_evidence
 from agentlab.lab.experiments import Experiments
+from agentlab.lab.models import Evidence, JobResult, Record, SpecRequest, TrainingRequest, dumped
 from agentlab.lab.publishing import Publisher
 from agentlab.lab.state import LabConfig
 from agentlab.lab.store import LabStore
+from agentlab.lab.view import LiteratureHit, StoredJob
 from agentlab.llm.gateway import BudgetExceeded
 from agentlab.techniques import TechniqueSpec
 
@@ -95,10 +97,10 @@ class LabContext:
     def technique_names(self) -> list[str]:
         return self.experiments.technique_names()
 
-    def build_spec(self, proposal: dict[str, Any], iteration: int) -> TechniqueSpec:
+    def build_spec(self, proposal: SpecRequest, iteration: int) -> TechniqueSpec:
         return self.experiments.build_spec(proposal, iteration)
 
-    def spec_adjustments(self, requested: dict[str, Any], spec: TechniqueSpec) -> list[str]:
+    def spec_adjustments(self, requested: SpecRequest, spec: TechniqueSpec) -> list[str]:
         return self.experiments.spec_adjustments(requested, spec)
 
     def simplify_spec(self, spec: TechniqueSpec) -> TechniqueSpec:
@@ -117,7 +119,7 @@ class LabContext:
     def training_eval_spec(self, technique: str, method: str, iteration: int) -> TechniqueSpec:
         return self.experiments.training_eval_spec(technique, method, iteration)
 
-    def build_recipe(self, proposal: dict[str, Any], iteration: int) -> tuple[Any, str]:
+    def build_recipe(self, proposal: TrainingRequest, iteration: int) -> tuple[Any, str]:
         """(a validated training recipe, "") or (None, the validation error naming the field)."""
         from agentlab.train.recipe import RecipeError
 
@@ -129,12 +131,11 @@ class LabContext:
     def recipe_adjustments(self, requested: dict[str, Any], recipe: Any) -> list[str]:
         return self.experiments.recipe_adjustments(requested, recipe)
 
-    def run_training(self, key: str, recipe: Any) -> dict[str, Any]:
+    def run_training(self, key: str, recipe: Any) -> JobResult:
         """Train once per key (a resumed run reuses a finished training run); failures are data."""
-        done = self.store.experiment(self.run_id, key)
-        if done and done["status"] == "succeeded" and (done.get("meta") or {}).get("training"):
-            return {"status": "succeeded", "training": done["meta"]["training"], "job_id": done["job_id"],
-                    "reused": True}
+        done = self.stored_job(key)
+        if done and done.status == "succeeded" and done.meta.training:
+            return JobResult(status="succeeded", training=done.meta.training, job_id=done.job_id, reused=True)
         with self._job_lock:
             self.check_limits(need_job=True)
             self.store.start_experiment(self.run_id, key, "train", recipe.recipe_hash(), None, {})
@@ -144,22 +145,28 @@ class LabContext:
         except BudgetExceeded:
             raise
         except Exception as exc:
-            result = {**_failed(exc), "training": None}
-        self.store.finish_experiment(self.run_id, key, result["status"], result.get("job_id"), None,
-                                     result.get("error"), meta={"training": result.get("training")})
+            result = _failed(exc)
+        training = dumped(result.training)
+        self.store.finish_experiment(self.run_id, key, result.status, result.job_id, None, result.error,
+                                     meta={"training": training})
         self.save_elapsed()
-        self.emit("job_finished", key=key, status=result["status"], accuracy=None, job_id=result.get("job_id"),
-                  error=result.get("error"))
+        self.emit("job_finished", key=key, status=result.status, accuracy=None, job_id=result.job_id,
+                  error=result.error)
         return result
 
-    def earlier_experiment(self, key: str) -> dict[str, Any] | None:
-        """The stored attempt of ``key`` (a resumed run), its spec parsed, or None."""
+    def stored_job(self, key: str) -> StoredJob | None:
+        """The lab store's row of ``key`` (a resumed run), or None."""
         row = self.store.experiment(self.run_id, key)
-        if row and row.get("spec"):
-            row["spec"] = TechniqueSpec.parse(row["spec"])
+        return StoredJob.model_validate(row) if row else None
+
+    def earlier_experiment(self, key: str) -> StoredJob | None:
+        """The stored attempt of ``key`` (a resumed run), its spec parsed, or None."""
+        row = self.stored_job(key)
+        if row and row.spec:
+            row.spec = TechniqueSpec.parse(row.spec)
         return row
 
-    def search_literature(self, query: str, k: int) -> list[dict[str, Any]]:
+    def search_literature(self, query: str, k: int) -> list[LiteratureHit]:
         try:
             return self.publisher.search(query, k, goal=None)
         except Exception as exc:
@@ -167,7 +174,7 @@ class LabContext:
             return []
 
     def run_job(self, key: str, spec: TechniqueSpec, split: str, meta: dict | None = None,
-                checkpoint: str | None = None) -> dict[str, Any]:
+                checkpoint: str | None = None) -> JobResult:
         """Run ``spec`` on ``split`` as a job, once per key: a finished key returns its stored result. With
         ``checkpoint`` (a training run id) the model evaluated is the one that run trained."""
         reused, seed = self._finished(key, spec, split, checkpoint)
@@ -179,51 +186,51 @@ class LabContext:
                                         meta)
         self.emit("job_started", key=key, split=split, technique=spec.name)
         result = self._evaluate(key, spec, split, seed, checkpoint)
-        self.store.finish_experiment(self.run_id, key, result["status"], result.get("job_id"),
-                                     result.get("record"), result.get("error"))
+        self.store.finish_experiment(self.run_id, key, result.status, result.job_id, dumped(result.record),
+                                     result.error)
         self.save_elapsed()
-        rec = result.get("record") or {}
-        self.emit("job_finished", key=key, status=result["status"], accuracy=rec.get("accuracy"),
-                  job_id=result.get("job_id"), error=result.get("error"))
+        self.emit("job_finished", key=key, status=result.status,
+                  accuracy=result.record.accuracy if result.record else None, job_id=result.job_id,
+                  error=result.error)
         return result
 
     def _finished(self, key: str, spec: TechniqueSpec, split: str,
-                  checkpoint: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
+                  checkpoint: str | None = None) -> tuple[JobResult | None, str | None]:
         """(the result of a key that already finished, None; else None, a half-finished workdir to seed from).
 
         A key killed while its job ran reuses the job's result if the job finished: it is never rerun."""
-        done = self.store.experiment(self.run_id, key)
-        if done and done["status"] == "succeeded":
-            self.emit("job_reused", key=key, job_id=done["job_id"], accuracy=done["record"]["accuracy"])
-            return {"status": "succeeded", "record": done["record"], "job_id": done["job_id"], "reused": True,
-                    **self._reused_evidence(split, done["record"])}, None
-        if not (done and done.get("job_id")):
+        done = self.stored_job(key)
+        if done and done.status == "succeeded":
+            reused = done.result()
+            self.emit("job_reused", key=key, job_id=done.job_id, accuracy=reused.record.accuracy)
+            if split == "dev":
+                reused.evidence = self._reused_evidence(reused.record)
+            return reused, None
+        if not (done and done.job_id):
             return None, None
         try:
-            recovered, seed = self.experiments.recover(done["job_id"], spec, split, checkpoint)
+            recovered, seed = self.experiments.recover(done.job_id, spec, split, checkpoint)
         except Exception:
-            log.warning("could not recover job %s of %s %s; running it again", done["job_id"], self.run_id, key,
+            log.warning("could not recover job %s of %s %s; running it again", done.job_id, self.run_id, key,
                         exc_info=True)
             return None, None
-        if recovered is None or recovered["status"] != "succeeded":
+        if recovered is None or not recovered.succeeded:
             return None, seed
-        self.store.finish_experiment(self.run_id, key, "succeeded", recovered["job_id"], recovered["record"], None)
-        self.emit("job_reused", key=key, job_id=recovered["job_id"], accuracy=recovered["record"]["accuracy"])
-        return {**recovered, "reused": True}, None
+        self.store.finish_experiment(self.run_id, key, "succeeded", recovered.job_id, dumped(recovered.record), None)
+        self.emit("job_reused", key=key, job_id=recovered.job_id, accuracy=recovered.record.accuracy)
+        return recovered.model_copy(update={"reused": True}), None
 
-    def _reused_evidence(self, split: str, record: dict[str, Any]) -> dict[str, Any]:
+    def _reused_evidence(self, record: Record) -> Evidence | None:
         """A reused dev job's evidence, rebuilt from the eval db: the agents see it as they would have."""
-        if split != "dev":
-            return {}
         try:
             exps = self.experiments
-            return {"evidence": stored_evidence(exps.eval_db, record["eval_run_id"], exps.problems("dev"))}
+            return stored_evidence(exps.eval_db, record.eval_run_id, exps.problems("dev"))
         except Exception:
-            log.warning("no dev evidence for reused record %s", record.get("record_id"), exc_info=True)
-            return {}
+            log.warning("no dev evidence for reused record %s", record.record_id, exc_info=True)
+            return None
 
     def _evaluate(self, key: str, spec: TechniqueSpec, split: str, seed: str | None,
-                  checkpoint: str | None = None) -> dict[str, Any]:
+                  checkpoint: str | None = None) -> JobResult:
         """The experiment's result; a harness or infrastructure failure is a failed result the agents see."""
         try:
             return self.experiments.run(
@@ -233,9 +240,10 @@ class LabContext:
         except BudgetExceeded:
             raise
         except Exception as exc:
-            return {**_failed(exc), "record": None}
+            return _failed(exc)
 
 
-def _failed(exc: BaseException) -> dict[str, Any]:
+def _failed(exc: BaseException) -> JobResult:
     """A harness, training or infrastructure exception as a failed result (the agents see the error)."""
-    return {"status": "failed", "job_id": None, "error": "".join(traceback.format_exception_only(type(exc), exc)).strip()}
+    return JobResult(status="failed", job_id=None,
+                     error="".join(traceback.format_exception_only(type(exc), exc)).strip())

@@ -10,28 +10,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agentlab.lab.models import Evidence, WrongAnswer
+
 WRONG_SAMPLE = 3
 OUTPUT_CHARS = 600  # of the model's output: its head and its tail, where the final answer is
 
 
-def dev_evidence(summary: Any, results: list[Any], problems: list[Any], sample: int = WRONG_SAMPLE) -> dict[str, Any]:
+def dev_evidence(summary: Any, results: list[Any], problems: list[Any], sample: int = WRONG_SAMPLE) -> Evidence:
     """Evidence of one dev evaluation (``summary``: EvalSummary, ``results``: its ProblemResults)."""
     questions = {p.id: p.question for p in problems}
     wrong = [r for r in sorted(results, key=lambda r: r.idx) if not r.correct and r.problem_id in questions]
-    return {
-        "breakdown": {dim: {k: f"{g.correct}/{g.n}" for k, g in groups.items()}
-                      for dim, groups in (summary.breakdown or {}).items()},
-        "tokens_per_problem": round(float(summary.tokens_per_problem or 0.0), 1),
-        "errors": summary.errors,
+    return Evidence(
+        breakdown={dim: {k: f"{g.correct}/{g.n}" for k, g in groups.items()}
+                   for dim, groups in (summary.breakdown or {}).items()},
+        tokens_per_problem=round(float(summary.tokens_per_problem or 0.0), 1),
+        errors=summary.errors,
         **_truncation(summary),
-        "wrong": [{"question": questions[r.problem_id], "output": _trim(_output(r)), "answer": r.answer,
-                   "gold": r.gold, **({"cut": True} if _was_cut(r) else {}),
-                   **({"error": r.error[-200:]} if r.error else {})} for r in wrong[:sample]],
-        "wrong_total": len(wrong),
-    }
+        wrong=[WrongAnswer(question=questions[r.problem_id], output=_trim(_output(r)), answer=r.answer, gold=r.gold,
+                           **({"cut": True} if _was_cut(r) else {}), **({"error": r.error[-200:]} if r.error else {}))
+               for r in wrong[:sample]],
+        wrong_total=len(wrong),
+    )
 
 
-def stored_evidence(eval_db: Path, eval_run_id: str, problems: list[Any]) -> dict[str, Any]:
+def stored_evidence(eval_db: Path, eval_run_id: str, problems: list[Any]) -> Evidence:
     """The evidence of a finished dev evaluation, from the eval db (a resumed run that reuses its job)."""
     from agentlab.eval.records import ResultStore
 

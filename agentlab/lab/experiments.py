@@ -3,8 +3,8 @@
 Numbers come from the harness (``agentlab.eval.harness``); this module only turns an agent's proposal into a
 validated ``TechniqueSpec`` (the one place a proposal becomes a spec; specs travel as objects from here on,
 dumped to JSON only for the state, the lab store and a job's arguments), runs it on the dev or report split
-of the run's benchmark, and normalizes the harness's ``EvalSummary`` into the record dict that reports and
-the preprint server carry.
+of the run's benchmark, and normalizes the harness's ``EvalSummary`` into the record that reports and the
+preprint server carry (``agentlab.lab.models.Record``; a job's outcome is a ``JobResult``).
 The model under study is an external endpoint, or the embedded/llama.cpp model that the lab starts
 (and stops at the end) through ``agentlab.llm.serving``.
 """
@@ -19,6 +19,7 @@ from typing import Any
 
 from agentlab.config import Settings
 from agentlab.lab.dev_evidence import dev_evidence
+from agentlab.lab.models import Comparison, JobResult, Record, SpecRequest
 from agentlab.lab.state import LabConfig
 from agentlab.lab.training import TrainingExperiments, differences
 from agentlab.techniques import TechniqueError, TechniqueSpec, apply_overrides, builtin_techniques, get_technique
@@ -26,18 +27,17 @@ from agentlab.techniques import TechniqueError, TechniqueSpec, apply_overrides, 
 EXEMPLAR_POOL = 8  # dev-pool problems after the dev problems that few-shot exemplars come from (the most)
 
 
-def normalize_record(summary: Any, split: str, model_id: str = "") -> dict[str, Any]:
+def normalize_record(summary: Any, split: str, model_id: str = "") -> Record:
     """The record a report cites, from an ``EvalSummary`` (field names of the server's ResultRecord);
     ``model_id`` is the model's identity (weights hash or endpoint, ``Endpoint.identity``)."""
-    return {
-        "record_id": summary.record_id, "eval_run_id": summary.run_id, "job_id": summary.job_id or "",
-        "benchmark": summary.benchmark, "subset": summary.subset, "split": split, "model": summary.model,
-        "model_id": model_id, "technique": summary.technique, "spec_hash": summary.spec_hash, "n": summary.n,
-        "n_planned": summary.n_planned, "correct": summary.correct, "accuracy": summary.accuracy,
-        "ci_low": summary.ci_low, "ci_high": summary.ci_high, "tokens_per_problem": summary.tokens_per_problem,
-        "complete": summary.complete, "errors": summary.errors, "serving": summary.serving,  # engine, quant
-        "calls": summary.calls, "truncated": summary.truncated, "max_tokens": summary.max_tokens,
-    }
+    return Record(
+        record_id=summary.record_id, eval_run_id=summary.run_id, job_id=summary.job_id or "",
+        benchmark=summary.benchmark, subset=summary.subset, split=split, model=summary.model,
+        model_id=model_id, technique=summary.technique, spec_hash=summary.spec_hash, n=summary.n,
+        n_planned=summary.n_planned, correct=summary.correct, accuracy=summary.accuracy,
+        ci_low=summary.ci_low, ci_high=summary.ci_high, tokens_per_problem=summary.tokens_per_problem,
+        complete=summary.complete, errors=summary.errors, serving=summary.serving,  # engine, quantization
+        calls=summary.calls, truncated=summary.truncated, max_tokens=summary.max_tokens)
 
 
 class Experiments(TrainingExperiments):
@@ -63,22 +63,23 @@ class Experiments(TrainingExperiments):
     def baseline_spec(self) -> TechniqueSpec:
         return get_technique(self.config.baseline, max_tokens=self.config.max_tokens_per_answer)
 
-    def build_spec(self, proposal: dict[str, Any], iteration: int) -> TechniqueSpec:
-        """A validated spec from a proposal: a built-in technique (or a published or earlier spec, ``base_spec``)
-        within the lab's bounds (``max_chains``, ``max_tokens_per_answer``) and with what the engineer wrote out.
-        ``spec_adjustments`` says what of the proposal the spec does not do."""
+    def build_spec(self, proposal: SpecRequest | dict[str, Any], iteration: int) -> TechniqueSpec:
+        """A validated spec from a proposal (a ``SpecRequest`` or its dict): a built-in technique (or a published or
+        earlier spec, ``base_spec``) within the lab's bounds (``max_chains``, ``max_tokens_per_answer``) and with
+        what the engineer wrote out. ``spec_adjustments`` says what of the proposal the spec does not do."""
+        proposal = SpecRequest.model_validate(proposal)
         base = self._base(proposal)
-        k = int(proposal.get("num_chains") or 0) or base.chains.n  # 0: the technique's own number of chains
+        k = proposal.num_chains or base.chains.n  # 0: the technique's own number of chains
         k = max(1, min(k, self.config.max_chains))
         cap = self.config.max_tokens_per_answer
-        overrides: dict[str, Any] = {"max_tokens": min(int(proposal.get("max_tokens") or cap), cap)}
+        overrides: dict[str, Any] = {"max_tokens": min(proposal.max_tokens or cap, cap)}
         if k != base.chains.n:
             overrides["k"] = k
-        temp = proposal.get("temperature")
-        if temp is not None and not (k > 1 and float(temp) == 0.0) and not base.chains.temperatures:
-            overrides["temperature"] = float(temp)
+        temp = proposal.temperature
+        if temp is not None and not (k > 1 and temp == 0.0) and not base.chains.temperatures:
+            overrides["temperature"] = temp
         spec = apply_overrides(base.model_copy(deep=True), **overrides)
-        instruction = " ".join(str(proposal.get("instruction") or "").split())[:160]
+        instruction = " ".join(proposal.instruction.split())[:160]
         if instruction:  # one more line after the technique's own system prompt, which stays
             spec = spec.model_copy(update={"system": "\n".join(x for x in (spec.system, instruction) if x)})
         spec = self.authored(spec, proposal)
@@ -87,69 +88,72 @@ class Experiments(TrainingExperiments):
             "name": f"{base.name}_e{iteration}" if changed else base.name,
             "description": (base.description + (" Tuned by the lab's ML engineer." if changed else ""))[:300]})
 
-    def _base(self, proposal: dict[str, Any]) -> TechniqueSpec:
+    def _base(self, proposal: SpecRequest) -> TechniqueSpec:
         """The technique a proposal starts from: a published or earlier spec (``base_spec``), else a built-in."""
-        if proposal.get("base_spec"):
-            return TechniqueSpec.parse(proposal["base_spec"])
-        return builtin_techniques()[proposal["technique"]]
+        if proposal.base_spec:
+            return TechniqueSpec.parse(proposal.base_spec)
+        return builtin_techniques()[proposal.technique]
 
-    def spec_adjustments(self, requested: dict[str, Any], spec: TechniqueSpec) -> list[str]:
+    def spec_adjustments(self, requested: SpecRequest | dict[str, Any], spec: TechniqueSpec) -> list[str]:
         """What the engineer asked for (``requested``: the proposal's fields it wrote, with its technique) that
         ``spec`` does not do, each as ``"field asked -> ran (why)"``: the agent is told, the record keeps them."""
-        cfg, base = self.config, self._base(requested)
+        requested = SpecRequest.model_validate(requested)
+        cfg, base, written = self.config, self._base(requested), requested.model_fields_set
         asked: dict[str, Any] = {}
         ran: dict[str, Any] = {}
         why: dict[str, str] = {}
-        if not requested.get("chain_templates"):  # per-chain prompts set the number of chains themselves
-            asked["num_chains"] = int(requested.get("num_chains") or 0) or base.chains.n
+        if not requested.chain_templates:  # per-chain prompts set the number of chains themselves
+            asked["num_chains"] = requested.num_chains or base.chains.n
             ran["num_chains"], why["num_chains"] = spec.chains.n, f"the lab's max_chains is {cfg.max_chains}"
-        if "max_tokens" in requested:
-            asked["max_tokens"], ran["max_tokens"] = requested["max_tokens"], spec.sampling.max_tokens
+        if "max_tokens" in written:
+            asked["max_tokens"], ran["max_tokens"] = requested.max_tokens, spec.sampling.max_tokens
             why["max_tokens"] = f"the lab's max_tokens_per_answer is {cfg.max_tokens_per_answer}"
-        if "temperature" in requested:
-            asked["temperature"] = float(requested["temperature"])
+        if "temperature" in written:
+            asked["temperature"] = requested.temperature
             ran["temperature"] = spec.chains.temperatures or spec.sampling.temperature
             why["temperature"] = ("the technique samples each chain at its own temperature" if spec.chains.temperatures
                                   else "several chains at temperature 0 would all give the same answer")
-        if requested.get("few_shot"):
-            asked["few_shot"], ran["few_shot"] = int(requested["few_shot"]), len(spec.few_shot)
+        if requested.few_shot:
+            asked["few_shot"], ran["few_shot"] = requested.few_shot, len(spec.few_shot)
             why["few_shot"] = "the dev pool beyond the evaluated dev problems has no more worked examples"
-        if requested.get("aggregation"):
-            asked["aggregation"], ran["aggregation"] = requested["aggregation"], spec.chains.aggregation
+        if requested.aggregation:
+            asked["aggregation"], ran["aggregation"] = requested.aggregation, spec.chains.aggregation
             why["aggregation"] = "one chain has nothing to combine"
         return differences(asked, ran, why)
 
-    def authored(self, spec: TechniqueSpec, proposal: dict[str, Any]) -> TechniqueSpec:
+    def authored(self, spec: TechniqueSpec, proposal: SpecRequest) -> TechniqueSpec:
         """``spec`` with what the engineer wrote itself: system prompt, solving template, per-chain prompts,
         pre-steps, few-shot exemplars (drawn by the lab from the dev pool beyond the dev split's evaluated
         problems, never from the report split), aggregation, critique/revise rounds and a verifier (judge) step.
         Raises TechniqueError naming the bad field."""
-        data = spec.model_dump(mode="json")
         check_written_prompts(proposal)
-        if proposal.get("system"):
-            data["system"] = "\n".join(x for x in (proposal["system"], data.get("system")) if x)
-        if proposal.get("template"):
-            data["template"] = proposal["template"]
-        if proposal.get("steps"):
-            data["steps"] = [{"name": st.get("name"), "template": st.get("template")} for st in proposal["steps"]]
-        if proposal.get("few_shot"):
-            data["few_shot"] = self.exemplars(int(proposal["few_shot"]))
-            if "{examples}" not in data["template"]:
-                data["template"] = "{examples}\n\n" + data["template"]
-        if proposal.get("chain_templates"):  # one solving prompt per chain: as many chains as prompts
-            chains = data["chains"]
-            chains.update(templates=list(proposal["chain_templates"]), n=len(proposal["chain_templates"]))
-            if chains.get("temperatures") and len(chains["temperatures"]) != chains["n"]:
+        update: dict[str, Any] = {}
+        if proposal.system:
+            update["system"] = "\n".join(x for x in (proposal.system, spec.system) if x)
+        if proposal.template:
+            update["template"] = proposal.template
+        if proposal.steps:
+            update["steps"] = [st.dump() for st in proposal.steps]
+        if proposal.few_shot:
+            update["few_shot"] = self.exemplars(proposal.few_shot)
+            template = proposal.template or spec.template
+            if "{examples}" not in template:
+                update["template"] = "{examples}\n\n" + template
+        update["chains"] = chains = spec.chains.model_dump(mode="json")
+        if proposal.chain_templates:  # one solving prompt per chain: as many chains as prompts
+            chains.update(templates=list(proposal.chain_templates), n=len(proposal.chain_templates))
+            if spec.chains.temperatures and len(spec.chains.temperatures) != chains["n"]:
                 chains["temperatures"] = None
-            if chains["n"] > 1 and chains.get("aggregation", "first") == "first":
+            if chains["n"] > 1 and spec.chains.aggregation == "first":
                 chains["aggregation"] = "majority"
-        if proposal.get("aggregation") and data["chains"]["n"] > 1:
-            data["chains"]["aggregation"] = proposal["aggregation"]
-        if proposal.get("verify"):
-            data["verifier"] = data.get("verifier") or {}  # the default judge: VERDICT correct/incorrect
-        if proposal.get("refine_rounds"):
-            data["refine"] = {**(data.get("refine") or {}), "rounds": int(proposal["refine_rounds"])}
-        return TechniqueSpec.parse(data)
+        if proposal.aggregation and chains["n"] > 1:
+            chains["aggregation"] = proposal.aggregation
+        if proposal.verify:  # the default judge: VERDICT correct/incorrect
+            update["verifier"] = spec.verifier.model_dump(mode="json") if spec.verifier else {}
+        if proposal.refine_rounds:
+            update["refine"] = {**(spec.refine.model_dump(mode="json") if spec.refine else {}),
+                                "rounds": proposal.refine_rounds}
+        return TechniqueSpec.parse({**spec.model_dump(mode="json"), **update})
 
     def exemplars(self, n: int) -> list[dict[str, str]]:
         """``n`` worked examples from the dev split's problems after the ones the dev evaluation uses."""
@@ -272,25 +276,24 @@ class Experiments(TrainingExperiments):
 
             raise EvalError("evaluation jobs need an OpenAI-compatible model URL (model_under_study.url); "
                             f"got the litellm model {ep.model!r}")
-        llm = self.settings.llm
-        args = {"spec": spec.model_dump(mode="json"), "problems": [p.model_dump(mode="json") for p in self.problems(split)],
-                "model": ep.model, "benchmark": self.config.benchmark, "subset": self.subset_label(split),
-                "concurrency": self.config.concurrency, "timeout_s": llm.timeout_s, "max_retries": llm.max_retries,
-                "model_id": ep.identity, "serving": ep.serving}  # the shared cache's keys name both
-        binds = {}
-        if seed_dir:
-            from agentlab.eval.sandbox_job import SEED_DIR
+        from agentlab.eval.job_args import EvalJobArgs
+        from agentlab.eval.sandbox_job import SEED_DIR
 
-            binds[seed_dir] = SEED_DIR
-            args["seed_db"] = SEED_DIR
+        llm = self.settings.llm
+        args = EvalJobArgs(spec=spec, problems=self.problems(split), model=ep.model, benchmark=self.config.benchmark,
+                           subset=self.subset_label(split), concurrency=self.config.concurrency,
+                           timeout_s=llm.timeout_s, max_retries=llm.max_retries,
+                           model_id=ep.identity, serving=ep.serving,  # the shared cache's keys name both
+                           seed_db=SEED_DIR if seed_dir else None)
+        binds = {seed_dir: SEED_DIR} if seed_dir else {}
         return JobSpec(kind="eval", name=f"{self.run_id}:{key}", lab=self.lab, run_id=self.run_id,
-                       target="agentlab.eval.sandbox_job:run_eval", args=args, network="proxy",
+                       target="agentlab.eval.sandbox_job:run_eval", args=args.dump(), network="proxy",
                        proxy=self._proxy(ep, None, None), ro_binds=binds,
                        resources=Resources(cpus=1.0, memory_mb=self.config.job_memory_mb,
                                            timeout_s=self.config.job_timeout_s))
 
     def recover(self, job_id: str | None, spec: TechniqueSpec, split: str,
-                checkpoint: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
+                checkpoint: str | None = None) -> tuple[JobResult | None, str | None]:
         """An earlier attempt of a key: (its result if the job finished, else None; a workdir to seed from)."""
         if not job_id:
             return None, None
@@ -304,9 +307,9 @@ class Experiments(TrainingExperiments):
 
     def run(self, key: str, spec: TechniqueSpec, split: str,
             on_progress: Callable[..., None] | None = None, on_submit: Callable[[str], None] | None = None,
-            seed_dir: str | None = None, checkpoint: str | None = None) -> dict[str, Any]:
+            seed_dir: str | None = None, checkpoint: str | None = None) -> JobResult:
         """Evaluate ``spec`` on ``split`` as a scheduler job, with the model under study or, given ``checkpoint``
-        (a training run id), the model that run trained; {"status", "record", "job_id", "error"} (errors are data)."""
+        (a training run id), the model that run trained (errors are data: a failed result)."""
         started = time.perf_counter()
         ep = self.endpoint_for(checkpoint)
         if spec.kind == "code":
@@ -341,31 +344,30 @@ class Experiments(TrainingExperiments):
                 return job
             time.sleep(0.05)
 
-    def _finish(self, job: Any, spec: TechniqueSpec, split: str, wall_s: float, ep: Any) -> dict[str, Any]:
+    def _finish(self, job: Any, spec: TechniqueSpec, split: str, wall_s: float, ep: Any) -> JobResult:
         from agentlab.eval.records import ingest_job_result
 
         if job.state != "succeeded" or not isinstance(job.result, dict) or "summary" not in job.result:
             tail = job.stderr_tail()
             err = f"job {job.id} {job.state}: {job.error or 'no result'}" + (f"\n--- stderr (tail) ---\n{tail}" if tail else "")
-            return {"status": "failed", "record": None, "job_id": job.id, "wall_s": wall_s, "error": err[-2000:]}
+            return JobResult(status="failed", record=None, job_id=job.id, wall_s=wall_s, error=err[-2000:])
         ids = [p.id for p in self.problems(split)]
         summary = ingest_job_result(self.eval_db, job.result, spec, ids)
         summary.job_id = job.id
         return self._outcome(summary, split, job.id, wall_s, ep)
 
-    def _outcome(self, summary: Any, split: str, job_id: str, wall_s: float, ep: Any) -> dict[str, Any]:
+    def _outcome(self, summary: Any, split: str, job_id: str, wall_s: float, ep: Any) -> JobResult:
         if summary.errors and summary.errors >= summary.n:
-            return {"status": "failed", "record": None, "job_id": job_id, "wall_s": wall_s,
-                    "error": f"every request failed ({summary.errors} of {summary.n} problems had errors)"}
-        out = {"status": "succeeded", "record": normalize_record(summary, "dev" if split == "confirm" else split,
-                                                                 getattr(ep, "identity", "")),
-               "job_id": job_id, "wall_s": wall_s}
-        if split == "dev":  # never the report split: its questions and answers must not reach the agents
-            out["evidence"] = dev_evidence(summary, self._results(summary.run_id), self.problems("dev"))
-        return out
+            return JobResult(status="failed", record=None, job_id=job_id, wall_s=wall_s,
+                             error=f"every request failed ({summary.errors} of {summary.n} problems had errors)")
+        # evidence of the dev split only: the report split's questions and answers must not reach the agents
+        evidence = dev_evidence(summary, self._results(summary.run_id), self.problems("dev")) if split == "dev" else None
+        return JobResult(status="succeeded", job_id=job_id, wall_s=wall_s, evidence=evidence,
+                         record=normalize_record(summary, "dev" if split == "confirm" else split,
+                                                 getattr(ep, "identity", "")))
 
     def _run_code(self, key: str, spec: TechniqueSpec, split: str, on_progress: Callable[..., None] | None,
-                  on_submit: Callable[[str], None] | None, started: float, ep: Any) -> dict[str, Any]:
+                  on_submit: Callable[[str], None] | None, started: float, ep: Any) -> JobResult:
         """A ``code`` technique: the harness runs here (trusted: it grades, never sees agent code), and
         ``solve()`` runs for every problem in one sandboxed job behind the metered proxy, with this lab's
         per-job request/token budget (``code_max_requests``, ``code_max_tokens``)."""
@@ -392,14 +394,14 @@ class Experiments(TrainingExperiments):
                 retry=RetryPolicy.from_settings(self.settings.llm),
                 code_solver=solver, on_result=progress))
         except Exception as exc:
-            return {"status": "failed", "record": None, "job_id": solver.job_id,
-                    "wall_s": time.perf_counter() - started, "error": f"{type(exc).__name__}: {exc}"[-2000:]}
+            return JobResult(status="failed", record=None, job_id=solver.job_id,
+                             wall_s=time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}"[-2000:])
         if solver.job_id:  # the scheduler's id of the job that ran solve()
             self._set_job_id(summary, solver.job_id)
         out = self._outcome(summary, split, summary.job_id or "", time.perf_counter() - started, ep)
-        if out["status"] == "failed":
+        if not out.succeeded:
             errs = [r.error for r in self._results(summary.run_id) if r.error]
-            out["error"] += ("; first error: " + errs[0][-800:]) if errs else ""
+            out.error += ("; first error: " + errs[0][-800:]) if errs else ""
         return out
 
     def _set_job_id(self, summary: Any, job_id: str) -> None:
@@ -423,24 +425,25 @@ class Experiments(TrainingExperiments):
         finally:
             store.close()
 
-    def compare(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    def compare(self, a: Record, b: Record) -> Comparison:
+        """``a`` against ``b`` on the problems both evaluated (wins: a right, b wrong; exact McNemar)."""
         from agentlab.eval.records import compare
 
-        c = compare(a["eval_run_id"], b["eval_run_id"], db_path=self.eval_db)
-        return {"n": c.n_paired, "wins": c.wins, "losses": c.losses, "ties": c.both_correct + c.both_wrong,
-                "delta": c.delta, "p_value": c.p_value, "record_a": c.record_a, "record_b": c.record_b}
+        c = compare(a.eval_run_id, b.eval_run_id, db_path=self.eval_db)
+        return Comparison(n=c.n_paired, wins=c.wins, losses=c.losses, ties=c.both_correct + c.both_wrong,
+                          delta=c.delta, p_value=c.p_value, record_a=c.record_a, record_b=c.record_b)
 
 
 def run_sync(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def check_written_prompts(proposal: dict[str, Any]) -> None:
+def check_written_prompts(proposal: SpecRequest) -> None:
     """Prompts the engineer wrote show the question once: a small model sometimes repeats ``{question}`` (or
     a whole line) many times, a prompt that validates and then fails every problem. Raises TechniqueError."""
-    written = [("template", proposal.get("template") or ""),
-               *((f"chain_templates[{i}]", t) for i, t in enumerate(proposal.get("chain_templates") or [])),
-               *((f"steps[{i}].template", (st or {}).get("template") or "") for i, st in enumerate(proposal.get("steps") or []))]
+    written = [("template", proposal.template),
+               *((f"chain_templates[{i}]", t) for i, t in enumerate(proposal.chain_templates)),
+               *((f"steps[{i}].template", st.template) for i, st in enumerate(proposal.steps))]
     for field, text in written:
         n = text.count("{question}")
         if n > 2:

@@ -6,7 +6,8 @@
 
 One thread per lab run (``thread_id = run_id``). The nodes are the functions of ``agentlab.lab.nodes``;
 they and the routers here read the run's ``LabContext`` (``context_schema``) as ``runtime.context``; the
-state itself is plain JSON. The copilot nodes pass through unless the run is in copilot mode.
+state itself is plain JSON (what the checkpoint stores), read through its typed view ``LabView``. The copilot
+nodes pass through unless the run is in copilot mode.
 """
 
 from __future__ import annotations
@@ -22,30 +23,31 @@ from agentlab.config import Settings
 from agentlab.lab import nodes
 from agentlab.lab.context import LabContext
 from agentlab.lab.state import LabState
+from agentlab.lab.view import LabView
 from agentlab.sqlite import connect
 from agents import reviewer
 
 
 def after_experiment(state: LabState, runtime: Runtime[LabContext]) -> Literal["experiment", "final_evaluation"]:
     """Another dev iteration, until ``max_iterations`` or a stop reason."""
-    if state.get("stop_reason"):
-        return "final_evaluation"
-    if len(state.get("experiments") or []) >= runtime.context.config.max_iterations:
+    view = LabView.of(state)
+    if view.stop_reason or len(view.experiments) >= runtime.context.config.max_iterations:
         return "final_evaluation"
     return "experiment"
 
 
 def after_final_evaluation(state: LabState, runtime: Runtime[LabContext]) -> Literal["interpretation", "__end__"]:
     """A run without any report-split result is not a paper: it ends failed, unless asked to publish failures."""
-    if state.get("failure") and not runtime.context.config.publish_failures:
+    if LabView.of(state).failure and not runtime.context.config.publish_failures:
         return END
     return "interpretation"
 
 
 def after_review(state: LabState, runtime: Runtime[LabContext]) -> Literal["revision", "copilot_publish"]:
     """One revision round when the reviewers' mean score is below ``review_threshold``."""
-    score = reviewer.mean_score(state.get("reviews") or [])
-    if (not state.get("revised") and not state.get("stop_reason") and score is not None
+    view = LabView.of(state)
+    score = reviewer.mean_score(view.reviews)
+    if (not view.revised and not view.stop_reason and score is not None
             and score < runtime.context.config.review_threshold):
         return "revision"
     return "copilot_publish"

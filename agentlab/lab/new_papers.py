@@ -10,17 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentlab.lab.view import LabView
+
 MAX_NEW = 5  # papers added per refresh (the newest unread ones)
 
 
-def refresh_literature(state: dict[str, Any], ctx: Any) -> list[dict[str, Any]] | None:
-    """The run's literature with the goal's papers it has not read yet (oldest first), or None when there is
-    nothing new, no goal on the server, or the server cannot be read (noted; the lab goes on)."""
-    goal_id = state.get("goal_id")
+def refresh_literature(view: LabView, ctx: Any) -> list[dict[str, Any]] | None:
+    """The run's literature (stored form) with the goal's papers it has not read yet (oldest first), or None when
+    there is nothing new, no goal on the server, or the server cannot be read (noted; the lab goes on)."""
+    goal_id = view.goal_id
     if not goal_id or not ctx.publisher.url:
         return None
-    literature = list(state.get("literature") or [])
-    seen = {str(p.get("id")) for p in literature}
+    seen = {str(p.id) for p in view.literature}
     try:
         client = ctx.publisher.client()
         page = client.list_papers(goal=str(goal_id), sort="-created", limit=50)
@@ -32,11 +33,11 @@ def refresh_literature(state: dict[str, Any], ctx: Any) -> list[dict[str, Any]] 
         return None
     if not new:
         return None
-    iteration = len(state.get("experiments") or []) + 1
+    iteration = len(view.experiments) + 1
     ctx.note(f"before experiment {iteration}: {len(new)} new paper(s) on the goal: "
              + ", ".join(f"{p['id']} ({p['lab']})" for p in new))
     ctx.emit("new_papers", iteration=iteration, papers=[p["id"] for p in new])
-    return literature + new
+    return [*(p.dump() for p in view.literature), *new]
 
 
 def _entry(paper: Any) -> dict[str, Any]:

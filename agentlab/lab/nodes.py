@@ -1,7 +1,8 @@
 """The lab's nodes: module-level functions ``(state, runtime) -> update``, as in the LangGraph templates.
 
-A node reads the state (plain JSON), and from ``runtime.context`` (a ``LabContext``) the typed run
-configuration and the runtime objects; agents get the context as their ``AgentContext``. ``lab_node``
+A node reads the state (plain JSON, what the checkpoint stores) through its typed view (``LabView.of(state)``,
+``agentlab.lab.view``) and returns the dumps of what it changed; from ``runtime.context`` (a ``LabContext``) it
+reads the typed run configuration and the runtime objects; agents get the context as their ``AgentContext``. ``lab_node``
 gives every node what all of them share: the run's phase in the lab store and on the display; budgets
 (a ``BudgetExceeded`` or ``LimitReached`` becomes ``stop_reason`` and the lab wraps up, writing and
 publishing what it has); nodes that need LLM work or jobs are skipped once the lab has a stop reason;
@@ -22,13 +23,25 @@ from langgraph.types import Command, interrupt
 from agentlab.lab.confirm import confirm
 from agentlab.lab.context import LabContext, LimitReached
 from agentlab.lab.expansion import expand
+from agentlab.lab.models import (
+    DevBaseline,
+    Experiment,
+    Final,
+    Paired,
+    PriorBest,
+    Record,
+    ReportSizing,
+    SpecRef,
+    dumped,
+)
 from agentlab.lab.new_papers import refresh_literature
-from agentlab.lab.power import ReportSizing, plan_sizing, size_report_split, with_achieved
+from agentlab.lab.power import plan_sizing, size_report_split, with_achieved
 from agentlab.lab.report.claims import check_paper, spec_settings, verify_draft, verify_related_work
-from agentlab.lab.report.paper import build_paper, confirmation_records, dev_records, write_outputs
+from agentlab.lab.report.paper import build_paper, confirmation_records, dev_records, ran_specs, write_outputs
 from agentlab.lab.report.tables import experiments_summary, results_summary, results_table
 from agentlab.lab.search import tree_summary
 from agentlab.lab.state import LabState
+from agentlab.lab.view import Draft, HumanDecision, LabView, LiteraturePaper, Plan, Publication
 from agentlab.llm.gateway import BudgetExceeded
 from agentlab.techniques import TechniqueSpec
 from agents import ml_engineer, phd_student, postdoc, professor, reviewer
@@ -45,7 +58,7 @@ def lab_node(phase: str, skip_when_stopped: bool = False) -> Callable[[Node], No
             ctx = runtime.context
             ctx.store.update_run(ctx.run_id, phase=phase, status="running")
             ctx.emit("phase", phase=phase, node=fn.__name__)
-            if state.get("stop_reason") and skip_when_stopped:
+            if skip_when_stopped and LabView.of(state).stop_reason:
                 return {"phase": phase}
             try:
                 ctx.check_limits()
@@ -65,15 +78,11 @@ def lab_node(phase: str, skip_when_stopped: bool = False) -> Callable[[Node], No
 
 
 def _with_notes(out: Command | dict | None, notes: list[str], phase: str) -> Command | dict:
-    if isinstance(out, Command):
-        upd = dict(out.update or {})
-        upd["notes"] = [*(upd.get("notes") or []), *notes]
-        upd["phase"] = phase
-        return Command(goto=out.goto, update=upd)
-    out = dict(out or {})
-    out["notes"] = [*(out.get("notes") or []), *notes]
-    out["phase"] = phase
-    return out
+    """The node's update (or its ``Command``'s) with the notes it made after its own, and the phase."""
+    command = out if isinstance(out, Command) else None
+    update = dict((command.update if command else out) or {})
+    update.update(notes=[*(update.get("notes") or []), *notes], phase=phase)
+    return Command(goto=command.goto, update=update) if command else update
 
 
 # -- literature and plan ---------------------------------------------------------------------
@@ -81,14 +90,14 @@ def _with_notes(out: Command | dict | None, notes: list[str], phase: str) -> Com
 
 @lab_node("literature_review", skip_when_stopped=True)
 def literature_review(state: LabState, runtime: Runtime[LabContext]) -> dict:
-    return phd_student.literature_review(state, runtime.context)
+    return phd_student.literature_review(LabView.of(state), runtime.context)
 
 
 @lab_node("plan", skip_when_stopped=True)
 def plan(state: LabState, runtime: Runtime[LabContext]) -> dict:
     """The postdoc's plan, with the smallest gain worth reporting and how the report split is sized for it."""
     ctx = runtime.context
-    out = postdoc.plan_formulation(state, ctx)
+    out = postdoc.plan_formulation(LabView.of(state), ctx)
     sizing = plan_sizing(ctx.config, len(ctx.experiments.problems("report")))
     ctx.emit("plan_sizing", text=sizing["text"])  # the CLI prints it
     return {**out, "plan": {**out["plan"], "min_gain": ctx.config.min_gain, "sizing": sizing}}
@@ -97,28 +106,20 @@ def plan(state: LabState, runtime: Runtime[LabContext]) -> dict:
 @lab_node("plan")
 def copilot_plan(state: LabState, runtime: Runtime[LabContext]) -> Command | dict:
     """With ``--copilot``: a human approves, edits or sends feedback on the plan (an ``interrupt``)."""
-    ctx = runtime.context
-    if not ctx.config.copilot or state.get("stop_reason"):
+    ctx, view = runtime.context, LabView.of(state)
+    if not ctx.config.copilot or view.stop_reason:
         return {}
-    action, decision = _decision(interrupt({"kind": "plan", "run_id": state["run_id"], "plan": state.get("plan")}))
-    if action == "edit" and isinstance(decision.get("plan"), dict):
-        old = state.get("plan") or {}
-        new_plan = {**old, **decision["plan"], "source": "human"}
+    decision = HumanDecision.of(interrupt({"kind": "plan", "run_id": view.run_id, "plan": view.plan.dump()}))
+    if decision.action == "edit" and isinstance(decision.plan, dict):
+        new_plan = {**view.plan.dump(), **decision.plan, "source": "human"}
         names = set(ctx.technique_names())
-        new_plan["techniques"] = [t for t in new_plan.get("techniques", []) if t in names] or old.get("techniques", [])
+        new_plan["techniques"] = ([t for t in Plan.model_validate(new_plan).techniques if t in names]
+                                  or view.plan.techniques)
         return {"plan": new_plan, "notes": ["the plan was edited by a human (copilot mode)"]}
-    if action == "feedback" and decision.get("text") and len(state.get("human_feedback") or []) < 3:
-        return Command(goto="plan", update={"human_feedback": [str(decision["text"])],
+    if decision.action == "feedback" and decision.text and len(view.human_feedback) < 3:
+        return Command(goto="plan", update={"human_feedback": [str(decision.text)],
                                             "notes": ["the plan was revised after human feedback"]})
     return {}
-
-
-def _decision(value: Any) -> tuple[str, dict[str, Any]]:
-    if isinstance(value, str):
-        return value.strip().lower() or "approve", {}
-    if isinstance(value, dict):
-        return str(value.get("action", "approve")).lower(), value
-    return "approve", {}
 
 
 # -- experiments -----------------------------------------------------------------------------
@@ -137,45 +138,40 @@ def dev_baseline(state: LabState, runtime: Runtime[LabContext]) -> dict:
         ctx.note(f"the dev split of {cfg.benchmark} has {available} problems; {cfg.dev_n} were asked for")
     spec = ctx.experiments.baseline_spec()
     res = ctx.run_job(DEV_BASELINE_KEY, spec, "dev")
-    if res["status"] != "succeeded":
-        ctx.note(f"the baseline's dev job failed ({str(res.get('error'))[:200]}); experiments are not paired")
-    return {"dev_baseline": {"spec": spec.model_dump(mode="json"), "record": res.get("record"),
-                             "job_id": res.get("job_id"), "error": res.get("error"),
-                             "evidence": res.get("evidence")}}
+    if not res.succeeded:
+        ctx.note(f"the baseline's dev job failed ({str(res.error)[:200]}); experiments are not paired")
+    return {"dev_baseline": DevBaseline(spec=SpecRef.model_validate(spec.model_dump(mode="json")), record=res.record,
+                                        job_id=res.job_id, error=res.error, evidence=res.evidence).dump()}
 
 
-def paired_with_baseline(ctx: LabContext, record: dict[str, Any] | None,
-                         baseline: dict[str, Any] | None) -> dict[str, Any] | None:
+def paired_with_baseline(ctx: LabContext, record: Record | None, baseline: DevBaseline) -> Paired | None:
     """An experiment against the baseline on the same dev problems: wins (it right, the baseline wrong),
     losses, ties, the accuracy difference and the exact McNemar p; None when either has no record."""
-    base = (baseline or {}).get("record")
-    if not (record and base):
+    if not (record and baseline.record):
         return None
     try:
-        c = ctx.experiments.compare(record, base)
+        return ctx.experiments.compare(record, baseline.record).paired()
     except Exception as exc:
         ctx.note(f"paired dev comparison unavailable: {type(exc).__name__}: {exc}")
         return None
-    return {k: c[k] for k in ("n", "wins", "losses", "ties", "delta", "p_value")}
 
 
 @lab_node("experiments", skip_when_stopped=True)
 def experiment(state: LabState, runtime: Runtime[LabContext]) -> dict:
     ctx = runtime.context
-    literature = refresh_literature(state, ctx)  # papers other labs published on the goal since the last look
-    if literature is not None:
-        state = {**state, "literature": literature}
+    literature = refresh_literature(LabView.of(state), ctx)  # papers other labs published on the goal since
+    view = LabView.of({**state, "literature": literature} if literature is not None else state)  # the last look
     # the search picks the nodes to expand, the ML engineer proposes the changes (a round's jobs run together)
-    entries = expand(state, ctx)
+    entries = expand(view, ctx)
     for entry in entries:
-        entry["paired"] = paired_with_baseline(ctx, entry.get("record"), state.get("dev_baseline"))
-        entry["papers_read"] = [p.get("id") for p in state.get("literature") or []]  # what it could see
-    experiments = [*(state.get("experiments") or []), *entries]
+        entry.paired = paired_with_baseline(ctx, entry.record, view.dev_baseline)
+        entry.papers_read = [p.id for p in view.literature]  # what it could see
+    experiments = [*view.experiments, *entries]
     best = ml_engineer.best_of(experiments)
     if best:
-        ctx.store.update_run(ctx.run_id, best_accuracy=best["record"]["accuracy"],
-                             best_technique=best["spec"].get("name"))
-    return {"experiments": experiments, "best": best, "iteration": entry["iteration"],
+        ctx.store.update_run(ctx.run_id, best_accuracy=best.record.accuracy,
+                             best_technique=best.spec.name if best.spec else None)
+    return {"experiments": [e.dump() for e in experiments], "best": dumped(best), "iteration": entries[-1].iteration,
             "search": tree_summary(experiments, ctx.config.prune_after),
             **({"literature": literature} if literature is not None else {})}
 
@@ -183,9 +179,8 @@ def experiment(state: LabState, runtime: Runtime[LabContext]) -> dict:
 @lab_node("final_evaluation", skip_when_stopped=True)
 def final_evaluation(state: LabState, runtime: Runtime[LabContext]) -> dict:
     """The best dev technique and the baseline on the held-out report split; a paired comparison."""
-    ctx = runtime.context
-    best = state.get("best")
-    best_spec = TechniqueSpec.parse(best["spec"]) if best else None
+    ctx, best = runtime.context, LabView.of(state).best
+    best_spec = best.spec.parsed() if best else None
     base_spec = ctx.experiments.baseline_spec()
     if not best:
         ctx.note("no dev experiment succeeded; the report split is evaluated with the baseline only")
@@ -194,42 +189,42 @@ def final_evaluation(state: LabState, runtime: Runtime[LabContext]) -> dict:
     sizing = _size_report_split(ctx, best)
     base = ctx.run_job("report-baseline", base_spec, "report")
     tech = None
-    trained = (best or {}).get("training")  # the best is a model this run trained: evaluate that checkpoint
+    trained = best.training if best else None  # the best is a model this run trained: evaluate that checkpoint
     if best_spec and (trained or best_spec.spec_hash() != base_spec.spec_hash()):
-        tech = ctx.run_job("report-best", best_spec, "report", checkpoint=trained["run_id"] if trained else None)
+        tech = ctx.run_job("report-best", best_spec, "report", checkpoint=trained.run_id if trained else None)
     elif best:
         ctx.note(f"the best dev technique is the baseline itself ({ctx.config.baseline})")
-    final: dict[str, Any] = {"baseline": base.get("record"), "technique": (tech or {}).get("record"),
-                             "technique_name": (best_spec.name if best_spec else None) or ctx.config.baseline,
-                             # published with the paper (techniques.json), so another lab can replicate it
-                             "specs": {s.spec_hash(): s.model_dump(mode="json") for s in (base_spec, best_spec) if s}}
+    final = Final(baseline=base.record, technique=tech.record if tech else None,
+                  technique_name=(best_spec.name if best_spec else None) or ctx.config.baseline,
+                  # published with the paper (techniques.json), so another lab can replicate it
+                  specs={s.spec_hash(): s.model_dump(mode="json") for s in (base_spec, best_spec) if s})
     if confirmation:
-        final["confirmation"] = confirmation
-        final["specs"].update({r["spec_hash"]: r["spec"] for r in confirmation.get("ablation") or []})
+        final.confirmation = confirmation
+        final.specs.update({r.spec_hash: r.spec for r in confirmation.ablation})
     for name, res in (("baseline", base), ("best technique", tech)):
-        if res is not None and res["status"] != "succeeded":
-            ctx.note(f"the {name} job on the report split failed: {str(res.get('error'))[:200]}")
-    if not final["technique"] and not final["baseline"]:
-        errors = "; ".join(str(r.get("error"))[:300] for r in (base, tech) if r and r.get("error"))
-        return {"final": final, "failure": "no evaluation on the report split finished" + (f": {errors}" if errors
-                                                                                            else "")}
-    if final["technique"] and final["baseline"]:
+        if res is not None and not res.succeeded:
+            ctx.note(f"the {name} job on the report split failed: {str(res.error)[:200]}")
+    if not final.technique and not final.baseline:
+        errors = "; ".join(str(r.error)[:300] for r in (base, tech) if r and r.error)
+        return {"final": final.dump(),
+                "failure": "no evaluation on the report split finished" + (f": {errors}" if errors else "")}
+    if final.technique and final.baseline:
         try:
-            final["comparison"] = ctx.experiments.compare(final["technique"], final["baseline"])
+            final.comparison = ctx.experiments.compare(final.technique, final.baseline)
         except Exception as exc:
             ctx.note(f"paired comparison unavailable: {type(exc).__name__}: {exc}")
-    final["sizing"] = with_achieved(sizing, final.get("comparison")).model_dump()
+    final.sizing = with_achieved(sizing, final.comparison)
     if ctx.config.compare_prior_best:
-        final.update(_prior_best(ctx, final, {base_spec.spec_hash(), best_spec.spec_hash() if best_spec else ""}))
-    return {"final": final}
+        final = _prior_best(ctx, final, {base_spec.spec_hash(), best_spec.spec_hash() if best_spec else ""})
+    return {"final": final.dump()}
 
 
-def _size_report_split(ctx: LabContext, best: dict[str, Any] | None) -> ReportSizing:
+def _size_report_split(ctx: LabContext, best: Experiment | None) -> ReportSizing:
     """Size the report split from the best experiment's paired dev comparison (``agentlab.lab.power``); the
     experiments evaluate its first ``report_n`` problems from here on."""
     cfg = ctx.config
     available = len(ctx.experiments.problems("report"))  # up to report_n, before sizing
-    sizing = size_report_split(cfg, available, (best or {}).get("paired"))
+    sizing = size_report_split(cfg, available, best.paired if best else None)
     asked = min(cfg.report_n, sizing.needed or cfg.report_n)
     if available < asked:  # a real benchmark has so many problems (a generated one makes as many as asked)
         ctx.note(f"the report split of {cfg.benchmark} has {available} problems, fewer than the {asked} "
@@ -238,7 +233,7 @@ def _size_report_split(ctx: LabContext, best: dict[str, Any] | None) -> ReportSi
     return sizing
 
 
-def _prior_best(ctx: LabContext, final: dict[str, Any], ours: set[str]) -> dict[str, Any]:
+def _prior_best(ctx: LabContext, final: Final, ours: set[str]) -> Final:
     """The best published technique for this benchmark, problem population and model (a fair bar: enough report-split
     problems or a replication, ranked by its CI's lower bound; ``Publisher.prior_best``), re-run on this run's report
     split (a second baseline: the gain over the state of the art, not only over the baseline), compared with ours."""
@@ -248,68 +243,67 @@ def _prior_best(ctx: LabContext, final: dict[str, Any], ours: set[str]) -> dict[
                                          ep.identity, min_n=ctx.config.prior_best_min_n)
     except Exception as exc:
         ctx.note(f"the prior best result could not be read from the server ({type(exc).__name__}: {exc})")
-        return {}
+        return final
     if prior is None:
-        return {}
+        return final
     spec = TechniqueSpec.parse(prior["spec"])
     if spec.spec_hash() in ours:
         ctx.note(f"the prior best ({prior['technique']}, paper {prior['paper_id']}) is one of this run's techniques")
-        return {}
+        return final
     spec = spec.model_copy(update={"name": f"prior_{spec.name}"[:80]})  # its records never pass as ours
     res = ctx.run_job("report-prior", spec, "report")
-    if res["status"] != "succeeded":
-        ctx.note(f"the prior best's job on the report split failed: {str(res.get('error'))[:200]}")
-        return {}
-    out: dict[str, Any] = {"prior_best": {**res["record"], "paper_id": prior["paper_id"], "lab": prior["lab"],
-                                          "published_accuracy": prior["accuracy"], "published_n": prior["n"],
-                                          "published_ci_low": prior["ci_low"], "replications": prior["replications"]},
-                           "specs": {**final.get("specs", {}), spec.spec_hash(): spec.model_dump(mode="json")}}
-    ours_rec = final.get("technique") or final.get("baseline")
+    if not res.succeeded:
+        ctx.note(f"the prior best's job on the report split failed: {str(res.error)[:200]}")
+        return final
+    prior_best = PriorBest.model_validate({
+        **res.record.dump(), "paper_id": prior["paper_id"], "lab": prior["lab"], "published_accuracy": prior["accuracy"],
+        "published_n": prior["n"], "published_ci_low": prior["ci_low"], "replications": prior["replications"]})
+    final = final.model_copy(update={"prior_best": prior_best,
+                                     "specs": {**final.specs, spec.spec_hash(): spec.model_dump(mode="json")}})
     try:
-        out["comparison_prior"] = ctx.experiments.compare(ours_rec, res["record"])
+        final.comparison_prior = ctx.experiments.compare(final.technique or final.baseline, res.record)
     except Exception as exc:
         ctx.note(f"paired comparison with the prior best unavailable: {type(exc).__name__}: {exc}")
-    return out
+    return final
 
 
 @lab_node("interpretation", skip_when_stopped=True)
 def interpretation(state: LabState, runtime: Runtime[LabContext]) -> dict:
-    return postdoc.interpret(state, runtime.context, results_summary(state.get("final") or {}),
-                             experiments_summary(state.get("experiments") or []))
+    view = LabView.of(state)
+    return postdoc.interpret(view, runtime.context, results_summary(view.final), experiments_summary(view.experiments))
 
 
 # -- report and review -----------------------------------------------------------------------
 
 
-def _spec_settings(state: LabState) -> list[float]:
-    return spec_settings(TechniqueSpec.parse(e["spec"]) for e in state.get("experiments") or [] if e.get("spec"))
+def _spec_settings(view: LabView) -> list[float]:
+    return spec_settings(view.dev_specs())
 
 
-def _write_report(state: LabState, ctx: LabContext, feedback: str = "") -> dict:
+def _write_report(view: LabView, ctx: LabContext, feedback: str = "") -> dict:
     """The professor's draft (or one from the records alone), checked claim by claim, as paper files."""
-    final = state.get("final") or {}
+    final, best = view.final, view.best
     results_text = results_summary(final)
-    best = state.get("best") or {}
-    method = f"technique {best.get('spec', {}).get('name', ctx.config.baseline)}: " \
-             f"{best.get('proposal', {}).get('rationale', '')}"
-    if state.get("stop_reason"):
-        draft, fell_back = professor.fallback_draft(state, ctx, results_text), True
+    method = f"technique {(best.spec.name if best and best.spec else None) or ctx.config.baseline}: " \
+             f"{best.proposal.rationale if best else ''}"
+    if view.stop_reason:
+        draft, fell_back = professor.fallback_draft(view, ctx, results_text), True
         ctx.note("the report was written from the records alone (the lab stopped early)")
     else:
-        draft, fell_back = professor.write_report(state, ctx, results_text, method, feedback)
-    records = [r for r in (final.get("technique"), final.get("baseline"), final.get("prior_best")) if r]
-    records += dev_records(state) + confirmation_records(final)
-    clean, claims = verify_draft(draft.model_dump(), records, final.get("comparison"), _spec_settings(state))
-    literature, related_claims = verify_related_work(state.get("literature") or [])
+        draft, fell_back = professor.write_report(view, ctx, results_text, method, feedback)
+    records = [r.dump() for r in (*final.report_records(), *dev_records(view), *confirmation_records(final))]
+    clean, claims = verify_draft(draft.model_dump(), records, dumped(final.comparison), _spec_settings(view),
+                                 specs=ran_specs(view))
+    literature, related_claims = verify_related_work([p.dump() for p in view.literature])
     claims += related_claims
     bad = [c for c in claims if c["status"] != "ok"]
     if bad:
         ctx.note(f"claim checker: {len(bad)} claim(s) in the prose did not match the records their sentences "
                  "name (" + ", ".join(sorted({c['verdict'] for c in bad})) + ") and were "
                  + ", ".join(sorted({c['status'] for c in bad})) + "; see claims in records.json")
-    paper = build_paper({**state, "literature": literature, "notes": [*(state.get("notes") or []),
-                                                                        *ctx.pending_notes()]}, clean, ctx.config,
-                        ctx.out_dir)
+    shown = view.model_copy(update={"literature": [LiteraturePaper.model_validate(p) for p in literature],
+                                    "notes": [*view.notes, *ctx.pending_notes()]})
+    paper = build_paper(shown, clean, ctx.config, ctx.out_dir)
     paper.claims = claims
     files = write_outputs(paper, ctx.out_dir)
     ctx.store.update_run(ctx.run_id, out_dir=str(ctx.out_dir))
@@ -322,25 +316,27 @@ def _write_report(state: LabState, ctx: LabContext, feedback: str = "") -> dict:
 
 @lab_node("report")
 def report(state: LabState, runtime: Runtime[LabContext]) -> dict:
-    feedback = "; ".join((state.get("human_feedback") or [])[-1:]) if state.get("revised") else ""
-    return _write_report(state, runtime.context, feedback)
+    view = LabView.of(state)
+    feedback = "; ".join(view.human_feedback[-1:]) if view.revised else ""
+    return _write_report(view, runtime.context, feedback)
 
 
 @lab_node("review", skip_when_stopped=True)
 def review(state: LabState, runtime: Runtime[LabContext]) -> dict:
-    rep = state["report"]
-    table = results_table(rep.get("records", [])[:2], ids=False) if rep.get("records") else "no results"
-    return {"reviews": _checked_reviews(state, runtime.context, reviewer.review(state, runtime.context, rep["draft"],
-                                                                                 table))}
+    view = LabView.of(state)
+    rep = view.report
+    table = results_table(rep.records[:2], ids=False) if rep.records else "no results"
+    reviews = reviewer.review(view, runtime.context, Draft.model_validate(rep.draft), table)
+    return {"reviews": _checked_reviews(view, runtime.context, reviews)}
 
 
-def _checked_reviews(state: LabState, ctx: LabContext, reviews: list[dict]) -> list[dict]:
+def _checked_reviews(view: LabView, ctx: LabContext, reviews: list[dict]) -> list[dict]:
     """Reviews are published: their prose goes through the same claim checker as the paper's."""
-    records, final = state["report"].get("records") or [], state.get("final") or {}
     out = []
     for r in reviews:
-        clean, claims = verify_draft(r, records, final.get("comparison"), _spec_settings(state),
-                                     keys=("summary", "strength", "weakness"), section=f"review ({r['persona']})")
+        clean, claims = verify_draft(r, view.report.record_dicts(), dumped(view.final.comparison),
+                                     _spec_settings(view), keys=("summary", "strength", "weakness"),
+                                     section=f"review ({r['persona']})", specs=ran_specs(view))
         bad = [c for c in claims if c["status"] != "ok"]
         if bad:
             ctx.note(f"the {r['persona']} review stated {len(bad)} number(s) or comparison(s) the records do not "
@@ -351,11 +347,11 @@ def _checked_reviews(state: LabState, ctx: LabContext, reviews: list[dict]) -> l
 
 @lab_node("review", skip_when_stopped=True)
 def revision(state: LabState, runtime: Runtime[LabContext]) -> dict:
-    ctx = runtime.context
-    feedback = " ".join(f"{r['persona']}: {r['weakness']}" for r in state.get("reviews") or [] if r.get("weakness"))
-    ctx.note(f"revised once after review (mean score {reviewer.mean_score(state['reviews']):.1f} "
+    ctx, view = runtime.context, LabView.of(state)
+    feedback = " ".join(f"{r.persona}: {r.weakness}" for r in view.reviews if r.weakness)
+    ctx.note(f"revised once after review (mean score {reviewer.mean_score(view.reviews):.1f} "
              f"below {ctx.config.review_threshold:g})")
-    upd = _write_report(state, ctx, feedback)
+    upd = _write_report(view, ctx, feedback)
     upd["revised"] = True
     return upd
 
@@ -366,41 +362,41 @@ def revision(state: LabState, runtime: Runtime[LabContext]) -> dict:
 @lab_node("publish")
 def copilot_publish(state: LabState, runtime: Runtime[LabContext]) -> Command | dict:
     """With ``--copilot``: a human approves, edits (re-checked), sends feedback on or rejects the report."""
-    ctx = runtime.context
+    ctx, view = runtime.context, LabView.of(state)
     if not ctx.config.copilot:
         return {}
-    rep = state["report"]
-    action, decision = _decision(interrupt({"kind": "publish", "run_id": state["run_id"], "title": rep["title"],
-                                            "markdown": rep["markdown"], "path": rep["files"].get("markdown")}))
-    if action == "edit" and decision.get("markdown"):
-        return _human_edit(state, str(decision["markdown"]))
-    if action == "feedback" and decision.get("text") and len(state.get("human_feedback") or []) < 3:
-        upd = _write_report({**state, "human_feedback": [*(state.get("human_feedback") or []), decision["text"]]},
-                            ctx, str(decision["text"]))
-        upd["human_feedback"] = [str(decision["text"])]
+    rep = view.report
+    decision = HumanDecision.of(interrupt({"kind": "publish", "run_id": view.run_id, "title": rep.title,
+                                           "markdown": rep.markdown, "path": rep.files.markdown}))
+    if decision.action == "edit" and decision.markdown:
+        return _human_edit(view, str(decision.markdown))
+    if decision.action == "feedback" and decision.text and len(view.human_feedback) < 3:
+        text = str(decision.text)
+        upd = _write_report(view.model_copy(update={"human_feedback": [*view.human_feedback, text]}), ctx, text)
+        upd["human_feedback"] = [text]
         return Command(goto="copilot_publish", update=upd)
-    if action == "reject":
+    if decision.action == "reject":
         return Command(goto=END, update={"publication": {"status": "rejected by human"}})
     return {}
 
 
-def _human_edit(state: LabState, markdown: str) -> Command | dict:
+def _human_edit(view: LabView, markdown: str) -> Command | dict:
     """A human's edit of the report, unless it brings in numbers no record supports."""
-    rep = state["report"]
-    claims = check_paper(markdown, rep.get("records") or [], (state.get("final") or {}).get("comparison"),
-                         _spec_settings(state))
+    rep = view.report
+    claims = check_paper(markdown, rep.record_dicts(), dumped(view.final.comparison), _spec_settings(view),
+                         specs=rep.techniques or ran_specs(view))
     bad = [c for c in claims if c["status"] != "ok"]
     if bad:
         return Command(goto="copilot_publish", update={
             "notes": [f"human edit rejected: claims the records do not support {[c['text'] for c in bad][:5]}"]})
-    new = {**rep, "markdown": markdown, "edited_by_human": True}
-    Path(rep["files"]["markdown"]).write_text(new["markdown"])
-    return {"report": new, "notes": ["the report was edited by a human before publishing"]}
+    Path(rep.files.markdown).write_text(markdown)
+    return {"report": {**rep.dump(), "markdown": markdown, "edited_by_human": True},
+            "notes": ["the report was edited by a human before publishing"]}
 
 
 @lab_node("publish")
 def publish(state: LabState, runtime: Runtime[LabContext]) -> dict:
-    ctx = runtime.context
-    pub = ctx.publisher.publish_run(state, state["report"], ctx.config.benchmark)
-    ctx.store.update_run(ctx.run_id, paper_id=pub.get("paper_id"), paper_url=pub.get("url"))
-    return {"publication": pub}
+    ctx, view = runtime.context, LabView.of(state)
+    pub = Publication.model_validate(ctx.publisher.publish_run(view, view.report, ctx.config.benchmark))
+    ctx.store.update_run(ctx.run_id, paper_id=pub.paper_id, paper_url=pub.url)
+    return {"publication": pub.dump()}

@@ -13,30 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
-
 from agentlab.eval.stats import mcnemar_power, mcnemar_sample_size, wilson_interval
+from agentlab.lab.models import Paired, ReportSizing
 from agentlab.lab.state import LabConfig
 
 ALPHA, POWER = 0.05, 0.8
 Z_DISCORDANCE = 0.8416  # sizes for the dev discordance's one-sided 80% upper bound (z of 0.80)
 EXAMPLE_DISCORDANCE = 0.2  # the plan's example only: the dev discordance is not known before the experiments
-
-
-class ReportSizing(BaseModel):
-    """The report split's size and why (kept in ``final["sizing"]``; the paper states it)."""
-
-    min_gain: float
-    cap: int  # LabConfig.report_n: the most the budget allows
-    available: int  # report-split problems the benchmark has, up to the cap
-    report_n: int  # the report split's size
-    discordant: int | None = None  # dev problems on which the best experiment and the baseline disagree
-    paired_n: int | None = None  # dev problems they were paired on
-    needed: int | None = None  # report problems for 80% power at the dev discordance
-    planned_power: float | None = None  # at report_n and the dev discordance
-    demo: bool = False
-    # on the report split: {"n", "discordant", "power"} (the power for min_gain at its discordance)
-    achieved: dict[str, Any] | None = None
 
 
 def discordance(discordant: int, n: int, min_gain: float, z: float = 0.0) -> float:
@@ -48,29 +31,29 @@ def discordance(discordant: int, n: int, min_gain: float, z: float = 0.0) -> flo
     return min(1.0, max(share, min_gain))
 
 
-def size_report_split(config: LabConfig, available: int, paired: dict[str, Any] | None) -> ReportSizing:
+def size_report_split(config: LabConfig, available: int, paired: Paired | None) -> ReportSizing:
     """The report split's size from the best experiment's paired dev comparison with the baseline
     (``paired``: n, wins, losses), within ``config.report_n`` and the ``available`` problems; a demo keeps
     its size."""
     gain, budget = config.min_gain, min(config.report_n, available)
     sizing = ReportSizing(min_gain=gain, cap=config.report_n, available=available, report_n=budget,
                           demo=config.demo)
-    if not paired or not paired.get("n"):
+    if not paired or not paired.n:
         return sizing
-    discordant = paired["wins"] + paired["losses"]
-    p_disc = discordance(discordant, paired["n"], gain, Z_DISCORDANCE)
+    discordant = paired.wins + paired.losses
+    p_disc = discordance(discordant, paired.n, gain, Z_DISCORDANCE)
     needed = mcnemar_sample_size(p_disc, gain, ALPHA, POWER)
     n = budget if config.demo else min(needed, budget)
     power = mcnemar_power(n, p_disc, gain, ALPHA)
-    return sizing.model_copy(update={"report_n": n, "discordant": discordant, "paired_n": paired["n"],
+    return sizing.model_copy(update={"report_n": n, "discordant": discordant, "paired_n": paired.n,
                                      "needed": needed, "planned_power": power})
 
 
-def with_achieved(sizing: ReportSizing, comparison: dict[str, Any] | None) -> ReportSizing:
+def with_achieved(sizing: ReportSizing, comparison: Paired | None) -> ReportSizing:
     """``sizing`` with the power the report split achieved for min_gain, at its own discordance."""
-    if not comparison or not comparison.get("n"):
+    if not comparison or not comparison.n:
         return sizing
-    n, discordant = comparison["n"], comparison["wins"] + comparison["losses"]
+    n, discordant = comparison.n, comparison.wins + comparison.losses
     power = mcnemar_power(n, discordance(discordant, n, sizing.min_gain), sizing.min_gain, ALPHA)
     return sizing.model_copy(update={"achieved": {"n": n, "discordant": discordant, "power": power}})
 

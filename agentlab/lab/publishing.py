@@ -11,7 +11,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from agentlab.lab.models import Record, SpecRef
 from agentlab.lab.outbox import Outbox
+from agentlab.lab.view import LabView, LiteratureHit, PublishedTechnique, Report, Review
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ class Publisher:
         self._client = None
 
     # -- literature -------------------------------------------------------------------------
-    def search(self, query: str, k: int, goal: str | None = None) -> list[dict[str, Any]]:
+    def search(self, query: str, k: int, goal: str | None = None) -> list[LiteratureHit]:
         """Top-k papers for ``query``: id, title, abstract and their ranked results (report split, complete)."""
         if not self.url:
             return []
@@ -55,12 +57,14 @@ class Publisher:
                 paper = client.get_paper(hid)
             except Exception as exc:  # the hit is still read, without its results
                 log.warning("could not fetch paper %s from %s: %s", hid, self.url, exc)
-            results = [_dump(r) for r in (_get(paper, "results") or [])] if paper is not None else []
-            techniques = [_dump(t) for t in (_get(paper, "techniques") or [])] if paper is not None else []
-            out.append({"id": hid, "title": _get(hit, "title"), "abstract": _get(hit, "abstract") or "",
-                        "passage": _get(hit, "snippet") or "",  # where in the paper the search matched
-                        "lab": _get(hit, "lab"), "results": [r for r in results if r.get("ranked")],
-                        "techniques": [{k: t.get(k) for k in ("name", "spec_hash", "kind", "spec")} for t in techniques]})
+            results = ([_dump(r) for r in (_get(paper, "results") or []) if _get(r, "ranked")]
+                       if paper is not None else [])
+            techniques = [PublishedTechnique(name=_get(t, "name"), spec_hash=_get(t, "spec_hash"), kind=_get(t, "kind"),
+                                             spec=_get(t, "spec"))
+                          for t in (_get(paper, "techniques") or [])] if paper is not None else []
+            out.append(LiteratureHit(id=hid, title=_get(hit, "title"), abstract=_get(hit, "abstract") or "",
+                                     passage=_get(hit, "snippet") or "", lab=_get(hit, "lab"), results=results,
+                                     techniques=techniques))
         return out
 
     def prior_best(self, benchmark: str, subset: str, model: str, model_id: str,
@@ -86,33 +90,30 @@ class Publisher:
         return None
 
     # -- publishing -------------------------------------------------------------------------
-    def payload(self, state: dict[str, Any], rep: dict[str, Any], benchmark: str) -> dict[str, Any]:
-        keep = ("benchmark", "subset", "split", "model", "model_id", "technique", "spec_hash", "n", "n_planned",
+    def payload(self, view: LabView, rep: Report, benchmark: str) -> dict[str, Any]:
+        keep = {"benchmark", "subset", "split", "model", "model_id", "technique", "spec_hash", "n", "n_planned",
                 "correct", "accuracy", "ci_low", "ci_high", "job_id", "record_id", "complete", "errors",
-                "tokens_per_problem")
-        results = [{k: r.get(k) for k in keep if r.get(k) is not None} for r in rep.get("records") or []]
-        tags = ["agentlab", benchmark]
-        if state.get("stop_reason"):
-            tags.append("incomplete")
-        if state.get("failure"):  # published on request only; its dev numbers never reach a leaderboard
-            tags.append("failed-run")
-            results = []
+                "tokens_per_problem"}
+        tags = ["agentlab", benchmark, *(["incomplete"] if view.stop_reason else []),
+                *(["failed-run"] if view.failure else [])]
+        records = [] if view.failure else rep.records  # a failed run's dev numbers never reach a leaderboard
+        results = [r.model_dump(mode="json", include=keep, exclude_unset=True, exclude_none=True) for r in records]
         return {
-            "title": rep["title"][:500] or "Untitled report", "abstract": rep.get("abstract", ""),
-            "body": rep["markdown"], "goal": str(state["goal_id"]) if state.get("goal_id") is not None else None,
-            "tags": tags, "results": results, "citations": [str(c) for c in rep.get("citations") or []],
-            "relations": {str(k): v for k, v in (rep.get("relations") or {}).items()},
-            "latex_source": rep.get("latex"), "idempotency_key": state["run_id"],
-            "reviews": review_payloads(state.get("reviews") or []),  # stored with the paper: one round trip
-            "techniques": technique_payloads(rep.get("techniques") or {}, results),
+            "title": rep.title[:500] or "Untitled report", "abstract": rep.abstract,
+            "body": rep.markdown, "goal": str(view.goal_id) if view.goal_id is not None else None,
+            "tags": tags, "results": results, "citations": [str(c) for c in rep.citations],
+            "relations": {str(k): v for k, v in (rep.relations or {}).items()},
+            "latex_source": rep.latex, "idempotency_key": view.run_id,
+            "reviews": review_payloads(view.reviews),  # stored with the paper: one round trip
+            "techniques": technique_payloads(rep.techniques or {}, records),
         }
 
-    def publish_run(self, state: dict[str, Any], rep: dict[str, Any], benchmark: str) -> dict[str, Any]:
+    def publish_run(self, view: LabView, rep: Report, benchmark: str) -> dict[str, Any]:
         """The run's report into the outbox, then to the server: ``{"status": "published" | "queued", ...}``."""
-        run_id = state["run_id"]
-        files = {k: v for k, v in (rep.get("files") or {}).items()
-                 if k in ("figure", "tree", "pdf") or k.startswith("curve-")}
-        self.outbox.put(run_id, self.payload(state, rep, benchmark), files)
+        run_id = view.run_id
+        files = {k: v for k, v in rep.files.dump().items()
+                 if v and (k in ("figure", "tree", "pdf") or k.startswith("curve-"))}
+        self.outbox.put(run_id, self.payload(view, rep, benchmark), files)
         try:
             result = self._publish_entry(self.outbox.get(run_id))
         except Exception as exc:
@@ -140,24 +141,20 @@ class Publisher:
         return self.outbox.flush(self._publish_entry)
 
 
-def technique_payloads(specs: dict[str, dict[str, Any]], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def technique_payloads(specs: dict[str, dict[str, Any]], records: list[Record]) -> list[dict[str, Any]]:
     """Every evaluated technique as the server's TechniqueArtifact: its full spec and the records that measured it."""
-    return [{"name": spec.get("name") or h, "spec_hash": h, "kind": spec.get("kind", "prompt"), "spec": spec,
-             "record_ids": [r["record_id"] for r in results if r.get("spec_hash") == h and r.get("record_id")]}
-            for h, spec in specs.items()]
+    refs = {h: SpecRef.model_validate(spec) for h, spec in specs.items()}
+    return [{"name": ref.name or h, "spec_hash": h, "kind": ref.kind, "spec": specs[h],
+             "record_ids": [r.record_id for r in records if r.spec_hash == h and r.record_id]}
+            for h, ref in refs.items()]
 
 
-def review_payloads(reviews: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def review_payloads(reviews: list[Review]) -> list[dict[str, Any]]:
     """The reviewers' reviews as the server's ReviewCreate (fallback reviews are not published)."""
-    out = []
-    for r in reviews:
-        if r.get("fallback"):
-            continue
-        text = f"[{r['persona']}] {r['summary']}\n\nStrength: {r['strength']}\n\nWeakness: {r['weakness']}"
-        scores = {k: min(10.0, max(0.0, float(r[k]))) for k in ("soundness", "presentation", "contribution",
-                                                                 "overall", "confidence")}
-        out.append({"text": text, "scores": scores})
-    return out
+    scored = {"soundness", "presentation", "contribution", "overall", "confidence"}
+    return [{"text": f"[{r.persona}] {r.summary}\n\nStrength: {r.strength}\n\nWeakness: {r.weakness}",
+             "scores": {k: min(10.0, max(0.0, float(v))) for k, v in r.model_dump(include=scored).items()}}
+            for r in reviews if not r.fallback]
 
 
 def _same_population(entry: Any, subset: str) -> bool:

@@ -29,6 +29,7 @@ from agentlab.lab.preflight import run_preflight
 from agentlab.lab.publishing import Publisher
 from agentlab.lab.state import LabConfig
 from agentlab.lab.store import LabStore
+from agentlab.lab.view import LabView
 from agentlab.llm.gateway import BASE_CONTEXT_TOKENS, Gateway, context_window
 from agentlab.llm.serving import is_gguf
 from agentlab.llm.usage import UsageLedger
@@ -55,7 +56,8 @@ class LabOutcome:
 
     @property
     def publication(self) -> dict[str, Any]:
-        return self.state.get("publication") or {}
+        """Where the report went (stored form; {} when the run did not get that far)."""
+        return LabView.of(self.state).publication.dump()
 
 
 def start_lab(settings: Settings, goal: str, config: LabConfig, *, goal_id: str | None = None,
@@ -132,8 +134,9 @@ def _execute(settings: Settings, run_id: str, config: LabConfig, inp: Any, goal_
         if snap.interrupts:
             ctx.store.update_run(run_id, status="paused")
             return LabOutcome(run_id, "paused", values, snap.interrupts[0].value, time.perf_counter() - started)
-        status = "failed" if values.get("failure") else "wrapped_up" if values.get("stop_reason") else "done"
-        ctx.store.update_run(run_id, status=status, phase="done", note=values.get("failure"))
+        view = LabView.of(values)
+        status = "failed" if view.failure else "wrapped_up" if view.stop_reason else "done"
+        ctx.store.update_run(run_id, status=status, phase="done", note=view.failure)
         return LabOutcome(run_id, status, values, None, time.perf_counter() - started)
     except BaseException as exc:
         ctx.store.update_run(run_id, status="failed", note=f"{type(exc).__name__}: {exc}"[:500])

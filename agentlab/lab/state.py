@@ -1,9 +1,13 @@
-"""Typed state of one lab run (a LangGraph thread).
+"""The state of one lab run (a LangGraph thread) as it is stored, and the run's configuration.
 
-Everything in the state is plain JSON (dicts, lists, strings, numbers), so the SQLite checkpointer
-can store it. The structures the agents produce are pydantic models in ``agents/``; the state keeps
-their dumps. The run's ``LabConfig`` is not in the state: nodes read it typed from the runtime context
-(``runtime.context.config``), and the lab store keeps it (``lab_runs.config``) for resume.
+``LabState`` is what the LangGraph checkpoint (SQLite) stores, and what the checkpoints of earlier runs hold:
+plain JSON (dicts, lists, strings, numbers), never pydantic objects, so the checkpointer can store it and an old
+run resumes. Its typed view is ``agentlab.lab.view.LabView`` (``LabView.of(state)``), built from the models of
+``agentlab.lab.models`` (an experiment node, an evaluation record, the final evaluation, ...): nodes and agents
+read the state through them and return their dumps (``dump()``). The structures the agents produce are pydantic
+models in ``agents/``; the state keeps their dumps. The run's ``LabConfig`` is not in the state: nodes read it
+typed from the runtime context (``runtime.context.config``), and the lab store keeps it (``lab_runs.config``)
+for resume.
 """
 
 from __future__ import annotations
@@ -104,25 +108,27 @@ class LabConfig(BaseModel):
 
 
 class LabState(TypedDict, total=False):
+    """The stored state (JSON); the comments name the typed view of each part (``agentlab.lab.models``/``view``)."""
+
     run_id: str
     goal: str
     goal_id: int | None
     phase: str
     started_at: float
-    literature: list[dict[str, Any]]  # {id, title, summary, results: [...]} per paper read
-    plan: dict[str, Any]  # agents.postdoc.ResearchPlan dump (+ "source": llm|fallback|human)
+    literature: list[dict[str, Any]]  # LiteraturePaper per paper read: {id, title, summary, results: [...]}
+    plan: dict[str, Any]  # Plan: agents.postdoc.ResearchPlan dump (+ "source": llm|fallback|human)
     dialogue: list[dict[str, str]]  # plan dialogue turns {role, text}
-    experiments: list[dict[str, Any]]  # one per dev iteration: proposal, spec, record or error
+    experiments: list[dict[str, Any]]  # Experiment per dev iteration: proposal, spec, record or error
     iteration: int
-    dev_baseline: dict[str, Any] | None  # the baseline on the dev split (run first): spec, record, evidence
-    best: dict[str, Any] | None  # the best dev experiment
+    dev_baseline: dict[str, Any] | None  # DevBaseline, run first: spec, record, evidence
+    best: dict[str, Any] | None  # Experiment: the best dev experiment
     search: dict[str, Any]  # the search tree in numbers (agentlab.lab.search.tree_summary)
-    final: dict[str, Any]  # {"technique": record, "baseline": record, "comparison": {...}, "sizing": {...}}
-    interpretation: dict[str, Any]
-    report: dict[str, Any]  # {"draft": ReportDraft, "markdown", "latex", "claims": [...], ...}
-    reviews: list[dict[str, Any]]
+    final: dict[str, Any]  # Final: {"technique": record, "baseline": record, "comparison": {...}, "sizing": {...}}
+    interpretation: dict[str, Any]  # Interpretation
+    report: dict[str, Any]  # Report: {"draft": ReportDraft, "markdown", "latex", "claims": [...], ...}
+    reviews: list[dict[str, Any]]  # Review per persona
     revised: bool
-    publication: dict[str, Any]  # {"paper_id", "url"} or {"outbox": path}
+    publication: dict[str, Any]  # Publication: {"paper_id", "url"} or {"outbox": path}
     notes: Annotated[list[str], operator.add]  # fallbacks, fixes, budget stops: shown in the report
     stop_reason: str | None  # a budget or limit that made the lab wrap up early
     failure: str | None  # why the run failed: no evaluation on the report split finished

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agentlab.lab.models import JobResult, TrainingRequest
 from agentlab.techniques import TechniqueSpec, builtin_techniques, get_technique
 
 
@@ -37,26 +38,29 @@ class TrainingExperiments:
                                        "description": f"{technique} on the model after {method} training "
                                                       f"(experiment {iteration})"})
 
-    def recipe(self, proposal: dict[str, Any], iteration: int) -> Any:
-        """A validated ``agentlab.train.Recipe`` from a training proposal: the model under study's weights, data
-        the lab may train on (generated problems, or the benchmark's dev pool without the dev problems the lab
-        tunes on; never the report split), the lab's step and time bounds. Raises RecipeError naming the field."""
+    def recipe(self, proposal: TrainingRequest | dict[str, Any], iteration: int) -> Any:
+        """A validated ``agentlab.train.Recipe`` from a training proposal (a ``TrainingRequest`` or its dict): the
+        model under study's weights, data the lab may train on (generated problems, or the benchmark's dev pool
+        without the dev problems the lab tunes on; never the report split), the lab's step and time bounds.
+        Raises RecipeError naming the field."""
         from agentlab.bench import Subset
         from agentlab.bench.registry import GymBenchmark, generated_count, get_benchmark
         from agentlab.train.recipe import Recipe
 
+        proposal = TrainingRequest.model_validate(proposal)
         cfg, bench = self.config, self.config.benchmark
         sub = Subset.model_validate({**cfg.subset, "seed": cfg.seed})
-        hyper = {k: proposal[k] for k in ("learning_rate", "batch_size", "num_generations") if proposal.get(k)}
+        asked = proposal.model_dump(include={"learning_rate", "batch_size", "num_generations"})
+        hyper = {k: v for k, v in asked.items() if v}
         hyper["max_seq_len"] = 128 + cfg.max_tokens_per_answer
         hyper["max_completion_length"] = cfg.max_tokens_per_answer
-        steps = max(1, min(int(proposal.get("max_steps") or cfg.train_max_steps), cfg.train_max_steps))
-        batch = int(hyper.get("batch_size") or 8)
-        if proposal.get("method") == "grpo":  # prompts x generations: a whole number of groups
+        steps = max(1, min(proposal.max_steps or cfg.train_max_steps, cfg.train_max_steps))
+        batch = proposal.batch_size or 8
+        if proposal.method == "grpo":  # prompts x generations: a whole number of groups
             gens = int(hyper.setdefault("num_generations", 4))
             batch = hyper["batch_size"] = max(gens, batch - batch % gens)
-        data: dict[str, Any] = {"size": min(steps * batch, 5000), "technique": proposal.get("evaluate_with") or "direct",
-                                "target": proposal.get("target") or "boxed",
+        data: dict[str, Any] = {"size": min(steps * batch, 5000), "technique": proposal.evaluate_with or "direct",
+                                "target": proposal.target or "boxed",
                                 "protect": {"benchmark": bench, "seeds": [cfg.seed], "dev_fraction": sub.dev_fraction},
                                 "exclude_ids": [p.id for p in self.problems("dev") + self.confirm_problems()]}
         if isinstance(get_benchmark(bench), GymBenchmark):  # fresh problems from the generator, at another seed
@@ -66,9 +70,9 @@ class TrainingExperiments:
         else:
             data.update(source="benchmark", benchmark=bench)
         gpus = 1 if self.settings.jobs.gpus else 0
-        return Recipe.parse({"name": f"{proposal.get('method', 'sft')}_e{iteration}", "method": proposal.get("method", "sft"),
-                             "model": self.trainable_model(), "finetune": "lora",
-                             "lora": {"r": int(proposal.get("lora_r") or 16), "alpha": 2 * int(proposal.get("lora_r") or 16)},
+        lora_r = proposal.lora_r or 16
+        return Recipe.parse({"name": f"{proposal.method}_e{iteration}", "method": proposal.method,
+                             "model": self.trainable_model(), "finetune": "lora", "lora": {"r": lora_r, "alpha": 2 * lora_r},
                              "data": data, "hyper": hyper, "max_steps": steps, "max_minutes": cfg.train_max_minutes,
                              "save_steps": max(1, steps // 2), "seed": cfg.seed,
                              "resources": {"gpus": gpus, "cpus": 2.0, "memory_mb": max(cfg.job_memory_mb, 6144)}},
@@ -82,9 +86,9 @@ class TrainingExperiments:
                "batch_size": f"grpo needs whole groups of {recipe.hyper.num_generations} generations"}
         return differences({k: requested[k] for k in ran if k in requested}, ran, why)
 
-    def train(self, recipe: Any) -> dict[str, Any]:
-        """Run ``recipe`` as a ``train`` job of this run (the lab's scheduler, the sandbox); {"status", "training",
-        "error"}: ``training`` summarises the run (recipe, steps, final loss or reward, checkpoint hash, curve)."""
+    def train(self, recipe: Any) -> JobResult:
+        """Run ``recipe`` as a ``train`` job of this run (the lab's scheduler, the sandbox); the result's ``training``
+        summarises the run (recipe, steps, final loss or reward, checkpoint hash, curve)."""
         from agentlab.train.data import check_disjoint_ids
         from agentlab.train.runner import execute_run, prepare_run
         from agentlab.train.runs import RunStore
@@ -98,9 +102,9 @@ class TrainingExperiments:
         run = execute_run(run, ws, self.scheduler(), lab=self.lab, owner_run=self.run_id)
         summary = training_summary(run, ws)
         if run.status != "succeeded":
-            return {"status": "failed", "training": summary, "job_id": (run.jobs or [None])[-1],
-                    "error": f"training run {run.run_id} {run.status}: {run.error}"}
-        return {"status": "succeeded", "training": summary, "job_id": run.jobs[-1]}
+            return JobResult(status="failed", training=summary, job_id=(run.jobs or [None])[-1],
+                             error=f"training run {run.run_id} {run.status}: {run.error}")
+        return JobResult(status="succeeded", training=summary, job_id=run.jobs[-1])
 
     def endpoint_for(self, checkpoint: str | None) -> Any:
         """The model under study, or (a training run id) its checkpoint, served like it, once per run."""
@@ -122,18 +126,20 @@ def differences(asked: dict[str, Any], ran: dict[str, Any], why: dict[str, str])
 def training_summary(run: Any, workspace: Path) -> dict[str, Any]:
     """What the agents and the paper see of a training run: its recipe, data, steps, last metrics and outputs."""
     from agentlab.train.outputs import CURVE_FILE, METRICS_FILE, read_metrics
+    from agentlab.train.recipe import Recipe
     from agentlab.train.runs import RunStore
 
     folder = RunStore(workspace).dir(run.run_id)
     metrics = read_metrics(folder / METRICS_FILE)
     last = {k: v for k, v in (metrics[-1] if metrics else {}).items()
             if k in ("step", "loss", "reward", "learning_rate") and v is not None}
-    recipe = run.recipe
+    recipe = Recipe.model_validate(run.recipe)
     return {"run_id": run.run_id, "method": run.method, "finetune": run.finetune, "status": run.status,
             "max_steps": run.max_steps, "steps": last.get("step", 0), "last": last, "n_train": run.n_train,
-            "dropped_leaks": run.dropped_leaks, "data": {k: recipe["data"].get(k) for k in ("source", "task", "benchmark",
-                                                                                        "seed", "size", "technique", "target")},
-            "hyper": {k: recipe["hyper"].get(k) for k in ("learning_rate", "batch_size", "max_seq_len", "num_generations")},
-            "lora_r": (recipe.get("lora") or {}).get("r"), "checkpoint_hash": run.checkpoint_hash,
+            "dropped_leaks": run.dropped_leaks,
+            "data": recipe.data.model_dump(include={"source", "task", "benchmark", "seed", "size", "technique",
+                                                    "target"}),
+            "hyper": recipe.hyper.model_dump(include={"learning_rate", "batch_size", "max_seq_len", "num_generations"}),
+            "lora_r": recipe.lora.r, "checkpoint_hash": run.checkpoint_hash,
             "curve": str(folder / CURVE_FILE) if (folder / CURVE_FILE).is_file() else None,
-            "wall_s": (run.result or {}).get("wall_s"), "recipe": recipe}
+            "wall_s": (run.result or {}).get("wall_s"), "recipe": run.recipe}

@@ -7,5 +7,5 @@
     outputs.py        records, the PNG curve, the checkpoint's content hash
     models.py         loading a base model (HF dir, .gguf, cached HF id) or a trained checkpoint
     serve.py          a trained checkpoint as an OpenAI-compatible endpoint for the harness, served as its base is
-    gguf.py           a checkpoint as a GGUF at its base's quantization (llama.cpp's converter and quantizer)
+    gguf.py           a checkpoint as a GGUF (the base's quantization; Q8_0 below 8 bits)
 """

@@ -1,7 +1,7 @@
 """A trained checkpoint as an OpenAI-compatible endpoint, so the evaluation harness evaluates it like any
 other model. ``checkpoint_endpoint`` serves it as its base is served: a checkpoint of a GGUF base by
-llama.cpp, from a GGUF at the base's quantization (``agentlab.train.gguf``), so a measured gain is the
-training's and not the engine's; any other by the transformers server of this module (the CPU path; on GPUs
+llama.cpp, from a GGUF at the base's quantization or Q8_0 below 8 bits (``agentlab.train.gguf``), so a
+measured gain is the training's and not the engine's; any other by the transformers server of this module (the CPU path; on GPUs
 use vLLM with the merged weights or ``--enable-lora``). The served model name carries the checkpoint's
 content hash, so a record never passes a trained model off as its base; the endpoint's ``serving`` names
 the engine and quantization.
@@ -149,8 +149,8 @@ if __name__ == "__main__":
 def checkpoint_endpoint(workspace: Path, ref: str, threads: int | None = None,
                         mus: Any = None) -> tuple[Any, Any]:
     """(Endpoint, started server context to exit afterwards) for a training run's checkpoint, served as its
-    base is: when the base is a GGUF, by llama.cpp from the checkpoint's GGUF at the base's quantization
-    (``agentlab.train.gguf``, converted once), sized like the model under study (``mus``:
+    base is: when the base is a GGUF, by llama.cpp from the checkpoint's GGUF (the base's quantization, Q8_0
+    below 8 bits: ``agentlab.train.gguf``, converted once), sized like the model under study (``mus``:
     ``Settings.model_under_study``); else by transformers with ``threads`` torch threads. The endpoint's
     ``serving`` names the engine and quantization, which the records keep."""
     from agentlab.eval.client import Endpoint

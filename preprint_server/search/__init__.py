@@ -5,7 +5,8 @@ query searching both and fusing the scores. This package is the only way in for 
     index.search(conn, q, k, goal) -> [Hit]      # routes: hybrid search
     index.prepare(...); index.add([...])         # crud.py: a published paper, written with its row
 
-Inside: index.py (SearchIndex), keyword.py (tantivy), ranking.py (score fusion), snippets.py, gate.py
+Inside: index.py (SearchIndex), vectors.py (the Chroma collection: files, or a standalone server that
+may go away and come back), keyword.py (tantivy), ranking.py (score fusion), snippets.py, gate.py
 (searches a few at a time), embedding.py (the Embedder) on encoder.py (the ONNX graph) and quantize.py
 (its int8 copy for queries), quiet.py (third-party output to the log).
 """

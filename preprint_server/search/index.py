@@ -110,7 +110,7 @@ class SearchIndex:
 
     @property
     def collection(self):
-        """The Chroma collection as last opened (for inspection; the index itself uses `vectors.use()`)."""
+        """The Chroma collection as last opened (for inspection; the index itself goes through `vectors.run`)."""
         return self.vectors.collection
 
     def check_available(self) -> None:
@@ -157,12 +157,10 @@ class SearchIndex:
             docs += p.chunks
             metas += [{"paper": p.paper_id, "goal": p.goal, "chunk": i} for i in range(len(p.chunks))]
         batch = self.vectors.max_batch_size()
-        with self.vectors.use() as collection:
-            for s in range(0, len(ids), batch):
-                collection.upsert(
-                    ids=ids[s : s + batch], embeddings=embs[s : s + batch],
-                    documents=docs[s : s + batch], metadatas=metas[s : s + batch],
-                )
+        for s in range(0, len(ids), batch):
+            part = slice(s, s + batch)
+            self.vectors.run(lambda c, part=part: c.upsert(
+                ids=ids[part], embeddings=embs[part], documents=docs[part], metadatas=metas[part]))
 
     def add_keywords(self, papers: Iterable[Paper]) -> None:
         self.keywords.add(KeywordDoc(p.id, p.goal_id or "", p.title, p.abstract, p.body) for p in papers)
@@ -172,15 +170,13 @@ class SearchIndex:
         self.keywords.delete(paper_ids)
 
     def _delete_vectors(self, paper_ids: Sequence[str]) -> None:
-        with self.vectors.use() as collection:
-            for pid in paper_ids:
-                collection.delete(where={"paper": pid})
+        for pid in paper_ids:
+            self.vectors.run(lambda c, pid=pid: c.delete(where={"paper": pid}))
 
     def vector_paper_ids(self) -> set[str]:
         # chunk 0 exists for every indexed paper; its id "<paper>:0" names the paper (ids only:
         # reading 10,000 metadata records took 1.4 s, the ids 0.06 s)
-        with self.vectors.use() as collection:
-            got = collection.get(where={"chunk": 0}, include=[])
+        got = self.vectors.run(lambda c: c.get(where={"chunk": 0}, include=[]))
         return {cid.rsplit(":", 1)[0] for cid in got["ids"]}
 
     def indexed_paper_ids(self) -> set[str]:
@@ -211,9 +207,9 @@ class SearchIndex:
         vector = [self.embedder.embed_query(q)]
         n = limit * 2
         while True:
-            with self.vectors.use() as collection:
-                res = collection.query(query_embeddings=vector, n_results=n, where={"goal": goal} if goal else None,
-                                       include=["distances"])
+            res = self.vectors.run(lambda c, n=n: c.query(query_embeddings=vector, n_results=n,
+                                                          where={"goal": goal} if goal else None,
+                                                          include=["distances"]))
             ids, dists = res["ids"][0], res["distances"][0]
             best: dict[str, SemanticHit] = {}
             for cid, dist in zip(ids, dists):
@@ -229,17 +225,15 @@ class SearchIndex:
     def chunk_texts(self, chunk_ids: Sequence[str]) -> dict[str, str]:
         if not chunk_ids:
             return {}
-        with self.vectors.use() as collection:
-            got = collection.get(ids=list(chunk_ids), include=["documents"])
+        got = self.vectors.run(lambda c: c.get(ids=list(chunk_ids), include=["documents"]))
         return dict(zip(got["ids"], got["documents"]))
 
     def warm(self, conn: sqlite3.Connection) -> None:
         """Load the model and both indexes before the first request (Chroma's only when it answers)."""
         self.embedder.warm()
-        with contextlib.suppress(Unavailable), self.vectors.use() as collection:
-            if collection.count():
-                collection.query(query_embeddings=[[1.0] + [0.0] * (self.embedder.dim - 1)], n_results=1,
-                                 include=["distances"])
+        probe = [[1.0] + [0.0] * (self.embedder.dim - 1)]
+        with contextlib.suppress(Unavailable):
+            self.vectors.run(lambda c: c.count() and c.query(query_embeddings=probe, n_results=1, include=["distances"]))
         self.keyword(conn, "warm up", 1, None)
 
     def search(self, conn: sqlite3.Connection, q: str, k: int, goal: str | None) -> list[Hit]:

@@ -14,15 +14,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from preprint_server.errors import Unavailable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 COLLECTION = "papers"
+INTERNAL_RETRY_S = (0.05, 0.2, 0.5)  # pauses before trying a call again after a Chroma internal error
 # A hung Chroma server must not hold every search thread forever (chromadb's client waits without end).
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0
@@ -79,28 +80,38 @@ class VectorStore:
                 log.warning("Chroma at %s lost (%s: %s)", self.url, type(exc).__name__, str(exc)[:200])
 
     # -- use -----------------------------------------------------------------------------------
-    @contextmanager
-    def use(self) -> Iterator[Any]:
-        """The collection, for one or more calls; a lost remote server raises `Unavailable`."""
+    def run(self, call: Callable[[Any], T]) -> T:
+        """`call(collection)`, which must be safe to repeat (reads, upserts, deletes). A lost remote
+        server raises `Unavailable`. Chroma's internal errors are tried again a few times: a query
+        that meets the collection's first flush can fail ("Error creating hnsw segment reader:
+        Nothing found on disk", seen with chroma 1.5 on a busy machine) and works a moment later."""
+        from chromadb.errors import InternalError
+
         self.check()
-        if self.url is None:
-            yield self._collection
-            return
-        try:
-            yield self._collection
-        except _lost_errors() as exc:
-            self._mark_lost(exc)
-            raise self.unavailable() from None
+        for pause in (*INTERNAL_RETRY_S, None):
+            try:
+                return call(self._collection)
+            except _lost_errors() as exc:
+                if self.url is None:
+                    raise
+                self._mark_lost(exc)
+                raise self.unavailable() from None
+            except InternalError as exc:
+                if pause is None:
+                    if self.url is None:
+                        raise
+                    raise Unavailable(f"Chroma at {self.url} failed: {str(exc)[:300]}; retry shortly") from None
+                log.info("Chroma internal error, trying again in %.2f s: %s", pause, str(exc)[:200])
+                time.sleep(pause)
+        raise AssertionError("unreachable")
 
     def max_batch_size(self) -> int:
-        with self.use():
-            return self.client.get_max_batch_size()
+        return self.run(lambda _: self.client.get_max_batch_size())
 
     def reset(self) -> None:
         """Drop the collection and create it empty."""
-        with self.use():
-            self.client.delete_collection(COLLECTION)
-            self._collection = self._open(self.client)
+        self.run(lambda _: self.client.delete_collection(COLLECTION))
+        self._collection = self._open(self.client)
 
     # -- (re)connecting ------------------------------------------------------------------------
     def _open(self, client: Any) -> Any:

@@ -1,13 +1,15 @@
 """`agentlab labs run --parallel N` / `labs resume` / `demo --labs N`: N lab processes on one preprint server.
 
-End to end with real child processes, the real local preprint server `labs run` starts, and the scripted
-LLM double (tests/lab/doubles.py) as the agents and the model under study; plus the user errors and the
+End to end with real child processes, the real local preprint server `labs run` starts (labs on one goal, or
+each on a goal of its own from the queue), and the scripted LLM double (tests/lab/doubles.py) as the agents
+and the model under study; plus the user errors, the goal queue's sizing against a real server, and the
 dashboard's model."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,6 +28,9 @@ from tests.lab.doubles import lab_env
 
 GOAL = "Improve arithmetic accuracy of the model under study"
 SIZES = ["--benchmark", "basic_arithmetic", "--report-n", "4", "--concurrency", "1", "--max-answer-tokens", "64"]
+# The longest wait for one `labs run` or `labs resume` of two such small labs (they take about 40 s on two
+# busy cores). A test waiting for several has a timeout of its own: the sum of its waits and a margin.
+LABS_RUN_S = 300
 
 
 def _env(workspace, llm) -> dict[str, str]:
@@ -43,7 +48,7 @@ def _runs(workspace) -> dict[str, dict]:
         return {s.run_id: store.get_run(s.run_id) for s in reg.labs}
 
 
-def _wait(cond, what: str, deadline_s: float = 300.0):
+def _wait(cond, what: str, deadline_s: float = 120.0):
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if cond():
@@ -57,10 +62,11 @@ def _wait(cond, what: str, deadline_s: float = 300.0):
 
 @pytest.mark.slow
 @pytest.mark.integration
+@pytest.mark.timeout(LABS_RUN_S + 60)
 def test_two_labs_publish_two_papers_on_one_server_and_one_goal(workspace, llm, embedder):
     res = subprocess.run(_agentlab("labs", "run", "--parallel", "2", "--goal", GOAL, "--name", "para", "--quiet",
                                    "--dev-n", "3", "--iterations", "1", *SIZES),
-                         env=_env(workspace, llm), capture_output=True, text=True, timeout=500)
+                         env=_env(workspace, llm), capture_output=True, text=True, timeout=LABS_RUN_S, check=False)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-3000:]
 
     reg = Registry.load(workspace)  # the run registry `labs resume` reads
@@ -86,6 +92,7 @@ def test_two_labs_publish_two_papers_on_one_server_and_one_goal(workspace, llm, 
 
 @pytest.mark.slow
 @pytest.mark.integration
+@pytest.mark.timeout(120 + 150 + LABS_RUN_S + 60)  # the labs at work, their stop, `labs resume`
 def test_ctrl_c_stops_every_lab_and_labs_resume_finishes_them(workspace, llm):
     llm.mus_delay_s = 0.3  # each dev job takes a few seconds: room to stop mid-experiments on a loaded machine
     env = _env(workspace, llm)
@@ -116,11 +123,56 @@ def test_ctrl_c_stops_every_lab_and_labs_resume_finishes_them(workspace, llm):
         assert row["status"] != "done" and run_id in out
     assert "agentlab labs resume" in out and "interrupted" in out
 
-    res = subprocess.run(_agentlab("labs", "resume", "--quiet"), env=env, capture_output=True, text=True, timeout=500)
+    res = subprocess.run(_agentlab("labs", "resume", "--quiet"), env=env, capture_output=True, text=True,
+                         timeout=LABS_RUN_S, check=False)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-3000:]
     runs = _runs(workspace)
     assert all(r["status"] == "done" and r["paper_id"] for r in runs.values())
     assert len({r["paper_id"] for r in runs.values()}) == 2
+
+
+def _queue_goals(data_dir, texts: list[str], benchmark: str) -> set[str]:
+    """Open goals in the queue of the server that will run on ``data_dir``, written to its database: a
+    server started in this process now would keep a Chroma cache that the labs' writes make stale."""
+    from preprint_server import crud
+    from preprint_server.core.config import ServerSettings
+    from preprint_server.db import Database
+    from preprint_server.schemas import GoalCreate
+
+    db = Database(ServerSettings(data_dir=data_dir).db_path)
+    try:
+        return {crud.create_goal(db, GoalCreate(text=t, benchmark=benchmark), created_by="curator").id for t in texts}
+    finally:
+        db.engine.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.timeout(LABS_RUN_S + 60)
+def test_two_labs_from_the_queue_each_claim_a_goal_of_their_own_and_publish_on_it(workspace, llm, embedder):
+    """`labs run --parallel 2 --from-queue`: on the local server `labs run` starts, each lab claims an open goal
+    of its own from the queue, publishes its paper on it and gives it back when done."""
+    from agentlab.lab.local_server import local_data_dir
+    from preprint_server.serve import local_server
+
+    data = local_data_dir(workspace)
+    goals = _queue_goals(data, [GOAL, GOAL + " by sampling"], benchmark="basic_arithmetic")
+    res = subprocess.run(_agentlab("labs", "run", "--parallel", "2", "--from-queue", "--name", "q", "--quiet",
+                                   "--dev-n", "3", "--iterations", "1", *SIZES),
+                         env=_env(workspace, llm), capture_output=True, text=True, timeout=LABS_RUN_S, check=False)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-3000:]
+
+    reg = Registry.load(workspace)
+    assert [s.name for s in reg.labs] == ["q-1", "q-2"] and reg.goal_id is None  # no shared goal
+    runs = _runs(workspace)
+    assert all(r["status"] == "done" and r["paper_id"] for r in runs.values())
+    assert {r["goal_id"] for r in runs.values()} == goals  # a goal each, not the same one twice
+    with local_server(data, embedder=embedder) as url, PreprintClient(url) as client:
+        for run_id, r in runs.items():
+            goal, lease = client.get_goal(r["goal_id"]), client.goal_leases(r["goal_id"])[0]
+            assert (goal.status, goal.attempts, goal.papers) == ("open", 1, 1)  # its paper, then given back
+            assert (lease.holder, lease.lab, lease.end_reason) == (run_id, r["lab"], "done")
+            assert client.get_paper(r["paper_id"]).goal == r["goal_id"]
 
 
 # -- user errors ----------------------------------------------------------------------------------------
@@ -163,7 +215,7 @@ def test_resume_without_a_parallel_run_says_what_to_do(workspace, monkeypatch):
 
 def test_the_error_is_one_line_without_a_traceback(workspace):
     res = subprocess.run(_agentlab("labs", "run", "--parallel", "0", "--goal", "g"), capture_output=True, text=True,
-                         timeout=120)
+                         timeout=120, check=False)
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines() == ["error: --parallel: give the number of labs to run (1 or more), not 0"]
 
@@ -243,7 +295,7 @@ def test_demo_with_two_labs_serves_the_embedded_model_once(workspace, llm):
     require_embedded_engine()
     env = {k: v for k, v in _env(workspace, llm).items() if not k.startswith("AGENTLAB_MODEL_UNDER_STUDY__")}
     res = subprocess.run(_agentlab("demo", "--labs", "2", "--dev-n", "2", "--report-n", "3", "--quiet"),
-                         env=env, capture_output=True, text=True, timeout=1700)
+                         env=env, capture_output=True, text=True, timeout=1700, check=False)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-3000:]
     servers = list((workspace / "servers").glob("*.log"))
     runs = _runs(workspace)
@@ -265,48 +317,39 @@ def test_demo_with_two_labs_serves_the_embedded_model_once(workspace, llm):
         assert f'data-lab="{lab}"' in html
 
 
-class _Goals:
-    """A stand-in for PreprintClient's goal calls."""
-
-    def __init__(self, *goals):
-        from types import SimpleNamespace
-
-        self.ns = SimpleNamespace
-        self.goals = [SimpleNamespace(id=f"g{i}", text=t, benchmark=b, status=s) for i, (t, b, s) in enumerate(goals)]
-
-    def list_goals(self, status=None):
-        return [g for g in self.goals if status in (None, g.status)]
-
-    def add_goal(self, text, benchmark=None, **kw):
-        self.goals.append(self.ns(id=f"g{len(self.goals)}", text=text, benchmark=benchmark, status="open"))
-        return self.goals[-1]
-
-
-def test_one_goal_for_all_labs_and_no_more_labs_than_open_goals():
-    from agentlab.cli.labs_cmd import _fit_to_queue
+def test_one_goal_for_all_labs_and_no_more_labs_than_open_goals(preprint):
+    from agentlab.lab.launch_many import fit_to_queue
     from agentlab.errors import AgentlabError
     from agentlab.lab.parallel import add_goal_once, import_goals
+    from preprint_server.schemas import GoalCreate
 
-    c = _Goals(("a", None, "closed"), ("b", "gsm8k", "claimed"))
-    assert add_goal_once(c, "b", "gsm8k").id == "g1"  # the same goal again: its id, nothing added
-    assert add_goal_once(c, "a", None).id == "g2" and len(c.goals) == 3  # a closed goal is not reused
-    goals = [c.ns(text=t, benchmark=None, baseline=None, target=None, max_papers=None) for t in ("a", "x", "x")]
-    assert import_goals(c, goals) == 1 and [g.text for g in c.goals][-1] == "x"
-    assert _fit_to_queue(c, "http://s", 2) == 2  # open: "a" (g2) and "x"
-    assert _fit_to_queue(c, "http://s", 5) == 2
-    with pytest.raises(AgentlabError, match="no open goal in the queue on http://s"):
-        _fit_to_queue(_Goals(("a", None, "claimed")), "http://s", 2)
+    url = preprint["url"]
+    with PreprintClient(url, api_key=preprint["key"]) as c:
+        closed = c.close_goal(c.add_goal("a").id, "reached")
+        claimed = c.add_goal("b", benchmark="gsm8k")
+        assert c.claim_goal(goal=claimed.id) is not None
+        assert add_goal_once(c, "b", "gsm8k").id == claimed.id  # the same goal again: its id, nothing added
+        again = add_goal_once(c, "a", None)
+        assert again.id != closed.id and len(c.list_goals()) == 3  # a closed goal is not reused
+        assert import_goals(c, [GoalCreate(text=t) for t in ("a", "x", "x")]) == 1
+        assert sorted(g.text for g in c.list_goals()) == ["a", "a", "b", "x"]
+        assert fit_to_queue(c, url, 2) == 2  # open: the second "a" and "x"
+        assert fit_to_queue(c, url, 5) == 2
+        while c.claim_goal() is not None:  # until the queue has no open goal
+            pass
+        with pytest.raises(AgentlabError, match=f"no open goal in the queue on {re.escape(url)}"):
+            fit_to_queue(c, url, 2)
 
 
 def test_resume_continues_runs_skips_finished_ones_and_starts_labs_stopped_before_their_run():
-    from agentlab.cli.labs_cmd import _resume_argv
+    from agentlab.lab.launch_many import resume_argv_for
 
     slot = LabSlot("x-1", "run-1", "l.log")
     reg = Registry("x", [slot], goal_id="g1", lab_config={"dev_n": 3})
-    assert _resume_argv(slot, {"status": "done"}, reg, "http://s") is None
-    argv = _resume_argv(slot, {"status": "failed"}, reg, "http://s")
+    assert resume_argv_for(slot, {"status": "done"}, reg, "http://s") is None
+    argv = resume_argv_for(slot, {"status": "failed"}, reg, "http://s")
     assert argv[-6:] == ["lab", "resume", "run-1", "--quiet", "--server", "http://s"]
-    argv = _resume_argv(slot, None, reg, "http://s")  # Ctrl-C came before the lab recorded its run
+    argv = resume_argv_for(slot, None, reg, "http://s")  # Ctrl-C came before the lab recorded its run
     i = argv.index("child")
     assert argv[i - 1:i + 3] == ["labs", "child", "--run-id", "run-1"] and argv[-2:] == ["--goal-id", "g1"]
     assert json.loads(argv[argv.index("--lab-config") + 1]) == {"dev_n": 3, "lab_name": "x-1"}

@@ -20,7 +20,7 @@ from agentlab.lab.dev_evidence import dev_evidence
 from agentlab.llm.cache import request_key
 from agentlab.llm.transport import RetryPolicy
 from agentlab.techniques import TechniqueError, TechniqueSpec, builtin_techniques, get_technique
-from agents.ml_engineer import evidence_text
+from agents.ml_context import evidence_text
 
 CUT_TEXT = "Let me add the numbers one at a time, starting with the first and then"
 

@@ -12,9 +12,11 @@ import asyncio
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -158,30 +160,79 @@ def test_an_older_cache_table_gains_the_columns_and_keeps_its_rows(tmp_path):
     cache.close()
 
 
+WRITERS = 3
+SYNC_TIMEOUT_S = 120.0  # generous: three Python start-ups on two busy cores
+
+
+def _barrier(folder: Path, stage: str, name: str, parties: int = WRITERS) -> None:
+    """Wait until every writer has reached ``stage`` (a file per writer in ``folder``); give up when one
+    failed (a ``failed-`` file) or after SYNC_TIMEOUT_S."""
+    (folder / f"{stage}-{name}").touch()
+    deadline = time.monotonic() + SYNC_TIMEOUT_S
+    while len(list(folder.glob(f"{stage}-*"))) < parties:
+        if any(folder.glob("failed-*")) or time.monotonic() > deadline:
+            raise TimeoutError(f"{name}: the other writers never reached {stage!r}")
+        time.sleep(0.005)
+
+
+# one writer: 40 merges of 5 rows each; all writers start together, and none writes its second half before
+# every writer wrote its first, so that their transactions interleave
 MERGER = """
 import sys
+from pathlib import Path
 sys.path.insert(0, {repo!r})
 from agentlab.eval.shared_cache import JobCache
-from tests.eval.test_shared_cache import _job, _line
-cache = JobCache.for_job(_job(), sys.argv[1])
-n = 0
-for i in range(40):  # many small transactions, interleaved with the other writers
-    n += cache.merge(chr(10).join(_line(text=f"{{sys.argv[2]}}-{{i}}-{{j}}") for j in range(5)))
+from tests.eval.test_shared_cache import _barrier, _job, _line
+ws, name, sync = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+cache = JobCache.for_job(_job(), ws)
+
+def merge(i):
+    return cache.merge(chr(10).join(_line(text=f"{{name}}-{{i}}-{{j}}") for j in range(5)))
+
+try:
+    _barrier(sync, "start", name)
+    n = sum(merge(i) for i in range(20))
+    _barrier(sync, "half", name)
+    n += sum(merge(i) for i in range(20, 40))
+except BaseException:
+    (sync / f"failed-{{name}}").touch()  # the others stop waiting for this one
+    raise
 print(n)
 """
 
 
+def _writers_in_commit_order(db: Path) -> list[str]:
+    """The writer of each cache row, in the order the rows were committed (rowid)."""
+    con = sqlite3.connect(db)
+    try:
+        values = [r[0] for r in con.execute(f"SELECT value FROM {CACHE_TABLE} ORDER BY rowid")]
+    finally:
+        con.close()
+    return [json.loads(v)["text"].split("-")[0] for v in values]
+
+
 def test_concurrent_writers_lose_nothing(tmp_path):
     """Three processes merge jobs' completions into one workspace cache at once (WAL, busy timeout)."""
-    ws = tmp_path / "ws"
-    procs = [subprocess.Popen([sys.executable, "-c", MERGER.format(repo=str(REPO)), str(ws), f"w{k}"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(3)]
-    outs = [p.communicate(timeout=300) for p in procs]
+    ws, sync = tmp_path / "ws", tmp_path / "sync"
+    sync.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", MERGER.format(repo=str(REPO)), str(ws), f"w{k}", str(sync)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(WRITERS)]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
     assert [int(o[0]) for o in outs] == [200, 200, 200]
     cache = SqliteCache(ws / "eval" / "eval.db", table=CACHE_TABLE)
     assert len(cache) == 600
     cache.close()
+    # they overlapped: every writer committed rows before and after rows of the others
+    order = _writers_in_commit_order(ws / "eval" / "eval.db")
+    firsts = [order.index(w) for w in ("w0", "w1", "w2")]
+    lasts = [len(order) - 1 - order[::-1].index(w) for w in ("w0", "w1", "w2")]
+    assert max(firsts) < min(lasts), (firsts, lasts)
 
 
 # -- two labs, one workspace, the real model ------------------------------------------------------------
@@ -239,7 +290,7 @@ cfg = LabConfig(benchmark="basic_arithmetic", dev_n=3, report_n=3, concurrency=2
                 baseline="zero_shot_cot", max_tokens_per_answer=24)
 exp = Experiments(load_settings(), cfg, run_id, lab, endpoint=Endpoint.openai(url, model, identity=identity))
 try:
-    out = exp.run("baseline-dev", exp.baseline_spec(), "dev")
+    out = exp.run("baseline-dev", exp.baseline_spec(), "dev").dump()  # its stored (JSON) form
     job = exp.scheduler().get(out["job_id"])
     print(json.dumps({{"out": {{k: out.get(k) for k in ("status", "record", "job_id", "error")}},
                       "lab": job.spec.lab, "run_id": job.spec.run_id, "cache": (job.result or {{}}).get("cache"),
@@ -249,9 +300,13 @@ finally:
 """
 
 
+LAB_RUN_TIMEOUT_S = 420  # one baseline of 3 problems on the embedded model, on two busy cores
+
+
 def _lab_run(ws: Path, lab: str, run_id: str, url: str, ep: Endpoint) -> dict:
     r = subprocess.run([sys.executable, "-c", LAB_RUN.format(repo=str(REPO)), lab, run_id, url, ep.model,
-                        ep.identity], capture_output=True, text=True, env=os.environ.copy(), cwd=ws.parent)
+                        ep.identity], capture_output=True, text=True, env=os.environ.copy(), cwd=ws.parent,
+                       timeout=LAB_RUN_TIMEOUT_S, check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -259,6 +314,7 @@ def _lab_run(ws: Path, lab: str, run_id: str, url: str, ep: Endpoint) -> dict:
 @needs_bwrap
 @pytest.mark.slow
 @pytest.mark.integration
+@pytest.mark.timeout(2 * LAB_RUN_TIMEOUT_S + 120)  # two lab runs, one after the other
 def test_a_second_labs_identical_baseline_costs_no_model_request(workspace, embedded_endpoint):
     fwd = CountingForwarder(embedded_endpoint.base_url)
     try:

@@ -5,6 +5,7 @@ unused one leaves nothing; one that misses its job hands it to a cold start."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,7 @@ def test_a_warm_jobs_timeout_counts_from_its_own_start_and_cancel_reaches_it(tmp
     with sched(tmp_path) as s:
         s.wait(s.submit(job("nap", timeout_s=3, seconds=0)), timeout=120)
         wait_until(s.warm_ready, what="a waiting sandbox")
+        time.sleep(3)  # as long as the job's limit: counted from the sandbox's start, it leaves the job none
         slow = s.wait(s.submit(job("nap", timeout_s=3, seconds=60)), timeout=120)
         wait_until(s.warm_ready, what="the next waiting sandbox")
         jid = s.submit(job("nap", timeout_s=3, seconds=60))
@@ -80,11 +82,13 @@ def test_a_warm_jobs_timeout_counts_from_its_own_start_and_cancel_reaches_it(tmp
     assert "warm start" in stderr(slow)
     assert slow.state == "timed_out" and slow.killed_by == "wall_timeout"
     assert slow.error == "exceeded the wall-clock timeout 3 s; partial logs kept"
+    # not early: between the job's recorded start and end lie its whole 3 s
+    assert slow.finished_at - slow.started_at >= 3, (slow.started_at, slow.finished_at)
     assert cancelled.state == "cancelled"
 
 
 def test_a_waiting_sandbox_that_misses_its_job_hands_it_to_a_cold_start(tmp_path, monkeypatch):
-    import agentlab.jobs.warm as warm
+    from agentlab.jobs import warm
 
     def lost(workdir, files):  # the inputs never reach the waiting sandbox: it ends unused (status 75)
         raise OSError("simulated")

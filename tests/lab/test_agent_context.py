@@ -9,7 +9,7 @@ from agentlab.eval.records import EvalSummary, GroupStats, ProblemResult
 from agentlab.lab.dev_evidence import dev_evidence
 from agentlab.llm.gateway import context_window
 from agents.base import cclip
-from agents.ml_engineer import evidence_text
+from agents.ml_context import evidence_text
 
 
 def test_the_context_window_comes_from_the_agents_model(workspace, monkeypatch):
@@ -48,11 +48,11 @@ def test_dev_evidence_shows_wrong_answers_with_the_models_output_and_gold():
                              chains=[{"text": long_output}]),
                ProblemResult(problem_id="p2", idx=2, correct=False, answer=None, gold="4", error="timeout")]
     ev = dev_evidence(_summary(), results, problems)
-    assert ev["breakdown"] == {"level": {"1": "1/2", "2": "0/1"}} and ev["tokens_per_problem"] == 123.5
-    assert [w["question"] for w in ev["wrong"]] == ["What is 1 + 1?", "What is 2 + 2?"] and ev["wrong_total"] == 2
-    out = ev["wrong"][0]["output"]
+    assert ev.breakdown == {"level": {"1": "1/2", "2": "0/1"}} and ev.tokens_per_problem == 123.5
+    assert [w.question for w in ev.wrong] == ["What is 1 + 1?", "What is 2 + 2?"] and ev.wrong_total == 2
+    out = ev.wrong[0].output
     assert out.startswith("step step") and out.endswith("\\boxed{5}") and "characters cut" in out  # head and tail
-    assert ev["wrong"][1]["error"] == "timeout"
+    assert ev.wrong[1].error == "timeout"
     text = evidence_text(ev)
     assert "accuracy by level: 1 1/2, 2 0/1" in text and "gold: 2" in text and "2 of 2 wrong answers" in text
     assert evidence_text(None) == "none yet"

@@ -1,4 +1,5 @@
-"""The agent roles depend on a narrow interface: the gateway and the technique schema, nothing else of agentlab."""
+"""The agent roles depend on a narrow interface: the gateway, the technique schema and the typed views of the lab's
+state (``agentlab.lab.models``, ``agentlab.lab.view``), nothing else of agentlab."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import ast
 from pathlib import Path
 
 AGENTS = Path(__file__).resolve().parents[2] / "agents"
-ALLOWED = {"agentlab.llm.gateway", "agentlab.techniques"}
+ALLOWED = {"agentlab.llm.gateway", "agentlab.techniques", "agentlab.lab.models", "agentlab.lab.view"}
 
 
 def _agentlab_imports(path: Path) -> set[str]:
@@ -22,7 +23,7 @@ def _agentlab_imports(path: Path) -> set[str]:
     return out
 
 
-def test_agents_import_only_the_gateway_and_techniques():
+def test_agents_import_only_the_gateway_techniques_and_the_state_views():
     files = sorted(AGENTS.glob("*.py"))
     assert files
     found = {f.name: _agentlab_imports(f) - ALLOWED for f in files}

@@ -131,10 +131,14 @@ def test_a_written_prompt_that_repeats_the_question_is_refused():
     import pytest
 
     from agentlab.lab.experiments import check_written_prompts
+    from agentlab.lab.models import SpecRequest
     from agentlab.techniques import TechniqueError
 
-    check_written_prompts({"template": "Q: {question}\nRestate: {question}\n{answer_instruction}"})  # twice is fine
+    def check(**written) -> None:
+        check_written_prompts(SpecRequest.model_validate(written))
+
+    check(template="Q: {question}\nRestate: {question}\n{answer_instruction}")  # twice is fine
     with pytest.raises(TechniqueError, match=r"template has \{question\} 6 times"):
-        check_written_prompts({"template": "Calculate {question} " * 6})
+        check(template="Calculate {question} " * 6)
     with pytest.raises(TechniqueError, match=r"steps\[0\].template"):
-        check_written_prompts({"steps": [{"name": "plan", "template": "{question}" * 3}]})
+        check(steps=[{"name": "plan", "template": "{question}" * 3}])

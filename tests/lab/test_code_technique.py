@@ -94,11 +94,11 @@ def solve(problem, client):
         res = experiments.run("dev-escape", spec, "dev")
     finally:
         experiments.close()
-    assert res["status"] == "failed" and res["job_id"]
-    assert "every request failed" in res["error"] and "No such file or directory" in res["error"]
+    assert res.status == "failed" and res.job_id
+    assert "every request failed" in res.error and "No such file or directory" in res.error
     jobs = JobStore(lab_settings.workspace / "jobs.db")
     try:
-        job = jobs.get(res["job_id"])
+        job = jobs.get(res.job_id)
     finally:
         jobs.close()
     assert job.state == "succeeded"  # the driver itself finished: the failure stayed inside solve()
@@ -113,7 +113,7 @@ def test_code_technique_request_budget_is_enforced(lab_settings):
         res = experiments.run("dev-budget", experiments.code_spec(GOOD_CODE, 1), "dev")
     finally:
         experiments.close()
-    assert res["status"] == "succeeded"
-    assert res["record"]["errors"] == 2  # the proxy refused the third and fourth problem's calls
-    results = experiments._results(res["record"]["eval_run_id"])
+    assert res.succeeded
+    assert res.record.errors == 2  # the proxy refused the third and fourth problem's calls
+    results = experiments._results(res.record.eval_run_id)
     assert sum("budget exhausted" in (r.error or "") for r in results) == 2

@@ -14,6 +14,7 @@ from agentlab.eval.records import ResultStore
 from agentlab.lab.confirm import confirm
 from agentlab.lab.experiments import EXEMPLAR_POOL, Experiments
 from agentlab.lab.launch import demo_config
+from agentlab.lab.models import Comparison, Experiment, JobResult, Record
 from agentlab.lab.report.claims import check_paper
 from agentlab.lab.report.paper import build_paper
 from agentlab.lab.run import start_lab
@@ -123,18 +124,17 @@ def _fake_ctx(config: LabConfig, deltas: dict[str, float], jobs_left: int = 100)
 
     def run_job(key, spec, split, meta=None, checkpoint=None):
         ran.append((key, split))
-        return {"status": "succeeded", "record": {"record_id": key, "technique": spec.name, "n": 4, "correct": 2,
-                                                  "accuracy": 0.5, "split": "dev", "eval_run_id": key}}
+        return JobResult(status="succeeded", record=Record(record_id=key, technique=spec.name, n=4, correct=2,
+                                                           accuracy=0.5, split="dev", eval_run_id=key))
 
     def compare(a, b):
-        d = deltas.get(a["record_id"], 0.0)
-        return {"n": 4, "wins": 1 if d > 0 else 0, "losses": 1 if d <= 0 else 0, "ties": 3, "delta": d,
-                "p_value": 1.0}
+        d = deltas.get(a.record_id, 0.0)
+        return Comparison(n=4, wins=1 if d > 0 else 0, losses=1 if d <= 0 else 0, ties=3, delta=d, p_value=1.0)
 
     return SimpleNamespace(
         config=config, run_id="r", note=notes.append, run_job=run_job, ran=ran, notes=notes,
         settings=SimpleNamespace(budgets=SimpleNamespace(max_jobs=jobs_left)),
-        store=SimpleNamespace(jobs_used=lambda run_id: len(ran), experiment=lambda run_id, key: None),
+        store=SimpleNamespace(jobs_used=lambda run_id: len(ran)), stored_job=lambda key: None,
         experiments=SimpleNamespace(compare=compare, confirm_problems=lambda: [1, 2, 3, 4],
                                     subset_label=lambda split: "split=dev(0.3) after=12 first=4"))
 
@@ -143,21 +143,21 @@ def test_a_dev_gain_that_does_not_confirm_is_noted_and_the_paper_says_so(tmp_pat
     base = builtin_techniques()["zero_shot_cot"]
     best = builtin_techniques()["self_consistency_verified"]  # two parts: extra chains and a verifier
     ctx = _fake_ctx(LabConfig(dev_n=4), {"confirm-best": -0.25, "ablate-chains": 0.25})
-    conf = confirm(ctx, {"spec": best.model_dump(mode="json")}, best, base, reserve=2)
-    assert conf["confirmed"] is False and conf["delta"] == -0.25
+    conf = confirm(ctx, Experiment.model_validate({"spec": best.model_dump(mode="json")}), best, base, reserve=2)
+    assert conf.confirmed is False and conf.delta == -0.25
     assert any("did not confirm on 4 fresh dev problems" in n for n in ctx.notes)
     assert [k for k, _ in ctx.ran] == ["confirm-baseline", "confirm-best", "ablate-chains", "ablate-verifier"]
     assert {s for _, s in ctx.ran} == {"confirm"}
-    paper = build_paper({"run_id": "x", "goal": "g", "experiments": [], "final": {"confirmation": conf}}, DRAFT,
-                        LabConfig(), tmp_path)
+    paper = build_paper({"run_id": "x", "goal": "g", "experiments": [], "final": {"confirmation": conf.dump()}},
+                        DRAFT, LabConfig(), tmp_path)
     assert "The dev gain did not confirm on fresh problems; the report split decides." in paper.markdown
     assert "| extra chains (one chain) | " in paper.markdown and "+25.0 points" in paper.markdown
     assert check_paper(paper.markdown, paper.records) == []  # generated lines: never claims
     # a budget that keeps its jobs for the report split: no ablation (noted), or no confirmation at all
     ctx = _fake_ctx(LabConfig(dev_n=4), {}, jobs_left=5)
-    assert confirm(ctx, {}, best, base, reserve=2)["ablation"] == [] and any("not ablated" in n for n in ctx.notes)
+    assert confirm(ctx, None, best, base, reserve=2).ablation == [] and any("not ablated" in n for n in ctx.notes)
     ctx = _fake_ctx(LabConfig(dev_n=4), {}, jobs_left=3)
-    assert confirm(ctx, {}, best, base, reserve=2) is None and ctx.ran == []
+    assert confirm(ctx, None, best, base, reserve=2) is None and ctx.ran == []
 
 
 def test_a_demo_skips_confirmation_and_ablation():
@@ -165,7 +165,7 @@ def test_a_demo_skips_confirmation_and_ablation():
     assert cfg.confirm_n == 0 and cfg.ablate is False
     base, best = builtin_techniques()["zero_shot_cot"], builtin_techniques()["self_consistency_verified"]
     ctx = _fake_ctx(cfg, {})
-    assert confirm(ctx, {}, best, base, reserve=2) is None and ctx.ran == []
+    assert confirm(ctx, None, best, base, reserve=2) is None and ctx.ran == []
     # ablation off: the confirmation still runs, no part is removed
     ctx = _fake_ctx(LabConfig(ablate=False), {"confirm-best": 0.25})
-    assert confirm(ctx, {}, best, base, reserve=2)["ablation"] == [] and len(ctx.ran) == 2
+    assert confirm(ctx, None, best, base, reserve=2).ablation == [] and len(ctx.ran) == 2

@@ -194,6 +194,7 @@ def test_unusable_llm_output_falls_back_and_is_noted(lab_settings, llm, preprint
 def test_failed_job_is_fixed_by_sw_engineer(lab_settings, llm, preprint, bad, monkeypatch):
     # the first dev job fails (the harness raises); the software engineer simplifies the spec and it reruns
     from agentlab.lab import experiments
+    from agentlab.lab.models import JobResult
 
     real = experiments.Experiments.run
     calls = {"n": 0}
@@ -201,7 +202,7 @@ def test_failed_job_is_fixed_by_sw_engineer(lab_settings, llm, preprint, bad, mo
     def flaky(self, key, spec, split, on_progress=None, **kw):
         calls["n"] += 1
         if key == "dev-1-0":
-            return {"status": "failed", "record": None, "job_id": "x", "error": "CUDA out of memory (simulated)"}
+            return JobResult(status="failed", record=None, job_id="x", error="CUDA out of memory (simulated)")
         return real(self, key, spec, split, on_progress, **kw)
 
     monkeypatch.setattr(experiments.Experiments, "run", flaky)

@@ -126,14 +126,15 @@ def test_an_adjusted_proposal_is_told_once_and_the_record_notes_it(lab_settings,
 def test_fallback_never_reruns_the_baseline_as_a_new_technique():
     """An engineer with no valid proposal falls back to a technique not tried yet, never the baseline (the root
     of the tree, which would come back as the same record under a new name)."""
+    from agentlab.lab.view import LabView
     from agents.ml_engineer import fallback_technique
 
     names = ["zero_shot_cot", "few_shot_cot", "self_consistency", "plan_and_solve"]
-    tried = {"experiments": [{"proposal": {"technique": "few_shot_cot"}}]}
-    assert fallback_technique({}, ["zero_shot_cot"], names, "zero_shot_cot") == \
+    tried = LabView.of({"experiments": [{"proposal": {"technique": "few_shot_cot"}}]})
+    assert fallback_technique(LabView(), ["zero_shot_cot"], names, "zero_shot_cot") == \
         ("few_shot_cot", "an untried technique (fallback)")
     assert fallback_technique(tried, ["zero_shot_cot", "few_shot_cot"], names, "zero_shot_cot")[0] == "self_consistency"
-    assert fallback_technique({}, ["plan_and_solve"], names, "zero_shot_cot") == \
+    assert fallback_technique(LabView(), ["plan_and_solve"], names, "zero_shot_cot") == \
         ("plan_and_solve", "the plan's technique (fallback)")
-    every = {"experiments": [{"proposal": {"technique": t}} for t in names]}
+    every = LabView.of({"experiments": [{"proposal": {"technique": t}} for t in names]})
     assert fallback_technique(every, ["few_shot_cot"], names, "zero_shot_cot")[0] == "few_shot_cot"

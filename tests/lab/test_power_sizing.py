@@ -9,11 +9,21 @@ from types import SimpleNamespace
 from agentlab.bench import load_benchmark
 from agentlab.bench.registry import BENCHMARKS
 from agentlab.eval.stats import mcnemar_power, mcnemar_sample_size
-from agentlab.lab.power import Z_DISCORDANCE, discordance, plan_sizing, size_report_split, sizing_text, with_achieved
+from agentlab.lab.models import Paired
+from agentlab.lab.power import (
+    Z_DISCORDANCE,
+    discordance,
+    plan_sizing,
+    size_report_split,
+    sizing_text,
+    with_achieved,
+)
 from agentlab.lab.report.claims import check_paper
 from agentlab.lab.report.paper import build_paper
 from agentlab.lab.state import LabConfig
-from agents.ml_engineer import branch_point, node_evidence, write_code
+from agentlab.lab.view import LabView
+from agents.ml_context import branch_point, node_evidence
+from agents.ml_engineer import write_code
 from tests.conftest import SHARED_DATA
 
 DRAFT = {k: f"{k} text." for k in ("title", "abstract", "introduction", "method", "discussion", "conclusion")}
@@ -26,9 +36,8 @@ def _final(sizing, n: int) -> dict:
     return {"baseline": record, "sizing": sizing.model_dump()}
 
 
-def _paired(wins: int, losses: int, n: int) -> dict:
-    return {"n": n, "wins": wins, "losses": losses, "ties": n - wins - losses, "delta": (wins - losses) / n,
-            "p_value": 0.5}
+def _paired(wins: int, losses: int, n: int) -> Paired:
+    return Paired(n=n, wins=wins, losses=losses, ties=n - wins - losses, delta=(wins - losses) / n, p_value=0.5)
 
 
 def test_the_report_split_is_sized_from_the_dev_discordance_within_the_budget():
@@ -56,7 +65,7 @@ def test_the_report_split_is_sized_from_the_dev_discordance_within_the_budget():
 
 def test_the_paper_states_the_sizing_and_the_power_achieved(tmp_path):
     sizing = size_report_split(LabConfig(report_n=500), 500, _paired(3, 1, 20))
-    sizing = with_achieved(sizing, {"n": 500, "wins": 70, "losses": 30})
+    sizing = with_achieved(sizing, Paired(n=500, wins=70, losses=30))
     assert sizing.achieved == {"n": 500, "discordant": 100, "power": mcnemar_power(500, 0.2, 0.05)}
     text = sizing_text(sizing)
     assert "disagreed on 4 of 20 problems" in text and "needs 893 report problems" in text
@@ -132,30 +141,30 @@ BASELINE = {"record": {"technique": "zero_shot_cot", "accuracy": 0.4, "correct":
 def _experiment(i: int, delta: float, question: str, **kw) -> dict:
     return {"iteration": i, "proposal": {"technique": "plan_and_solve"}, "spec": {"kind": "prompt"},
             "record": {"technique": f"t{i}", "accuracy": 0.5, "correct": 10, "n": 20},
-            "paired": {**_paired(0, 0, 20), "delta": delta, "wins": 4, "losses": 1},
+            "paired": {**_paired(0, 0, 20).dump(), "delta": delta, "wins": 4, "losses": 1},
             "evidence": _wrong(question), **kw}
 
 
 def test_the_agent_is_shown_the_node_it_branches_from():
-    state = {"dev_baseline": BASELINE, "experiments": [
+    state = LabView.of({"dev_baseline": BASELINE, "experiments": [
         _experiment(1, 0.15, "first's miss"), _experiment(2, 0.05, "second's miss"),
         _experiment(3, 0.30, "trained miss", training={"run_id": "tr"}),  # a trained model cannot be branched
-        _experiment(4, -0.1, "latest miss")]}
+        _experiment(4, -0.1, "latest miss")]})
     # a proposal sees the experiment that beat the baseline by most, not the latest one
-    assert branch_point(state)["iteration"] == 1
+    assert branch_point(state).iteration == 1
     text = node_evidence(state, branch_point(state))
     assert "experiment #1 (parent=1)" in text and "first's miss" in text and "latest miss" not in text
     assert "4 wins, 1 losses" in text
     # no experiment beat the baseline: the baseline is the node
-    worse = {**state, "experiments": [_experiment(1, -0.05, "first's miss")]}
+    worse = LabView.of({"dev_baseline": BASELINE, "experiments": [_experiment(1, -0.05, "first's miss")]})
     assert branch_point(worse) is None and "baseline's miss" in node_evidence(worse, None)
 
 
 def test_written_code_sees_the_wrong_answers_of_its_parent(monkeypatch):
     from agents import ml_engineer
 
-    state = {"goal": "g", "dev_baseline": BASELINE,
-             "experiments": [_experiment(1, 0.1, "first's miss"), _experiment(2, 0.2, "second's miss")]}
+    state = LabView.of({"goal": "g", "dev_baseline": BASELINE,
+                        "experiments": [_experiment(1, 0.1, "first's miss"), _experiment(2, 0.2, "second's miss")]})
     shown: list[str] = []
 
     def ask(ctx, role, prompt, schema, fallback, what, **values):  # what the writer is shown; then no code

@@ -62,12 +62,13 @@ def test_missing_benchmark_data(lab_settings, llm, preprint, tmp_path, monkeypat
 
 def _report_jobs_fail(monkeypatch):
     from agentlab.lab.experiments import Experiments
+    from agentlab.lab.models import JobResult
 
     real_run = Experiments.run
 
     def run(self, key, spec, split, **kw):  # TEST DOUBLE at the experiments boundary: the report split fails
         if split == "report":
-            return {"status": "failed", "record": None, "job_id": None, "error": "scripted report-split failure"}
+            return JobResult(status="failed", record=None, job_id=None, error="scripted report-split failure")
         return real_run(self, key, spec, split, **kw)
 
     monkeypatch.setattr(Experiments, "run", run)

@@ -23,7 +23,7 @@ def _cell(row: str, column: int) -> str:
 def test_the_results_table_shows_the_replies_cut_at_max_tokens_per_row():
     cut = normalize_record(_summary(calls=40, truncated=9, max_tokens=128), "report")
     code = normalize_record(_summary(technique="custom", calls=40), "report")  # a code technique: unknown
-    older = {k: v for k, v in cut.items() if k not in ("calls", "truncated", "max_tokens")}  # an older record
+    older = {k: v for k, v in cut.dump().items() if k not in ("calls", "truncated", "max_tokens")}  # an older record
     head, _, *rows = results_table([cut, code, older]).splitlines()
     column = [c.strip() for c in head.strip("|").split("|")].index("Cut at max_tokens")
     assert [_cell(r, column) for r in rows] == ["9/40 at 128", "-", "-"]

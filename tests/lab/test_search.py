@@ -8,19 +8,20 @@ import re
 import pytest
 
 from agentlab.lab import search
+from agentlab.lab.models import Experiment, SearchChoice
 from agentlab.lab.run import start_lab
 from tests.lab.conftest import tiny_config
 
 
-def node(it: int, delta: float | None, parent: int = 0, attempts: int = 1, **kw) -> dict:
-    """An experiment entry as the lab stores it: a record and a paired result, or a failure."""
+def node(it: int, delta: float | None, parent: int = 0, attempts: int = 1, **kw) -> Experiment:
+    """An experiment entry as the lab stores it (a record and a paired result, or a failure), typed."""
     e = {"iteration": it, "spec": {"kind": "prompt"}, "proposal": {"technique": "plan_and_solve"},
          "attempts": [{"key": f"dev-{it}-{a}"} for a in range(attempts)], **kw}
     if parent:
         e["parent"] = parent
     if delta is not None:
         e.update(record={"accuracy": 0.5 + delta}, paired={"delta": delta, "p_value": 0.5})
-    return e
+    return Experiment.model_validate(e)
 
 
 def test_a_node_scores_its_paired_delta_and_failed_ones_do_not_score():
@@ -82,15 +83,26 @@ def test_the_training_stage_comes_after_the_first_round_or_half_the_budget():
     assert not search.train_now(tree, k=2, budget=6, allow_training=False)
     assert not search.train_now([], k=1, budget=6, allow_training=True)
     assert not search.train_now(tree, k=2, budget=2, allow_training=True)  # no budget left
-    asked = [*tree, node(3, None, training_proposal={"method": "sft"})]  # the agent already trained
-    assert not search.train_now(asked, k=2, budget=6, allow_training=True)
+    won = [*tree, node(3, 0.3, training_proposal={"method": "sft", "evaluate_with": "plan_and_solve"})]
+    assert not search.train_now(won, k=2, budget=6, allow_training=True)  # trained, and it beat the baseline
+    # a training that did not beat the baseline (a collapsed model, a failed job) gets one retraining, at once,
+    # evaluated with the same technique, the engineer seeing the failed recipe in its history
+    for lost in (node(3, -0.2, parent=1, training_proposal={"method": "sft", "evaluate_with": "plan_and_solve"}),
+                 node(3, None, parent=1, training_proposal={"method": "sft", "evaluate_with": "plan_and_solve"})):
+        step = search.next_expansion([*tree, lost], k=2, prune_after=2, budget=6, allow_training=True,
+                                     trainable=["plan_and_solve", "zero_shot_cot"], baseline="zero_shot_cot")
+        assert step == SearchChoice(stage="train", parent=1, evaluate_with="plan_and_solve")
+        assert not search.train_now([*tree, lost, node(4, 0.1)], k=2, budget=6, allow_training=True)
+        again = lost.model_copy(update={"iteration": 4})  # retrained once already
+        assert not search.train_now([*tree, lost, again], k=2, budget=6, allow_training=True)
+        assert not search.train_now([*tree, lost], k=2, budget=3, allow_training=True)  # no budget left
     # it trains on the best prompt node's technique when the trainer accepts it, else on the baseline
     step = search.next_expansion(tree, k=2, prune_after=2, budget=6, allow_training=True,
                                  trainable=["plan_and_solve", "zero_shot_cot"], baseline="zero_shot_cot")
-    assert step == {"stage": "train", "parent": 1, "evaluate_with": "plan_and_solve"}
+    assert step == SearchChoice(stage="train", parent=1, evaluate_with="plan_and_solve")
     step = search.next_expansion(tree, k=2, prune_after=2, budget=6, allow_training=True,
                                  trainable=["direct", "zero_shot_cot"], baseline="zero_shot_cot")
-    assert step == {"stage": "train", "parent": search.ROOT, "evaluate_with": "zero_shot_cot"}
+    assert step == SearchChoice(stage="train", parent=search.ROOT, evaluate_with="zero_shot_cot")
     losing = [node(1, -0.2), node(2, 0.0)]
     assert search.training_choice(losing, ["plan_and_solve", "zero_shot_cot"], "zero_shot_cot", 2) == ("zero_shot_cot", 0)
 
@@ -122,7 +134,8 @@ def test_the_search_chooses_the_parent_by_paired_dev_score_even_when_the_agent_n
     assert len(exps) == 3
     for i, e in enumerate(exps):
         # the parent is the search's choice, ranked by paired dev score on the experiments before it
-        want = search.choose_parent(exps[:i], k=1, prune_after=cfg.prune_after)
+        before = [Experiment.model_validate(x) for x in exps[:i]]
+        want = search.choose_parent(before, k=1, prune_after=cfg.prune_after)
         assert e["search_choice"] == {"stage": "prompt", "parent": want}
         assert (e.get("parent") or 0) == e["proposal"]["parent"] == want
         if want != 1:
@@ -183,6 +196,7 @@ def test_the_tree_figure_draws_scores_debug_nodes_and_pruned_nodes(tmp_path):
 
     tree = [node(1, 0.2), node(2, None, attempts=2), node(3, -0.1), node(4, 0.1, parent=1), node(5, 0.0, parent=1)]
     for e in tree:
-        e["record"] = e.get("record") and {**e["record"], "technique": "t"}
+        if e.record:
+            e.record.technique = "t"
     png = experiment_tree_figure(tree, tmp_path / "tree.png", prune_after=2)
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

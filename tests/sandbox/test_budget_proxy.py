@@ -4,10 +4,12 @@ total within the budget; requests that cannot fit are refused with HTTP 429 ``bu
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 from sandbox import ProxyConfig
 from sandbox.client_helper import BudgetExhausted, ProxyError, request
@@ -75,22 +77,91 @@ def test_concurrent_requests_never_overshoot_the_request_budget(tmp_path):
     assert len(refused) == 25 and all("request budget exhausted (15 requests)" in m for m in refused)
 
 
-def test_a_request_that_cannot_fit_yet_waits_for_the_one_in_flight(tmp_path):
-    est = prompt_tokens_estimate({"messages": MESSAGES})
-    room = 2 * est - 2  # after a prompt: the first request takes half, too little is left for another
-    first_uses = 10 + min(30, room // 2)
-    with FakeOpenAIUpstream(prompt_tokens=10, completion_tokens=30, honour_max_tokens=True, delay_s=0.5) as up:
-        cfg = ProxyConfig(upstream=up.url, max_tokens=est + room)
-        with MeteredProxy(cfg, tmp_path / "p.sock") as px, ThreadPoolExecutor(2) as pool:
-            first = pool.submit(_call, px.socket_path, None)
-            deadline = time.monotonic() + 30
-            while not up.requests and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert px.remaining_tokens() < est + MIN_COMPLETION_TOKENS
-            second = pool.submit(_call, px.socket_path, 100)  # waits instead of being refused
+class HeldUpstream:
+    """A test double of the upstream that holds the first chat completion until ``release`` is set. It
+    records each request's ``max_tokens`` and whether the first was released when it arrived, and reports
+    usage as a server that stops at ``max_tokens``: 10 prompt tokens, at most 30 completion tokens."""
+
+    def __init__(self) -> None:
+        self.release, self.first_arrived = threading.Event(), threading.Event()
+        self.arrivals: list[tuple[int, bool]] = []
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                with outer._lock:
+                    outer.arrivals.append((payload["max_tokens"], outer.release.is_set()))
+                    first = len(outer.arrivals) == 1
+                if first:
+                    outer.first_arrived.set()
+                    outer.release.wait(60)
+                completion = min(30, payload["max_tokens"])
+                body = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "4"},
+                                                "finish_reason": "stop"}],
+                                   "usage": {"prompt_tokens": 10, "completion_tokens": completion,
+                                             "total_tokens": 10 + completion}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> Self:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _signal_no_room_while_held(px: MeteredProxy, up: HeldUpstream, monkeypatch) -> threading.Event:
+    """An event set when a request finds no room in the proxy's budget while the first is held upstream."""
+    budget, no_room = px._budget, threading.Event()
+    fit = budget._fit
+
+    def watched(payload, path, est):
+        got = fit(payload, path, est)
+        if got is None and not up.release.is_set():
+            no_room.set()
+        return got
+
+    monkeypatch.setattr(budget, "_fit", watched)
+    return no_room
+
+
+def test_a_request_that_cannot_fit_yet_waits_for_the_one_in_flight(tmp_path, monkeypatch):
+    # Worked by hand: MESSAGES' prompt estimate is 81 bytes of JSON // 3 + 3 = 30 tokens. Of a budget of
+    # 88 the first request (no max_tokens) gets half of the 58 left after its prompt, 29, and reserves
+    # 30 + 29 = 59: 29 stay free, too few for the second's prompt alone. Answered, the first used 10 + 29
+    # = 39: 49 free, 19 after the second's prompt, of which it gets half, 9 (it asked for 100), and uses
+    # 10 + 9 = 19. 58 in all.
+    assert prompt_tokens_estimate({"messages": MESSAGES}) == 30
+    with HeldUpstream() as up, MeteredProxy(ProxyConfig(upstream=up.url, max_tokens=88), tmp_path / "p.sock") as px:
+        no_room = _signal_no_room_while_held(px, up, monkeypatch)
+        with ThreadPoolExecutor(2) as pool:
+            try:
+                first = pool.submit(_call, px.socket_path, None)
+                assert up.first_arrived.wait(30), "the first request never reached the upstream"
+                assert px.remaining_tokens() == 29
+                second = pool.submit(_call, px.socket_path, 100)
+                # the second reached the budget while the first was held, and found no room: it waits
+                assert no_room.wait(30), "the second request never met the budget while the first was in flight"
+            finally:
+                up.release.set()
             assert first.result(timeout=60)[0] == "ok" and second.result(timeout=60)[0] == "ok"
-    assert [q["json"]["max_tokens"] for q in up.requests] == [room // 2, (room - first_uses) // 2]
-    assert px.usage.tokens <= est + room and px.usage.refused == 0
+    assert up.arrivals == [(29, False), (9, True)]  # the second went out only after the first was released
+    assert px.usage.tokens == 58 and px.usage.requests == 2 and px.usage.refused == 0
 
 
 def test_an_unanswered_request_gives_its_reservation_back(tmp_path):

@@ -137,14 +137,15 @@ def test_concurrent_claims_over_http_never_share_a_goal(settings, embedder):
 
         def claim_one():
             with PreprintClient(url, api_key=key) as c:
-                start.wait()
+                start.wait(DEADLINE_S)  # one that never comes breaks the barrier: no hang
                 results.append(c.claim_goal(lease_s=120, holder=threading.current_thread().name))
 
-        threads = [threading.Thread(target=claim_one) for _ in range(16)]
+        threads = [threading.Thread(target=claim_one, daemon=True) for _ in range(16)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(DEADLINE_S)
+        assert not any(t.is_alive() for t in threads), "a claim never returned"
         leases = [r for r in results if r is not None]
         assert len(results) == 16 and len(leases) == 5
         assert {lease.goal_id for lease in leases} == goal_ids
@@ -172,14 +173,15 @@ def test_claims_through_two_database_handles_are_atomic(settings):
         got, start = [], threading.Barrier(2)
 
         def race(db, start=start, got=got):
-            start.wait()
+            start.wait(DEADLINE_S)
             got.append(goals.claim(db, lab, GoalClaim(lease_s=60)))
 
-        threads = [threading.Thread(target=race, args=(db,)) for db in (a, b)]
+        threads = [threading.Thread(target=race, args=(db,), daemon=True) for db in (a, b)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(DEADLINE_S)
+        assert not any(t.is_alive() for t in threads), "a claim never returned"
         assert None in got and sum(x is not None for x in got) == 1, got
 
 

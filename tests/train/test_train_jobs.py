@@ -88,7 +88,7 @@ def test_sft_cli_checkpoint_curve_records_and_eval(workspace):
     [row] = store.list_runs()
     store.close()
     assert row["model"] == f"ckpt:{run.name}@{run.short_hash}"
-    assert row["serving"] == "llama.cpp Q4_1"  # served as its base is: llama.cpp at the base GGUF's quantization
+    assert row["serving"] == "llama.cpp Q8_0"  # llama.cpp, as its base; Q8_0 keeps what training changed
     exported = cli("train", "export", run.run_id, str(workspace / "merged"))
     assert exported.returncode == 0, exported.stderr[-2000:]
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (workspace / "merged").iterdir()}

@@ -78,10 +78,7 @@ def sentence_claims(sentence: str, ev: Evidence) -> list[tuple[Claim, list[dict[
         clause_splits = splits_named(sentence[start:end]) or ctx.splits
         for cm in _CLAIM.finditer(sentence, start, end):
             out.append(_judge(cm, ctx, start, clause_splits, ev))
-    wording = judge_wording(ctx, ev)
-    if wording:
-        out.append((wording, []))
-    return out
+    return out  # words of comparison and significance: agentlab.lab.report.prose_words
 
 
 def _is_level(cm: re.Match, s: str) -> bool:
@@ -257,66 +254,3 @@ def _judge_p(claim: Claim, cm: re.Match, ev: Evidence) -> Claim:
     ok = {"<": p < x, "≤": p <= x, "<=": p <= x, ">": p > x, "≥": p >= x, ">=": p >= x}.get(
         op, abs(p - x) <= _tol(cm.group("pnum")) or (x == 0 and p < 1e-3))
     return _set(claim, ok, "McNemar comparison", f"p = {p:.3g}")
-
-
-_SIG_NEG = re.compile(r"\b(?:no|not|n't|without|neither|nor)\b[^.;]{0,40}?\bsignifican|\bnon-?significan"
-                      r"|\binsignifican|\bno (?:clear |real |meaningful |measurable )?difference\b|\bon par\b"
-                      r"|\bindistinguishable\b|\bwithin noise\b", re.I)
-_SIG_POS = re.compile(r"\bsignifican\w*|\bstatistically\b", re.I)
-_UP = re.compile(r"\b(?:outperform\w*|better than|higher than|improve[sd]?(?: on| over| upon)?|beats?|beat|exceed\w*"
-                 r"|surpass\w*|above|ahead of|gains? over|superior to|more accurate)\b", re.I)
-_DOWN = re.compile(r"\b(?:worse than|lower than|underperform\w*|below|behind|trails?|falls? short|inferior to"
-                   r"|less accurate|hurts?|degrade[sd]?)\b", re.I)
-_NEGATED = re.compile(r"\b(?:not|n't|no|never|fail(?:s|ed)? to|neither|nor)\b[\w ]{0,20}$", re.I)
-_PASSIVE = re.compile(r"(?:outperform|surpass|exceed|beat|underperform)\w*ed$|beaten$", re.I)
-
-
-def judge_wording(ctx: _Ctx, ev: Evidence) -> Claim | None:
-    """Words of comparison and significance must agree with the named pair's direction and McNemar p."""
-    s = ctx.sentence
-    neg_sig, pos_sig = _SIG_NEG.search(s), _SIG_POS.search(s)
-    move = _UP.search(s) or _DOWN.search(s)
-    if not (neg_sig or pos_sig or move) or not ctx.names:
-        return None
-    word = (neg_sig or move or pos_sig).group(0)
-    claim = Claim(word, "wording", word, s)
-    pairs = _pairs(ctx, ev)
-    if not pairs:
-        return _unbound(claim, "the sentence names no pair of techniques with records") if (neg_sig or pos_sig) \
-            else None
-    a, b = _subject_pair(ctx, pairs, (neg_sig or move or pos_sig).start())
-    ra, rb = ev.recs(a, ctx.splits), ev.recs(b, ctx.splits)
-    if not ra or not rb:
-        return _unbound(claim, f"no records of {a} and {b} on the named split")
-    acc_a, acc_b = float(ra[0]["accuracy"]), float(rb[0]["accuracy"])
-    tested, p = ev.tested(a, b, ctx.splits), ev.p_value
-    not_sig = tested and p is not None and p >= 0.05
-    ok = True
-    if neg_sig:
-        ok = not_sig
-    elif pos_sig:
-        ok = bool(tested and p is not None and p < 0.05)
-    if move and not neg_sig:
-        ok = ok and _direction_ok(s, move, acc_a, acc_b, not_sig)
-    expected = f"{a} {100 * acc_a:.1f}% vs {b} {100 * acc_b:.1f}%" + (f", McNemar p = {p:.3g}" if tested else
-                                                                      ", no significance test for this pair")
-    return _set(claim, ok, f"{a} vs {b}", expected)
-
-
-def _subject_pair(ctx: _Ctx, pairs: list[tuple[str, str]], at: int) -> tuple[str, str]:
-    """(subject, other): the technique named nearest before the word, and the other one of its pair."""
-    before = [m[2] for m in ctx.mentions if m[1] <= at]
-    subject = before[-1] if before else (ctx.names[0] if ctx.names else pairs[0][0])
-    for a, b in pairs:
-        if subject in (a, b):
-            return subject, b if subject == a else a
-    return pairs[0]
-
-
-def _direction_ok(s: str, move: re.Match, acc_a: float, acc_b: float, not_sig: bool) -> bool:
-    up = bool(_UP.fullmatch(move.group(0)))
-    if _PASSIVE.match(move.group(0)) and re.match(r"\s+by\b", s[move.end():]):
-        up = not up  # "is outperformed by"
-    if _NEGATED.search(s[:move.start()]):
-        return (acc_a <= acc_b if up else acc_a >= acc_b) or not_sig
-    return acc_a > acc_b if up else acc_a < acc_b

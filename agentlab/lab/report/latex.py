@@ -5,7 +5,9 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
+from agentlab.lab.models import Confirmation, Paired, Record
 from agentlab.lab.report.tables import comparison_text, confirmation_text, pct, truncated_cell
+from agentlab.lab.view import LiteraturePaper
 
 _TEX_ESC = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -15,17 +17,16 @@ def tex(s: Any) -> str:
     return "".join(_TEX_ESC.get(ch, ch) for ch in str(s))
 
 
-def to_latex(draft: dict[str, Any], records: list[dict[str, Any]], lit: list[dict[str, Any]], *, lab_name: str,
-             stop_reason: str | None = None, comparison: dict[str, Any] | None = None,
-             sizing: str = "", confirmation: dict[str, Any] | None = None) -> str:
+def to_latex(draft: dict[str, Any], records: list[Record], lit: list[LiteraturePaper], *, lab_name: str,
+             stop_reason: str | None = None, comparison: Paired | None = None,
+             sizing: str = "", confirmation: Confirmation | None = None) -> str:
     """``sizing``: the report split's sizing line (and a demo's banner), after the comparison; ``confirmation``:
     the confirmation on fresh dev problems and the ablation (``final["confirmation"]``)."""
     rows = "\n".join(
-        f"{tex(r['technique'])} & {r['n']} & {r['correct']} & {tex(pct(r['accuracy']))} & "
-        f"[{tex(pct(r.get('ci_low')))}, {tex(pct(r.get('ci_high')))}] & {tex(truncated_cell(r))} \\\\"
+        f"{tex(r.technique)} & {r.n} & {r.correct} & {tex(pct(r.accuracy))} & "
+        f"[{tex(pct(r.ci_low))}, {tex(pct(r.ci_high))}] & {tex(truncated_cell(r))} \\\\"
         for r in records)
-    bib = "\n".join(f"\\bibitem{{p{tex(p['id'])}}} {tex(p['title'])}. agentlab preprint {tex(p['id'])}."
-                    for p in lit)
+    bib = "\n".join(f"\\bibitem{{p{tex(p.id)}}} {tex(p.title)}. agentlab preprint {tex(p.id)}." for p in lit)
     parts = [
         r"\documentclass{article}", r"\usepackage[margin=1in]{geometry}", r"\usepackage{graphicx}",
         f"\\title{{{tex(draft['title'])}}}", f"\\author{{{tex(lab_name)}}}",
@@ -53,14 +54,13 @@ def to_latex(draft: dict[str, Any], records: list[dict[str, Any]], lit: list[dic
     return "\n".join(parts) + "\n"
 
 
-def _ablation(conf: dict[str, Any]) -> list[str]:
+def _ablation(conf: Confirmation) -> list[str]:
     """The ablation table: each part of the best node removed in turn (change: ablated minus full, paired)."""
-    rows = [r for r in conf.get("ablation") or [] if r.get("record")]
+    rows = [r for r in conf.ablation if r.record]
     if not rows:
         return []
-    body = "\n".join(f"{tex(r['label'])} & {r['record']['n']} & {r['record']['correct']} & "
-                     f"{tex(pct(r['record']['accuracy']))} & "
-                     + (tex(f"{100 * r['delta']:+.1f}") + f" & {r['p_value']:.3g}" if "delta" in r else "- & -")
+    body = "\n".join(f"{tex(r.label)} & {r.record.n} & {r.record.correct} & {tex(pct(r.record.accuracy))} & "
+                     + (tex(f"{100 * r.delta:+.1f}") + f" & {r.p_value:.3g}" if r.delta is not None else "- & -")
                      + " \\\\" for r in rows)
     return [r"\begin{tabular}{lrrrrr}", r"Part removed & n & Correct & Accuracy & Change (points) & McNemar p \\ \hline",
             body, r"\end{tabular}"]

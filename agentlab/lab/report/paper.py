@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentlab.lab.power import ReportSizing, demo_text, sizing_text
+from agentlab.lab.models import Experiment, Final, PriorBest, Record, dumped
+from agentlab.lab.power import demo_text, sizing_text
 from agentlab.lab.report.figures import accuracy_figure, experiment_tree_figure
 from agentlab.lab.report.latex import tex_engine, to_latex
 from agentlab.lab.report.tables import (
@@ -22,7 +23,7 @@ from agentlab.lab.report.tables import (
 )
 from agentlab.lab.search import summary_text
 from agentlab.lab.state import LabConfig
-from agentlab.techniques import TechniqueSpec
+from agentlab.lab.view import LabView, LiteraturePaper
 
 log = logging.getLogger(__name__)
 
@@ -44,215 +45,221 @@ class Paper:
     curves: list[Path] | None = None  # training curves of the run's training techniques
 
 
-def citation_relations(state: dict[str, Any]) -> dict[str, str]:
+def citation_relations(view: LabView) -> dict[str, str]:
     """How this run used earlier papers: "extends" for one whose published technique an experiment started
     from, "compares" for the prior best it was measured against."""
-    out = {str(e["extends"]): "extends" for e in state.get("experiments") or [] if e.get("extends")}
-    prior = (state.get("final") or {}).get("prior_best")
-    if prior and str(prior["paper_id"]) not in out:
-        out[str(prior["paper_id"])] = "compares"
+    out = {str(e.extends): "extends" for e in view.experiments if e.extends}
+    prior = view.final.prior_best
+    if prior and str(prior.paper_id) not in out:
+        out[str(prior.paper_id)] = "compares"
     return out
 
 
-def used_papers(lit: list[dict[str, Any]], relations: dict[str, str]) -> list[dict[str, Any]]:
+def used_papers(lit: list[LiteraturePaper], relations: dict[str, str]) -> list[LiteraturePaper]:
     """The papers this run used: read and judged relevant to the goal, or built on or compared with. Only they
     are cited; the rest of what the search returned is named as not used."""
-    return [p for p in lit if p.get("id") is not None and (p.get("relevant", True) or str(p["id"]) in relations)]
+    return [p for p in lit if p.id is not None and (p.relevant or str(p.id) in relations)]
 
 
-def dev_records(state: dict[str, Any]) -> list[dict[str, Any]]:
+def dev_records(view: LabView) -> list[Record]:
     """The dev split's records: the baseline's (run first, every experiment is paired with it), then each
     experiment's."""
-    base = (state.get("dev_baseline") or {}).get("record")
-    return ([base] if base else []) + [e["record"] for e in state.get("experiments") or [] if e.get("record")]
+    base = view.dev_baseline.record
+    return ([base] if base else []) + [e.record for e in view.experiments if e.record]
 
 
-def confirmation_records(final: dict[str, Any]) -> list[dict[str, Any]]:
+def confirmation_records(final: Final) -> list[Record]:
     """The records of the confirmation on fresh dev problems and of the ablation (``agentlab.lab.confirm``): they
     join the paper's records."""
-    conf = final.get("confirmation") or {}
-    recs = [conf.get("technique"), conf.get("baseline"), *(r.get("record") for r in conf.get("ablation") or [])]
-    return list({r["record_id"]: r for r in recs if r}.values())
+    conf = final.confirmation
+    if conf is None:
+        return []
+    recs = [conf.technique, conf.baseline, *(r.record for r in conf.ablation)]
+    return list({r.record_id: r for r in recs if r}.values())
 
 
-def build_paper(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, out_dir: Path) -> Paper:
-    """Markdown + LaTeX (+ PNG figure) from a verified draft and the records in the state."""
-    final = state.get("final") or {}
-    records = [r for r in (final.get("technique"), final.get("baseline"), final.get("prior_best")) if r]
-    dev = dev_records(state)
+def ran_specs(view: LabView) -> dict[str, Any]:
+    """spec_hash -> spec of every technique that ran (techniques.json; what the claim checker reads the method's
+    descriptions against)."""
+    ran = [*view.experiments, view.dev_baseline]
+    return {**{e.spec.parsed().spec_hash(): e.spec.dump() for e in ran if e.record and e.spec}, **view.final.specs}
+
+
+def build_paper(state: dict[str, Any] | LabView, draft: dict[str, Any], config: LabConfig, out_dir: Path) -> Paper:
+    """Markdown + LaTeX (+ PNG figure) from a verified draft and the records in the state (or its view)."""
+    view = LabView.of(state)
+    final = view.final
+    records = final.report_records()
+    dev = dev_records(view)
     confirmed = confirmation_records(final)  # fresh dev problems: shown in their own section
-    experiment_records = [e["record"] for e in state.get("experiments") or [] if e.get("record")]
-    fig = accuracy_figure(records, experiment_records, out_dir / "figures" / "accuracy.png")
-    tree = experiment_tree_figure(state.get("experiments") or [], out_dir / "figures" / "experiments.png",
-                                  config.prune_after)
-    lit = state.get("literature") or []
-    relations = citation_relations(state)
-    used = used_papers(lit, relations)
-    curves = _training_curves(state.get("experiments") or [], out_dir / "figures")
-    markdown = "\n".join([*_front(state, draft, config, lit, used, relations),
-                          *_training(state.get("experiments") or []),
-                          *_results(state, config, records, dev, fig, tree),
-                          *_back(state, draft, records + dev + confirmed)])
-    latex = to_latex(draft, records, used, lab_name=config.lab_name, stop_reason=state.get("stop_reason"),
-                     comparison=final.get("comparison"), sizing=" ".join(_sizing_lines(state, config)),
-                     confirmation=final.get("confirmation"))
-    citations = list(dict.fromkeys([*(str(p["id"]) for p in used), *relations]))
-    ran = [*(state.get("experiments") or []), state.get("dev_baseline") or {}]
-    specs = {**{TechniqueSpec.parse(e["spec"]).spec_hash(): e["spec"] for e in ran
-                if e.get("record") and e.get("spec")}, **(final.get("specs") or {})}
+    fig = accuracy_figure(records, [e.record for e in view.experiments if e.record],
+                          out_dir / "figures" / "accuracy.png")
+    tree = experiment_tree_figure(view.experiments, out_dir / "figures" / "experiments.png", config.prune_after)
+    relations = citation_relations(view)
+    used = used_papers(view.literature, relations)
+    curves = _training_curves(view.experiments, out_dir / "figures")
+    markdown = "\n".join([*_front(view, draft, config, used, relations), *_training(view.experiments),
+                          *_results(view, config, records, dev, fig, tree),
+                          *_back(view, draft, records + dev + confirmed)])
+    latex = to_latex(draft, records, used, lab_name=config.lab_name, stop_reason=view.stop_reason,
+                     comparison=final.comparison, sizing=" ".join(_sizing_lines(view, config)),
+                     confirmation=final.confirmation)
+    citations = list(dict.fromkeys([*(str(p.id) for p in used), *relations]))
+    specs = ran_specs(view)
     return Paper(title=draft["title"], abstract=draft["abstract"], markdown=markdown, latex=latex, figure=fig,
-                 records=records + dev + confirmed, citations=citations, claims=[], comparison=final.get("comparison"),
-                 techniques=specs or None, relations=relations, tree=tree, curves=curves or None)
+                 records=[r.dump() for r in records + dev + confirmed], citations=citations, claims=[],
+                 comparison=dumped(final.comparison), techniques=specs or None, relations=relations, tree=tree,
+                 curves=curves or None)
 
 
-def _front(state: dict[str, Any], draft: dict[str, Any], config: LabConfig, lit: list[dict[str, Any]],
-           used: list[dict[str, Any]], relations: dict[str, str]) -> list[str]:
+def _front(view: LabView, draft: dict[str, Any], config: LabConfig, used: list[LiteraturePaper],
+           relations: dict[str, str]) -> list[str]:
     """Title, run line, incomplete-run banner, abstract, introduction, related work, method."""
     lines = [f"# {draft['title']}", ""]
-    lines.append(f"*Lab:* {config.lab_name} · *Run:* `{state['run_id']}` · *Goal:* {state['goal']}")
+    lines.append(f"*Lab:* {config.lab_name} · *Run:* `{view.run_id}` · *Goal:* {view.goal}")
     lines.append("")
-    if state.get("stop_reason"):
-        lines += [(f"> **Incomplete run.** The lab wrapped up early: {state['stop_reason']}. "
+    if view.stop_reason:
+        lines += [(f"> **Incomplete run.** The lab wrapped up early: {view.stop_reason}. "
                    "This report contains what was finished."), ""]
     if config.demo:
-        lines += [f"> **Demo-size run.** {_demo_text(state, config)}", ""]
+        lines += [f"> **Demo-size run.** {_demo_text(view, config)}", ""]
     lines += ["## Abstract", "", draft["abstract"], "", "## 1 Introduction", "", draft["introduction"], ""]
     lines += ["## 2 Related work", ""]
-    if used:
-        for p in used:
-            how = {"extends": " We build on its published technique.",
-                   "compares": " We re-ran its technique as the prior best."}.get(relations.get(str(p["id"])), "")
-            lines.append(f"- [{p['id']}] *{p['title']}*: {p['summary']}{how}")
-    unused = [p for p in lit if p not in used]
+    how = {"extends": " We build on its published technique.", "compares": " We re-ran its technique as the prior best."}
+    lines += [f"- [{p.id}] *{p.title}*: {p.summary}{how.get(relations.get(str(p.id)), '')}" for p in used]
+    unused = [p for p in view.literature if p not in used]
     if unused:
         lines.append(("" if used else "No earlier paper the search returned bore on this goal. ")
                      + "Also returned by the search and not used (not cited): "
-                     + ", ".join(f"*{p.get('title', '?')}*" for p in unused) + ".")
+                     + ", ".join(f"*{p.title or '?'}*" for p in unused) + ".")
     elif not used:
         lines.append("No earlier papers on this goal were found on the preprint server.")
-    lines += ["", "## 3 Method", "", draft["method"], ""]
-    best = state.get("best") or {}
-    if best.get("spec"):
-        text = json.dumps(best["spec"], indent=2, default=str)
-        if len(text) <= 3000:
-            lines += ["Technique specification (as run by the harness):", "", "```json", text, "```", ""]
-        else:  # long (code) specs are published whole as techniques of the paper, not pasted into its body
-            lines += [f"The technique's full specification ({len(text)} characters) is published with this paper "
-                      f"(`agentlab techniques pull PAPER_ID:{best['spec'].get('name')}`).", ""]
-    return lines
+    return [*lines, "", "## 3 Method", "", draft["method"], "", *_method_spec(view.best)]
 
 
-def _demo_text(state: dict[str, Any], config: LabConfig) -> str:
+def _method_spec(best: Experiment | None) -> list[str]:
+    """The best technique's spec as run, or where to pull it when it is long (a code technique)."""
+    if not (best and best.spec):
+        return []
+    text = json.dumps(best.spec.dump(), indent=2, default=str)
+    if len(text) <= 3000:
+        return ["Technique specification (as run by the harness):", "", "```json", text, "```", ""]
+    # long (code) specs are published whole as techniques of the paper, not pasted into its body
+    return [(f"The technique's full specification ({len(text)} characters) is published with this paper "
+             f"(`agentlab techniques pull PAPER_ID:{best.spec.name}`)."), ""]
+
+
+def _demo_text(view: LabView, config: LabConfig) -> str:
     """What a demo-size run's paper says about its size."""
-    report_n = ((state.get("final") or {}).get("sizing") or {}).get("report_n", config.report_n)
-    return demo_text(report_n, config.min_gain)
+    sizing = view.final.sizing
+    return demo_text(sizing.report_n if sizing else config.report_n, config.min_gain)
 
 
-def _sizing_lines(state: dict[str, Any], config: LabConfig) -> list[str]:
+def _sizing_lines(view: LabView, config: LabConfig) -> list[str]:
     """A demo's banner and the report split's sizing, for the LaTeX paper."""
-    sizing = (state.get("final") or {}).get("sizing")
-    return ([f"Demo-size run. {_demo_text(state, config)}"] if config.demo else []) + \
-        ([sizing_text(ReportSizing.model_validate(sizing))] if sizing else [])
+    sizing = view.final.sizing
+    return ([f"Demo-size run. {_demo_text(view, config)}"] if config.demo else []) + \
+        ([sizing_text(sizing)] if sizing else [])
 
 
-def _training_curves(experiments: list[dict[str, Any]], folder: Path) -> list[Path]:
+def _training_curves(experiments: list[Experiment], folder: Path) -> list[Path]:
     """The training runs' loss/reward curves, copied next to the paper as ``figures/train-eN.png``."""
     import shutil
 
     out = []
     for e in experiments:
-        curve = (e.get("training") or {}).get("curve")
+        curve = e.training.curve if e.training else None
         if curve and Path(curve).is_file():
             folder.mkdir(parents=True, exist_ok=True)
-            out.append(Path(shutil.copyfile(curve, folder / f"train-e{e['iteration']}.png")))
+            out.append(Path(shutil.copyfile(curve, folder / f"train-e{e.iteration}.png")))
     return out
 
 
-def _training(experiments: list[dict[str, Any]]) -> list[str]:
+def _training(experiments: list[Experiment]) -> list[str]:
     """The training setup of every training technique: recipe, data and its disjointness, outcome, curve."""
     lines = []
     for e in experiments:
-        t = e.get("training")
+        t = e.training
         if not t:
             continue
-        d, h = t["data"], t["hyper"]
-        source = (f"reasoning-gym `{d['task']}` generated at seed {d['seed']}" if d["source"] == "reasoning_gym"
-                  else f"the training pool of `{d['benchmark']}`")
-        outcome = (f"checkpoint `sha256:{t['checkpoint_hash'][:16]}` after {t['steps']} of {t['max_steps']} steps"
-                   if t.get("checkpoint_hash") else f"no checkpoint (training run {t['status']})")
-        last = ", ".join(f"{k} {v:.4g}" for k, v in t.get("last", {}).items() if k in ("loss", "reward"))
-        lines += [f"**Training (experiment {e['iteration']}).** {t['method'].upper()} of the model under study with "
-                  f"{t['finetune']} (rank {t['lora_r']}), learning rate {h['learning_rate']:g}, batch "
-                  f"{h['batch_size']}, on {t['n_train']} problems from {source}, prompted as `{d['technique']}`"
-                  + (f" with `{d['target']}` targets" if t["method"] == "sft" else ", rewarded by the grader")
+        d, h = t.data, t.hyper
+        source = (f"reasoning-gym `{d.task}` generated at seed {d.seed}" if d.source == "reasoning_gym"
+                  else f"the training pool of `{d.benchmark}`")
+        outcome = (f"checkpoint `sha256:{t.checkpoint_hash[:16]}` after {t.steps} of {t.max_steps} steps"
+                   if t.checkpoint_hash else f"no checkpoint (training run {t.status})")
+        last = ", ".join(f"{k} {v:.4g}" for k, v in t.last.items() if k in ("loss", "reward"))
+        lines += [f"**Training (experiment {e.iteration}).** {t.method.upper()} of the model under study with "
+                  f"{t.finetune} (rank {t.lora_r}), learning rate {h.learning_rate:g}, batch "
+                  f"{h.batch_size}, on {t.n_train} problems from {source}, prompted as `{d.technique}`"
+                  + (f" with `{d.target}` targets" if t.method == "sft" else ", rewarded by the grader")
                   + ". None of them is in the report split or among the dev problems"
-                  + (f" ({t['dropped_leaks']} generated duplicates of report problems were dropped)"
-                     if t.get("dropped_leaks") else "")
+                  + (f" ({t.dropped_leaks} generated duplicates of report problems were dropped)"
+                     if t.dropped_leaks else "")
                   + f". Outcome: {outcome}" + (f"; last {last}" if last else "")
-                  + f" (training run `{t['run_id']}`). The trained model is evaluated as its own model: its records "
+                  + f" (training run `{t.run_id}`). The trained model is evaluated as its own model: its records "
                   "name the checkpoint, never the base model.", ""]
-        if t.get("curve"):
-            lines += [f"![Training curve, experiment {e['iteration']}](figures/train-e{e['iteration']}.png)", ""]
+        if t.curve:
+            lines += [f"![Training curve, experiment {e.iteration}](figures/train-e{e.iteration}.png)", ""]
     return lines
 
 
-def _results(state: dict[str, Any], config: LabConfig, records: list[dict[str, Any]], dev: list[dict[str, Any]],
-             fig: Path | None, tree: Path | None = None) -> list[str]:
+def _results(view: LabView, config: LabConfig, records: list[Record], dev: list[Record], fig: Path | None,
+             tree: Path | None = None) -> list[str]:
     """The results section: generated tables, the McNemar line, the figure, the dev experiments."""
-    final = state.get("final") or {}
+    final = view.final
     lines = ["## 4 Results", "",
              (f"Benchmark `{config.benchmark}`; the technique was tuned on a dev split of {config.dev_n} problems "
               "and evaluated once, with the baseline, on a held-out report split. "
               "Every number in this table comes from an evaluation record of the harness."), ""]
-    if records:
-        lines += [results_table(records)]
-        if final.get("comparison"):
-            lines += [comparison_text(final["comparison"]), ""]
-        if final.get("sizing"):
-            lines += [sizing_text(ReportSizing.model_validate(final["sizing"])), ""]
-        prior = final.get("prior_best")
-        if prior:
-            lines += [(f"Prior best: `{prior['technique']}` is the best published technique for this benchmark, "
-                       f"problem population and model (paper [{prior['paper_id']}], lab {prior['lab']})"
-                       + _prior_basis(prior) + ", re-run here on the same report split."
-                       + (" " + comparison_text(final["comparison_prior"]) if final.get("comparison_prior") else "")),
-                      ""]
-    else:
-        lines += ["No evaluation finished on the report split.", ""]
+    lines += _report_split(final, records) if records else ["No evaluation finished on the report split.", ""]
     if fig:
         lines += ["![Accuracy](figures/accuracy.png)", ""]
     if dev:
         lines += ["### Dev-split experiments", "", results_table(dev)]
-        paired = paired_table(state.get("experiments") or [])
+        paired = paired_table(view.experiments)
         lines += [paired] if paired else []
-    if final.get("confirmation"):
-        lines += ["### Confirmation and ablation", "", confirmation_text(final["confirmation"]), "",
-                  results_table(confirmation_records(final)), ablation_table(final["confirmation"])]
-    if state.get("search"):
-        lines += ["", summary_text(state["search"])]
+    if final.confirmation:
+        lines += ["### Confirmation and ablation", "", confirmation_text(final.confirmation), "",
+                  results_table(confirmation_records(final)), ablation_table(final.confirmation)]
+    if view.search:
+        lines += ["", summary_text(view.search)]
     if tree:
         lines += ["", "![Experiment tree](figures/experiments.png)", ""]
     return lines
 
 
-def _prior_basis(prior: dict[str, Any]) -> str:
+def _report_split(final: Final, records: list[Record]) -> list[str]:
+    """The report split's table, its paired comparison, its sizing and the prior best it was measured against."""
+    lines = [results_table(records)]
+    if final.comparison:
+        lines += [comparison_text(final.comparison), ""]
+    if final.sizing:
+        lines += [sizing_text(final.sizing), ""]
+    prior = final.prior_best
+    if prior:
+        lines += [(f"Prior best: `{prior.technique}` is the best published technique for this benchmark, "
+                   f"problem population and model (paper [{prior.paper_id}], lab {prior.lab})"
+                   + _prior_basis(prior) + ", re-run here on the same report split."
+                   + (" " + comparison_text(final.comparison_prior) if final.comparison_prior else "")), ""]
+    return lines
+
+
+def _prior_basis(prior: PriorBest) -> str:
     """Why that result is the bar: the lower bound of its published 95% CI, on how many problems, replicated or not."""
-    if prior.get("published_n") is None:  # a record from before the prior best was chosen this way
+    if prior.published_n is None:  # a record from before the prior best was chosen this way
         return ""
-    replicated = f", replicated by {prior['replications']} other lab(s)" if prior.get("replications") else ""
-    return (f", by the lower bound of its published 95% CI ({100 * prior['published_ci_low']:.1f}% on "
-            f"{prior['published_n']} report-split problems{replicated})")
+    replicated = f", replicated by {prior.replications} other lab(s)" if prior.replications else ""
+    return (f", by the lower bound of its published 95% CI ({100 * prior.published_ci_low:.1f}% on "
+            f"{prior.published_n} report-split problems{replicated})")
 
 
-def _back(state: dict[str, Any], draft: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
+def _back(view: LabView, draft: dict[str, Any], records: list[Record]) -> list[str]:
     """Discussion, conclusion, the run's notes and the records' provenance."""
     lines = ["## 5 Discussion", "", draft["discussion"], "", "## 6 Conclusion", "", draft["conclusion"], ""]
-    notes = state.get("notes") or []
-    if notes:
-        lines += ["## Notes on this run", ""] + [f"- {n}" for n in notes] + [""]
+    if view.notes:
+        lines += ["## Notes on this run", ""] + [f"- {n}" for n in view.notes] + [""]
     lines += ["## Provenance", "",
-              "Records: " + (", ".join(f"`{r.get('record_id')}` (job `{r.get('job_id')}`)" for r in records)
-                             or "none"), ""]
+              "Records: " + (", ".join(f"`{r.record_id}` (job `{r.job_id}`)" for r in records) or "none"), ""]
     return lines
 
 

@@ -94,8 +94,8 @@ def _history(state: dict) -> str:
         branch = f" (branch of #{e['parent']})" if e.get("parent") else ""
         if e.get("training_proposal"):
             t = e["training_proposal"]
-            parts.append(f"#{e['iteration']} {TRAIN} {t['method']} lr={t['learning_rate']:g} steps={t['max_steps']} "
-                         f"then {t['evaluate_with']}: {res}")
+            parts.append(f"#{e['iteration']} {TRAIN} {t['method']} target={t.get('target')} lr={t['learning_rate']:g} steps="
+                         f"{t['max_steps']} batch={t.get('batch_size')} lora_r={t.get('lora_r')} then {t['evaluate_with']}: {res}")
             continue
         ran = e.get("spec") or {}  # what ran, after the lab's adjustments (0 chains asked = the technique's own)
         parts.append(f"#{e['iteration']} {p.get('technique')}{branch} "
@@ -419,16 +419,16 @@ def _training_recipe(state: dict, ctx: AgentContext, iteration: int, parent: int
     what the lab adjusts (steps over its bound, ...) is told once, and that second answer runs when it validates."""
     names = [evaluate_with] if evaluate_with else ctx.trainable_techniques()
     schema = restrict_choices(TrainingProposal, "evaluate_with", names)
+    last = (state.get("experiments") or [{}])[-1]  # a retraining is shown what the failed training answered
+    shown = last if last.get("training") and last.get("record") else _parent(state, parent)
 
     def settings(note: str) -> tuple[TrainingProposal, bool, Any, str]:
         tp, fell_back = ask(ctx, ROLE, "ml_engineer_train", schema,
                             lambda: schema(evaluate_with=ctx.config.baseline if ctx.config.baseline in names
                                            else names[0], rationale="default training settings (fallback)"),
-                            "training proposal", goal=cclip(ctx, state["goal"], 300),
-                            history=cclip(ctx, _history(state), 700),
-                            evidence=cclip(ctx, node_evidence(state, _parent(state, parent)), 1500),
-                            max_steps=ctx.config.train_max_steps, techniques=", ".join(names),
-                            error=f"\n{note}" if note else "")
+                            "training proposal", goal=cclip(ctx, state["goal"], 300), history=cclip(ctx, _history(state), 700),
+                            evidence=cclip(ctx, node_evidence(state, shown), 1500), max_steps=ctx.config.train_max_steps,
+                            techniques=", ".join(names), error=f"\n{note}" if note else "")
         recipe, error = ctx.build_recipe(tp.model_dump(), iteration)
         return tp, fell_back, recipe, error
 

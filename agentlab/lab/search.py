@@ -69,22 +69,36 @@ def choose_parent(experiments: list[dict[str, Any]], k: int, prune_after: int) -
     return front[(i % k) % len(front)]
 
 
-def has_training(experiments: list[dict[str, Any]]) -> bool:
-    return any(e.get("training_proposal") or e.get("training") for e in experiments)
+MAX_TRAININGS = 2  # the training stage, and one retraining when it lost
+
+
+def trainings(experiments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in experiments if e.get("training_proposal") or e.get("training")]
 
 
 def train_now(experiments: list[dict[str, Any]], k: int, budget: int, allow_training: bool) -> bool:
-    """The training stage: allowed, none yet, some budget left, and the first round done or half the budget
-    spent."""
-    i = len(experiments)
-    return (allow_training and not has_training(experiments) and 1 <= i < budget
-            and (i >= k or 2 * i >= budget))
+    """The training stage: allowed, some budget left, and either none yet and the first round done (or half the
+    budget spent), or a retraining right after a training that did not beat the baseline (a small model's
+    recipe often collapses it, or teaches the wrong target: the tuning stage gives the engineer one more
+    recipe, with the failed one in its history)."""
+    i, done = len(experiments), trainings(experiments)
+    if not allow_training or not 1 <= i < budget:
+        return False
+    if not done:
+        return i >= k or 2 * i >= budget
+    last = done[-1]
+    return len(done) < MAX_TRAININGS and last is experiments[-1] and (score(last) or 0.0) <= 0
 
 
 def training_choice(experiments: list[dict[str, Any]], trainable: list[str], baseline: str,
                     prune_after: int) -> tuple[str, int]:
-    """(technique the trained model is evaluated with, the node it trains on): the best prompt node's technique
-    when the trainer accepts it (a one-prompt technique), else the baseline."""
+    """(technique the trained model is evaluated with, the node it trains on): a retraining keeps the failed
+    training's; else the best prompt node's technique when the trainer accepts it (a one-prompt technique), else
+    the baseline."""
+    if done := trainings(experiments):
+        asked = (done[-1].get("training_proposal") or {}).get("evaluate_with")
+        if asked in trainable:
+            return asked, parent_of(done[-1])
     best = next((it for it in frontier(experiments, len(experiments) + 1, prune_after) if it != ROOT), None)
     node = next((e for e in experiments if e["iteration"] == best), None)
     name = ((node or {}).get("proposal") or {}).get("technique")

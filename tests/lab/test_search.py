@@ -80,8 +80,18 @@ def test_the_training_stage_comes_after_the_first_round_or_half_the_budget():
     assert not search.train_now(tree, k=2, budget=6, allow_training=False)
     assert not search.train_now([], k=1, budget=6, allow_training=True)
     assert not search.train_now(tree, k=2, budget=2, allow_training=True)  # no budget left
-    asked = [*tree, node(3, None, training_proposal={"method": "sft"})]  # the agent already trained
-    assert not search.train_now(asked, k=2, budget=6, allow_training=True)
+    won = [*tree, node(3, 0.3, training_proposal={"method": "sft", "evaluate_with": "plan_and_solve"})]
+    assert not search.train_now(won, k=2, budget=6, allow_training=True)  # trained, and it beat the baseline
+    # a training that did not beat the baseline (a collapsed model, a failed job) gets one retraining, at once,
+    # evaluated with the same technique, the engineer seeing the failed recipe in its history
+    for lost in (node(3, -0.2, parent=1, training_proposal={"method": "sft", "evaluate_with": "plan_and_solve"}),
+                 node(3, None, parent=1, training_proposal={"method": "sft", "evaluate_with": "plan_and_solve"})):
+        step = search.next_expansion([*tree, lost], k=2, prune_after=2, budget=6, allow_training=True,
+                                     trainable=["plan_and_solve", "zero_shot_cot"], baseline="zero_shot_cot")
+        assert step == {"stage": "train", "parent": 1, "evaluate_with": "plan_and_solve"}
+        assert not search.train_now([*tree, lost, node(4, 0.1)], k=2, budget=6, allow_training=True)
+        assert not search.train_now([*tree, lost, dict(lost, iteration=4)], k=2, budget=6, allow_training=True)
+        assert not search.train_now([*tree, lost], k=2, budget=3, allow_training=True)  # no budget left
     # it trains on the best prompt node's technique when the trainer accepts it, else on the baseline
     step = search.next_expansion(tree, k=2, prune_after=2, budget=6, allow_training=True,
                                  trainable=["plan_and_solve", "zero_shot_cot"], baseline="zero_shot_cot")

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr
 
+from agentlab.lab.training import retraining_change
 from agentlab.techniques import TechniqueError, TechniqueSpec
 from agents import sw_engineer
 from agents.base import AgentContext, Answer, Clamp, Limited, Text, ask, cclip, clip, restrict_choices
@@ -98,8 +99,7 @@ def _history(state: dict) -> str:
                          f"{t['max_steps']} batch={t.get('batch_size')} lora_r={t.get('lora_r')} then {t['evaluate_with']}: {res}")
             continue
         ran = e.get("spec") or {}  # what ran, after the lab's adjustments (0 chains asked = the technique's own)
-        parts.append(f"#{e['iteration']} {p.get('technique')}{branch} "
-                     f"chains={(ran.get('chains') or {}).get('n', p.get('num_chains'))} "
+        parts.append(f"#{e['iteration']} {p.get('technique')}{branch} chains={(ran.get('chains') or {}).get('n', p.get('num_chains'))} "
                      f"T={(ran.get('sampling') or {}).get('temperature', p.get('temperature'))}: {res}")
     return "; ".join(parts) or "none yet"
 
@@ -110,9 +110,7 @@ def _accuracy(record: dict[str, Any]) -> str:
 
 def paired_text(paired: dict[str, Any] | None) -> str:
     """An experiment against the baseline on the same dev problems, as the agents read it."""
-    if not paired:
-        return ""
-    return (f", vs the baseline on the same {paired['n']} dev problems: {paired['wins']} wins, "
+    return "" if not paired else (f", vs the baseline on the same {paired['n']} dev problems: {paired['wins']} wins, "
             f"{paired['losses']} losses, {paired['ties']} ties ({100 * paired['delta']:+.1f} points, "
             f"McNemar p={paired['p_value']:.2g})")
 
@@ -200,9 +198,8 @@ def propose(state: dict, ctx: AgentContext, error: str = "") -> tuple[TechniqueP
 
 
 def fallback_technique(state: dict, planned: list[str], techniques: list[str], baseline: str) -> tuple[str, str]:
-    """(technique, why) when the engineer gave no valid proposal: the next planned technique not tried yet, else
-    any built-in one not tried yet, never the baseline (it is already the root of the tree: running it again
-    under another name would pass it off as a new technique); only when all were tried, the plan's again."""
+    """(technique, why) with no valid proposal: the next planned, else built-in, technique not tried yet, never the
+    baseline (the tree's root: re-run under a new name it would pass as new); once all were tried, the plan's."""
     tried = {(e.get("proposal") or {}).get("technique") for e in state.get("experiments") or []}
     fresh = [t for t in [*planned, *techniques] if t != baseline and t not in tried]
     others = fresh or [t for t in planned if t != baseline] or [t for t in techniques if t != baseline] or [baseline]
@@ -382,12 +379,14 @@ def _authored_spec(state: dict, ctx: AgentContext, proposal: TechniqueProposal,
 
 def train_iteration(state: dict, ctx: AgentContext, entry: dict[str, Any], fell_back: bool,
                     evaluate_with: str | None = None) -> dict[str, Any]:
-    """A training technique: the engineer's training settings become a validated recipe (one bounded re-ask with
-    the field named), the model under study is fine-tuned as a sandboxed train job, and the trained checkpoint
-    is evaluated on the dev split with the chosen technique. A failure is the experiment's error (agents see it)."""
+    """A training technique: the engineer's settings become a validated recipe (a bounded re-ask; a recipe that
+    already lost is varied), a sandboxed train job fine-tunes the model, and the checkpoint is evaluated on dev."""
     iteration = entry["iteration"]
     tp, recipe, error, adjusted = _training_recipe(state, ctx, iteration, entry["proposal"].get("parent", 0),
                                                    evaluate_with)
+    if recipe is not None and (change := retraining_change(tp.model_dump(), state.get("experiments") or [])):
+        tp, adjusted = tp.model_copy(update=change[0]), [*adjusted, change[1]]
+        recipe, error = ctx.build_recipe(tp.model_dump(), iteration)
     entry.update(training_proposal=tp.model_dump() if tp else None, adjustments=adjusted)
     if adjusted:
         ctx.note(f"experiment {iteration} trains with the lab's adjustments: {'; '.join(adjusted)}")

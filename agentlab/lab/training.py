@@ -137,3 +137,23 @@ def training_summary(run: Any, workspace: Path) -> dict[str, Any]:
             "lora_r": (recipe.get("lora") or {}).get("r"), "checkpoint_hash": run.checkpoint_hash,
             "curve": str(folder / CURVE_FILE) if (folder / CURVE_FILE).is_file() else None,
             "wall_s": (run.result or {}).get("wall_s"), "recipe": recipe}
+
+
+RECIPE_KEYS = ("method", "target", "learning_rate", "batch_size", "lora_r", "max_steps")
+
+
+def retraining_change(proposed: dict[str, Any], experiments: list[dict[str, Any]]) -> tuple[dict[str, Any], str] | None:
+    """(fields to change, why) when a training proposal repeats the recipe of an earlier training that did not beat
+    the baseline, else None: the search's tuning stage needs a different recipe, and a weak engineer often sends
+    the same one back. The lab changes one knob: sft's target to worked steps (what a small model learns from),
+    else the learning rate down by 4."""
+    failed = [e["training_proposal"] for e in experiments  # lost, tied, or failed (no paired result)
+              if e.get("training_proposal") and ((e.get("paired") or {}).get("delta") or 0.0) <= 0]
+    if not any(all(f.get(k) == proposed.get(k) for k in RECIPE_KEYS) for f in failed):
+        return None
+    why = "the proposal repeats a recipe that did not beat the baseline: the lab changed "
+    if proposed.get("method", "sft") == "sft" and proposed.get("target") != "worked":
+        return {"target": "worked"}, why + f"target {proposed.get('target')} -> worked"
+    lr = float(proposed.get("learning_rate") or 1e-3)
+    return {"learning_rate": lr / 4}, why + f"learning_rate {lr:g} -> {lr / 4:g}"
+

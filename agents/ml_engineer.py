@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr
 
-from agentlab.lab.training import retraining_change
+from agentlab.lab.search import fallback_technique
+from agentlab.lab.training import retraining_change, tuning_recipe
 from agentlab.techniques import TechniqueError, TechniqueSpec
 from agents import sw_engineer
 from agents.base import AgentContext, Answer, Clamp, Limited, Text, ask, cclip, clip, restrict_choices
@@ -197,16 +198,6 @@ def propose(state: dict, ctx: AgentContext, error: str = "") -> tuple[TechniqueP
     return proposal, fell_back
 
 
-def fallback_technique(state: dict, planned: list[str], techniques: list[str], baseline: str) -> tuple[str, str]:
-    """(technique, why) with no valid proposal: the next planned, else built-in, technique not tried yet, never the
-    baseline (the tree's root: re-run under a new name it would pass as new); once all were tried, the plan's."""
-    tried = {(e.get("proposal") or {}).get("technique") for e in state.get("experiments") or []}
-    fresh = [t for t in [*planned, *techniques] if t != baseline and t not in tried]
-    others = fresh or [t for t in planned if t != baseline] or [t for t in techniques if t != baseline] or [baseline]
-    name = others[0 if fresh else len(state.get("experiments") or []) % len(others)]
-    return name, ("the plan's technique" if name in planned else "an untried technique") + " (fallback)"
-
-
 TRAINING_NOTE = (f"\nOr choose {TRAIN} to fine-tune the model under study itself (SFT or GRPO with LoRA, on problems "
                  "outside the dev and report splits); you give the training settings next, and the trained model is "
                  "evaluated on the dev split like any technique.")
@@ -379,12 +370,16 @@ def _authored_spec(state: dict, ctx: AgentContext, proposal: TechniqueProposal,
 
 def train_iteration(state: dict, ctx: AgentContext, entry: dict[str, Any], fell_back: bool,
                     evaluate_with: str | None = None) -> dict[str, Any]:
-    """A training technique: the engineer's settings become a validated recipe (a bounded re-ask; a recipe that
-    already lost is varied), a sandboxed train job fine-tunes the model, and the checkpoint is evaluated on dev."""
-    iteration = entry["iteration"]
-    tp, recipe, error, adjusted = _training_recipe(state, ctx, iteration, entry["proposal"].get("parent", 0),
-                                                   evaluate_with)
-    if recipe is not None and (change := retraining_change(tp.model_dump(), state.get("experiments") or [])):
+    """A training technique: the engineer's settings (a bounded re-ask; a lost recipe varied; the standard one when
+    the search retrains) as a recipe, a sandboxed train job, then the checkpoint evaluated on the dev split."""
+    iteration, done = entry["iteration"], state.get("experiments") or []
+    if evaluate_with and (standard := tuning_recipe(done, ctx.config.train_max_steps)):  # the search's tuning stage
+        tp = TrainingProposal(**standard, evaluate_with=evaluate_with, rationale="the tuning stage's standard recipe")
+        (recipe, error), adjusted = ctx.build_recipe(tp.model_dump(), iteration), []
+    else:
+        tp, recipe, error, adjusted = _training_recipe(state, ctx, iteration, entry["proposal"].get("parent", 0),
+                                                       evaluate_with)
+    if recipe is not None and (change := retraining_change(tp.model_dump(), done)):
         tp, adjusted = tp.model_copy(update=change[0]), [*adjusted, change[1]]
         recipe, error = ctx.build_recipe(tp.model_dump(), iteration)
     entry.update(training_proposal=tp.model_dump() if tp else None, adjustments=adjusted)

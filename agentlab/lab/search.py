@@ -118,6 +118,16 @@ def next_expansion(experiments: list[dict[str, Any]], *, k: int, prune_after: in
     return {"stage": "prompt", "parent": choose_parent(experiments, k, prune_after)}
 
 
+def fallback_technique(state: dict[str, Any], planned: list[str], techniques: list[str], baseline: str) -> tuple[str, str]:
+    """(technique, why) with no valid proposal: the next planned, else built-in, technique not tried yet, never the
+    baseline (the tree's root: re-run under a new name it would pass as new); once all were tried, the plan's."""
+    tried = {(e.get("proposal") or {}).get("technique") for e in state.get("experiments") or []}
+    fresh = [t for t in [*planned, *techniques] if t != baseline and t not in tried]
+    others = fresh or [t for t in planned if t != baseline] or [t for t in techniques if t != baseline] or [baseline]
+    name = others[0 if fresh else len(state.get("experiments") or []) % len(others)]
+    return name, ("the plan's technique" if name in planned else "an untried technique") + " (fallback)"
+
+
 def debug_nodes(e: dict[str, Any]) -> int:
     """Fix attempts after a failed job (a training node's attempts are its train and eval jobs, not fixes)."""
     return 0 if e.get("training_proposal") or e.get("training") else max(0, len(e.get("attempts") or []) - 1)

@@ -140,6 +140,26 @@ def training_summary(run: Any, workspace: Path) -> dict[str, Any]:
 
 
 RECIPE_KEYS = ("method", "target", "learning_rate", "batch_size", "lora_r", "max_steps")
+# the standard LoRA SFT recipe (the training proposal's defaults): what the tuning stage tries when the engineer's
+# own recipe did not beat the baseline, as a search tries the default configuration beside its own
+STANDARD_RECIPE = {"method": "sft", "target": "worked", "learning_rate": 1e-3, "batch_size": 8, "lora_r": 16}
+
+
+def lost_trainings(experiments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The training proposals whose trained model did not beat the baseline (lost, tied, or failed)."""
+    return [e["training_proposal"] for e in experiments
+            if e.get("training_proposal") and ((e.get("paired") or {}).get("delta") or 0.0) <= 0]
+
+
+def tuning_recipe(experiments: list[dict[str, Any]], max_steps: int) -> dict[str, Any] | None:
+    """The standard recipe at the lab's step budget when an earlier training lost and none ran it yet, else None
+    (the engineer proposes): a weak engineer's first recipe often collapses a small model or teaches the wrong
+    target, and it tends to send back a variant of the same."""
+    lost = lost_trainings(experiments)
+    standard = {**STANDARD_RECIPE, "max_steps": max_steps}
+    if not lost or any(all(t.get(k) == v for k, v in STANDARD_RECIPE.items()) for t in lost):
+        return None
+    return standard
 
 
 def retraining_change(proposed: dict[str, Any], experiments: list[dict[str, Any]]) -> tuple[dict[str, Any], str] | None:
@@ -147,8 +167,7 @@ def retraining_change(proposed: dict[str, Any], experiments: list[dict[str, Any]
     the baseline, else None: the search's tuning stage needs a different recipe, and a weak engineer often sends
     the same one back. The lab changes one knob: sft's target to worked steps (what a small model learns from),
     else the learning rate down by 4."""
-    failed = [e["training_proposal"] for e in experiments  # lost, tied, or failed (no paired result)
-              if e.get("training_proposal") and ((e.get("paired") or {}).get("delta") or 0.0) <= 0]
+    failed = lost_trainings(experiments)
     if not any(all(f.get(k) == proposed.get(k) for k in RECIPE_KEYS) for f in failed):
         return None
     why = "the proposal repeats a recipe that did not beat the baseline: the lab changed "

@@ -126,7 +126,7 @@ def test_an_adjusted_proposal_is_told_once_and_the_record_notes_it(lab_settings,
 def test_fallback_never_reruns_the_baseline_as_a_new_technique():
     """An engineer with no valid proposal falls back to a technique not tried yet, never the baseline (the root
     of the tree, which would come back as the same record under a new name)."""
-    from agents.ml_engineer import fallback_technique
+    from agentlab.lab.search import fallback_technique
 
     names = ["zero_shot_cot", "few_shot_cot", "self_consistency", "plan_and_solve"]
     tried = {"experiments": [{"proposal": {"technique": "few_shot_cot"}}]}

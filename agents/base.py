@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from agentlab.lab.models import JobResult, SpecRequest, TrainingRequest
+from agentlab.lab.models import Experiment, JobResult, SpecRequest, TrainingRequest
 from agentlab.lab.view import LiteratureHit, StoredJob
 from agentlab.llm.gateway import BudgetExceeded, GatewayError
 from agentlab.techniques import TechniqueSpec
@@ -86,6 +86,9 @@ class AgentContext(Protocol):
     def build_recipe(self, proposal: TrainingRequest, iteration: int) -> tuple[Any, str]: ...
 
     def recipe_adjustments(self, requested: dict[str, Any], recipe: Any) -> list[str]: ...
+
+    def retraining_change(self, proposed: dict[str, Any],
+                          experiments: list[Experiment]) -> tuple[dict[str, Any], str] | None: ...
 
     def run_training(self, key: str, recipe: Any) -> JobResult: ...
 

@@ -269,12 +269,18 @@ def _authored_spec(view: LabView, ctx: AgentContext, proposal: TechniqueProposal
 
 
 def train_iteration(view: LabView, ctx: AgentContext, entry: Experiment, fell_back: bool,
-                    evaluate_with: str | None = None) -> Experiment:
-    """A training technique: the engineer's training settings become a validated recipe (one bounded re-ask with
-    the field named), the model under study is fine-tuned as a sandboxed train job, and the trained checkpoint
-    is evaluated on the dev split with the chosen technique. A failure is the experiment's error (agents see it)."""
-    iteration = entry.iteration
-    tp, recipe, error, adjusted = _training_recipe(view, ctx, iteration, entry.proposal.parent, evaluate_with)
+                    evaluate_with: str | None = None, standard: dict[str, Any] | None = None) -> Experiment:
+    """A training technique: the engineer's settings (a bounded re-ask; a lost recipe varied; the standard one when
+    the search retrains) as a recipe, a sandboxed train job, then the checkpoint evaluated on the dev split."""
+    iteration, done = entry.iteration, view.experiments
+    if evaluate_with and standard:  # the search's tuning stage: the standard recipe, not the engineer's
+        tp = TrainingProposal(**standard, evaluate_with=evaluate_with, rationale="the tuning stage's standard recipe")
+        (recipe, error), adjusted = ctx.build_recipe(TrainingRequest.model_validate(tp.model_dump()), iteration), []
+    else:
+        tp, recipe, error, adjusted = _training_recipe(view, ctx, iteration, entry.proposal.parent, evaluate_with)
+    if recipe is not None and (change := ctx.retraining_change(tp.model_dump(), done)):
+        tp, adjusted = tp.model_copy(update=change[0]), [*adjusted, change[1]]
+        recipe, error = ctx.build_recipe(TrainingRequest.model_validate(tp.model_dump()), iteration)
     entry.training_proposal = TrainingRequest.model_validate(tp.model_dump()) if tp else None
     entry.adjustments = adjusted
     if adjusted:

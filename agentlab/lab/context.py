@@ -131,6 +131,11 @@ class LabContext:
     def recipe_adjustments(self, requested: dict[str, Any], recipe: Any) -> list[str]:
         return self.experiments.recipe_adjustments(requested, recipe)
 
+    def retraining_change(self, proposed: dict[str, Any], experiments: list[Any]) -> tuple[dict[str, Any], str] | None:
+        from agentlab.lab.training import retraining_change
+
+        return retraining_change(proposed, experiments)
+
     def run_training(self, key: str, recipe: Any) -> JobResult:
         """Train once per key (a resumed run reuses a finished training run); failures are data."""
         done = self.stored_job(key)

@@ -15,6 +15,7 @@ from typing import Any
 
 from agentlab.lab.models import Experiment, ProposalRef
 from agentlab.lab.search import next_expansion
+from agentlab.lab.training import tuning_recipe
 from agentlab.lab.view import LabView
 from agents import ml_engineer
 from agents.base import AgentContext
@@ -57,7 +58,8 @@ def expand(view: LabView, ctx: Any) -> list[Experiment]:
 
 def search_training(view: LabView, ctx: AgentContext, evaluate_with: str, parent: int) -> Experiment:
     """The search's training stage: the lab decides to train and what the trained model is evaluated with (the best
-    prompt node's technique, else the baseline); the ML engineer fills in the rest of the recipe."""
+    prompt node's technique, else the baseline); the ML engineer fills in the rest of the recipe, except in the
+    tuning stage after its recipe lost, where the standard one runs (``training.tuning_recipe``)."""
     iteration = len(view.experiments) + 1
     proposal = ml_engineer.TechniqueProposal(technique=ml_engineer.TRAIN, parent=parent,
                                              rationale="the search's training stage")
@@ -65,4 +67,5 @@ def search_training(view: LabView, ctx: AgentContext, evaluate_with: str, parent
     entry = Experiment(iteration=iteration, proposal=ProposalRef.model_validate(proposal.model_dump()),
                        proposal_source="search", attempts=[], adjustments=[], stage="train",
                        **({"parent": parent} if parent else {}))
-    return ml_engineer.train_iteration(view, ctx, entry, False, evaluate_with)
+    standard = tuning_recipe(view.experiments, ctx.config.train_max_steps)
+    return ml_engineer.train_iteration(view, ctx, entry, False, evaluate_with, standard=standard)

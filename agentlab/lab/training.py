@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agentlab.lab.models import JobResult, TrainingRequest
+from agentlab.lab.models import Experiment, JobResult, TrainingRequest
 from agentlab.techniques import TechniqueSpec, builtin_techniques, get_technique
 
 
@@ -143,3 +143,39 @@ def training_summary(run: Any, workspace: Path) -> dict[str, Any]:
             "lora_r": recipe.lora.r, "checkpoint_hash": run.checkpoint_hash,
             "curve": str(folder / CURVE_FILE) if (folder / CURVE_FILE).is_file() else None,
             "wall_s": (run.result or {}).get("wall_s"), "recipe": run.recipe}
+
+
+RECIPE_KEYS = ("method", "target", "learning_rate", "batch_size", "lora_r", "max_steps")
+# the standard LoRA SFT recipe (the training proposal's defaults): what the tuning stage tries when the engineer's
+# own recipe did not beat the baseline, as a search tries the default configuration beside its own
+STANDARD_RECIPE = {"method": "sft", "target": "worked", "learning_rate": 1e-3, "batch_size": 8, "lora_r": 16}
+
+
+def lost_trainings(experiments: list[Experiment]) -> list[dict[str, Any]]:
+    """The training proposals whose trained model did not beat the baseline (lost, tied, or failed)."""
+    return [e.training_proposal.model_dump() for e in experiments
+            if e.training_proposal and (e.paired.delta if e.record and e.paired else 0.0) <= 0]
+
+
+def tuning_recipe(experiments: list[Experiment], max_steps: int) -> dict[str, Any] | None:
+    """The standard recipe at the lab's step budget when an earlier training lost and none ran it yet, else None
+    (the engineer proposes): a weak engineer's first recipe often collapses a small model or teaches the wrong
+    target, and it tends to send back a variant of the same."""
+    lost = lost_trainings(experiments)
+    if not lost or any(all(t.get(k) == v for k, v in STANDARD_RECIPE.items()) for t in lost):
+        return None
+    return {**STANDARD_RECIPE, "max_steps": max_steps}
+
+
+def retraining_change(proposed: dict[str, Any], experiments: list[Experiment]) -> tuple[dict[str, Any], str] | None:
+    """(fields to change, why) when a training proposal repeats the recipe of an earlier training that did not beat
+    the baseline, else None: the search's tuning stage needs a different recipe, and a weak engineer often sends
+    the same one back. The lab changes one knob: sft's target to worked steps (what a small model learns from),
+    else the learning rate down by 4."""
+    if not any(all(f.get(k) == proposed.get(k) for k in RECIPE_KEYS) for f in lost_trainings(experiments)):
+        return None
+    why = "the proposal repeats a recipe that did not beat the baseline: the lab changed "
+    if proposed.get("method", "sft") == "sft" and proposed.get("target") != "worked":
+        return {"target": "worked"}, why + f"target {proposed.get('target')} -> worked"
+    lr = float(proposed.get("learning_rate") or 1e-3)
+    return {"learning_rate": lr / 4}, why + f"learning_rate {lr:g} -> {lr / 4:g}"

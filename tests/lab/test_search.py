@@ -200,3 +200,36 @@ def test_the_tree_figure_draws_scores_debug_nodes_and_pruned_nodes(tmp_path):
             e.record.technique = "t"
     png = experiment_tree_figure(tree, tmp_path / "tree.png", prune_after=2)
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_retraining_that_repeats_a_lost_recipe_is_varied_by_the_lab():
+    """Seen with a 0.5B engineer: the retraining sent back the recipe that had just collapsed the model."""
+    from agentlab.lab.training import retraining_change
+
+    recipe = {"method": "sft", "target": "boxed", "learning_rate": 0.002, "batch_size": 2, "lora_r": 16,
+              "max_steps": 30, "evaluate_with": "zero_shot_cot"}
+    lost = node(3, -0.1, training_proposal=dict(recipe))
+    change, why = retraining_change(dict(recipe), [node(1, 0.1), lost])
+    assert change == {"target": "worked"} and "target boxed -> worked" in why
+    worked = dict(recipe, target="worked")
+    assert retraining_change(dict(worked), [lost]) is None  # a different recipe runs as asked
+    assert retraining_change(dict(worked), [node(3, None, training_proposal=dict(worked))]) == \
+        ({"learning_rate": 0.0005}, "the proposal repeats a recipe that did not beat the baseline: the lab changed "
+                                    "learning_rate 0.002 -> 0.0005")
+    assert retraining_change(dict(recipe), [node(3, 0.2, training_proposal=dict(recipe))]) is None  # it had won
+
+
+def test_the_tuning_stage_retrains_with_the_standard_recipe_after_the_engineers_lost():
+    """Seen with a 0.5B engineer: its recipes (boxed answers at 2e-3 with batch 2; worked steps at 1e-4, then boxed)
+    never beat the baseline, while the standard LoRA SFT recipe does on this task."""
+    from agentlab.lab.training import STANDARD_RECIPE, tuning_recipe
+    from agents.ml_engineer import TrainingProposal
+
+    defaults = TrainingProposal(evaluate_with="zero_shot_cot").model_dump()
+    assert {k: defaults[k] for k in STANDARD_RECIPE} == STANDARD_RECIPE  # the standard recipe is the proposal's defaults
+    theirs = {"method": "sft", "target": "boxed", "learning_rate": 0.002, "batch_size": 2, "lora_r": 16, "max_steps": 30}
+    assert tuning_recipe([node(1, 0.1)], 30) is None  # no training yet: the engineer proposes
+    assert tuning_recipe([node(3, 0.2, training_proposal=theirs)], 30) is None  # it won
+    assert tuning_recipe([node(3, -0.1, training_proposal=theirs)], 30) == {**STANDARD_RECIPE, "max_steps": 30}
+    standard_lost = node(4, 0.0, training_proposal={**STANDARD_RECIPE, "max_steps": 30})
+    assert tuning_recipe([node(3, -0.1, training_proposal=theirs), standard_lost], 30) is None  # ran it already

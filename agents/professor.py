@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel
 
 from agentlab.lab.view import LabView
@@ -48,4 +50,27 @@ def write_report(view: LabView, ctx: AgentContext, results_text: str, method_tex
     if len(draft.title.split()) < 3 or draft.title.strip().lower() in {"reportdraft", "title", "report"}:
         ctx.note("professor: the model's title was unusable; a title was generated from the records")
         draft.title = fallback_draft(view, ctx, results_text).title
-    return draft, fell_back
+    return ended_at_whole_words(draft, ctx), fell_back
+
+
+def ended_at_whole_words(draft: ReportDraft, ctx: AgentContext) -> ReportDraft:
+    """The draft with every field its length limit cut mid-way (llama.cpp's grammar stops a string at its
+    maxLength, wherever the model was) ended at its last whole sentence (the title: its last whole word), each
+    noted: a paper never ends a section mid-sentence."""
+    for name, field in ReportDraft.model_fields.items():
+        limit = next((m.max_length for m in field.metadata if getattr(m, "max_length", None)), None)
+        text = getattr(draft, name)
+        if limit is None or len(text) < limit:
+            continue
+        kept = text.rsplit(" ", 1)[0] if name == "title" else _whole_sentences(text)
+        if kept != text:
+            setattr(draft, name, kept)
+            ctx.note(f"professor: the {name} reached its limit of {limit} characters mid-sentence; it ends at its "
+                     "last whole " + ("word" if name == "title" else "sentence"))
+    return draft
+
+
+def _whole_sentences(text: str) -> str:
+    """``text`` up to its last sentence end; all of it when it has none (nothing whole to keep)."""
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
+    return text[:ends[-1]] if ends else text

@@ -138,3 +138,24 @@ def test_fallback_never_reruns_the_baseline_as_a_new_technique():
         ("plan_and_solve", "the plan's technique (fallback)")
     every = LabView.of({"experiments": [{"proposal": {"technique": t}} for t in names]})
     assert fallback_technique(every, ["few_shot_cot"], names, "zero_shot_cot")[0] == "few_shot_cot"
+
+
+def test_a_paper_section_cut_at_its_limit_ends_at_a_whole_sentence():
+    """Seen in a paper: llama.cpp's grammar stops a string at its maxLength, so the conclusion ended "a technique
+    that," and the title "...2-3 Small No"; each is ended at its last whole sentence (word), and noted."""
+    from agents.professor import ReportDraft, ended_at_whole_words
+
+    class Notes:  # TEST DOUBLE for the agent context: collects the run's notes
+        notes: list[str] = []
+
+        def note(self, text: str) -> None:
+            self.notes.append(text)
+
+    title = "Improving the Accuracy of the Model under Study on Short Arithmetic Problems (Additions and Subtractions"
+    cut = ("The trained model scored higher. It was evaluated on the report split, with a technique that " * 5)[:400]
+    draft = ReportDraft(title=(title + " of 2-3 Small Numbers)")[:120], abstract="An abstract.",
+                        introduction="Ends well.", method="m", discussion="d", conclusion=cut)
+    ctx = Notes()
+    out = ended_at_whole_words(draft, ctx)
+    assert out.title == title + " of 2-3 Small" and out.conclusion.endswith("scored higher.")
+    assert out.introduction == "Ends well." and len(ctx.notes) == 2 and "conclusion reached its limit" in ctx.notes[1]

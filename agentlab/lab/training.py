@@ -11,6 +11,10 @@ from agentlab.lab.models import Experiment, JobResult, TrainingRequest
 from agentlab.techniques import TechniqueSpec, builtin_techniques, get_technique
 
 
+CPU_BATCH = 8  # examples one CPU training step holds at once: SmolLM2-135M at batch 16 and 32 (sequences of 256
+# tokens) exceeded a train job's 6144 MB; a larger batch asked runs as gradient accumulation of batches of 8
+
+
 class TrainingExperiments:
     """The training side of ``Experiments``: it uses the run's settings, config, splits (``problems``), scheduler,
     evaluation database and model under study (``endpoint``)."""
@@ -59,6 +63,9 @@ class TrainingExperiments:
         if proposal.method == "grpo":  # prompts x generations: a whole number of groups
             gens = int(hyper.setdefault("num_generations", 4))
             batch = hyper["batch_size"] = max(gens, batch - batch % gens)
+        gpus = 1 if self.settings.jobs.gpus else 0
+        if not gpus and proposal.method == "sft" and batch > CPU_BATCH:  # the same batch, accumulated
+            hyper["batch_size"], hyper["grad_accum"] = CPU_BATCH, -(-batch // CPU_BATCH)
         data: dict[str, Any] = {"size": min(steps * batch, 5000), "technique": proposal.evaluate_with or "direct",
                                 "target": proposal.target or "boxed",
                                 "protect": {"benchmark": bench, "seeds": [cfg.seed], "dev_fraction": sub.dev_fraction},
@@ -69,7 +76,6 @@ class TrainingExperiments:
             data["protect"]["size"] = max(get_benchmark(bench).size, generated_count(self.problems("report")))
         else:
             data.update(source="benchmark", benchmark=bench)
-        gpus = 1 if self.settings.jobs.gpus else 0
         lora_r = proposal.lora_r or 16
         return Recipe.parse({"name": f"{proposal.method}_e{iteration}", "method": proposal.method,
                              "model": self.trainable_model(), "finetune": "lora", "lora": {"r": lora_r, "alpha": 2 * lora_r},
@@ -81,9 +87,12 @@ class TrainingExperiments:
     def recipe_adjustments(self, requested: dict[str, Any], recipe: Any) -> list[str]:
         """What the engineer asked for (``requested``: the training proposal's fields it wrote) that ``recipe`` does
         not do, each as ``"field asked -> ran (why)"``."""
-        ran = {"max_steps": recipe.max_steps, "batch_size": recipe.hyper.batch_size}
+        h = recipe.hyper
+        ran = {"max_steps": recipe.max_steps,
+               "batch_size": h.batch_size if h.grad_accum == 1 else f"{h.batch_size} x grad_accum {h.grad_accum}"}
         why = {"max_steps": f"the lab's train_max_steps is {self.config.train_max_steps}",
-               "batch_size": f"grpo needs whole groups of {recipe.hyper.num_generations} generations"}
+               "batch_size": f"grpo needs whole groups of {h.num_generations} generations" if recipe.method == "grpo"
+               else f"a CPU job holds at most {CPU_BATCH} examples at once in its memory: the rest accumulate"}
         return differences({k: requested[k] for k in ran if k in requested}, ran, why)
 
     def train(self, recipe: Any) -> JobResult:

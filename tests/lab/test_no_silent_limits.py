@@ -81,6 +81,14 @@ def test_training_settings_over_the_labs_bounds_are_named(workspace):
     recipe = ex.recipe(asked, 1)
     assert ex.recipe_adjustments(asked, recipe) == ["max_steps 1000 -> 30 (the lab's train_max_steps is 30)",
                                                     "batch_size 6 -> 4 (grpo needs whole groups of 4 generations)"]
+    # seen in two lab runs: sft at batch 16 and 32 on CPU exceeded the job's memory; it runs as 8 accumulated
+    big = {"method": "sft", "evaluate_with": "direct", "max_steps": 10, "batch_size": 20}
+    recipe = ex.recipe(big, 2)
+    assert (recipe.hyper.batch_size, recipe.hyper.grad_accum, recipe.data.size) == (8, 3, 200)
+    assert ex.recipe_adjustments(big, recipe) == [
+        "batch_size 20 -> 8 x grad_accum 3 (a CPU job holds at most 8 examples at once in its memory: the rest "
+        "accumulate)"]
+    assert ex.recipe({**big, "batch_size": 8}, 3).hyper.grad_accum == 1
 
 
 def test_simplify_never_passes_the_baseline_off_as_a_new_technique(lab_settings):

@@ -35,8 +35,19 @@ def _times(settings, run_id):
     store = LabStore(settings.db_path)
     jobs = store.experiments(run_id)
     store.close()
-    job_s = sum((j["finished"] or 0) - (j["started"] or 0) for j in jobs if j["finished"])
+    job_s = _union([(j["started"] or 0, j["finished"]) for j in jobs if j["finished"]])
     return float(llm_s), int(calls), int(tokens), float(job_s), len(jobs)
+
+
+def _union(intervals: list[tuple[float, float]]) -> float:
+    """Seconds covered by the intervals: a round's expansions run their jobs together, so summing their
+    durations counts the same seconds twice."""
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(intervals):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
 
 
 def _job_overhead(settings, run_id):

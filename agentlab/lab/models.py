@@ -259,6 +259,12 @@ class Experiment(StateModel):
         """A training node (proposed or run)."""
         return bool(self.training_proposal or self.training)
 
+    @property
+    def clear_win(self) -> bool:
+        """It beat the baseline on the dev split with McNemar p < 0.05 (a training short of that is retrained)."""
+        p = self.paired if self.record else None
+        return bool(p and p.delta and p.delta > 0 and p.p_value is not None and p.p_value < 0.05)
+
     def branchable(self) -> bool:
         """A prompt technique that ran: a code technique's spec cannot take changes, and a training technique's
         spec would run without its trained model."""

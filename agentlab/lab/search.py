@@ -70,11 +70,12 @@ def choose_parent(experiments: list[Experiment], k: int, prune_after: int) -> in
 
 
 def failed_training(experiments: list[Experiment]) -> Experiment | None:
-    """The last expansion when it is a training that did not beat the baseline (a collapsed model, a failed job)
-    and the run may still train (``MAX_TRAININGS``): it is retrained at once; else None."""
+    """The last expansion when it is a training that did not clearly beat the baseline (a collapsed model, a failed
+    job, a gain within the dev split's noise) and the run may still train (``MAX_TRAININGS``): it is retrained at
+    once; else None."""
     last = experiments[-1] if experiments else None
     trainings = sum(1 for e in experiments if e.trains)
-    return last if last and last.trains and trainings < MAX_TRAININGS and (score(last) or 0) <= 0 else None
+    return last if last and last.trains and trainings < MAX_TRAININGS and not last.clear_win else None
 
 
 def train_now(experiments: list[Experiment], k: int, budget: int, allow_training: bool) -> bool:

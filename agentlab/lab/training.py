@@ -161,9 +161,9 @@ STANDARD_RECIPE = {"method": "sft", "target": "worked", "learning_rate": 1e-3, "
 
 
 def lost_trainings(experiments: list[Experiment]) -> list[dict[str, Any]]:
-    """The training proposals whose trained model did not beat the baseline (lost, tied, or failed)."""
-    return [e.training_proposal.model_dump() for e in experiments
-            if e.training_proposal and (e.paired.delta if e.record and e.paired else 0.0) <= 0]
+    """The training proposals whose trained model did not clearly beat the baseline (lost, tied, failed, or a gain
+    with McNemar p >= 0.05 on the dev split)."""
+    return [e.training_proposal.model_dump() for e in experiments if e.training_proposal and not e.clear_win]
 
 
 def tuning_recipe(experiments: list[Experiment], max_steps: int) -> dict[str, Any] | None:

@@ -710,3 +710,16 @@ def test_check_paper_and_verify_draft_read_prose_without_numbers():
     assert clean["introduction"].startswith("On the report split, verify_cot scored 48.0% (48/100) against")
     assert [(c["section"], c["kind"], c["status"]) for c in claims if c["status"] != "ok"] == [
         ("introduction", "direction", "fixed"), ("introduction", "strength", "fixed")]
+
+
+def test_two_sentences_rewritten_to_the_same_one_are_said_once():
+    """Seen in a lab's conclusion: two unsupported claims both became the same generated sentence, printed twice."""
+    from agentlab.lab.report.claims import check_claims
+
+    recs = [{"technique": "sft_e3", "split": "report", "n": 300, "correct": 76, "accuracy": 76 / 300, "record_id": "a"},
+            {"technique": "zero_shot_cot", "split": "report", "n": 300, "correct": 61, "accuracy": 61 / 300,
+             "record_id": "b"}]
+    comp = {"n": 300, "wins": 38, "losses": 23, "ties": 239, "delta": 0.05, "p_value": 0.072}
+    text = check_claims("sft_e3 significantly outperforms zero_shot_cot. It is proven that sft_e3 is clearly better "
+                        "than zero_shot_cot.", recs, comp).text
+    assert text.count("McNemar p = 0.072, not significant.") == 1 and "significantly" not in text

@@ -68,6 +68,8 @@ def check_claims(text: str, records: list[dict[str, Any]], comparison: dict[str,
             claim.sentence = sentence.strip()
         result.claims += [c for c, _, _ in judged]
         new = _fix_sentence(sentence, judged, ev) if fix else sentence
+        if fix and new and new != sentence and new.strip() in (o.strip() for o in out):
+            new = ""  # two sentences rewritten to the same generated one: the text says it once
         out.append(new + sep if new else ("\n" if sep == "\n" else ""))
     result.text = re.sub(r"[ \t]{2,}", " ", "".join(out)).strip() if fix else text
     return result

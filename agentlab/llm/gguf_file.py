@@ -85,7 +85,11 @@ def _skip_value(f: Any, value_type: int) -> None:
 
 def quantization(path: Path | str) -> str:
     """The file type's name as llama.cpp's tools spell it: "Q4_1", "Q4_K_M", "F16", "F32"."""
-    ftype = file_type(path)
+    return type_name(file_type(path))
+
+
+def type_name(ftype: int) -> str:
+    """A ``general.file_type`` number's name as llama.cpp's tools spell it (7: "Q8_0")."""
     try:
         name = gguf_module().LlamaFileType(ftype).name
     except ValueError:  # a type newer than this gguf package

@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 from agentlab.errors import AgentlabError
-from agentlab.llm.gguf_file import file_type, quantization, tensor_types
+from agentlab.llm.gguf_file import file_type, tensor_types, type_name
 from agentlab.train.models import checkpoint_meta, export_merged
 from agentlab.train.outputs import content_hash
 
@@ -76,7 +76,7 @@ def checkpoint_gguf(checkpoint: Path | str, checkpoint_hash: str | None = None,
                          "quantization to match; serve it with transformers (agentlab.train.serve.serve_model)")
     key = (checkpoint_hash or content_hash(checkpoint))[:16]
     ftype = served_file_type(base)
-    out = checkpoint.parent / "gguf" / f"{key}.{'Q8_0' if ftype == Q8_0 else quantization(base)}.gguf"
+    out = checkpoint.parent / "gguf" / f"{key}.{type_name(ftype)}.gguf"
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -63,12 +63,17 @@ def paper_json(title="A paper", abstract="An abstract.", body="Some body text.",
     return {"title": title, "abstract": abstract, "body": body, **kw}
 
 
-@pytest.fixture
-def seeded(client, auth):
-    """Three papers on different topics; returns their ids in PAPERS order."""
+def publish(client, auth: dict, papers=PAPERS) -> list[str]:
+    """Publish ``papers`` (title, abstract, body) through the API; their ids, in order."""
     ids = []
-    for title, abstract, body in PAPERS:
+    for title, abstract, body in papers:
         r = client.post("/api/papers", json=paper_json(title, abstract, body), headers=auth)
         assert r.status_code == 201, r.text
         ids.append(r.json()["id"])
     return ids
+
+
+@pytest.fixture
+def seeded(client, auth):
+    """Three papers on different topics; returns their ids in PAPERS order."""
+    return publish(client, auth)

@@ -27,7 +27,7 @@ from preprint_server.client import PreprintClient
 from preprint_server.core.config import ServerSettings
 from preprint_server.schemas import PaperCreate
 from preprint_server.serve import free_port
-from tests.server.conftest import PAPERS, paper_json
+from tests.server.conftest import PAPERS, paper_json, publish
 from tests.server.processes import lab_key, server_process
 
 pytestmark = pytest.mark.integration
@@ -119,15 +119,6 @@ def _app(tmp_path: Path, chroma: ChromaServer, embedder) -> TestClient:
     return TestClient(create_app(settings, embedder))
 
 
-def _publish(c: TestClient, auth: dict, papers=PAPERS) -> list[str]:
-    ids = []
-    for title, abstract, body in papers:
-        r = c.post("/api/papers", json=paper_json(title, abstract, body), headers=auth)
-        assert r.status_code == 201, r.text
-        ids.append(r.json()["id"])
-    return ids
-
-
 def _found(c: TestClient, q: str) -> list[str]:
     r = c.get("/api/search", params={"q": q, "k": 3})
     assert r.status_code == 200, r.text
@@ -144,7 +135,7 @@ def _key(c: TestClient) -> dict:
 
 def test_restart_on_the_kept_index_embeds_nothing_again(tmp_path, chroma, counting):
     with _app(tmp_path, chroma, counting) as c:
-        ids = _publish(c, _key(c))
+        ids = publish(c, _key(c))
         assert _found(c, "majority vote over reasoning chains")[0] == ids[0]
     assert chroma.vectors() >= 3 and not (tmp_path / "server" / "chroma").exists()  # the vectors live in Chroma
     embedded = counting.chunks
@@ -157,7 +148,7 @@ def test_restart_on_the_kept_index_embeds_nothing_again(tmp_path, chroma, counti
 def test_chroma_lost_then_back_with_its_data(tmp_path, chroma, counting):
     with _app(tmp_path, chroma, counting) as c:
         auth = _key(c)
-        ids = _publish(c, auth, PAPERS[:2])
+        ids = publish(c, auth, PAPERS[:2])
         chroma.kill()
 
         r = c.get("/api/search", params={"q": "majority vote"})
@@ -175,14 +166,14 @@ def test_chroma_lost_then_back_with_its_data(tmp_path, chroma, counting):
         until(lambda: _search_works(c), "search answering again after Chroma came back")
         assert _found(c, "majority vote over reasoning chains")[0] == ids[0]
         assert c.app.state.services.catch_up.caught_up == 0 and counting.chunks == embedded  # nothing was missing
-        third = _publish(c, auth, PAPERS[2:])[0]
+        third = publish(c, auth, PAPERS[2:])[0]
         assert _found(c, "easy examples before hard ones")[0] == third
         assert {"papers": 3, "indexed_papers": 3}.items() <= c.get("/health").json().items()
 
 
 def test_chroma_back_empty_is_caught_up_from_sqlite(tmp_path, chroma, counting):
     with _app(tmp_path, chroma, counting) as c:
-        ids = _publish(c, _key(c))
+        ids = publish(c, _key(c))
         chroma.kill()
         chroma.start("fresh")  # a new, empty Chroma (a lost volume) at the same address
         # the first request finds the collection gone: 503, and the catch-up re-adds every paper
@@ -195,7 +186,7 @@ def test_chroma_back_empty_is_caught_up_from_sqlite(tmp_path, chroma, counting):
 
 def test_server_starts_while_chroma_is_down(tmp_path, chroma, counting):
     with _app(tmp_path, chroma, counting) as c:
-        ids = _publish(c, _key(c), PAPERS[:2])
+        ids = publish(c, _key(c), PAPERS[:2])
     chroma.kill()
     with _app(tmp_path, chroma, counting) as c:  # starts anyway: reads work, search waits for Chroma
         assert c.get("/health").status_code == 503

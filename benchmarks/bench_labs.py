@@ -17,17 +17,32 @@ and lost papers (a run that says it published a paper the server does not have),
 
 On 2 cores the labs share the cores and one llama.cpp server, which answers one request at a time (llama-cpp-python
 has no parallel slots): N labs gain by overlapping one lab's model calls with the others' jobs, searches and writing.
+
+    .venv/bin/python benchmarks/bench_labs.py --backend ray [--labs 3] [--papers 6] [--no-fault]
+
+compares, in the same run, N labs whose jobs run on the local scheduler with the same N labs whose jobs run on
+a 3-node Ray cluster on this machine (``ray.cluster_utils.Cluster``: a head that runs no job and two workers
+with this machine's cores each, so the cluster takes as many jobs at once as one lab's local scheduler), and
+the same again with a fault: once an evaluation job's answers reach the shared cache, a busy worker is killed
+(no graceful stop) and a fresh one joins in its place. Printed per arm besides the figures above: jobs run
+again after a lost node, model calls paid twice (completions the metered proxies of every attempt paid for,
+minus the distinct completions in the workspace's cache: 0 when no answer is bought twice), records lost
+(runs without their paper, papers without their run) and the overhead per job (the scheduler's time around
+the sandbox: running time in the store minus the sandbox's own wall time).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,20 +50,74 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agentlab.jobs.store import JobStore  # noqa: E402
-from agentlab.lab.store import LabStore  # noqa: E402
+from agentlab.jobs.store import JobStore
+from agentlab.lab.store import LabStore
 
 GOAL = "Find a prompting technique that improves the embedded model's accuracy on basic arithmetic."
+
+
+# a killed node is declared dead within about a second (Ray's default takes 15 s and more), as in the tests
+FAST_DEATH = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 300, "health_check_failure_threshold": 3}
+NODE_STORE = 100 * 1024 * 1024  # each node's object store (jobs hand back small results and capped logs)
 
 
 @dataclass
 class Arm:
     labs: int
     workspace: Path
+    backend: str = "local"
+    fault: bool = False  # kill a busy Ray worker once, mid-run
+    env: dict = field(default_factory=dict)
     wall_s: float = 0.0
     rounds: int = 0
     failed_rounds: int = 0
+    killed: list = field(default_factory=list)  # the Ray nodes killed during the arm
     stats: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.labs} lab(s), {self.backend}" + (", a node killed" if self.fault else "")
+
+
+class BenchCluster:
+    """A 3-node Ray cluster on this machine: a head that runs no job and two workers with this machine's cores
+    each (so the cluster takes as many jobs at once as one lab's local scheduler is given cores)."""
+
+    def __init__(self) -> None:
+        import ray
+        from ray.cluster_utils import Cluster
+
+        self.cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 0, "object_store_memory": NODE_STORE, "include_dashboard": False,
+            "_system_config": FAST_DEATH})
+        self.workers = [self._add() for _ in range(2)]
+        ray.init(address=self.cluster.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+
+    def _add(self):
+        return self.cluster.add_node(num_cpus=os.cpu_count(), object_store_memory=NODE_STORE)
+
+    def env(self) -> dict:
+        """What makes a lab's jobs run on this cluster (its settings, through the environment)."""
+        return {"AGENTLAB_JOBS__BACKEND": "ray", "AGENTLAB_JOBS__RAY_ADDRESS": self.cluster.address}
+
+    def kill_busy_worker(self) -> str | None:
+        """Kill (no graceful stop) a worker that runs a job and add a fresh one in its place; its node id."""
+        from ray._private.state import available_resources_per_node
+
+        free = available_resources_per_node()
+        busy = [n for n in self.workers if free.get(n.node_id, {}).get("CPU", 0) < os.cpu_count()]
+        if not busy:
+            return None
+        self.cluster.remove_node(busy[0], allow_graceful=False)
+        self.workers.remove(busy[0])
+        self.workers.append(self._add())
+        return busy[0].node_id
+
+    def shutdown(self) -> None:
+        import ray
+
+        ray.shutdown()
+        self.cluster.shutdown()
 
 
 def papers_on_server(workspace: Path) -> list[tuple[str, str | None, str | None]]:
@@ -70,12 +139,41 @@ def run_round(arm: Arm, log: Path) -> int:
     with log.open("a") as out:
         out.write(f"\n$ {' '.join(cmd)}\n")
         out.flush()
-        return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+        return subprocess.run(cmd, check=False, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                              env={**os.environ, **arm.env}).returncode
 
 
-def run_arm(arm: Arm, papers: int, max_rounds: int) -> None:
+def count_rows(db: Path, sql: str) -> int:
+    if not db.exists():
+        return 0
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        return con.execute(sql).fetchone()[0]
+    except sqlite3.OperationalError:  # not made yet
+        return 0
+    finally:
+        con.close()
+
+
+def kill_a_node_mid_run(arm: Arm, cluster: BenchCluster, stop: threading.Event) -> None:
+    """Once answers of the arm's evaluation jobs are in the workspace's shared cache and a job runs, kill a
+    busy worker (once)."""
+    while not stop.wait(0.5):
+        merged = count_rows(arm.workspace / "eval" / "eval.db", "SELECT COUNT(*) FROM eval_completion_cache")
+        running = count_rows(arm.workspace / "jobs.db", "SELECT COUNT(*) FROM jobs WHERE state = 'running'")
+        if merged >= 3 and running and (node := cluster.kill_busy_worker()):
+            arm.killed.append(node)
+            print(f"  killed Ray worker {node[:12]} ({merged} answers in the shared cache, {running} job(s) running)",
+                  flush=True)
+            return
+
+
+def run_arm(arm: Arm, papers: int, max_rounds: int, cluster: BenchCluster | None = None) -> None:
     arm.workspace.mkdir(parents=True, exist_ok=True)
     log = arm.workspace / "bench_labs.log"
+    stop = threading.Event()
+    if arm.fault:
+        threading.Thread(target=kill_a_node_mid_run, args=(arm, cluster, stop), daemon=True).start()
     t0 = time.perf_counter()
     while len(papers_on_server(arm.workspace)) < papers and arm.rounds < max_rounds:
         rc = run_round(arm, log)
@@ -85,6 +183,7 @@ def run_arm(arm: Arm, papers: int, max_rounds: int) -> None:
         print(f"  {arm.labs} lab(s), round {arm.rounds}: exit {rc}, {have} paper(s) after "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
     arm.wall_s = time.perf_counter() - t0
+    stop.set()
     arm.stats = measure(arm.workspace, t0_wall=time.time() - arm.wall_s)
 
 
@@ -100,6 +199,36 @@ def busy_share(jobs, start: float, end: float) -> float:
             cur_e = max(cur_e, e)
     busy += (cur_e - cur_s) if cur_e is not None else 0.0
     return busy / max(1e-9, end - start)
+
+
+def attempt_workdirs(workspace: Path, job_id: str) -> list[Path]:
+    """The working folders of every attempt of a job: in the workspace (local scheduler; Ray jobs that bind
+    workspace paths) or in the temp dir of the node that ran it (Ray; this machine's nodes share /tmp)."""
+    jobs = workspace / "jobs" / job_id
+    found = [jobs / "work", *jobs.glob("attempt-*/work"), *Path(tempfile.gettempdir()).glob(f"agentlab-{job_id}-*/work")]
+    return [d for d in found if d.is_dir()]
+
+
+def paid_twice(workspace: Path, job_ids: list[str]) -> int:
+    """Completions a job paid for in more than one of its attempts (its cache journals list what each paid)."""
+    twice = 0
+    for job_id in job_ids:
+        paid: dict[str, int] = {}
+        for work in attempt_workdirs(workspace, job_id):
+            journal = work / "cache_new.jsonl"
+            keys = {json.loads(line)["key"] for line in journal.read_text().splitlines() if line.strip()} \
+                if journal.exists() else set()
+            for key in keys:
+                paid[key] = paid.get(key, 0) + 1
+        twice += sum(n - 1 for n in paid.values())
+    return twice
+
+
+def overhead_s(jobs) -> float:
+    """Median seconds a job spends running in the store around its sandbox's own wall time."""
+    around = [j.finished_at - j.started_at - j.wall_s for j in jobs
+              if j.state == "succeeded" and j.started_at and j.finished_at and j.wall_s]
+    return statistics.median(around) if around else float("nan")
 
 
 def measure(workspace: Path, t0_wall: float) -> dict:
@@ -128,44 +257,75 @@ def measure(workspace: Path, t0_wall: float) -> dict:
         "duplicates": len(ids) - len(set(ids)) + len(claimed) - len(set(claimed)),
         "lost": sum(pid not in set(ids) for pid in claimed),
         "server_errors": server_errors,
+        "runs_unfinished": sum(r["status"] in ("running", "paused") for r in runs),
         "jobs": len(jobs),
+        "retried": sum("node lost" in (j.error or "") for j in jobs),
+        "paid_twice": paid_twice(workspace, [j.id for j in jobs if j.kind == "eval"]),
+        "overhead_s": overhead_s(jobs),
         "utilisation": busy_share(jobs, t0_wall, time.time()),
         "model_calls": calls,
         "cached_calls": cached,
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--labs", type=int, default=3, help="labs in the parallel arm")
-    ap.add_argument("--papers", type=int, default=6, help="papers each arm publishes")
-    ap.add_argument("--workdir", type=Path, default=None, help="where the two workspaces go (default: a temp dir)")
-    ap.add_argument("--only", choices=["single", "parallel"], help="run one arm only")
-    args = ap.parse_args()
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-labs-"))
-    print(f"workdir {work}; {os.cpu_count()} CPUs; {args.papers} papers per arm", flush=True)
-    arms = []
-    if args.only != "parallel":
-        arms.append(Arm(1, work / "single"))
-    if args.only != "single":
-        arms.append(Arm(args.labs, work / f"parallel-{args.labs}"))
-    for arm in arms:
-        print(f"{arm.labs} lab(s) at once:", flush=True)
-        run_arm(arm, args.papers, max_rounds=2 * -(-args.papers // arm.labs) + 1)
+def make_arms(args, work: Path, cluster: BenchCluster | None) -> list[Arm]:
+    if cluster is None:  # one lab against N labs, local scheduler
+        return [arm for arm in (Arm(1, work / "single"), Arm(args.labs, work / f"parallel-{args.labs}"))
+                if args.only != ("parallel" if arm.labs == 1 else "single")]
+    arms = [Arm(args.labs, work / "ray", "ray", env=cluster.env()), Arm(args.labs, work / "local")]
+    if not args.no_fault:
+        arms.append(Arm(args.labs, work / "ray-fault", "ray", fault=True, env=cluster.env()))
+    return arms
 
+
+def print_summary(arms: list[Arm], args) -> None:
     print(f"\nSUMMARY (load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())})")
-    head = f"{'labs':>4}  {'papers':>6}  {'wall':>8}  {'papers/h':>8}  {'util':>5}  {'calls':>6}  {'cached':>6}  " \
-           f"{'failed':>6}  {'5xx':>3}  {'dup':>3}  {'lost':>4}"
-    print(head)
+    print(f"{'arm':<28}  {'papers':>6}  {'wall':>7}  {'papers/h':>8}  {'util':>4}  {'calls':>5}  {'cached':>6}  "
+          f"{'failed':>6}  {'5xx':>3}  {'dup':>3}  {'lost':>4}  {'unfin':>5}  {'retried':>7}  {'paid 2x':>7}  "
+          f"{'overhead/job':>12}")
     rate = {}
     for arm in arms:
         s = arm.stats
-        rate[arm.labs] = s["papers"] / (arm.wall_s / 3600)
-        print(f"{arm.labs:>4}  {s['papers']:>6}  {arm.wall_s:>7.0f}s  {rate[arm.labs]:>8.1f}  {s['utilisation']:>5.0%}  "
-              f"{s['model_calls']:>6}  {s['cached_calls']:>6}  {s['runs_failed']:>6}  {s['server_errors']:>3}  "
-              f"{s['duplicates']:>3}  {s['lost']:>4}")
-    if len(arms) == 2:
-        print(f"papers per hour, {args.labs} labs / 1 lab: {rate[args.labs] / rate[1]:.2f}x (target >= 2x)")
+        rate[arm.name] = s["papers"] / (arm.wall_s / 3600)
+        print(f"{arm.name:<28}  {s['papers']:>6}  {arm.wall_s:>6.0f}s  {rate[arm.name]:>8.1f}  {s['utilisation']:>4.0%}  "
+              f"{s['model_calls']:>5}  {s['cached_calls']:>6}  {s['runs_failed']:>6}  {s['server_errors']:>3}  "
+              f"{s['duplicates']:>3}  {s['lost']:>4}  {s['runs_unfinished']:>5}  {s['retried']:>7}  "
+              f"{s['paid_twice']:>7}  {s['overhead_s']:>11.2f}s")
+    local, ray = (next((a for a in arms if a.backend == b and not a.fault), None) for b in ("local", "ray"))
+    if local and ray:
+        print(f"papers per hour, Ray cluster / local scheduler: {rate[ray.name] / rate[local.name]:.2f}x "
+              "(target >= 0.9x)")
+    elif len(arms) == 2:
+        print(f"papers per hour, {args.labs} labs / 1 lab: {rate[arms[1].name] / rate[arms[0].name]:.2f}x "
+              "(target >= 2x)")
+    for arm in (a for a in arms if a.fault):
+        print(f"{arm.name}: {len(arm.killed)} worker(s) killed, {arm.stats['retried']} job(s) run again, "
+              f"{arm.stats['paid_twice']} model call(s) paid twice (target 0), records lost "
+              f"{arm.stats['lost'] + arm.stats['runs_unfinished']} (target 0)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--labs", type=int, default=3, help="labs in the parallel arm (each arm with --backend ray)")
+    ap.add_argument("--papers", type=int, default=6, help="papers each arm publishes")
+    ap.add_argument("--workdir", type=Path, default=None, help="where the workspaces go (default: a temp dir)")
+    ap.add_argument("--only", choices=["single", "parallel"], help="run one arm only (local scheduler)")
+    ap.add_argument("--backend", choices=["local", "ray"], default="local",
+                    help="ray: N labs on the local scheduler against N labs on a 3-node Ray cluster")
+    ap.add_argument("--no-fault", action="store_true", help="with --backend ray: skip the node-kill arm")
+    args = ap.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-labs-"))
+    print(f"workdir {work}; {os.cpu_count()} CPUs; {args.papers} papers per arm", flush=True)
+    cluster = BenchCluster() if args.backend == "ray" else None
+    try:
+        arms = make_arms(args, work, cluster)
+        for arm in arms:
+            print(f"{arm.name}:", flush=True)
+            run_arm(arm, args.papers, max_rounds=2 * -(-args.papers // arm.labs) + 1, cluster=cluster)
+    finally:
+        if cluster is not None:
+            cluster.shutdown()
+    print_summary(arms, args)
 
 
 if __name__ == "__main__":

@@ -122,6 +122,10 @@ class JobsConfig(_Section):
     warm_start: bool = Field(True, description="local scheduler: keep the next evaluation job's sandbox started "
                              "and waiting (its first model request goes out without Python's start-up)")
     warm_idle_s: float = Field(300.0, gt=0, description="an unused waiting sandbox exits after this long (s)")
+    max_losses: int = Field(3, ge=1, description="Ray: a job whose node or worker was lost this many times ends "
+                            "failed (before that it runs again, a training job from its last checkpoint)")
+    node_death_wait_s: float = Field(30.0, ge=0, description="Ray: how long a job killed from outside waits for its "
+                                     "node to be declared dead (then it runs again), else it failed on its own (s)")
 
 
 class GoalsConfig(_Section):

@@ -116,6 +116,7 @@ def retry(
         console.print(f"queued {new} (retry of {j.id}); a running scheduler picks it up, or use --run")
         return
     import agentlab.eval  # noqa: F401  (registers the completion cache evaluation jobs share)
+    import agentlab.train  # noqa: F401  (registers how a training job goes on after its Ray node was lost)
 
     with jobs_api.LocalScheduler.from_settings(get_settings()) as sched:
         new = sched.retry(j.id)

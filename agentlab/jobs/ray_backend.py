@@ -8,17 +8,24 @@ Chosen by the config: ``jobs.backend = "ray"`` makes ``LocalScheduler.from_setti
 (empty: attach to the Ray instance running on this machine, else start a local one with ``jobs.cpus`` CPUs
 and the ``jobs.gpus`` GPUs as its ``GPU`` resources).
 
-Ray places the task and assigns GPUs; inside the task the job runs in the node's sandbox exactly as
-with the local scheduler (``CUDA_VISIBLE_DEVICES`` and device nodes = ``ray.get_gpu_ids()``, mapped to the
-configured GPU indices on a local instance). The task returns the outcome plus its logs (capped), which
-the driver records in the store and writes under ``workspace/jobs/<id>/`` so ``agentlab jobs logs`` works
-the same for both backends. The job sees the id of its Ray node in ``AGENTLAB_RAY_NODE_ID``.
+Ray places the task (``agentlab.jobs.ray_node``) and assigns GPUs; inside the task the job runs in the node's
+sandbox exactly as with the local scheduler (``CUDA_VISIBLE_DEVICES`` and device nodes = ``ray.get_gpu_ids()``,
+mapped to the configured GPU indices on a local instance). The task returns the outcome plus its logs (capped),
+which the driver records in the store and writes under ``workspace/jobs/<id>/`` so ``agentlab jobs logs`` works
+the same for both backends. The job sees the id of its Ray node in ``AGENTLAB_RAY_NODE_ID``. A job that binds
+workspace paths (a training job: its data, its model) needs the workspace on a filesystem every node mounts at
+the same path, and works there, in ``workspace/jobs/<id>/attempt-<k>/work``: its outputs (a training run's
+checkpoints and ``final/``) outlive its node and the driver reads them; other jobs work in a temp folder of
+their node.
 
 Evaluation jobs share the workspace's completion cache (``agentlab.jobs.cache_hooks``): the driver seeds
 the task, and merges what it computed while it runs (every ``journal_every_s`` the task sends what its
 cache journal gained to an actor on the driver's node) and at its end. A job whose node or Ray worker is
-lost (``LOSSES``) runs again, same id, seeded with what it had computed, until it lost ``max_losses`` nodes
-or no node left can take it: then it ends ``failed`` saying so. A job that fails on its own is never re-run.
+lost (``LOSSES``) runs again, same id, seeded with what it had computed, until it lost ``jobs.max_losses``
+nodes or no node left can take it: then it ends ``failed`` saying so. A job that fails on its own is never
+re-run. The attempt after a loss of a job that works in the workspace runs the spec the re-run hooks give
+(``agentlab.jobs.rerun_hooks``): a training job resumes from the last checkpoint the lost attempt saved,
+noted at the top of the job's ``stderr.log``.
 At most ``max_concurrent`` jobs of the scheduler run at once; the others wait ``queued``, oldest first.
 Both schedulers are ``agentlab.jobs.base.Scheduler``; this one also heartbeats and follows cancel requests
 from other processes. Requires the ``ray`` extra (``pip install 'agentlab[ray]'``).
@@ -29,75 +36,31 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from agentlab.jobs.base import JobError, Scheduler, gpu_list, settings_kwargs
-from agentlab.jobs.cache_hooks import (
-    JournalBox,
-    follow_journals,
-    job_cache,
-    merge_job_cache,
-    merge_job_lines,
-    seed_job_cache,
-)
-from agentlab.jobs.execute import COLLECT_MAX_BYTES, killed_from_outside, out_of_reach, sandbox_options_for
+from agentlab.jobs.cache_hooks import JournalBox, job_cache, merge_job_cache, merge_job_lines, seed_job_cache
+from agentlab.jobs.execute import killed_from_outside, sandbox_options_for
 from agentlab.jobs.gpus import GpuInfo
+from agentlab.jobs.ray_node import run_on_node
+from agentlab.jobs.rerun_hooks import rerun_spec
 from agentlab.jobs.spec import JobSpec
 from agentlab.jobs.store import JobStore
 from sandbox import SandboxOptions
 
 log = logging.getLogger("agentlab.jobs")
-LOG_CAP = 1024 * 1024
-NODE_ENV = "AGENTLAB_RAY_NODE_ID"
 # What ray.get raises when a task's worker or node went away (not the job's doing): the job runs again.
 LOSSES = ("WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError", "ObjectLostError", "OutOfMemoryError")
-# what a job that binds workspace paths (training data, checkpoints, a model's files) needs on another node
-ELSEWHERE = ("it runs on Ray node {here}, which does not have them: put the workspace on a filesystem every node "
-             "mounts at the same path, or run these jobs with jobs.backend = \"local\"")
 INSTALL_HINT = "install it with `pip install 'agentlab[ray]'`, or set jobs.backend = \"local\" (AGENTLAB_JOBS__BACKEND=local)"
 _started_here = {"n": 0, "owner": False}  # RaySchedulers of this process on a Ray instance this process started
 _lock = threading.Lock()
-
-
-def _run_on_node(spec_json: str, job_id: str, opts: dict[str, Any], api_key: str | None,
-                 extra_files: dict[str, str] | None = None, collect: tuple[str, ...] = (),
-                 gpu_map: list[int] | None = None, journals: Any = None, journal_every_s: float = 2.0,
-                 driver_ip: str = "") -> dict[str, Any]:
-    """The Ray task: run the job in this node's sandbox; its outcome, logs (capped) and where it ran.
-    ``journals``: the driver's ``JournalBox`` actor, sent the lines the job's ``collect`` files gain."""
-    import ray
-
-    from agentlab.jobs.execute import execute_job
-
-    node, here = ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address()
-    spec = JobSpec.model_validate_json(spec_json)
-    spec = spec.model_copy(update={"env": {**spec.env, NODE_ENV: node}})
-    gpus = [int(g) for g in ray.get_gpu_ids()]
-    if gpu_map:  # a local Ray instance numbers its GPU resources 0..n-1: the configured indices
-        gpus = [gpu_map[g] if g < len(gpu_map) else g for g in gpus]
-    base = Path(tempfile.mkdtemp(prefix=f"agentlab-{job_id}-"))
-    send = (lambda lines: journals.add.remote(job_id, lines)) if journals is not None else None
-    stop = follow_journals(send, base / "work", collect if send else (), journal_every_s, COLLECT_MAX_BYTES)
-    try:
-        out = {"state": "failed", "error": problem} if (problem := out_of_reach(spec, here, driver_ip)) else \
-            execute_job(spec, job_id, base / "work", base, gpus, SandboxOptions(**opts), api_key=api_key,
-                        extra_files=extra_files, collect=tuple(collect), missing_hint=ELSEWHERE.format(here=here))
-    finally:
-        stop.set()
-    for name in ("stdout.log", "stderr.log"):
-        p = base / name
-        data = p.read_bytes()[-LOG_CAP:] if p.exists() else b""
-        out[name] = data.decode("utf-8", "replace")
-    out.update(node_dir=str(base), gpus=gpus, node=node)
-    return out
 
 
 @dataclass
@@ -113,6 +76,8 @@ class _Run:
     requeued: bool = False  # waiting to run again after a loss ('running' in the store meanwhile)
     homeless: int = 0  # heartbeats in a row that found no live node able to take it
     unplaceable: bool = False  # cancelled because no live node can take it any more
+    workdir: Path | None = None  # its attempt's workdir under the workspace (None: a temp folder of its node)
+    notes: list[str] = field(default_factory=list)  # how its attempts went on from earlier ones (top of stderr.log)
 
 
 def _check_reachable(address: str) -> None:
@@ -196,7 +161,7 @@ class RayScheduler(Scheduler):
         self.max_concurrent, self.max_losses, self.journal_every_s = max_concurrent, max_losses, journal_every_s
         self.node_death_wait_s = node_death_wait_s
         self._driver_ip = ray.util.get_node_ip_address()
-        self._remote = ray.remote(max_retries=0)(_run_on_node)  # this scheduler re-runs lost tasks (_ended_by)
+        self._remote = ray.remote(max_retries=0)(run_on_node)  # this scheduler re-runs lost tasks (_ended_by)
         self._runs: dict[str, _Run] = {}  # waiting and running jobs
         self._waiting: deque[str] = deque()  # held back by max_concurrent, in submission order
         self._refs: dict[Any, str] = {}  # ref of a running task -> its job id
@@ -211,7 +176,8 @@ class RayScheduler(Scheduler):
     def from_settings(cls, settings: Any, **kw: Any) -> RayScheduler:
         s = settings
         kw.pop("start", None)
-        kw.setdefault("max_concurrent", s.jobs.max_concurrent)
+        for name in ("max_concurrent", "max_losses", "node_death_wait_s"):
+            kw.setdefault(name, getattr(s.jobs, name))
         return cls(JobStore(s.jobs_db_path), s.workspace, address=s.jobs.ray_address or None,
                    sandbox_options=sandbox_options_for(s.sandbox), **settings_kwargs(s, kw))
 
@@ -328,11 +294,24 @@ class RayScheduler(Scheduler):
         opts["env_passthrough"] = tuple(self.options.env_passthrough)
         collect = run.cache.collect if run.cache else ()
         journals = self._journal_actor() if collect else None
+        attempt = self._attempt_dir(run)
         ref = self._remote.options(num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus).remote(
             spec.model_dump_json(), job_id, opts, key, seed_job_cache(run.cache, job_id), collect, self._gpu_map,
-            journals, self.journal_every_s, self._driver_ip)
+            journals, self.journal_every_s, self._driver_ip, attempt)
         with self._lock:
             self._refs[ref] = job_id
+
+    def _attempt_dir(self, run: _Run) -> str | None:
+        """The folder under the workspace where this attempt of a job that binds workspace paths works (made
+        here: a node that does not see it does not share the workspace), so that its outputs outlive its node;
+        None for other jobs (a temp folder of their node)."""
+        if not run.spec.ro_binds:
+            return None
+        base = self.jobs_dir.absolute() / run.job_id / f"attempt-{run.losses + 1}"
+        base.mkdir(parents=True, exist_ok=True)
+        run.workdir = base / "work"
+        self.store.update(run.job_id, workdir=str(run.workdir))  # its outputs, readable while it runs
+        return str(base)
 
     def _journal_actor(self) -> Any:
         """The ``JournalBox`` actor, on this driver's node (not merely preferred: Ray's soft affinity put it on a
@@ -441,8 +420,9 @@ class RayScheduler(Scheduler):
         job_id = run.job_id
         log_dir = self.jobs_dir / job_id
         log_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("stdout.log", "stderr.log"):
-            (log_dir / name).write_text(out.pop(name, ""))
+        notes = "".join(f"[agentlab] {note}\n" for note in run.notes)
+        (log_dir / "stdout.log").write_text(out.pop("stdout.log", ""))
+        (log_dir / "stderr.log").write_text(notes + out.pop("stderr.log", ""))
         node_dir, gpus, node = out.pop("node_dir"), out.pop("gpus"), out.pop("node", None)
         log.debug("job %s ran on Ray node %s", job_id, node)
         merge_job_cache(run.cache, job_id, out, earlier=run.merged)
@@ -476,11 +456,26 @@ class RayScheduler(Scheduler):
         elif not self._fits_a_node(run.spec):  # (Ray may still count the lost node: then _cancel_unplaceable)
             self._finish(run, "failed", error=f"{run.lost}; {self._homeless(run)}")
         else:  # first in line for this scheduler's next free slot (``_watch`` dispatches at once)
-            log.warning("job %s: %s; running it again", run.job_id, run.lost)
-            self.store.update(run.job_id, error=f"running again after: {run.lost}")
+            resumed = self._resume(run)
+            log.warning("job %s: %s; running it again%s", run.job_id, run.lost, f" ({resumed})" if resumed else "")
+            self.store.update(run.job_id, error="; ".join(filter(None, [f"running again after: {run.lost}", resumed])))
             run.requeued = True
             with self._lock:
                 self._waiting.appendleft(run.job_id)
+
+    def _resume(self, run: _Run) -> str:
+        """Let the next attempt of a lost job that worked in the workspace go on from what the lost attempt saved
+        there, as the re-run hooks say (``agentlab.jobs.rerun_hooks``: a training job from its last checkpoint);
+        how, or "" (it runs its spec again)."""
+        if run.workdir is None:
+            return ""
+        spec = rerun_spec(run.spec, run.workdir)
+        if spec is None:
+            return ""
+        run.spec = spec
+        run.notes.append(f"attempt {run.losses + 1} resumes from what attempt {run.losses} saved in {run.workdir} "
+                         f"(its node was lost)")
+        return run.notes[-1]
 
     def _finish(self, run: _Run, state: str, **fields: Any) -> None:
         self.store.finish(run.job_id, state, **fields)

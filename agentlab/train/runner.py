@@ -115,6 +115,24 @@ def resume_point(run: TrainRun, scheduler: Any) -> Path | None:
     return None
 
 
+def resume_from(spec: JobSpec, previous_workdir: Path) -> JobSpec | None:
+    """``spec`` going on from the last complete checkpoint an earlier attempt saved in ``previous_workdir``: its
+    ``output`` bound read-only at ``RESUME_MOUNT`` (in place of any earlier one) and ``resume_dir`` set, as
+    ``job_spec(..., resume_dir=...)`` does; None when it saved none."""
+    out = Path(previous_workdir) / "output"
+    if not any(out.glob("checkpoint-*/trainer_state.json")):
+        return None
+    binds = {src: dst for src, dst in spec.ro_binds.items() if dst != RESUME_MOUNT}
+    binds[str(out)] = RESUME_MOUNT
+    return spec.model_copy(update={"ro_binds": binds, "args": {**spec.args, "resume_dir": RESUME_MOUNT}})
+
+
+def rerun_after_loss(spec: JobSpec, previous_workdir: Path) -> JobSpec | None:
+    """The re-run hook (``agentlab.jobs.rerun_hooks``, registered by ``agentlab.train``): a training job whose
+    node was lost goes on from the lost attempt's last checkpoint."""
+    return resume_from(spec, previous_workdir) if spec.target == TARGET else None
+
+
 def execute_run(run: TrainRun, workspace: Path, scheduler: Any, on_progress: Progress | None = None,
                 resume: bool = False, lab: str = "default", poll_s: float = 1.0,
                 owner_run: str | None = None) -> TrainRun:

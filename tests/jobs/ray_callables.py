@@ -1,5 +1,6 @@
 """Job targets for the Ray cluster tests (imported inside the sandbox by agentlab.jobs.sandbox_entry)."""
 
+import json
 import os
 import time
 from pathlib import Path
@@ -46,3 +47,21 @@ def die_once() -> dict:
         time.sleep(1.0)  # the journal reaches the driver
         os.kill(os.getpid(), 9)
     return {"node": node, "seeded": seeded}
+
+
+def checkpointing(steps: int, seconds_each: float, resume_dir: str | None = None) -> dict:
+    """A training job in miniature: ``steps`` steps of ``seconds_each``, a complete checkpoint after each
+    (``output/checkpoint-<n>/trainer_state.json``, written whole), going on from the last checkpoint in
+    ``resume_dir`` (an earlier attempt's ``output``, bound read-only) when given; ``node.txt`` names its node."""
+    node = os.environ.get("AGENTLAB_RAY_NODE_ID", "")
+    Path("node.txt").write_text(node)
+    saved = Path(resume_dir).glob("checkpoint-*/trainer_state.json") if resume_dir else ()
+    start = last = max((int(p.parent.name.split("-")[1]) for p in saved), default=0)
+    for step in range(start + 1, steps + 1):
+        time.sleep(seconds_each)
+        ck = Path("output") / f"checkpoint-{step}"
+        ck.mkdir(parents=True)
+        (ck / "state.tmp").write_text(json.dumps({"global_step": step}))
+        (ck / "state.tmp").rename(ck / "trainer_state.json")
+        last = step
+    return {"node": node, "start": start, "last": last}

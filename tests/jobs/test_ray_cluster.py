@@ -3,8 +3,9 @@ that runs nothing, a CPU worker and a worker with one (fake) GPU, one CPU each.
 
 Jobs spread over both workers; a GPU job lands on the GPU node and sees its GPU; ``max_concurrent`` holds
 across the cluster; a job whose node is killed runs again on the other one, seeded with what it had
-computed (merged while it ran): a real evaluation job pays only for the problems not yet answered; a job
-no node left can take ends failed, saying why.
+computed (merged while it ran): a real evaluation job pays only for the problems not yet answered; a
+training-like job (it binds workspace paths, so it works in the workspace) goes on from its last checkpoint;
+a job no node left can take ends failed, saying why.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import pytest
 
 from agentlab.jobs import JobError, JobSpec, JobStore, Resources
 from agentlab.jobs.cache_hooks import register_job_cache, unregister_job_cache
+from agentlab.jobs.rerun_hooks import register_rerun, unregister_rerun
 from sandbox import SandboxOptions
 from tests.jobs.ray_callables import JOURNAL, SEED
 
 pytestmark = [pytest.mark.requires("bubblewrap", "ray"), pytest.mark.slow, pytest.mark.integration,
               pytest.mark.timeout(240)]
 WHERE, ANSWER = "tests.jobs.ray_callables:where", "tests.jobs.ray_callables:answer_all"
-DIE_ONCE = "tests.jobs.ray_callables:die_once"
+DIE_ONCE, CHECKPOINTING = "tests.jobs.ray_callables:die_once", "tests.jobs.ray_callables:checkpointing"
 SMALL_STORE = 80 * 1024 * 1024
 # a killed node is declared dead within about a second (Ray's default takes 15 s and more)
 FAST_DEATH = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 300, "health_check_failure_threshold": 3}
@@ -134,6 +136,21 @@ def answered() -> Iterator[AnsweredItems]:
         unregister_job_cache(factory)
 
 
+@pytest.fixture
+def resumes_from_checkpoints() -> Iterator[None]:
+    """``checkpointing`` jobs go on after a node loss as training jobs do (the training wing's own re-run)."""
+    from agentlab.train.runner import resume_from
+
+    def factory(spec, previous_workdir):
+        return resume_from(spec, previous_workdir) if spec.target == CHECKPOINTING else None
+
+    register_rerun(factory)
+    try:
+        yield
+    finally:
+        unregister_rerun(factory)
+
+
 def until(check: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + DEADLINE_S
     while not check():
@@ -210,6 +227,34 @@ def test_a_job_whose_node_is_killed_runs_again_on_the_other_keeping_its_answers(
     seeded, again = set(job.result["seeded"]), set(job.result["answered"])
     assert seeded >= before and seeded | again == set(items)  # the re-run asked only what was not answered
     assert answered.items == set(items)
+
+
+def _checkpoints(workdir: Path) -> list[int]:
+    """The steps of the complete checkpoints in a job's ``output``."""
+    return sorted(int(p.parent.name.split("-")[1]) for p in workdir.glob("output/checkpoint-*/trainer_state.json"))
+
+
+def test_a_training_job_whose_node_is_killed_resumes_from_its_last_checkpoint_on_the_other(
+        ray_cluster, schedulers, resumes_from_checkpoints, tmp_path):
+    sched = schedulers()
+    (tmp_path / "data").mkdir()  # a workspace path it binds (as a training job its data): it works in the workspace
+    job_id = sched.submit(JobSpec(kind="train", target=CHECKPOINTING, args={"steps": 30, "seconds_each": 0.4},
+                                  ro_binds={str(tmp_path / "data"): "/data"}, resources=Resources(timeout_s=120)))
+    first, second = (tmp_path / "jobs" / job_id / f"attempt-{k}" / "work" for k in (1, 2))
+    until(lambda: len(_checkpoints(first)) >= 2 or sched.get(job_id).done, "the job's checkpoints in the workspace")
+    assert not sched.get(job_id).done  # 12 s of steps: the kill lands while it runs
+    saved = _checkpoints(first)[-1]
+    lost = (first / "node.txt").read_text()
+    ray_cluster.kill(lost)
+    job = sched.wait(job_id, timeout=DEADLINE_S)
+    assert job.state == "succeeded", (job.error, job.stderr_tail())
+    [other] = ray_cluster.nodes.values()
+    assert job.result["node"] == other.node_id != lost and job.workdir == str(second)
+    start = job.result["start"]  # the last checkpoint the lost attempt completed (it may have saved one more)
+    assert start >= saved > 0 and start in _checkpoints(first)
+    assert job.result["last"] == 30 and _checkpoints(second) == list(range(start + 1, 31))
+    note = (Path(job.log_dir) / "stderr.log").read_text().splitlines()[0]
+    assert note == f"[agentlab] attempt 2 resumes from what attempt 1 saved in {first} (its node was lost)"
 
 
 def test_a_job_no_node_left_can_take_ends_failed_saying_why(ray_cluster, schedulers, answered):

@@ -8,7 +8,8 @@
     sched = scheduler_from_settings(settings)   # jobs.backend: LocalScheduler, or RayScheduler at jobs.ray_address
 
 Both schedulers are a ``Scheduler`` (``agentlab.jobs.base``). Nothing here imports ``agentlab.eval``: evaluation
-jobs' completion cache is a hook that ``agentlab.eval`` registers (``agentlab.jobs.cache_hooks``).
+jobs' completion cache is a hook that ``agentlab.eval`` registers (``agentlab.jobs.cache_hooks``), and how a
+training job goes on after a lost Ray node one that ``agentlab.train`` registers (``agentlab.jobs.rerun_hooks``).
 """
 
 # Imported lazily (PEP 562): every sandboxed job starts with ``python -m agentlab.jobs.sandbox_entry``, which

@@ -260,7 +260,7 @@ def measure(workspace: Path, t0_wall: float) -> dict:
         "runs_unfinished": sum(r["status"] in ("running", "paused") for r in runs),
         "jobs": len(jobs),
         "retried": sum("node lost" in (j.error or "") for j in jobs),
-        "paid_twice": paid_twice(workspace, [j.id for j in jobs if j.kind == "eval"]),
+        "paid_twice": paid_twice(workspace, [j.id for j in jobs if j.spec.kind == "eval"]),
         "overhead_s": overhead_s(jobs),
         "utilisation": busy_share(jobs, t0_wall, time.time()),
         "model_calls": calls,

@@ -24,7 +24,7 @@ compares, in the same run, N labs whose jobs run on the local scheduler with the
 a 3-node Ray cluster on this machine (``ray.cluster_utils.Cluster``: a head that runs no job and two workers
 with this machine's cores each, so the cluster takes as many jobs at once as one lab's local scheduler), and
 the same again with a fault: once an evaluation job's answers reach the shared cache, a busy worker is killed
-(no graceful stop) and a fresh one joins in its place. Printed per arm besides the figures above: jobs run
+(no graceful stop) and the arm goes on with the one left. Printed per arm besides the figures above: jobs run
 again after a lost node, model calls paid twice (completions the metered proxies of every attempt paid for,
 minus the distinct completions in the workspace's cache: 0 when no answer is bought twice), records lost
 (runs without their paper, papers without their run) and the overhead per job (the scheduler's time around
@@ -101,7 +101,8 @@ class BenchCluster:
         return {"AGENTLAB_JOBS__BACKEND": "ray", "AGENTLAB_JOBS__RAY_ADDRESS": self.cluster.address}
 
     def kill_busy_worker(self) -> str | None:
-        """Kill (no graceful stop) a worker that runs a job and add a fresh one in its place; its node id."""
+        """Kill (no graceful stop) a worker that runs a job; its node id. The cluster goes on with the other
+        (Ray starts a node only from the main thread, so the one killed from the fault's thread stays away)."""
         from ray._private.state import available_resources_per_node
 
         free = available_resources_per_node()
@@ -110,7 +111,6 @@ class BenchCluster:
             return None
         self.cluster.remove_node(busy[0], allow_graceful=False)
         self.workers.remove(busy[0])
-        self.workers.append(self._add())
         return busy[0].node_id
 
     def shutdown(self) -> None:

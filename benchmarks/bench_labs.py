@@ -23,8 +23,8 @@ has no parallel slots): N labs gain by overlapping one lab's model calls with th
 compares, in the same run, N labs whose jobs run on the local scheduler with the same N labs whose jobs run on
 a 3-node Ray cluster on this machine (``ray.cluster_utils.Cluster``: a head that runs no job and two workers
 with this machine's cores each, so the cluster takes as many jobs at once as one lab's local scheduler), and
-the same again with a fault: once an evaluation job's answers reach the shared cache, a busy worker is killed
-(no graceful stop) and the arm goes on with the one left. Printed per arm besides the figures above: jobs run
+the same again with a fault: once a running evaluation job has paid for answers, the worker it runs on is
+killed (no graceful stop) and the arm goes on with the one left. Printed per arm besides the figures above: jobs run
 again after a lost node, model calls paid twice (completions the metered proxies of every attempt paid for,
 minus the distinct completions in the workspace's cache: 0 when no answer is bought twice), records lost
 (runs without their paper, papers without their run) and the overhead per job (the scheduler's time around
@@ -100,18 +100,14 @@ class BenchCluster:
         """What makes a lab's jobs run on this cluster (its settings, through the environment)."""
         return {"AGENTLAB_JOBS__BACKEND": "ray", "AGENTLAB_JOBS__RAY_ADDRESS": self.cluster.address}
 
-    def kill_busy_worker(self) -> str | None:
-        """Kill (no graceful stop) a worker that runs a job; its node id. The cluster goes on with the other
-        (Ray starts a node only from the main thread, so the one killed from the fault's thread stays away)."""
-        from ray._private.state import available_resources_per_node
-
-        free = available_resources_per_node()
-        busy = [n for n in self.workers if free.get(n.node_id, {}).get("CPU", 0) < os.cpu_count()]
-        if not busy:
-            return None
-        self.cluster.remove_node(busy[0], allow_graceful=False)
-        self.workers.remove(busy[0])
-        return busy[0].node_id
+    def kill(self, node_id: str) -> bool:
+        """Kill this worker at once (no graceful stop); the cluster goes on with the other (Ray starts a node
+        only from the main thread, so the one killed from the fault's thread stays away)."""
+        node = next((n for n in self.workers if n.node_id == node_id), None)
+        if node is not None:
+            self.cluster.remove_node(node, allow_graceful=False)
+            self.workers.remove(node)
+        return node is not None
 
     def shutdown(self) -> None:
         import ray
@@ -143,29 +139,35 @@ def run_round(arm: Arm, log: Path) -> int:
                               env={**os.environ, **arm.env}).returncode
 
 
-def count_rows(db: Path, sql: str) -> int:
-    if not db.exists():
-        return 0
-    con = sqlite3.connect(db, timeout=30)
-    try:
-        return con.execute(sql).fetchone()[0]
-    except sqlite3.OperationalError:  # not made yet
-        return 0
-    finally:
-        con.close()
+def jobs_running_here() -> dict[str, str]:
+    """Job id -> the Ray node it runs on, for the sandboxed jobs running on this machine (from their
+    processes' environment: the scheduler gives each job AGENTLAB_JOB_ID and AGENTLAB_RAY_NODE_ID)."""
+    found = {}
+    for env_file in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            env = dict(v.split(b"=", 1) for v in env_file.read_bytes().split(b"\0") if b"=" in v)
+        except OSError:  # gone, or not ours to read
+            continue
+        if b"AGENTLAB_JOB_ID" in env and b"AGENTLAB_RAY_NODE_ID" in env:
+            found[env[b"AGENTLAB_JOB_ID"].decode()] = env[b"AGENTLAB_RAY_NODE_ID"].decode()
+    return found
+
+
+def answers_paid(job_id: str) -> int:
+    """Completions the running attempt of a job has paid for so far (its cache journal, in the node's temp dir)."""
+    journals = sorted(Path(tempfile.gettempdir()).glob(f"agentlab-{job_id}-*/work/cache_new.jsonl"),
+                      key=lambda p: p.stat().st_mtime)
+    return len(journals[-1].read_text().splitlines()) if journals else 0
 
 
 def kill_a_node_mid_run(arm: Arm, cluster: BenchCluster, stop: threading.Event) -> None:
-    """Once answers of the arm's evaluation jobs are in the workspace's shared cache and a job runs, kill a
-    busy worker (once)."""
-    while not stop.wait(0.5):
-        merged = count_rows(arm.workspace / "eval" / "eval.db", "SELECT COUNT(*) FROM eval_completion_cache")
-        running = count_rows(arm.workspace / "jobs.db", "SELECT COUNT(*) FROM jobs WHERE state = 'running'")
-        if merged >= 3 and running and (node := cluster.kill_busy_worker()):
-            arm.killed.append(node)
-            print(f"  killed Ray worker {node[:12]} ({merged} answers in the shared cache, {running} job(s) running)",
-                  flush=True)
-            return
+    """Once a running evaluation job has paid for answers, kill the worker it runs on (once)."""
+    while not stop.wait(0.2):
+        for job_id, node in jobs_running_here().items():
+            if (paid := answers_paid(job_id)) and cluster.kill(node):
+                arm.killed.append(node)
+                print(f"  killed Ray worker {node[:12]} under {job_id} ({paid} answer(s) paid)", flush=True)
+                return
 
 
 def run_arm(arm: Arm, papers: int, max_rounds: int, cluster: BenchCluster | None = None) -> None:
@@ -224,6 +226,13 @@ def paid_twice(workspace: Path, job_ids: list[str]) -> int:
     return twice
 
 
+def lost_attempts(workspace: Path, job_id: str) -> int:
+    """Attempts of a job lost with their node (the Ray scheduler notes each at the top of its stderr.log)."""
+    log = workspace / "jobs" / job_id / "stderr.log"
+    head = log.read_text(errors="replace").splitlines()[:10] if log.exists() else []
+    return sum(line.startswith("[agentlab] attempt ") and "node lost" in line for line in head)
+
+
 def overhead_s(jobs) -> float:
     """Median seconds a job spends running in the store around its sandbox's own wall time."""
     around = [j.finished_at - j.started_at - j.wall_s for j in jobs
@@ -259,7 +268,7 @@ def measure(workspace: Path, t0_wall: float) -> dict:
         "server_errors": server_errors,
         "runs_unfinished": sum(r["status"] in ("running", "paused") for r in runs),
         "jobs": len(jobs),
-        "retried": sum("node lost" in (j.error or "") for j in jobs),
+        "retried": sum(lost_attempts(workspace, j.id) for j in jobs),
         "paid_twice": paid_twice(workspace, [j.id for j in jobs if j.spec.kind == "eval"]),
         "overhead_s": overhead_s(jobs),
         "utilisation": busy_share(jobs, t0_wall, time.time()),
@@ -272,7 +281,8 @@ def make_arms(args, work: Path, cluster: BenchCluster | None) -> list[Arm]:
     if cluster is None:  # one lab against N labs, local scheduler
         return [arm for arm in (Arm(1, work / "single"), Arm(args.labs, work / f"parallel-{args.labs}"))
                 if args.only != ("parallel" if arm.labs == 1 else "single")]
-    arms = [Arm(args.labs, work / "ray", "ray", env=cluster.env()), Arm(args.labs, work / "local")]
+    arms = [] if args.fault_only else [Arm(args.labs, work / "ray", "ray", env=cluster.env()),
+                                       Arm(args.labs, work / "local")]
     if not args.no_fault:
         arms.append(Arm(args.labs, work / "ray-fault", "ray", fault=True, env=cluster.env()))
     return arms
@@ -313,6 +323,7 @@ def main() -> None:
     ap.add_argument("--backend", choices=["local", "ray"], default="local",
                     help="ray: N labs on the local scheduler against N labs on a 3-node Ray cluster")
     ap.add_argument("--no-fault", action="store_true", help="with --backend ray: skip the node-kill arm")
+    ap.add_argument("--fault-only", action="store_true", help="with --backend ray: the node-kill arm only")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-labs-"))
     print(f"workdir {work}; {os.cpu_count()} CPUs; {args.papers} papers per arm", flush=True)

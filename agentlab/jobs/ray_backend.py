@@ -77,7 +77,7 @@ class _Run:
     homeless: int = 0  # heartbeats in a row that found no live node able to take it
     unplaceable: bool = False  # cancelled because no live node can take it any more
     workdir: Path | None = None  # its attempt's workdir under the workspace (None: a temp folder of its node)
-    notes: list[str] = field(default_factory=list)  # how its attempts went on from earlier ones (top of stderr.log)
+    notes: list[str] = field(default_factory=list)  # its lost attempts, and how the next went on (top of stderr.log)
 
 
 def _check_reachable(address: str) -> None:
@@ -456,6 +456,7 @@ class RayScheduler(Scheduler):
         elif not self._fits_a_node(run.spec):  # (Ray may still count the lost node: then _cancel_unplaceable)
             self._finish(run, "failed", error=f"{run.lost}; {self._homeless(run)}")
         else:  # first in line for this scheduler's next free slot (``_watch`` dispatches at once)
+            run.notes.append(f"attempt {run.losses}: {run.lost}; run again")  # kept in stderr.log whatever the end
             resumed = self._resume(run)
             log.warning("job %s: %s; running it again%s", run.job_id, run.lost, f" ({resumed})" if resumed else "")
             self.store.update(run.job_id, error="; ".join(filter(None, [f"running again after: {run.lost}", resumed])))

@@ -227,6 +227,8 @@ def test_a_job_whose_node_is_killed_runs_again_on_the_other_keeping_its_answers(
     seeded, again = set(job.result["seeded"]), set(job.result["answered"])
     assert seeded >= before and seeded | again == set(items)  # the re-run asked only what was not answered
     assert answered.items == set(items)
+    note = (Path(job.log_dir) / "stderr.log").read_text().splitlines()[0]  # the loss outlives the success
+    assert note.startswith("[agentlab] attempt 1: node lost 1 time (") and note.endswith("; run again")
 
 
 def _checkpoints(workdir: Path) -> list[int]:
@@ -253,8 +255,9 @@ def test_a_training_job_whose_node_is_killed_resumes_from_its_last_checkpoint_on
     start = job.result["start"]  # the last checkpoint the lost attempt completed (it may have saved one more)
     assert start >= saved > 0 and start in _checkpoints(first)
     assert job.result["last"] == 30 and _checkpoints(second) == list(range(start + 1, 31))
-    note = (Path(job.log_dir) / "stderr.log").read_text().splitlines()[0]
-    assert note == f"[agentlab] attempt 2 resumes from what attempt 1 saved in {first} (its node was lost)"
+    lost_note, resumed_note = (Path(job.log_dir) / "stderr.log").read_text().splitlines()[:2]
+    assert lost_note.startswith("[agentlab] attempt 1: node lost 1 time (") and lost_note.endswith("; run again")
+    assert resumed_note == f"[agentlab] attempt 2 resumes from what attempt 1 saved in {first} (its node was lost)"
 
 
 def test_a_job_no_node_left_can_take_ends_failed_saying_why(ray_cluster, schedulers, answered):

@@ -233,6 +233,21 @@ def lost_attempts(workspace: Path, job_id: str) -> int:
     return sum(line.startswith("[agentlab] attempt ") and "node lost" in line for line in head)
 
 
+def lost_in_flight(workspace: Path, job_ids: list[str]) -> int:
+    """Model answers a job's lost attempts got from the model but never stored (in flight as the node died):
+    each attempt's metered proxy logged the call, its cache journal has no line for it."""
+    lost = 0
+    for job_id in job_ids:
+        attempts = sorted(attempt_workdirs(workspace, job_id), key=lambda w: w.stat().st_mtime)
+        for work in attempts[:-1]:  # the last attempt is the one that ended
+            calls = work.parent / "proxy_calls.jsonl"
+            answered = sum('"/v1/chat/completions"' in line and '"status": 200' in line
+                           for line in calls.read_text().splitlines()) if calls.exists() else 0
+            journal = work / "cache_new.jsonl"
+            lost += max(0, answered - (len(journal.read_text().splitlines()) if journal.exists() else 0))
+    return lost
+
+
 def overhead_s(jobs) -> float:
     """Median seconds a job spends running in the store around its sandbox's own wall time."""
     around = [j.finished_at - j.started_at - j.wall_s for j in jobs
@@ -270,6 +285,7 @@ def measure(workspace: Path, t0_wall: float) -> dict:
         "jobs": len(jobs),
         "retried": sum(lost_attempts(workspace, j.id) for j in jobs),
         "paid_twice": paid_twice(workspace, [j.id for j in jobs if j.spec.kind == "eval"]),
+        "lost_in_flight": lost_in_flight(workspace, [j.id for j in jobs if j.spec.kind == "eval"]),
         "overhead_s": overhead_s(jobs),
         "utilisation": busy_share(jobs, t0_wall, time.time()),
         "model_calls": calls,
@@ -310,7 +326,8 @@ def print_summary(arms: list[Arm], args) -> None:
               "(target >= 2x)")
     for arm in (a for a in arms if a.fault):
         print(f"{arm.name}: {len(arm.killed)} worker(s) killed, {arm.stats['retried']} job(s) run again, "
-              f"{arm.stats['paid_twice']} model call(s) paid twice (target 0), records lost "
+              f"{arm.stats['paid_twice']} stored answer(s) paid twice (target 0), "
+              f"{arm.stats['lost_in_flight']} answer(s) lost in flight with the node (asked again), records lost "
               f"{arm.stats['lost'] + arm.stats['runs_unfinished']} (target 0)")
 
 

@@ -3,6 +3,9 @@
 ``ScriptedLLMServer`` is a real HTTP server (so the real litellm/openai clients are exercised) whose
 answers are scripted: each request pops the next step, e.g. ``("status", 429)``, ``("sleep", 5)``,
 ``("invalid_json",)`` or ``("text", "hello")``; when the script is empty it answers ``default``.
+
+``signal_refusals_while_held`` watches a budget's reservation method: an event set when it finds no room
+while the first request is still held (the gateway's and the proxy's "waits for the one in flight" tests).
 """
 
 from __future__ import annotations
@@ -107,3 +110,19 @@ def _completion(model: str, text: str, usage: tuple[int, int]) -> bytes:
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)},
     }).encode()
+
+
+def signal_refusals_while_held(budget: Any, method: str, held_released: threading.Event,
+                               monkeypatch: Any) -> threading.Event:
+    """An event set when ``budget.<method>`` (a reservation attempt: None = no room) finds no room while
+    ``held_released`` is not yet set (the first request is still held)."""
+    attempt, no_room = getattr(budget, method), threading.Event()
+
+    def watched(*args: Any) -> Any:
+        got = attempt(*args)
+        if got is None and not held_released.is_set():
+            no_room.set()
+        return got
+
+    monkeypatch.setattr(budget, method, watched)
+    return no_room

@@ -17,7 +17,7 @@ import pytest
 from agentlab.config import load_settings
 from agentlab.llm.gateway import BudgetExceeded, Gateway, GatewayError, call_need
 from agentlab.llm.usage import MIN_COMPLETION_TOKENS
-from tests.fakes import ScriptedLLMServer
+from tests.fakes import ScriptedLLMServer, signal_refusals_while_held
 
 MODEL = "openai/gpt-4o-mini"  # priced in litellm's offline cost map
 COMPLETION = 40  # what the server writes when max_tokens lets it
@@ -168,21 +168,6 @@ class HoldFirst:
         return "ok"
 
 
-def _signal_no_room_while_held(gw: Gateway, held: HoldFirst, monkeypatch) -> threading.Event:
-    """An event set when a call finds no room in the run's budget while the first call is held."""
-    reservations, no_room = gw._reservations, threading.Event()
-    attempt = reservations._try
-
-    def watched(need, limits, spent):
-        got = attempt(need, limits, spent)
-        if got is None and not held.release.is_set():
-            no_room.set()
-        return got
-
-    monkeypatch.setattr(reservations, "_try", watched)
-    return no_room
-
-
 def test_a_call_that_cannot_fit_yet_waits_for_the_one_in_flight(workspace, server, monkeypatch):
     # Worked by hand: litellm counts 52 prompt tokens for prompt(0) (45 of text, 7 of chat format); the
     # gateway estimates int(52 * 1.25) = 65. Of a budget of 193 the first call (no max_tokens) gets half
@@ -193,7 +178,7 @@ def test_a_call_that_cannot_fit_yet_waits_for_the_one_in_flight(workspace, serve
     assert (min_call_tokens() - 1, need.prompt_tokens) == (52, 65)
     gw = make_gateway(server, monkeypatch, BUDGETS__MAX_TOKENS=193)
     held = server.default = HoldFirst()
-    no_room = _signal_no_room_while_held(gw, held, monkeypatch)
+    no_room = signal_refusals_while_held(gw._reservations, "_try", held.release, monkeypatch)
     with ThreadPoolExecutor(2) as pool:
         try:
             first = pool.submit(gw.complete, prompt(0))

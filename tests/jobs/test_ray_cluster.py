@@ -26,6 +26,7 @@ from agentlab.jobs.cache_hooks import register_job_cache, unregister_job_cache
 from agentlab.jobs.rerun_hooks import register_rerun, unregister_rerun
 from sandbox import SandboxOptions
 from tests.jobs.ray_callables import JOURNAL, SEED
+from tests.sandbox.waits import wait_until
 
 pytestmark = [pytest.mark.requires("bubblewrap", "ray"), pytest.mark.slow, pytest.mark.integration,
               pytest.mark.timeout(240)]
@@ -151,14 +152,6 @@ def resumes_from_checkpoints() -> Iterator[None]:
         unregister_rerun(factory)
 
 
-def until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {DEADLINE_S:.0f} s: {what}")
-        time.sleep(0.05)
-
-
 def _where(seconds: float, **resources) -> JobSpec:
     return JobSpec(target=WHERE, args={"seconds": seconds}, resources=Resources(timeout_s=120, **resources))
 
@@ -217,7 +210,8 @@ def test_a_job_whose_node_is_killed_runs_again_on_the_other_keeping_its_answers(
     sched = schedulers()
     items = [f"q{i}" for i in range(30)]  # 12 s: on busy cores merging lags seconds; the job must outlive it
     job_id = sched.submit(_answer(items))
-    until(lambda: len(answered.items) >= 3, "answers merged into the shared cache while the job runs")
+    wait_until(lambda: len(answered.items) >= 3, DEADLINE_S,
+               "answers merged into the shared cache while the job runs")
     first = answered.nodes[0]
     before = set(answered.items)
     ray_cluster.kill(first)
@@ -243,7 +237,8 @@ def test_a_training_job_whose_node_is_killed_resumes_from_its_last_checkpoint_on
     job_id = sched.submit(JobSpec(kind="train", target=CHECKPOINTING, args={"steps": 30, "seconds_each": 0.4},
                                   ro_binds={str(tmp_path / "data"): "/data"}, resources=Resources(timeout_s=120)))
     first, second = (tmp_path / "jobs" / job_id / f"attempt-{k}" / "work" for k in (1, 2))
-    until(lambda: len(_checkpoints(first)) >= 2 or sched.get(job_id).done, "the job's checkpoints in the workspace")
+    wait_until(lambda: len(_checkpoints(first)) >= 2 or sched.get(job_id).done, DEADLINE_S,
+               "the job's checkpoints in the workspace")
     assert not sched.get(job_id).done  # 12 s of steps: the kill lands while it runs
     saved = _checkpoints(first)[-1]
     lost = (first / "node.txt").read_text()
@@ -263,7 +258,7 @@ def test_a_training_job_whose_node_is_killed_resumes_from_its_last_checkpoint_on
 def test_a_job_no_node_left_can_take_ends_failed_saying_why(ray_cluster, schedulers, answered):
     sched = schedulers()
     running = sched.submit(_answer([f"g{i}" for i in range(50)], gpus=1))
-    until(lambda: answered.nodes, "the GPU job started")
+    wait_until(lambda: answered.nodes, DEADLINE_S, "the GPU job started")
     assert answered.nodes == [ray_cluster.id("gpu")]
     waiting = sched.submit(_where(0.0, gpus=1))  # pending in Ray: the only GPU is taken
     ray_cluster.kill(ray_cluster.id("gpu"))
@@ -278,7 +273,8 @@ def test_a_job_killed_as_its_node_dies_runs_again_and_one_killed_on_a_live_node_
     # a task may still answer after its sandbox was killed with the node: the node's death decides
     sched = schedulers(node_death_wait_s=60)
     job_id = sched.submit(JobSpec(target=DIE_ONCE, resources=Resources(timeout_s=60)))
-    until(lambda: job_id in sched._suspects, "the killed job waiting for its node's verdict")  # (white box)
+    wait_until(lambda: job_id in sched._suspects, DEADLINE_S,
+               "the killed job waiting for its node's verdict")  # (white box)
     ray_cluster.kill(answered.nodes[0])
     job = sched.wait(job_id, timeout=DEADLINE_S)
     assert job.state == "succeeded" and job.result["seeded"] and job.result["node"] != answered.nodes[0]
@@ -291,7 +287,7 @@ def test_a_job_killed_as_its_node_dies_runs_again_and_one_killed_on_a_live_node_
 def test_a_job_ends_failed_once_it_lost_max_losses_nodes(ray_cluster, schedulers, answered):
     sched = schedulers(max_losses=1)
     job_id = sched.submit(_answer([f"m{i}" for i in range(50)]))
-    until(lambda: answered.nodes, "the job started")
+    wait_until(lambda: answered.nodes, DEADLINE_S, "the job started")
     ray_cluster.kill(answered.nodes[0])
     job = sched.wait(job_id, timeout=DEADLINE_S)
     assert job.state == "failed" and job.error.startswith("node lost 1 time (")
@@ -341,10 +337,11 @@ def test_an_evaluation_rerun_after_a_lost_node_pays_only_for_what_was_not_answer
         sched = schedulers()
         # the GPU node's CPU is taken: the evaluation starts on the CPU node, and runs again on the GPU node
         blocker = sched.submit(_answer([f"b{i}" for i in range(15)], gpus=1))
-        until(lambda: answered.nodes, "the job holding the GPU node started")
+        wait_until(lambda: answered.nodes, DEADLINE_S, "the job holding the GPU node started")
         job_id = sched.submit(_eval_job(f"http://127.0.0.1:{srv.port}/v1", 10))
         # merging runs behind answering (a journal read every 0.3 s, longer on busy cores): wait for the merge
-        until(lambda: _shared_rows(tmp_path) >= 3, "answers merged into the shared cache while the job runs")
+        wait_until(lambda: _shared_rows(tmp_path) >= 3, DEADLINE_S,
+                   "answers merged into the shared cache while the job runs")
         merged = _shared_rows(tmp_path)
         ray_cluster.kill(ray_cluster.id("cpu"))
         asked_before_loss = srv.completions()

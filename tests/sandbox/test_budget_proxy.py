@@ -14,6 +14,7 @@ from typing import Self
 from sandbox import ProxyConfig
 from sandbox.client_helper import BudgetExhausted, ProxyError, request
 from sandbox.proxy import MIN_COMPLETION_TOKENS, MeteredProxy, prompt_tokens_estimate
+from tests.fakes import signal_refusals_while_held
 from tests.sandbox.fake_upstream import FakeOpenAIUpstream
 
 MESSAGES = [{"role": "user", "content": "What is 2+2? Answer with a number."}]
@@ -125,21 +126,6 @@ class HeldUpstream:
         self.server.server_close()
 
 
-def _signal_no_room_while_held(px: MeteredProxy, up: HeldUpstream, monkeypatch) -> threading.Event:
-    """An event set when a request finds no room in the proxy's budget while the first is held upstream."""
-    budget, no_room = px._budget, threading.Event()
-    fit = budget._fit
-
-    def watched(payload, path, est):
-        got = fit(payload, path, est)
-        if got is None and not up.release.is_set():
-            no_room.set()
-        return got
-
-    monkeypatch.setattr(budget, "_fit", watched)
-    return no_room
-
-
 def test_a_request_that_cannot_fit_yet_waits_for_the_one_in_flight(tmp_path, monkeypatch):
     # Worked by hand: MESSAGES' prompt estimate is 81 bytes of JSON // 3 + 3 = 30 tokens. Of a budget of
     # 88 the first request (no max_tokens) gets half of the 58 left after its prompt, 29, and reserves
@@ -148,7 +134,7 @@ def test_a_request_that_cannot_fit_yet_waits_for_the_one_in_flight(tmp_path, mon
     # 10 + 9 = 19. 58 in all.
     assert prompt_tokens_estimate({"messages": MESSAGES}) == 30
     with HeldUpstream() as up, MeteredProxy(ProxyConfig(upstream=up.url, max_tokens=88), tmp_path / "p.sock") as px:
-        no_room = _signal_no_room_while_held(px, up, monkeypatch)
+        no_room = signal_refusals_while_held(px._budget, "_fit", up.release, monkeypatch)
         with ThreadPoolExecutor(2) as pool:
             try:
                 first = pool.submit(_call, px.socket_path, None)

@@ -11,8 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from preprint_server.client import PreprintClient
 from preprint_server.core.config import ServerSettings
 from preprint_server.schemas import PaperCreate
 from preprint_server.serve import free_port
+from tests.sandbox.waits import wait_until
 from tests.server.conftest import PAPERS, paper_json, publish
 from tests.server.processes import lab_key, server_process
 
@@ -37,14 +37,6 @@ DEADLINE_S = 120.0  # waiting for a process or the catch-up on 2 busy cores (nev
 def _chroma_cli() -> str:
     beside = Path(sys.executable).parent / "chroma"  # the chromadb package's CLI, in the same environment
     return str(beside) if beside.exists() else shutil.which("chroma") or "chroma"
-
-
-def until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {DEADLINE_S:.0f} s: {what}")
-        time.sleep(0.1)
 
 
 @dataclass
@@ -65,7 +57,7 @@ class ChromaServer:
             self.proc = subprocess.Popen(
                 [_chroma_cli(), "run", "--path", str(self.root / path), "--host", "127.0.0.1", "--port", str(self.port)],
                 stdout=out, stderr=subprocess.STDOUT)
-        until(self._answers, f"chroma run on port {self.port} answering")
+        wait_until(self._answers, DEADLINE_S, f"chroma run on port {self.port} answering")
 
     def _answers(self) -> bool:
         if self.proc.poll() is not None:
@@ -163,7 +155,7 @@ def test_chroma_lost_then_back_with_its_data(tmp_path, chroma, counting):
 
         embedded = counting.chunks
         chroma.start()  # back on its own files
-        until(lambda: _search_works(c), "search answering again after Chroma came back")
+        wait_until(lambda: _search_works(c), DEADLINE_S, "search answering again after Chroma came back")
         assert _found(c, "majority vote over reasoning chains")[0] == ids[0]
         assert c.app.state.services.catch_up.caught_up == 0 and counting.chunks == embedded  # nothing was missing
         third = publish(c, auth, PAPERS[2:])[0]
@@ -177,7 +169,7 @@ def test_chroma_back_empty_is_caught_up_from_sqlite(tmp_path, chroma, counting):
         chroma.kill()
         chroma.start("fresh")  # a new, empty Chroma (a lost volume) at the same address
         # the first request finds the collection gone: 503, and the catch-up re-adds every paper
-        until(lambda: _search_works(c) and c.get("/health").json()["indexed_papers"] == 3,
+        wait_until(lambda: _search_works(c) and c.get("/health").json()["indexed_papers"] == 3, DEADLINE_S,
               "every paper back in the new Chroma")
         assert c.app.state.services.catch_up.caught_up == 3
         assert _found(c, "protein databases for enzyme questions")[0] == ids[1]
@@ -193,8 +185,9 @@ def test_server_starts_while_chroma_is_down(tmp_path, chroma, counting):
         assert c.get("/api/search", params={"q": "vote"}).status_code == 503
         assert [p["id"] for p in c.get("/api/papers", params={"sort": "created"}).json()["items"]] == ids
         chroma.start("empty")
-        until(lambda: c.get("/health").status_code == 200, "/health answering once Chroma is up")
-        until(lambda: c.get("/health").json()["indexed_papers"] == 2, "both papers indexed in the new Chroma")
+        wait_until(lambda: c.get("/health").status_code == 200, DEADLINE_S, "/health answering once Chroma is up")
+        wait_until(lambda: c.get("/health").json()["indexed_papers"] == 2, DEADLINE_S,
+                   "both papers indexed in the new Chroma")
         assert _found(c, "majority vote over reasoning chains")[0] == ids[0]
 
 

@@ -267,6 +267,7 @@ def measure(workspace: Path, t0_wall: float) -> dict:
         if cache:
             calls += cache.get("calls", 0)
             cached += cache.get("cached_calls", 0)
+    evals = [j.id for j in jobs if j.spec.kind == "eval"]
     on_server = papers_on_server(workspace)
     ids = [p[0] for p in on_server]
     claimed = [r["paper_id"] for r in runs if r.get("paper_id")]
@@ -284,8 +285,8 @@ def measure(workspace: Path, t0_wall: float) -> dict:
         "runs_unfinished": sum(r["status"] in ("running", "paused") for r in runs),
         "jobs": len(jobs),
         "retried": sum(lost_attempts(workspace, j.id) for j in jobs),
-        "paid_twice": paid_twice(workspace, [j.id for j in jobs if j.spec.kind == "eval"]),
-        "lost_in_flight": lost_in_flight(workspace, [j.id for j in jobs if j.spec.kind == "eval"]),
+        "paid_twice": paid_twice(workspace, evals),
+        "lost_in_flight": lost_in_flight(workspace, evals),
         "overhead_s": overhead_s(jobs),
         "utilisation": busy_share(jobs, t0_wall, time.time()),
         "model_calls": calls,
